@@ -1,0 +1,1539 @@
+//! Running a pipeline: the [`Job`] handle, the supervisor that restarts failed attempts,
+//! and the checkpoint coordinator.
+//!
+//! A job runs as a sequence of *attempts*. Each attempt creates every operator subtask
+//! from its factory, restores it from the newest complete checkpoint (or the savepoint
+//! the job started from), connects the bounded channels and spawns one tokio task per
+//! subtask. The coordinator runs inside the attempt's event loop: it triggers
+//! checkpoints at the sources, collects acknowledgements, writes the metadata atomically
+//! and tells every task when a checkpoint is complete so sinks can commit. When a task
+//! fails, every task of the attempt is stopped and the restart strategy decides whether
+//! a new attempt starts.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::channel::{DOWNSTREAM_CLOSED, EdgeOutput, InputGate, OutputRouter};
+use crate::checkpoint::stats::{CheckpointStats, RestoredRecord, StatsTracker};
+use crate::checkpoint::storage::{
+    CheckpointMetadata, CheckpointStorage, LoadedCheckpoint, OperatorSnapshot, OperatorStateBlob, read_metadata,
+    write_metadata, write_savepoint,
+};
+use crate::checkpoint::{CheckpointConfig, config::probe_dir};
+use crate::clock::{SharedClock, SystemClock};
+use crate::error::{Error, Result};
+use crate::key::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM, key_group_range};
+use crate::message::{Barrier, CheckpointId, CheckpointKind, Message};
+use crate::metrics::{MetricsSnapshot, OperatorMetrics, TaskMetrics};
+use crate::operator::{Committable, RestoredState, TaskInfo};
+use crate::pipeline::{JobGraph, NodeKind, Partitioning, VertexInfo};
+use crate::restart::{RestartStrategy, RestartTracker};
+use crate::state::{StateBackend, StateBackendKind};
+use crate::task::{
+    KeyedRestore, KeyedSetup, OperatorFactory, TaskCheckpointing, TaskControl, TaskEnv, TaskEvent, TaskId,
+    TaskRestore, run_operator_task, run_source_task,
+};
+
+/// Where to restore a job from when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreSettings {
+    /// A savepoint or checkpoint directory (or its `_metadata` file, or a job's
+    /// checkpoint root, meaning its newest checkpoint).
+    pub path: PathBuf,
+    /// Start even if the snapshot has state for operators this job no longer has.
+    pub allow_non_restored_state: bool,
+}
+
+/// Settings of a job.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Job name; also names the job's checkpoint directory.
+    pub name: String,
+    /// Default parallelism of operators that do not set their own. Default 1.
+    pub parallelism: usize,
+    /// Number of key groups; bounds parallelism and is fixed for the life of the state.
+    /// Default 128.
+    pub max_parallelism: u16,
+    /// Capacity, in batches, of each channel between two subtasks. Default 8.
+    pub channel_capacity: usize,
+    /// Periodic checkpoints; `None` disables them (and savepoints).
+    pub checkpointing: Option<CheckpointConfig>,
+    /// Where working keyed state lives. Default sled.
+    pub state_backend: StateBackendKind,
+    /// A custom backend, overriding `state_backend`.
+    pub custom_state_backend: Option<Arc<dyn StateBackend>>,
+    /// Directory for sled working state. Default `<temp>/operators-state`.
+    pub local_state_dir: PathBuf,
+    /// What to do after a failure. Default: fixed delay, 4 attempts, 60 s.
+    pub restart: RestartStrategy,
+    /// Start from this savepoint or checkpoint.
+    pub restore: Option<RestoreSettings>,
+    /// Default target of savepoints. Default `<checkpoint dir>/savepoints`.
+    pub savepoint_dir: Option<PathBuf>,
+    /// Clock for state TTL and timestamps. Default: the system clock.
+    pub clock: SharedClock,
+    /// How long a source that has nothing to read waits before it is polled again.
+    /// Default 20 ms.
+    pub idle_wait: Duration,
+}
+
+impl JobConfig {
+    /// Defaults, with checkpointing off.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            parallelism: 1,
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            channel_capacity: 8,
+            checkpointing: None,
+            state_backend: StateBackendKind::default(),
+            custom_state_backend: None,
+            local_state_dir: std::env::temp_dir().join("operators-state"),
+            restart: RestartStrategy::default(),
+            restore: None,
+            savepoint_dir: None,
+            clock: Arc::new(SystemClock),
+            idle_wait: Duration::from_millis(20),
+        }
+    }
+
+    /// Sets the default parallelism.
+    pub fn with_parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
+    /// Sets the number of key groups.
+    pub fn with_max_parallelism(mut self, max: u16) -> Self {
+        self.max_parallelism = max;
+        self
+    }
+
+    /// Sets the channel capacity in batches.
+    pub fn with_channel_capacity(mut self, capacity: usize) -> Self {
+        self.channel_capacity = capacity;
+        self
+    }
+
+    /// Enables checkpoints.
+    pub fn with_checkpointing(mut self, checkpointing: CheckpointConfig) -> Self {
+        self.checkpointing = Some(checkpointing);
+        self
+    }
+
+    /// Sets the state backend.
+    pub fn with_state_backend(mut self, kind: StateBackendKind) -> Self {
+        self.state_backend = kind;
+        self
+    }
+
+    /// Uses a custom state backend.
+    pub fn with_custom_state_backend(mut self, backend: Arc<dyn StateBackend>) -> Self {
+        self.custom_state_backend = Some(backend);
+        self
+    }
+
+    /// Sets the directory of sled working state.
+    pub fn with_local_state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.local_state_dir = dir.into();
+        self
+    }
+
+    /// Sets the restart strategy.
+    pub fn with_restart(mut self, restart: RestartStrategy) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Starts from a savepoint or checkpoint.
+    pub fn with_restore(mut self, path: impl Into<PathBuf>, allow_non_restored_state: bool) -> Self {
+        self.restore = Some(RestoreSettings {
+            path: path.into(),
+            allow_non_restored_state,
+        });
+        self
+    }
+
+    /// Sets the default savepoint directory.
+    pub fn with_savepoint_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.savepoint_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets the clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks every setting; touches the file system only to verify directories.
+    pub fn validate(&self) -> Result<()> {
+        if self.name.trim().is_empty() {
+            return Err(Error::config("job.name", "must not be empty"));
+        }
+        if self.parallelism == 0 {
+            return Err(Error::config("parallelism", "must be at least 1"));
+        }
+        if self.max_parallelism == 0 || self.max_parallelism > MAX_MAX_PARALLELISM {
+            return Err(Error::config(
+                "max-parallelism",
+                format!("{} is outside 1..={MAX_MAX_PARALLELISM}", self.max_parallelism),
+            ));
+        }
+        if self.parallelism > usize::from(self.max_parallelism) {
+            return Err(Error::config(
+                "parallelism",
+                format!("{} exceeds max-parallelism {}", self.parallelism, self.max_parallelism),
+            ));
+        }
+        if self.channel_capacity == 0 {
+            return Err(Error::config("channel-capacity", "must be at least 1"));
+        }
+        if let Some(cp) = &self.checkpointing {
+            cp.validate()?;
+            cp.check_dir()?;
+        }
+        self.restart.validate()?;
+        Ok(())
+    }
+
+    fn savepoint_target(&self) -> Option<PathBuf> {
+        self.savepoint_dir
+            .clone()
+            .or_else(|| self.checkpointing.as_ref().map(|c| c.dir.join("savepoints")))
+    }
+}
+
+/// Lifecycle of a job, with Flink's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    /// Built, not yet running.
+    Created,
+    /// Running.
+    Running,
+    /// Failed; waiting to restart.
+    Restarting,
+    /// All input processed (or stopped with a savepoint).
+    Finished,
+    /// Failed and not restarted.
+    Failed,
+    /// Canceled.
+    Canceled,
+}
+
+impl JobStatus {
+    /// Whether the job has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Finished | JobStatus::Failed | JobStatus::Canceled)
+    }
+}
+
+/// How a job ended, when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOutcome {
+    /// `Finished` or `Canceled`.
+    pub status: JobStatus,
+    /// The savepoint written by stop-with-savepoint.
+    pub savepoint: Option<PathBuf>,
+    /// Restarts that happened.
+    pub restarts: u32,
+}
+
+/// State of a savepoint request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SavepointStatus {
+    /// Not done yet.
+    InProgress,
+    /// Written to `location`.
+    Completed {
+        /// The savepoint directory.
+        location: PathBuf,
+    },
+    /// Failed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One operator's metrics, for [`Job::metrics`].
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatorMetricsSnapshot {
+    /// Operator id.
+    pub id: String,
+    /// Kind and description.
+    pub description: String,
+    /// Parallelism.
+    pub parallelism: usize,
+    /// Counters summed over subtasks.
+    pub total: MetricsSnapshot,
+    /// Counters per subtask.
+    pub subtasks: Vec<MetricsSnapshot>,
+}
+
+/// The checkpoint settings of a running job, as Flink's `/checkpoints/config` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointConfigInfo {
+    /// `exactly_once` or `at_least_once`.
+    pub mode: String,
+    /// Interval, ms.
+    pub interval: u64,
+    /// Timeout, ms.
+    pub timeout: u64,
+    /// Minimum pause, ms.
+    pub min_pause: u64,
+    /// Checkpoints in flight at once.
+    pub max_concurrent: u32,
+    /// Tolerated consecutive failures.
+    pub tolerable_failed_checkpoints: u32,
+    /// Retained checkpoints.
+    pub retained: usize,
+    /// Whether checkpoints survive cancellation.
+    pub retain_on_cancellation: bool,
+    /// State backend name.
+    pub state_backend: String,
+    /// Where checkpoints are stored.
+    pub checkpoint_storage: String,
+}
+
+struct StatusState {
+    status: JobStatus,
+    timestamps: BTreeMap<JobStatus, i64>,
+    failure: Option<String>,
+    end_ms: Option<i64>,
+    restarts: u32,
+}
+
+pub(crate) struct JobShared {
+    id: String,
+    name: String,
+    start_ms: i64,
+    status: Mutex<StatusState>,
+    status_tx: watch::Sender<JobStatus>,
+    metrics: Vec<OperatorMetrics>,
+    stats: Mutex<StatsTracker>,
+    vertices: Vec<VertexInfo>,
+    checkpoint_config: Option<CheckpointConfigInfo>,
+    savepoints: Mutex<HashMap<String, SavepointStatus>>,
+    savepoint_tx: watch::Sender<u64>,
+    clock: SharedClock,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Poisoning means a panic while holding the lock; the data (counters, statuses) is
+    // still meaningful, so keep serving it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl JobShared {
+    fn set_status(&self, status: JobStatus, failure: Option<String>) {
+        let now = self.clock.now_ms();
+        let mut s = lock(&self.status);
+        s.status = status;
+        s.timestamps.insert(status, now);
+        if failure.is_some() {
+            s.failure = failure;
+        }
+        if status.is_terminal() {
+            s.end_ms = Some(now);
+        }
+        drop(s);
+        let _ = self.status_tx.send(status);
+    }
+
+    fn set_savepoint(&self, request_id: &str, status: SavepointStatus) {
+        lock(&self.savepoints).insert(request_id.to_string(), status);
+        self.savepoint_tx.send_modify(|v| *v += 1);
+    }
+}
+
+pub(crate) struct SavepointRequest {
+    request_id: String,
+    target: PathBuf,
+    terminal: bool,
+    drain: bool,
+}
+
+enum JobCommand {
+    Cancel,
+    Savepoint(SavepointRequest),
+}
+
+/// A running (or ended) job.
+///
+/// Dropping the handle does not stop the job; call [`Job::cancel`].
+pub struct Job {
+    shared: Arc<JobShared>,
+    commands: mpsc::UnboundedSender<JobCommand>,
+    supervisor: Mutex<Option<tokio::task::JoinHandle<Result<JobOutcome>>>>,
+    config: JobConfig,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("id", &self.shared.id)
+            .field("name", &self.shared.name)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// Summary of a job, as in Flink's `/jobs/overview`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobOverview {
+    /// Job id.
+    pub jid: String,
+    /// Job name.
+    pub name: String,
+    /// Status.
+    pub state: JobStatus,
+    /// Start, ms since epoch.
+    #[serde(rename = "start-time")]
+    pub start_time: i64,
+    /// End, ms since epoch, or -1.
+    #[serde(rename = "end-time")]
+    pub end_time: i64,
+    /// Duration so far, ms.
+    pub duration: i64,
+    /// Last status change, ms since epoch.
+    #[serde(rename = "last-modification")]
+    pub last_modification: i64,
+    /// Status change times.
+    pub timestamps: BTreeMap<JobStatus, i64>,
+    /// Why the job failed, if it did.
+    pub failure: Option<String>,
+    /// Restarts so far.
+    pub restarts: u32,
+}
+
+impl Job {
+    pub(crate) fn start(graph: JobGraph, config: JobConfig) -> Result<Job> {
+        config.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::config("runtime", "a job must be started from inside a tokio runtime"));
+        }
+        let storage = config
+            .checkpointing
+            .as_ref()
+            .map(|c| CheckpointStorage::new(&c.dir, &config.name));
+        // Decide what to restore from, and check it fits the graph before anything runs.
+        let initial_restore = match (&config.restore, &storage) {
+            (Some(r), _) => {
+                let loaded = read_metadata(&r.path)?;
+                validate_restore(&graph, &loaded, &config, r.allow_non_restored_state)?;
+                Some(loaded)
+            }
+            (None, Some(storage)) if config.checkpointing.as_ref().is_some_and(|c| c.resume_from_latest) => {
+                match storage.latest()? {
+                    Some(dir) => {
+                        let loaded = read_metadata(&dir)?;
+                        validate_restore(&graph, &loaded, &config, false).map_err(|e| Error::Restore {
+                            path: dir.clone(),
+                            message: format!(
+                                "{e}. This checkpoint was left by an earlier run of job `{}` that did not finish; \
+                                 remove `{}` to start afresh",
+                                config.name,
+                                storage.root().display()
+                            ),
+                        })?;
+                        tracing::info!(checkpoint = %dir.display(), "resuming from the newest checkpoint of a previous run");
+                        Some(loaded)
+                    }
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        let backend: Arc<dyn StateBackend> = match &config.custom_state_backend {
+            Some(b) => b.clone(),
+            None => config.state_backend.build(config.local_state_dir.clone())?,
+        };
+        if graph.nodes.iter().any(|n| n.key.is_some()) && backend.name() == "sled" {
+            probe_dir(&config.local_state_dir, "state.local-dir")?;
+        }
+        let job_id = format!("{:032x}", rand::random::<u128>());
+        let metrics = graph
+            .nodes
+            .iter()
+            .map(|n| OperatorMetrics {
+                id: n.id.clone(),
+                description: describe_node(n),
+                parallelism: n.parallelism,
+                subtasks: (0..n.parallelism).map(|_| Arc::new(TaskMetrics::default())).collect(),
+            })
+            .collect();
+        let now = config.clock.now_ms();
+        let (status_tx, _) = watch::channel(JobStatus::Created);
+        let (savepoint_tx, _) = watch::channel(0);
+        let shared = Arc::new(JobShared {
+            id: job_id,
+            name: config.name.clone(),
+            start_ms: now,
+            status: Mutex::new(StatusState {
+                status: JobStatus::Created,
+                timestamps: BTreeMap::from([(JobStatus::Created, now)]),
+                failure: None,
+                end_ms: None,
+                restarts: 0,
+            }),
+            status_tx,
+            metrics,
+            stats: Mutex::new(StatsTracker::default()),
+            vertices: graph.vertices(),
+            checkpoint_config: config.checkpointing.as_ref().map(|c| CheckpointConfigInfo {
+                mode: match c.mode {
+                    crate::checkpoint::CheckpointingMode::ExactlyOnce => "exactly_once".into(),
+                    crate::checkpoint::CheckpointingMode::AtLeastOnce => "at_least_once".into(),
+                },
+                interval: millis(c.interval),
+                timeout: millis(c.timeout),
+                min_pause: millis(c.min_pause),
+                max_concurrent: c.max_concurrent,
+                tolerable_failed_checkpoints: c.tolerable_failures,
+                retained: c.retained,
+                retain_on_cancellation: c.retain_on_cancel,
+                state_backend: backend.name().to_string(),
+                checkpoint_storage: c.dir.display().to_string(),
+            }),
+            savepoints: Mutex::new(HashMap::new()),
+            savepoint_tx,
+            clock: config.clock.clone(),
+        });
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let supervisor = tokio::spawn(supervise(
+            graph,
+            config.clone(),
+            shared.clone(),
+            commands_rx,
+            initial_restore,
+            storage,
+            backend,
+        ));
+        Ok(Job {
+            shared,
+            commands,
+            supervisor: Mutex::new(Some(supervisor)),
+            config,
+        })
+    }
+
+    /// Id of this run (32 hex characters, like Flink's).
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Job name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Current status.
+    pub fn status(&self) -> JobStatus {
+        lock(&self.shared.status).status
+    }
+
+    /// Waits until the status satisfies `pred`, returning it.
+    pub async fn wait_for_status(&self, pred: impl Fn(JobStatus) -> bool) -> JobStatus {
+        let mut rx = self.shared.status_tx.subscribe();
+        loop {
+            let s = *rx.borrow_and_update();
+            if pred(s) || s.is_terminal() {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                return self.status();
+            }
+        }
+    }
+
+    /// Summary in the shape of Flink's job overview.
+    pub fn overview(&self) -> JobOverview {
+        let s = lock(&self.shared.status);
+        let now = self.shared.clock.now_ms();
+        let end = s.end_ms.unwrap_or(-1);
+        JobOverview {
+            jid: self.shared.id.clone(),
+            name: self.shared.name.clone(),
+            state: s.status,
+            start_time: self.shared.start_ms,
+            end_time: end,
+            duration: if end >= 0 { end } else { now } - self.shared.start_ms,
+            last_modification: s.timestamps.values().copied().max().unwrap_or(self.shared.start_ms),
+            timestamps: s.timestamps.clone(),
+            failure: s.failure.clone(),
+            restarts: s.restarts,
+        }
+    }
+
+    /// The operators of the job.
+    pub fn vertices(&self) -> &[VertexInfo] {
+        &self.shared.vertices
+    }
+
+    /// Per-operator counters.
+    pub fn metrics(&self) -> Vec<OperatorMetricsSnapshot> {
+        self.shared
+            .metrics
+            .iter()
+            .map(|m| OperatorMetricsSnapshot {
+                id: m.id.clone(),
+                description: m.description.clone(),
+                parallelism: m.parallelism,
+                total: m.total(),
+                subtasks: m.per_subtask(),
+            })
+            .collect()
+    }
+
+    /// Checkpoint statistics.
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        lock(&self.shared.stats).snapshot()
+    }
+
+    /// Checkpoint settings, when checkpointing is on.
+    pub fn checkpoint_config(&self) -> Option<CheckpointConfigInfo> {
+        self.shared.checkpoint_config.clone()
+    }
+
+    /// Cancels the job. Returns immediately; use [`Job::wait`] to see it end.
+    pub fn cancel(&self) {
+        let _ = self.commands.send(JobCommand::Cancel);
+    }
+
+    /// Requests a savepoint without waiting; returns its request id
+    /// (see [`Job::savepoint_status`]). `stop`: the job stops after it (stop-with-
+    /// savepoint); `drain`: sources end their streams first so operators flush.
+    pub fn request_savepoint(&self, target_dir: Option<PathBuf>, stop: bool, drain: bool) -> Result<String> {
+        let base = match target_dir.or_else(|| self.config.savepoint_target()) {
+            Some(b) => b,
+            None => {
+                return Err(Error::config(
+                    "savepoint.dir",
+                    "no savepoint directory: pass one, or configure checkpointing or a savepoint directory",
+                ));
+            }
+        };
+        if self.config.checkpointing.is_none() {
+            return Err(Error::config(
+                "checkpoint.dir",
+                "savepoints need checkpoint storage; enable checkpointing",
+            ));
+        }
+        if self.status().is_terminal() {
+            return Err(Error::config("savepoint", format!("the job is {:?}", self.status())));
+        }
+        let request_id = format!("{:032x}", rand::random::<u128>());
+        let target = base.join(format!(
+            "savepoint-{}-{:012x}",
+            &self.shared.id[..6],
+            rand::random::<u64>() & 0xFFFF_FFFF_FFFF
+        ));
+        self.shared.set_savepoint(&request_id, SavepointStatus::InProgress);
+        let req = SavepointRequest {
+            request_id: request_id.clone(),
+            target,
+            terminal: stop,
+            drain,
+        };
+        if self.commands.send(JobCommand::Savepoint(req)).is_err() {
+            self.shared.set_savepoint(
+                &request_id,
+                SavepointStatus::Failed {
+                    reason: "the job has ended".into(),
+                },
+            );
+        }
+        Ok(request_id)
+    }
+
+    /// Status of a savepoint request.
+    pub fn savepoint_status(&self, request_id: &str) -> Option<SavepointStatus> {
+        lock(&self.shared.savepoints).get(request_id).cloned()
+    }
+
+    async fn await_savepoint(&self, request_id: &str) -> Result<PathBuf> {
+        let mut rx = self.shared.savepoint_tx.subscribe();
+        loop {
+            match self.savepoint_status(request_id) {
+                Some(SavepointStatus::Completed { location }) => return Ok(location),
+                Some(SavepointStatus::Failed { reason }) => {
+                    return Err(Error::CheckpointFailed {
+                        checkpoint_id: 0,
+                        reason: format!("savepoint failed: {reason}"),
+                    });
+                }
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::Internal("the job ended while a savepoint was pending".into()));
+            }
+        }
+    }
+
+    /// Takes a savepoint and returns its directory; the job keeps running.
+    pub async fn trigger_savepoint(&self, target_dir: Option<PathBuf>) -> Result<PathBuf> {
+        let id = self.request_savepoint(target_dir, false, false)?;
+        self.await_savepoint(&id).await
+    }
+
+    /// Takes a savepoint after which the job finishes; returns its directory.
+    pub async fn stop_with_savepoint(&self, target_dir: Option<PathBuf>, drain: bool) -> Result<PathBuf> {
+        let id = self.request_savepoint(target_dir, true, drain)?;
+        self.await_savepoint(&id).await
+    }
+
+    /// Waits for the job to end. The first caller gets the job's error if it failed;
+    /// later callers get an error describing the failure.
+    pub async fn wait(&self) -> Result<JobOutcome> {
+        let handle = lock(&self.supervisor).take();
+        if let Some(handle) = handle {
+            return match handle.await {
+                Ok(r) => r,
+                Err(e) => Err(Error::Internal(format!("job supervisor panicked: {e}"))),
+            };
+        }
+        let status = self.wait_for_status(JobStatus::is_terminal).await;
+        let s = lock(&self.shared.status);
+        match status {
+            JobStatus::Failed => Err(Error::Internal(format!(
+                "job failed: {}",
+                s.failure.clone().unwrap_or_default()
+            ))),
+            other => Ok(JobOutcome {
+                status: other,
+                savepoint: None,
+                restarts: s.restarts,
+            }),
+        }
+    }
+}
+
+fn describe_node(n: &crate::pipeline::Node) -> String {
+    match &n.kind {
+        NodeKind::Source(_) => format!("Source: {}", n.id),
+        NodeKind::Transform(_) => n.id.clone(),
+        NodeKind::Sink(_) => format!("Sink: {}", n.id),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn has_state(op: &OperatorSnapshot) -> bool {
+    op.subtasks
+        .iter()
+        .any(|s| s.operator_state.is_some() || !s.keyed_state.is_empty())
+}
+
+/// Checks that a snapshot can be restored into `graph`.
+fn validate_restore(graph: &JobGraph, loaded: &LoadedCheckpoint, config: &JobConfig, allow_non_restored: bool) -> Result<()> {
+    for (op_id, op) in &loaded.metadata.operators {
+        let node = graph.nodes.iter().find(|n| &n.id == op_id);
+        match node {
+            None if has_state(op) && !allow_non_restored => {
+                return Err(Error::Restore {
+                    path: loaded.dir.clone(),
+                    message: format!(
+                        "it holds state for operator `{op_id}`, which this job does not have; \
+                         allow non-restored state to start without it"
+                    ),
+                });
+            }
+            None => {
+                if has_state(op) {
+                    tracing::warn!(operator = %op_id, "skipping state of an operator the job no longer has");
+                }
+            }
+            Some(_) => {
+                let keyed = op.subtasks.iter().any(|s| !s.keyed_state.is_empty());
+                if keyed && op.max_parallelism != config.max_parallelism {
+                    return Err(Error::Restore {
+                        path: loaded.dir.clone(),
+                        message: format!(
+                            "operator `{op_id}` has keyed state for max parallelism {}, but the job uses {}; \
+                             max parallelism cannot change while state is kept",
+                            op.max_parallelism, config.max_parallelism
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Works out what every subtask restores from `loaded`.
+fn plan_restore(
+    graph: &JobGraph,
+    loaded: &LoadedCheckpoint,
+    storage: Option<&CheckpointStorage>,
+    max_parallelism: u16,
+) -> Result<HashMap<TaskId, TaskRestore>> {
+    let mut plan = HashMap::new();
+    let checkpoint_id = loaded.metadata.checkpoint_id;
+    for (node_idx, node) in graph.nodes.iter().enumerate() {
+        let Some(op) = loaded.metadata.operators.get(&node.id) else {
+            continue;
+        };
+        let p = node.parallelism;
+        let mut snapshots = Vec::new();
+        let mut committables: Vec<Vec<Committable>> = vec![Vec::new(); p];
+        for st in &op.subtasks {
+            if let Some(file) = &st.operator_state {
+                let blob = OperatorStateBlob::read(&file.path)?;
+                if let Some(state) = blob.state {
+                    snapshots.push((st.subtask, state));
+                }
+                // A pending transaction goes to one new subtask, which finishes it.
+                for (checkpoint_id, data) in blob.committables {
+                    committables[st.subtask % p].push(Committable { checkpoint_id, data });
+                }
+            }
+        }
+        for (subtask, committables) in committables.into_iter().enumerate() {
+            let keyed = if node.key.is_some() {
+                let range = key_group_range(subtask, p, max_parallelism);
+                let mut overlapping: Vec<_> = op
+                    .subtasks
+                    .iter()
+                    .filter(|s| !s.keyed_state.is_empty() && s.key_groups.is_some_and(|kg| kg.overlaps(&range)))
+                    .collect();
+                overlapping.sort_by_key(|s| s.key_groups.map(|kg| kg.start));
+                let reuse = match (overlapping.as_slice(), storage) {
+                    ([only], Some(storage))
+                        if only.key_groups == Some(range)
+                            && only.keyed_state.iter().all(|f| f.path.starts_with(storage.shared_dir())) =>
+                    {
+                        Some(only.keyed_state.clone())
+                    }
+                    _ => None,
+                };
+                Some(KeyedRestore {
+                    chains: overlapping
+                        .iter()
+                        .map(|s| s.keyed_state.iter().map(|f| f.path.clone()).collect())
+                        .collect(),
+                    reuse,
+                    checkpoint_id,
+                })
+            } else {
+                None
+            };
+            plan.insert(
+                TaskId { node: node_idx, subtask },
+                TaskRestore {
+                    operator_state: RestoredState::new(checkpoint_id, op.parallelism, snapshots.clone(), subtask, p),
+                    committables,
+                    keyed,
+                },
+            );
+        }
+    }
+    Ok(plan)
+}
+
+enum AttemptOutcome {
+    Finished { savepoint: Option<PathBuf> },
+    Canceled,
+    Failed(Error),
+}
+
+async fn supervise(
+    graph: JobGraph,
+    config: JobConfig,
+    shared: Arc<JobShared>,
+    mut commands: mpsc::UnboundedReceiver<JobCommand>,
+    initial_restore: Option<LoadedCheckpoint>,
+    storage: Option<CheckpointStorage>,
+    backend: Arc<dyn StateBackend>,
+) -> Result<JobOutcome> {
+    if let Some(storage) = &storage
+        && let Err(e) = storage.create_dirs()
+    {
+        shared.set_status(JobStatus::Failed, Some(e.to_string()));
+        return Err(e);
+    }
+    let mut next_id = initial_restore.as_ref().map_or(1, |r| r.metadata.checkpoint_id + 1);
+    if let Some(storage) = &storage {
+        // Never reuse the id of a directory an earlier run left behind.
+        if let Ok(Some(latest)) = storage.latest()
+            && let Ok(l) = read_metadata(&latest)
+        {
+            next_id = next_id.max(l.metadata.checkpoint_id + 1);
+        }
+    }
+    let mut restore = initial_restore;
+    let mut last_completed: Option<PathBuf> = None;
+    let mut tracker = RestartTracker::new(config.restart.clone());
+    let mut attempt = 0u32;
+    loop {
+        if let Some(r) = &restore {
+            lock(&shared.stats).restored(RestoredRecord {
+                id: r.metadata.checkpoint_id,
+                restore_timestamp: shared.clock.now_ms(),
+                is_savepoint: r.metadata.kind == CheckpointKind::Savepoint,
+                external_path: r.dir.display().to_string(),
+            });
+        }
+        shared.set_status(JobStatus::Running, None);
+        let started = Instant::now();
+        let outcome = run_attempt(
+            &graph,
+            &config,
+            &shared,
+            &mut commands,
+            restore.as_ref(),
+            attempt,
+            &mut next_id,
+            &mut last_completed,
+            storage.as_ref(),
+            &backend,
+        )
+        .await;
+        lock(&shared.stats).abandon_in_progress(shared.clock.now_ms());
+        let restarts = tracker.restarts();
+        match outcome {
+            AttemptOutcome::Finished { savepoint } => {
+                if let Some(storage) = &storage
+                    && let Err(e) = storage.discard_all()
+                {
+                    tracing::warn!(error = %e, "could not remove the checkpoints of the finished job");
+                }
+                shared.set_status(JobStatus::Finished, None);
+                return Ok(JobOutcome {
+                    status: JobStatus::Finished,
+                    savepoint,
+                    restarts,
+                });
+            }
+            AttemptOutcome::Canceled => {
+                if let (Some(storage), Some(cp)) = (&storage, &config.checkpointing)
+                    && !cp.retain_on_cancel
+                    && let Err(e) = storage.discard_all()
+                {
+                    tracing::warn!(error = %e, "could not remove the checkpoints of the canceled job");
+                }
+                shared.set_status(JobStatus::Canceled, None);
+                return Ok(JobOutcome {
+                    status: JobStatus::Canceled,
+                    savepoint: None,
+                    restarts,
+                });
+            }
+            AttemptOutcome::Failed(err) => {
+                let Some(delay) = tracker.on_failure(Instant::now(), started, &err) else {
+                    tracing::error!(error = %err, "job failed");
+                    shared.set_status(JobStatus::Failed, Some(err.to_string()));
+                    return Err(err);
+                };
+                tracing::warn!(error = %err, delay_ms = millis(delay), attempt = attempt + 1, "job failed; restarting");
+                lock(&shared.status).restarts = tracker.restarts();
+                shared.set_status(JobStatus::Restarting, Some(err.to_string()));
+                let sleep = tokio::time::sleep(delay);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        cmd = commands.recv() => match cmd {
+                            Some(JobCommand::Cancel) => {
+                                shared.set_status(JobStatus::Canceled, None);
+                                return Ok(JobOutcome { status: JobStatus::Canceled, savepoint: None, restarts: tracker.restarts() });
+                            }
+                            Some(JobCommand::Savepoint(req)) => shared.set_savepoint(
+                                &req.request_id,
+                                SavepointStatus::Failed { reason: "the job is restarting".into() },
+                            ),
+                            None => { sleep.as_mut().await; break; }
+                        }
+                    }
+                }
+                attempt += 1;
+                if let Some(path) = &last_completed {
+                    match read_metadata(path) {
+                        Ok(l) => restore = Some(l),
+                        Err(e) => {
+                            shared.set_status(JobStatus::Failed, Some(e.to_string()));
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct PendingCheckpoint {
+    barrier: Barrier,
+    started: Instant,
+    dir: PathBuf,
+    acks: BTreeMap<TaskId, crate::task::Ack>,
+    savepoint: Option<SavepointRequest>,
+}
+
+struct Coordinator<'a> {
+    config: Option<&'a CheckpointConfig>,
+    storage: Option<&'a CheckpointStorage>,
+    shared: &'a JobShared,
+    graph: &'a JobGraph,
+    max_parallelism: u16,
+    tasks: Vec<(TaskId, mpsc::UnboundedSender<TaskControl>, bool)>,
+    pending: Option<PendingCheckpoint>,
+    next_trigger: Instant,
+    consecutive_failures: u32,
+    sources_total: usize,
+    sources_finished: HashSet<TaskId>,
+    terminal_triggered: bool,
+    savepoints: VecDeque<SavepointRequest>,
+    stop_savepoint: Option<PathBuf>,
+}
+
+impl Coordinator<'_> {
+    fn now_ms(&self) -> i64 {
+        self.shared.clock.now_ms()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let cfg = self.config?;
+        if let Some(p) = &self.pending {
+            return Some(p.started + cfg.timeout);
+        }
+        if self.terminal_triggered {
+            return None;
+        }
+        if !self.savepoints.is_empty() || self.sources_finished.len() == self.sources_total {
+            return Some(Instant::now());
+        }
+        Some(self.next_trigger)
+    }
+
+    fn queue_savepoint(&mut self, req: SavepointRequest) {
+        if self.config.is_none() || self.storage.is_none() {
+            self.shared.set_savepoint(
+                &req.request_id,
+                SavepointStatus::Failed {
+                    reason: "savepoints need checkpointing to be configured".into(),
+                },
+            );
+        } else if self.terminal_triggered {
+            self.shared.set_savepoint(
+                &req.request_id,
+                SavepointStatus::Failed {
+                    reason: "the job is already finishing".into(),
+                },
+            );
+        } else {
+            self.savepoints.push_back(req);
+        }
+    }
+
+    /// Triggers whatever is due; fails a checkpoint that timed out.
+    fn tick(&mut self, next_id: &mut u64) -> Result<()> {
+        let Some(cfg) = self.config else { return Ok(()) };
+        if let Some(p) = &self.pending {
+            if p.started.elapsed() >= cfg.timeout {
+                let id = p.barrier.checkpoint_id;
+                return self.fail_pending(id, format!("timed out after {} ms", millis(cfg.timeout)));
+            }
+            return Ok(());
+        }
+        if self.terminal_triggered {
+            return Ok(());
+        }
+        if let Some(req) = self.savepoints.pop_front() {
+            let terminal = req.terminal;
+            let drain = req.drain;
+            return self.trigger(next_id, CheckpointKind::Savepoint, terminal, drain, Some(req));
+        }
+        if self.sources_finished.len() == self.sources_total {
+            return self.trigger(next_id, CheckpointKind::Checkpoint, true, false, None);
+        }
+        if Instant::now() >= self.next_trigger {
+            return self.trigger(next_id, CheckpointKind::Checkpoint, false, false, None);
+        }
+        Ok(())
+    }
+
+    fn trigger(
+        &mut self,
+        next_id: &mut u64,
+        kind: CheckpointKind,
+        terminal: bool,
+        drain: bool,
+        savepoint: Option<SavepointRequest>,
+    ) -> Result<()> {
+        let Some(storage) = self.storage else { return Ok(()) };
+        let id = *next_id;
+        *next_id += 1;
+        let dir = match storage.create_checkpoint_dir(id) {
+            Ok(d) => d,
+            Err(e) => {
+                // Count it as a failed checkpoint; storage may recover.
+                lock(&self.shared.stats).triggered(id, kind, terminal, self.now_ms(), self.tasks.len());
+                self.pending = Some(PendingCheckpoint {
+                    barrier: Barrier {
+                        checkpoint_id: id,
+                        timestamp_ms: self.now_ms(),
+                        kind,
+                        terminal,
+                    },
+                    started: Instant::now(),
+                    dir: storage.checkpoint_dir(id),
+                    acks: BTreeMap::new(),
+                    savepoint,
+                });
+                return self.fail_pending(id, e.to_string());
+            }
+        };
+        let barrier = Barrier {
+            checkpoint_id: id,
+            timestamp_ms: self.now_ms(),
+            kind,
+            terminal,
+        };
+        if terminal {
+            self.terminal_triggered = true;
+        }
+        tracing::debug!(checkpoint_id = id, ?kind, terminal, "triggering checkpoint");
+        lock(&self.shared.stats).triggered(id, kind, terminal, barrier.timestamp_ms, self.tasks.len());
+        for (_, control, is_source) in &self.tasks {
+            if *is_source {
+                let _ = control.send(TaskControl::Trigger { barrier, drain });
+            }
+        }
+        self.pending = Some(PendingCheckpoint {
+            barrier,
+            started: Instant::now(),
+            dir,
+            acks: BTreeMap::new(),
+            savepoint,
+        });
+        Ok(())
+    }
+
+    fn notify(&self, msg: impl Fn() -> TaskControl) {
+        for (_, control, _) in &self.tasks {
+            let _ = control.send(msg());
+        }
+    }
+
+    fn fail_pending(&mut self, id: CheckpointId, reason: String) -> Result<()> {
+        let Some(p) = self.pending.take() else { return Ok(()) };
+        if p.barrier.checkpoint_id != id {
+            self.pending = Some(p);
+            return Ok(());
+        }
+        tracing::warn!(checkpoint_id = id, %reason, "checkpoint failed");
+        if let Some(storage) = self.storage {
+            storage.discard(id);
+        }
+        lock(&self.shared.stats).failed(id, self.now_ms(), &reason);
+        self.notify(|| TaskControl::Abort(id));
+        if let Some(cfg) = self.config {
+            self.next_trigger = (p.started + cfg.interval).max(Instant::now() + cfg.min_pause);
+        }
+        if p.barrier.terminal {
+            if let Some(sp) = &p.savepoint {
+                self.shared
+                    .set_savepoint(&sp.request_id, SavepointStatus::Failed { reason: reason.clone() });
+            }
+            return Err(Error::CheckpointFailed {
+                checkpoint_id: id,
+                reason: format!("the final checkpoint failed: {reason}"),
+            });
+        }
+        if let Some(sp) = p.savepoint {
+            // Savepoint failures do not count against the tolerable checkpoint failures.
+            self.shared.set_savepoint(&sp.request_id, SavepointStatus::Failed { reason });
+            return Ok(());
+        }
+        self.consecutive_failures += 1;
+        let tolerable = self.config.map_or(0, |c| c.tolerable_failures);
+        if self.consecutive_failures > tolerable {
+            return Err(Error::TooManyCheckpointFailures {
+                failures: self.consecutive_failures,
+                tolerable,
+                last: reason,
+            });
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, ev: TaskEvent, last_completed: &mut Option<PathBuf>) -> Result<()> {
+        match ev {
+            TaskEvent::SourceFinished(task) => {
+                self.sources_finished.insert(task);
+            }
+            TaskEvent::Decline {
+                task,
+                checkpoint_id,
+                reason,
+            } => {
+                let op = &self.graph.nodes[task.node].id;
+                self.fail_pending(
+                    checkpoint_id,
+                    format!("declined by `{op}` subtask {}: {reason}", task.subtask),
+                )?;
+            }
+            TaskEvent::Ack(ack) => {
+                let Some(p) = &mut self.pending else { return Ok(()) };
+                if p.barrier.checkpoint_id != ack.checkpoint_id {
+                    return Ok(());
+                }
+                lock(&self.shared.stats).acknowledged(ack.checkpoint_id, self.shared.clock.now_ms(), ack.written, ack.sync_ms, ack.align_ms);
+                p.acks.insert(ack.task, *ack);
+                if p.acks.len() == self.tasks.len()
+                    && let Some(p) = self.pending.take()
+                {
+                    self.complete(p, last_completed).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn complete(&mut self, p: PendingCheckpoint, last_completed: &mut Option<PathBuf>) -> Result<()> {
+        let (Some(cfg), Some(storage)) = (self.config, self.storage) else {
+            return Ok(());
+        };
+        let id = p.barrier.checkpoint_id;
+        let mut metadata = CheckpointMetadata::new(
+            &self.shared.name,
+            &self.shared.id,
+            id,
+            p.barrier.kind,
+            p.barrier.timestamp_ms,
+        );
+        for (node_idx, node) in self.graph.nodes.iter().enumerate() {
+            let subtasks = p
+                .acks
+                .iter()
+                .filter(|(t, _)| t.node == node_idx)
+                .map(|(_, a)| a.snapshot.clone())
+                .collect();
+            metadata.operators.insert(
+                node.id.clone(),
+                OperatorSnapshot {
+                    parallelism: node.parallelism,
+                    max_parallelism: self.max_parallelism,
+                    subtasks,
+                },
+            );
+        }
+        let dir = p.dir.clone();
+        let meta = metadata.clone();
+        let written = tokio::task::spawn_blocking(move || write_metadata(&dir, &meta)).await;
+        let written = match written {
+            Ok(r) => r,
+            Err(e) => Err(Error::Internal(format!("metadata writer panicked: {e}"))),
+        };
+        if let Err(e) = written {
+            self.pending = Some(p);
+            return self.fail_pending(id, format!("writing the metadata failed: {e}"));
+        }
+        let mut location = p.dir.clone();
+        if let Some(sp) = &p.savepoint {
+            let target = sp.target.clone();
+            let meta = metadata.clone();
+            let result = tokio::task::spawn_blocking(move || write_savepoint(&target, &meta)).await;
+            match result {
+                Ok(Ok(_)) => {
+                    location = sp.target.clone();
+                    self.shared.set_savepoint(
+                        &sp.request_id,
+                        SavepointStatus::Completed {
+                            location: sp.target.clone(),
+                        },
+                    );
+                    if sp.terminal {
+                        self.stop_savepoint = Some(sp.target.clone());
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.shared.set_savepoint(&sp.request_id, SavepointStatus::Failed { reason: e.to_string() });
+                    if sp.terminal {
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("savepoint writer panicked: {e}");
+                    self.shared.set_savepoint(&sp.request_id, SavepointStatus::Failed { reason: reason.clone() });
+                    return Err(Error::Internal(reason));
+                }
+            }
+        }
+        let retained = cfg.retained;
+        let storage2 = storage.clone();
+        let retention = tokio::task::spawn_blocking(move || storage2.retain(retained, id)).await;
+        if let Ok(Err(e)) | Err(e) = retention.map_err(|e| Error::Internal(e.to_string())) {
+            tracing::warn!(error = %e, "checkpoint retention failed; old checkpoints remain on disk");
+        }
+        {
+            let mut stats = lock(&self.shared.stats);
+            stats.completed(id, self.shared.clock.now_ms(), metadata.full_size(), location.display().to_string());
+            stats.discarded(id.saturating_sub(retained as u64 - 1));
+        }
+        tracing::debug!(checkpoint_id = id, "checkpoint complete");
+        *last_completed = Some(location);
+        self.consecutive_failures = 0;
+        self.next_trigger = (p.started + cfg.interval).max(Instant::now() + cfg.min_pause);
+        self.notify(|| TaskControl::Complete(id));
+        Ok(())
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if e.is_cancelled() {
+        return "canceled".into();
+    }
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".into()
+    }
+}
+
+/// Picks the error that caused a failure: consequences (closed channels, cancellations)
+/// are reported only when nothing else is known.
+fn root_cause(errors: Vec<Error>) -> Error {
+    let is_consequence = |e: &Error| match e {
+        Error::Canceled => true,
+        Error::Internal(m) => m.contains(DOWNSTREAM_CLOSED),
+        Error::Operator { source, .. } => matches!(source.as_ref(), Error::Internal(m) if m.contains(DOWNSTREAM_CLOSED)),
+        _ => false,
+    };
+    let mut fallback = None;
+    for e in errors {
+        if !is_consequence(&e) {
+            return e;
+        }
+        fallback.get_or_insert(e);
+    }
+    fallback.unwrap_or_else(|| Error::Internal("a task failed without an error".into()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_attempt(
+    graph: &JobGraph,
+    config: &JobConfig,
+    shared: &JobShared,
+    commands: &mut mpsc::UnboundedReceiver<JobCommand>,
+    restore: Option<&LoadedCheckpoint>,
+    attempt: u32,
+    next_id: &mut u64,
+    last_completed: &mut Option<PathBuf>,
+    storage: Option<&CheckpointStorage>,
+    backend: &Arc<dyn StateBackend>,
+) -> AttemptOutcome {
+    let mut restore_plan = match restore {
+        Some(loaded) => {
+            let g = graph;
+            match plan_restore(g, loaded, storage, config.max_parallelism) {
+                Ok(p) => p,
+                Err(e) => return AttemptOutcome::Failed(e),
+            }
+        }
+        None => HashMap::new(),
+    };
+
+    // Channels: inputs[node][subtask] and outputs[node][subtask].
+    let mut inputs: Vec<Vec<Vec<mpsc::Receiver<Message>>>> =
+        graph.nodes.iter().map(|n| (0..n.parallelism).map(|_| Vec::new()).collect()).collect();
+    let mut outputs: Vec<Vec<Vec<EdgeOutput>>> =
+        graph.nodes.iter().map(|n| (0..n.parallelism).map(|_| Vec::new()).collect()).collect();
+    for edge in &graph.edges {
+        let (pa, pb) = (graph.nodes[edge.from].parallelism, graph.nodes[edge.to].parallelism);
+        match &edge.partitioning {
+            Partitioning::Forward => {
+                for i in 0..pa {
+                    let (tx, rx) = mpsc::channel(config.channel_capacity);
+                    outputs[edge.from][i].push(EdgeOutput {
+                        port: edge.port,
+                        partitioning: edge.partitioning.clone(),
+                        senders: vec![tx],
+                        next: 0,
+                    });
+                    inputs[edge.to][i].push(rx);
+                }
+            }
+            _ => {
+                let mut senders: Vec<Vec<mpsc::Sender<Message>>> = (0..pa).map(|_| Vec::with_capacity(pb)).collect();
+                for downstream in inputs[edge.to].iter_mut() {
+                    for sender in senders.iter_mut() {
+                        let (tx, rx) = mpsc::channel(config.channel_capacity);
+                        sender.push(tx);
+                        downstream.push(rx);
+                    }
+                }
+                for (i, s) in senders.into_iter().enumerate() {
+                    outputs[edge.from][i].push(EdgeOutput {
+                        port: edge.port,
+                        partitioning: edge.partitioning.clone(),
+                        senders: s,
+                        // Spread the round robin's starting point over the subtasks.
+                        next: i % pb,
+                    });
+                }
+            }
+        }
+    }
+
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let checkpointing = match (&config.checkpointing, storage) {
+        (Some(cp), Some(storage)) => Some(TaskCheckpointing {
+            storage: storage.clone(),
+            mode: cp.mode,
+        }),
+        _ => None,
+    };
+    let mut join_set = JoinSet::new();
+    let mut task_of = HashMap::new();
+    let mut controls = Vec::new();
+    let mut sources_total = 0;
+    for (node_idx, node) in graph.nodes.iter().enumerate() {
+        let node_inputs = std::mem::take(&mut inputs[node_idx]);
+        let node_outputs = std::mem::take(&mut outputs[node_idx]);
+        for (subtask, (ins, outs)) in node_inputs.into_iter().zip(node_outputs).enumerate() {
+            let id = TaskId { node: node_idx, subtask };
+            let info = Arc::new(TaskInfo {
+                job_name: Arc::from(config.name.as_str()),
+                job_id: Arc::from(shared.id.as_str()),
+                operator_id: Arc::from(node.id.as_str()),
+                subtask,
+                parallelism: node.parallelism,
+                max_parallelism: config.max_parallelism,
+                attempt,
+            });
+            let metrics = shared.metrics[node_idx].subtasks[subtask].clone();
+            let (control_tx, control_rx) = mpsc::unbounded_channel();
+            let is_source = matches!(node.kind, NodeKind::Source(_));
+            sources_total += usize::from(is_source);
+            controls.push((id, control_tx, is_source));
+            let env = TaskEnv {
+                id,
+                info: info.clone(),
+                control: control_rx,
+                events: events_tx.clone(),
+                inputs: InputGate::new(ins),
+                output: OutputRouter::new(info.operator_id.clone(), outs, config.max_parallelism, metrics.clone()),
+                metrics,
+                checkpointing: checkpointing.clone(),
+                clock: config.clock.clone(),
+                restore: restore_plan.remove(&id),
+                keyed: node.key.clone().map(|selector| KeyedSetup {
+                    backend: backend.clone(),
+                    key_groups: key_group_range(subtask, node.parallelism, config.max_parallelism),
+                    selector,
+                }),
+                idle_wait: config.idle_wait,
+            };
+            let handle = match &node.kind {
+                NodeKind::Source(f) => join_set.spawn(run_source_task(env, f.clone())),
+                NodeKind::Transform(f) => join_set.spawn(run_operator_task(env, OperatorFactory::Transform(f.clone()))),
+                NodeKind::Sink(f) => join_set.spawn(run_operator_task(env, OperatorFactory::Sink(f.clone()))),
+            };
+            task_of.insert(handle.id(), id);
+        }
+    }
+
+    let mut coord = Coordinator {
+        config: checkpointing.as_ref().and(config.checkpointing.as_ref()),
+        storage,
+        shared,
+        graph,
+        max_parallelism: config.max_parallelism,
+        tasks: controls,
+        pending: None,
+        next_trigger: Instant::now() + config.checkpointing.as_ref().map_or(Duration::ZERO, |c| c.interval),
+        consecutive_failures: 0,
+        sources_total,
+        sources_finished: HashSet::new(),
+        terminal_triggered: false,
+        savepoints: VecDeque::new(),
+        stop_savepoint: None,
+    };
+    let mut commands_open = true;
+
+    let failure = loop {
+        let deadline = coord.deadline();
+        tokio::select! {
+            Some(ev) = events_rx.recv() => {
+                if let Err(e) = coord.on_event(ev, last_completed).await {
+                    break e;
+                }
+            }
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(JobCommand::Cancel) => {
+                    join_set.abort_all();
+                    while join_set.join_next().await.is_some() {}
+                    if let Some(p) = coord.pending.take()
+                        && let Some(s) = storage
+                    {
+                        s.discard(p.barrier.checkpoint_id);
+                    }
+                    return AttemptOutcome::Canceled;
+                }
+                Some(JobCommand::Savepoint(req)) => coord.queue_savepoint(req),
+                None => commands_open = false,
+            },
+            res = join_set.join_next_with_id() => match res {
+                None => {
+                    return AttemptOutcome::Finished { savepoint: coord.stop_savepoint.take() };
+                }
+                Some(Ok((_, Ok(())))) => {}
+                Some(Ok((_, Err(e)))) => break e,
+                Some(Err(e)) => {
+                    let task = task_of.get(&e.id()).copied();
+                    let (operator, subtask) = task.map_or((String::from("?"), 0), |t| (graph.nodes[t.node].id.clone(), t.subtask));
+                    break Error::Panic { operator, subtask, message: panic_message(e) };
+                }
+            },
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        if let Err(e) = coord.tick(next_id) {
+            break e;
+        }
+    };
+
+    // Stop everything, then find the error that started it.
+    join_set.abort_all();
+    let mut errors = vec![failure];
+    while let Some(res) = join_set.join_next_with_id().await {
+        match res {
+            Ok((_, Err(e))) => errors.push(e),
+            Err(e) if e.is_panic() => {
+                let task = task_of.get(&e.id()).copied();
+                let (operator, subtask) = task.map_or((String::from("?"), 0), |t| (graph.nodes[t.node].id.clone(), t.subtask));
+                errors.push(Error::Panic {
+                    operator,
+                    subtask,
+                    message: panic_message(e),
+                });
+            }
+            _ => {}
+        }
+    }
+    if let Some(p) = coord.pending.take()
+        && let Some(s) = storage
+    {
+        s.discard(p.barrier.checkpoint_id);
+    }
+    AttemptOutcome::Failed(root_cause(errors))
+}

@@ -1,0 +1,515 @@
+//! Building pipelines in plain Rust: sources, transforms, sinks, parallelism, exchanges.
+//!
+//! ```
+//! use operators_core::builtins::{DiscardSink, GeneratorSource, MapTransform};
+//! use operators_core::{JobConfig, Pipeline};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> operators_core::Result<()> {
+//! let pipeline = Pipeline::new();
+//! pipeline
+//!     .source("numbers", GeneratorSource::bounded(10_000))
+//!     .parallelism(2)
+//!     .key_by(["key"])
+//!     .transform("identity", MapTransform::new(|batch| Ok(Some(batch))))
+//!     .sink("discard", DiscardSink::default());
+//! let job = pipeline.start(JobConfig::new("doc example"))?;
+//! job.wait().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Between two operators the exchange is *forward* (subtask i feeds subtask i) when their
+//! parallelism is equal and *rebalance* (round robin) otherwise, unless set explicitly
+//! with [`Stream::key_by`], [`Stream::rebalance`] or [`Stream::forward`]. Operator ids
+//! are the stable names under which state is stored: keep them when the job changes.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::job::{Job, JobConfig, JobOutcome};
+use crate::key::KeySelector;
+use crate::operator::{SinkFactory, SourceFactory, TransformFactory};
+
+/// Which output of an operator a stream comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// The records the operator emits.
+    Main,
+    /// Records the operator could not process, with their provenance.
+    DeadLetter,
+}
+
+/// How records are distributed between the subtasks of two connected operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partitioning {
+    /// Subtask i sends to subtask i; both operators must have the same parallelism.
+    Forward,
+    /// Round robin, batch by batch.
+    Rebalance,
+    /// By the hash of the key columns: all rows of a key reach the same subtask.
+    Hash(KeySelector),
+}
+
+impl Partitioning {
+    fn name(&self) -> String {
+        match self {
+            Partitioning::Forward => "FORWARD".into(),
+            Partitioning::Rebalance => "REBALANCE".into(),
+            Partitioning::Hash(k) => format!("HASH[{}]", k.columns().join(",")),
+        }
+    }
+}
+
+pub(crate) enum NodeKind {
+    Source(Arc<dyn SourceFactory>),
+    Transform(Arc<dyn TransformFactory>),
+    Sink(Arc<dyn SinkFactory>),
+}
+
+impl NodeKind {
+    fn name(&self) -> &'static str {
+        match self {
+            NodeKind::Source(_) => "source",
+            NodeKind::Transform(_) => "transform",
+            NodeKind::Sink(_) => "sink",
+        }
+    }
+}
+
+struct NodeSpec {
+    id: String,
+    kind: NodeKind,
+    parallelism: Option<usize>,
+}
+
+struct EdgeSpec {
+    from: usize,
+    port: Port,
+    to: usize,
+    partitioning: Option<Partitioning>,
+}
+
+#[derive(Default)]
+struct GraphBuilder {
+    nodes: Vec<NodeSpec>,
+    edges: Vec<EdgeSpec>,
+}
+
+type SharedBuilder = Arc<Mutex<GraphBuilder>>;
+
+fn lock(g: &SharedBuilder) -> MutexGuard<'_, GraphBuilder> {
+    // A poisoned lock only means another builder call panicked; the graph data is intact.
+    g.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A pipeline under construction.
+#[derive(Clone, Default)]
+pub struct Pipeline {
+    graph: SharedBuilder,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = lock(&self.graph);
+        f.debug_struct("Pipeline")
+            .field("operators", &g.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A stream of record batches: the output of an operator, ready to be connected.
+#[derive(Clone)]
+pub struct Stream {
+    graph: SharedBuilder,
+    node: usize,
+    port: Port,
+    partitioning: Option<Partitioning>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("node", &self.node)
+            .field("port", &self.port)
+            .field("partitioning", &self.partitioning)
+            .finish()
+    }
+}
+
+/// Several streams feeding one operator.
+#[derive(Clone, Debug)]
+pub struct UnionStream {
+    streams: Vec<Stream>,
+}
+
+/// A sink added to a pipeline.
+#[derive(Clone)]
+pub struct SinkHandle {
+    graph: SharedBuilder,
+    node: usize,
+}
+
+impl std::fmt::Debug for SinkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkHandle").field("node", &self.node).finish()
+    }
+}
+
+fn add_node(graph: &SharedBuilder, id: &str, kind: NodeKind, inputs: &[Stream]) -> usize {
+    let mut g = lock(graph);
+    let idx = g.nodes.len();
+    g.nodes.push(NodeSpec {
+        id: id.to_string(),
+        kind,
+        parallelism: None,
+    });
+    for s in inputs {
+        g.edges.push(EdgeSpec {
+            from: s.node,
+            port: s.port,
+            to: idx,
+            partitioning: s.partitioning.clone(),
+        });
+    }
+    idx
+}
+
+impl Pipeline {
+    /// An empty pipeline.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a source with the stable id `id`.
+    pub fn source(&self, id: &str, factory: impl SourceFactory) -> Stream {
+        let node = add_node(&self.graph, id, NodeKind::Source(Arc::new(factory)), &[]);
+        Stream {
+            graph: self.graph.clone(),
+            node,
+            port: Port::Main,
+            partitioning: None,
+        }
+    }
+
+    /// Validates the graph against `config` and resolves exchanges.
+    pub fn build(&self, config: &JobConfig) -> Result<JobGraph> {
+        JobGraph::from_builder(&lock(&self.graph), config)
+    }
+
+    /// Validates everything and starts the job on the current tokio runtime.
+    pub fn start(&self, config: JobConfig) -> Result<Job> {
+        let graph = self.build(&config)?;
+        Job::start(graph, config)
+    }
+
+    /// Starts the job and waits for it to end.
+    pub async fn run(&self, config: JobConfig) -> Result<JobOutcome> {
+        self.start(config)?.wait().await
+    }
+}
+
+impl Stream {
+    /// Sets the parallelism of the operator producing this stream.
+    pub fn parallelism(self, parallelism: usize) -> Self {
+        lock(&self.graph).nodes[self.node].parallelism = Some(parallelism);
+        self
+    }
+
+    /// Routes rows by the hash of `columns`, so every row of a key reaches the same
+    /// subtask of the next operator, which may then use keyed state.
+    pub fn key_by<I, S>(mut self, columns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.partitioning = Some(Partitioning::Hash(KeySelector::new(columns)));
+        self
+    }
+
+    /// Distributes batches round robin over the next operator's subtasks.
+    pub fn rebalance(mut self) -> Self {
+        self.partitioning = Some(Partitioning::Rebalance);
+        self
+    }
+
+    /// Sends subtask i's output to subtask i of the next operator.
+    pub fn forward(mut self) -> Self {
+        self.partitioning = Some(Partitioning::Forward);
+        self
+    }
+
+    /// The dead-letter output of the operator producing this stream.
+    pub fn dead_letters(&self) -> Stream {
+        Stream {
+            graph: self.graph.clone(),
+            node: self.node,
+            port: Port::DeadLetter,
+            partitioning: None,
+        }
+    }
+
+    /// Adds a transform reading this stream.
+    pub fn transform(self, id: &str, factory: impl TransformFactory) -> Stream {
+        let graph = self.graph.clone();
+        let node = add_node(&graph, id, NodeKind::Transform(Arc::new(factory)), &[self]);
+        Stream {
+            graph,
+            node,
+            port: Port::Main,
+            partitioning: None,
+        }
+    }
+
+    /// Adds a sink reading this stream.
+    pub fn sink(self, id: &str, factory: impl SinkFactory) -> SinkHandle {
+        let graph = self.graph.clone();
+        let node = add_node(&graph, id, NodeKind::Sink(Arc::new(factory)), &[self]);
+        SinkHandle { graph, node }
+    }
+
+    /// Combines this stream with others as the inputs of one operator.
+    pub fn union(self, others: impl IntoIterator<Item = Stream>) -> UnionStream {
+        let mut streams = vec![self];
+        streams.extend(others);
+        UnionStream { streams }
+    }
+}
+
+impl UnionStream {
+    /// Adds a transform reading all the streams.
+    pub fn transform(self, id: &str, factory: impl TransformFactory) -> Stream {
+        let graph = self.streams[0].graph.clone();
+        let node = add_node(&graph, id, NodeKind::Transform(Arc::new(factory)), &self.streams);
+        Stream {
+            graph,
+            node,
+            port: Port::Main,
+            partitioning: None,
+        }
+    }
+
+    /// Adds a sink reading all the streams.
+    pub fn sink(self, id: &str, factory: impl SinkFactory) -> SinkHandle {
+        let graph = self.streams[0].graph.clone();
+        let node = add_node(&graph, id, NodeKind::Sink(Arc::new(factory)), &self.streams);
+        SinkHandle { graph, node }
+    }
+}
+
+impl SinkHandle {
+    /// Sets the sink's parallelism.
+    pub fn parallelism(self, parallelism: usize) -> Self {
+        lock(&self.graph).nodes[self.node].parallelism = Some(parallelism);
+        self
+    }
+}
+
+/// An operator of a validated graph.
+pub(crate) struct Node {
+    pub(crate) id: String,
+    pub(crate) kind: NodeKind,
+    pub(crate) parallelism: usize,
+    /// Edge indices into this node, in input order.
+    pub(crate) inputs: Vec<usize>,
+    /// Edge indices out of this node.
+    pub(crate) outputs: Vec<usize>,
+    /// Key of the input when it is hash-partitioned (keyed state available).
+    pub(crate) key: Option<KeySelector>,
+}
+
+/// A connection of a validated graph.
+pub(crate) struct Edge {
+    pub(crate) from: usize,
+    pub(crate) port: Port,
+    pub(crate) to: usize,
+    pub(crate) partitioning: Partitioning,
+}
+
+/// A validated pipeline: unique ids, valid parallelism, resolved exchanges.
+pub struct JobGraph {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) edges: Vec<Edge>,
+}
+
+impl std::fmt::Debug for JobGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// One operator as shown by [`JobGraph::vertices`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VertexInfo {
+    /// Operator id.
+    pub id: String,
+    /// `source`, `transform` or `sink`.
+    pub kind: &'static str,
+    /// Parallelism.
+    pub parallelism: usize,
+    /// Inputs as `(upstream id, port, exchange)`.
+    pub inputs: Vec<(String, String, String)>,
+}
+
+impl JobGraph {
+    fn from_builder(b: &GraphBuilder, config: &JobConfig) -> Result<Self> {
+        if b.nodes.is_empty() {
+            return Err(Error::Graph {
+                operator: String::new(),
+                message: "the pipeline has no operators".into(),
+            });
+        }
+        let mut seen = HashSet::new();
+        for n in &b.nodes {
+            if n.id.trim().is_empty() {
+                return Err(Error::Graph {
+                    operator: n.id.clone(),
+                    message: "operator ids must not be empty".into(),
+                });
+            }
+            if !seen.insert(n.id.as_str()) {
+                return Err(Error::Graph {
+                    operator: n.id.clone(),
+                    message: "two operators use this id; ids must be unique because state is stored under them".into(),
+                });
+            }
+        }
+        let max = usize::from(config.max_parallelism);
+        let mut nodes: Vec<Node> = Vec::with_capacity(b.nodes.len());
+        for spec in &b.nodes {
+            let parallelism = spec.parallelism.unwrap_or(config.parallelism);
+            if parallelism == 0 || parallelism > max {
+                return Err(Error::Graph {
+                    operator: spec.id.clone(),
+                    message: format!("parallelism {parallelism} is outside 1..={max} (max parallelism)"),
+                });
+            }
+            let kind = match &spec.kind {
+                NodeKind::Source(f) => NodeKind::Source(f.clone()),
+                NodeKind::Transform(f) => NodeKind::Transform(f.clone()),
+                NodeKind::Sink(f) => NodeKind::Sink(f.clone()),
+            };
+            nodes.push(Node {
+                id: spec.id.clone(),
+                kind,
+                parallelism,
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                key: None,
+            });
+        }
+        let mut edges = Vec::with_capacity(b.edges.len());
+        for (i, e) in b.edges.iter().enumerate() {
+            let (from_p, to_p) = (nodes[e.from].parallelism, nodes[e.to].parallelism);
+            let partitioning = match &e.partitioning {
+                Some(p) => p.clone(),
+                None if from_p == to_p => Partitioning::Forward,
+                None => Partitioning::Rebalance,
+            };
+            match &partitioning {
+                Partitioning::Forward if from_p != to_p => {
+                    return Err(Error::Graph {
+                        operator: nodes[e.to].id.clone(),
+                        message: format!(
+                            "forward exchange from `{}` needs equal parallelism ({from_p} != {to_p})",
+                            nodes[e.from].id
+                        ),
+                    });
+                }
+                Partitioning::Hash(k) if k.columns().is_empty() => {
+                    return Err(Error::Graph {
+                        operator: nodes[e.to].id.clone(),
+                        message: "key_by needs at least one column".into(),
+                    });
+                }
+                _ => {}
+            }
+            if matches!(nodes[e.from].kind, NodeKind::Sink(_)) {
+                return Err(Error::Graph {
+                    operator: nodes[e.from].id.clone(),
+                    message: "a sink has no output to connect".into(),
+                });
+            }
+            nodes[e.from].outputs.push(i);
+            nodes[e.to].inputs.push(i);
+            edges.push(Edge {
+                from: e.from,
+                port: e.port,
+                to: e.to,
+                partitioning,
+            });
+        }
+        for node in nodes.iter_mut() {
+            let keys: Vec<Option<&KeySelector>> = node
+                .inputs
+                .iter()
+                .map(|&e| match &edges[e].partitioning {
+                    Partitioning::Hash(k) => Some(k),
+                    _ => None,
+                })
+                .collect();
+            if let Some(first) = keys.first() {
+                if keys.iter().any(|k| k != first) {
+                    return Err(Error::Graph {
+                        operator: node.id.clone(),
+                        message: "all inputs of an operator must be keyed by the same columns, or none".into(),
+                    });
+                }
+                node.key = first.cloned();
+            }
+        }
+        if !nodes.iter().any(|n| matches!(n.kind, NodeKind::Source(_))) {
+            return Err(Error::Graph {
+                operator: nodes[0].id.clone(),
+                message: "the pipeline has no source".into(),
+            });
+        }
+        Ok(Self { nodes, edges })
+    }
+
+    /// Operators in the order they were added.
+    pub fn vertices(&self) -> Vec<VertexInfo> {
+        self.nodes
+            .iter()
+            .map(|n| VertexInfo {
+                id: n.id.clone(),
+                kind: n.kind.name(),
+                parallelism: n.parallelism,
+                inputs: n
+                    .inputs
+                    .iter()
+                    .map(|&e| {
+                        let edge = &self.edges[e];
+                        (
+                            self.nodes[edge.from].id.clone(),
+                            match edge.port {
+                                Port::Main => "main".to_string(),
+                                Port::DeadLetter => "dead-letters".to_string(),
+                            },
+                            edge.partitioning.name(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// A readable description of the operators and their connections.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for v in self.vertices() {
+            let _ = writeln!(out, "{} [{}, parallelism {}]", v.id, v.kind, v.parallelism);
+            for (from, port, exchange) in &v.inputs {
+                let port = if port == "main" { String::new() } else { format!(" ({port})") };
+                let _ = writeln!(out, "    <- {from}{port} via {exchange}");
+            }
+        }
+        out
+    }
+
+    /// Operator ids.
+    pub fn operator_ids(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.id.as_str()).collect()
+    }
+}

@@ -1,0 +1,364 @@
+//! State backends: where an operator's working keyed state lives while the job runs.
+//!
+//! A [`StateBackend`] opens one [`KeyValueStore`] per operator subtask: an in-memory
+//! ordered map ([`MemoryStateBackend`]) or an embedded on-disk database on sled
+//! ([`SledStateBackend`], for state larger than memory; the original toolkit's `rocksdb`
+//! option maps here). The working store is a scratch copy: durability comes from
+//! checkpoints, which record each store's changes as sorted files ([`kvfile`]) written
+//! off the processing path. On restore a fresh store is filled from those files.
+
+pub mod keyed;
+pub mod kvfile;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+pub use keyed::{KeyedStateStore, MapState, StateTtl, TtlUpdate, ValueState};
+
+/// Identifies the subtask a store belongs to.
+#[derive(Debug, Clone)]
+pub struct StoreScope<'a> {
+    /// Job id (unique per run).
+    pub job_id: &'a str,
+    /// Operator id.
+    pub operator_id: &'a str,
+    /// Subtask index.
+    pub subtask: usize,
+    /// Restart attempt (0 for the first run).
+    pub attempt: u32,
+}
+
+/// A byte-ordered key-value store holding one subtask's working state.
+pub trait KeyValueStore: Send {
+    /// The value under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Sets `key` to `value`.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Removes `key` (no error if absent).
+    fn delete(&mut self, key: &[u8]) -> Result<()>;
+    /// Up to `limit` entries with `start <= key < end`, in key order.
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+/// Creates the working stores of operator subtasks.
+pub trait StateBackend: Send + Sync + fmt::Debug {
+    /// Short name (`memory`, `sled`), shown in the REST API and logs.
+    fn name(&self) -> &'static str;
+    /// Opens an empty store for one subtask.
+    fn open_store(&self, scope: &StoreScope<'_>) -> Result<Box<dyn KeyValueStore>>;
+}
+
+/// Which state backend to use, as named in configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StateBackendKind {
+    /// Working state in memory (`memory`, and `fs`: Flink's FsStateBackend also keeps
+    /// working state on the heap and only writes checkpoints to files).
+    Memory,
+    /// Working state in an embedded sled database (`sled`, and the toolkit's `rocksdb`).
+    #[default]
+    Sled,
+}
+
+impl FromStr for StateBackendKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "memory" | "fs" | "filesystem" | "hashmap" => Ok(StateBackendKind::Memory),
+            "sled" | "rocksdb" => Ok(StateBackendKind::Sled),
+            other => Err(Error::config(
+                "state.backend",
+                format!("unknown state backend `{other}`; expected one of memory, fs, rocksdb, sled"),
+            )),
+        }
+    }
+}
+
+impl StateBackendKind {
+    /// Builds the backend; sled stores live under `local_dir`.
+    pub fn build(&self, local_dir: PathBuf) -> Result<Arc<dyn StateBackend>> {
+        match self {
+            StateBackendKind::Memory => Ok(Arc::new(MemoryStateBackend)),
+            StateBackendKind::Sled => {
+                #[cfg(feature = "sled")]
+                {
+                    Ok(Arc::new(SledStateBackend::new(local_dir)))
+                }
+                #[cfg(not(feature = "sled"))]
+                {
+                    let _ = local_dir;
+                    Err(Error::config(
+                        "state.backend",
+                        "the sled state backend is not compiled in (enable the `sled` feature of operators-core)",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Working state in an ordered in-memory map.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryStateBackend;
+
+impl StateBackend for MemoryStateBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn open_store(&self, _scope: &StoreScope<'_>) -> Result<Box<dyn KeyValueStore>> {
+        Ok(Box::new(MemoryStore::default()))
+    }
+}
+
+/// An ordered in-memory store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl KeyValueStore for MemoryStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.map.get(key).cloned())
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        match self.map.get_mut(key) {
+            Some(v) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            None => {
+                self.map.insert(key.to_vec(), value.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.map.remove(key);
+        Ok(())
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .map
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+#[cfg(feature = "sled")]
+pub use sled_backend::{SledStateBackend, SledStore};
+
+#[cfg(feature = "sled")]
+mod sled_backend {
+    use std::path::{Path, PathBuf};
+
+    use super::{KeyValueStore, StateBackend, StoreScope};
+    use crate::error::{Error, Result};
+
+    /// Working state in embedded sled databases under a local directory, one per subtask.
+    ///
+    /// Each database is a scratch copy deleted when its task ends; a job's directory also
+    /// records the owning process so that copies left behind by a killed process are
+    /// removed the next time a job starts.
+    #[derive(Debug, Clone)]
+    pub struct SledStateBackend {
+        dir: PathBuf,
+        cache_bytes: u64,
+    }
+
+    impl SledStateBackend {
+        /// Stores under `dir` (created if missing), with a 64 MiB page cache per store.
+        pub fn new(dir: PathBuf) -> Self {
+            Self {
+                dir,
+                cache_bytes: 64 * 1024 * 1024,
+            }
+        }
+
+        /// Sets the page cache size of each store.
+        pub fn with_cache_bytes(mut self, bytes: u64) -> Self {
+            self.cache_bytes = bytes;
+            self
+        }
+    }
+
+    impl StateBackend for SledStateBackend {
+        fn name(&self) -> &'static str {
+            "sled"
+        }
+
+        fn open_store(&self, scope: &StoreScope<'_>) -> Result<Box<dyn KeyValueStore>> {
+            let job_dir = self.dir.join(sanitize(scope.job_id));
+            std::fs::create_dir_all(&job_dir).map_err(|e| Error::io(&job_dir, e))?;
+            let pid_file = job_dir.join("owner.pid");
+            if !pid_file.exists() {
+                sweep_orphans(&self.dir);
+                std::fs::write(&pid_file, std::process::id().to_string())
+                    .map_err(|e| Error::io(&pid_file, e))?;
+            }
+            let path = job_dir.join(format!(
+                "{}-{}-a{}",
+                sanitize(scope.operator_id),
+                scope.subtask,
+                scope.attempt
+            ));
+            if path.exists() {
+                std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            }
+            let db = sled::Config::new()
+                .path(&path)
+                .cache_capacity(self.cache_bytes)
+                .mode(sled::Mode::HighThroughput)
+                // Durability comes from checkpoints; the working copy is disposable.
+                .temporary(true)
+                .flush_every_ms(None)
+                .open()
+                .map_err(|e| sled_err(&path, "opening", e))?;
+            Ok(Box::new(SledStore { db, path }))
+        }
+    }
+
+    /// Removes job directories whose owning process is gone (left by a killed process).
+    fn sweep_orphans(root: &Path) {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let Ok(pid) = std::fs::read_to_string(dir.join("owner.pid")) else {
+                continue;
+            };
+            let alive = Path::new("/proc").join(pid.trim()).exists() || !Path::new("/proc/self").exists();
+            if !alive {
+                tracing::debug!(dir = %dir.display(), "removing sled state left by a dead process");
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+
+    fn sanitize(s: &str) -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .collect()
+    }
+
+    fn sled_err(path: &Path, what: &str, e: sled::Error) -> Error {
+        Error::external(format!("sled store {} ({what})", path.display()), false, e)
+    }
+
+    /// One subtask's sled store.
+    pub struct SledStore {
+        db: sled::Db,
+        path: PathBuf,
+    }
+
+    impl KeyValueStore for SledStore {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.db
+                .get(key)
+                .map(|v| v.map(|v| v.to_vec()))
+                .map_err(|e| sled_err(&self.path, "get", e))
+        }
+
+        fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+            self.db
+                .insert(key, value)
+                .map(|_| ())
+                .map_err(|e| sled_err(&self.path, "put", e))
+        }
+
+        fn delete(&mut self, key: &[u8]) -> Result<()> {
+            self.db
+                .remove(key)
+                .map(|_| ())
+                .map_err(|e| sled_err(&self.path, "delete", e))
+        }
+
+        fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            let mut out = Vec::new();
+            for item in self.db.range(start..end).take(limit) {
+                let (k, v) = item.map_err(|e| sled_err(&self.path, "scan", e))?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(out)
+        }
+    }
+
+    impl Drop for SledStore {
+        fn drop(&mut self) {
+            // `temporary(true)` removes the files when the last handle drops; make sure the
+            // directory itself goes too.
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> StoreScope<'static> {
+        StoreScope {
+            job_id: "job",
+            operator_id: "op",
+            subtask: 0,
+            attempt: 0,
+        }
+    }
+
+    fn exercise(store: &mut dyn KeyValueStore) {
+        store.put(b"b", b"2").unwrap();
+        store.put(b"a", b"1").unwrap();
+        store.put(b"c", b"3").unwrap();
+        store.put(b"a", b"11").unwrap();
+        assert_eq!(store.get(b"a").unwrap(), Some(b"11".to_vec()));
+        store.delete(b"b").unwrap();
+        assert_eq!(store.get(b"b").unwrap(), None);
+        let all = store.scan(b"a", b"z", 10).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(store.scan(b"a", b"z", 1).unwrap().len(), 1);
+        assert!(store.scan(b"z", b"a", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn memory_store_semantics() {
+        let mut s = MemoryStateBackend.open_store(&scope()).unwrap();
+        exercise(s.as_mut());
+    }
+
+    #[cfg(feature = "sled")]
+    #[test]
+    fn sled_store_semantics_and_cleanup() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SledStateBackend::new(dir.path().to_path_buf());
+        let mut s = backend.open_store(&scope()).unwrap();
+        exercise(s.as_mut());
+        drop(s);
+        assert!(!dir.path().join("job").join("op-0-a0").exists());
+    }
+
+    #[test]
+    fn backend_names_parse() {
+        assert_eq!("ROCKSDB".parse::<StateBackendKind>().unwrap(), StateBackendKind::Sled);
+        assert_eq!("fs".parse::<StateBackendKind>().unwrap(), StateBackendKind::Memory);
+        let err = "leveldb".parse::<StateBackendKind>().unwrap_err().to_string();
+        assert!(err.contains("state.backend") && err.contains("leveldb"), "{err}");
+    }
+}

@@ -1,0 +1,855 @@
+//! The loop each operator subtask runs as a tokio task.
+//!
+//! A source task polls its source and injects barriers when the coordinator triggers a
+//! checkpoint. A transform or sink task reads its inputs through the input gate, aligns
+//! barriers, snapshots on the aligned barrier and forwards it. Snapshots have a short
+//! synchronous part — the operator's own state, the O(1) swap of the keyed-state
+//! changelog, a sink's pre-commit — and an asynchronous part that writes the files and
+//! acknowledges the checkpoint while processing goes on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::channel::{InputGate, OutputRouter};
+use crate::checkpoint::storage::{CheckpointStorage, OperatorStateBlob, StateFile, SubtaskSnapshot, slug};
+use crate::checkpoint::{AlignAction, AlignStep, BarrierAligner, CheckpointingMode};
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+use crate::key::{KeyGroupRange, KeySelector};
+use crate::message::{Barrier, CheckpointId, MAX_WATERMARK, Message, Watermark};
+use crate::metrics::TaskMetrics;
+use crate::operator::{
+    Committable, DeadLetter, OperatorContext, RestoredState, Sink, SinkFactory, Source, SourceContext, SourceFactory,
+    SourcePoll, TaskInfo, Transform, TransformFactory, dead_letters_to_batch,
+};
+use crate::pipeline::Port;
+use crate::state::keyed::Changelog;
+use crate::state::kvfile::{KvFileWriter, MergedChain};
+use crate::state::{KeyedStateStore, StateBackend, StoreScope};
+
+/// A keyed-state chain longer than this is compacted into one base file.
+const MAX_CHAIN: usize = 8;
+/// How often expired keyed state is swept, at most.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+const EXPIRE_BATCH: usize = 10_000;
+
+/// Position of a task in the job: operator (node index) and subtask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct TaskId {
+    pub(crate) node: usize,
+    pub(crate) subtask: usize,
+}
+
+/// From the coordinator to a task.
+#[derive(Debug)]
+pub(crate) enum TaskControl {
+    /// Sources: snapshot and emit this barrier. `drain`: end the stream first.
+    Trigger { barrier: Barrier, drain: bool },
+    /// A checkpoint completed.
+    Complete(CheckpointId),
+    /// A checkpoint failed.
+    Abort(CheckpointId),
+}
+
+/// A task's acknowledgement of a checkpoint.
+#[derive(Debug)]
+pub(crate) struct Ack {
+    pub(crate) task: TaskId,
+    pub(crate) checkpoint_id: CheckpointId,
+    pub(crate) snapshot: SubtaskSnapshot,
+    pub(crate) written: u64,
+    pub(crate) sync_ms: u64,
+    pub(crate) align_ms: u64,
+}
+
+/// From a task to the coordinator.
+#[derive(Debug)]
+pub(crate) enum TaskEvent {
+    Ack(Box<Ack>),
+    Decline {
+        task: TaskId,
+        checkpoint_id: CheckpointId,
+        reason: String,
+    },
+    SourceFinished(TaskId),
+}
+
+/// Checkpointing facilities of a task.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskCheckpointing {
+    pub(crate) storage: CheckpointStorage,
+    pub(crate) mode: CheckpointingMode,
+}
+
+/// Keyed state to load on restore.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyedRestore {
+    /// Chains of the old subtasks overlapping this subtask's key groups, in key-group order.
+    pub(crate) chains: Vec<Vec<PathBuf>>,
+    /// The old chain to keep using, when it covers exactly this subtask's key groups and
+    /// lives in this job's shared directory.
+    pub(crate) reuse: Option<Vec<StateFile>>,
+    /// Id of the restored checkpoint.
+    pub(crate) checkpoint_id: CheckpointId,
+}
+
+/// Everything a task restores.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskRestore {
+    pub(crate) operator_state: RestoredState,
+    pub(crate) committables: Vec<Committable>,
+    pub(crate) keyed: Option<KeyedRestore>,
+}
+
+/// Keyed state setup of an operator subtask.
+pub(crate) struct KeyedSetup {
+    pub(crate) backend: Arc<dyn StateBackend>,
+    pub(crate) key_groups: KeyGroupRange,
+    pub(crate) selector: KeySelector,
+}
+
+/// What a task needs to run.
+pub(crate) struct TaskEnv {
+    pub(crate) id: TaskId,
+    pub(crate) info: Arc<TaskInfo>,
+    pub(crate) control: mpsc::UnboundedReceiver<TaskControl>,
+    pub(crate) events: mpsc::UnboundedSender<TaskEvent>,
+    pub(crate) inputs: InputGate,
+    pub(crate) output: OutputRouter,
+    pub(crate) metrics: Arc<TaskMetrics>,
+    pub(crate) checkpointing: Option<TaskCheckpointing>,
+    pub(crate) clock: SharedClock,
+    pub(crate) restore: Option<TaskRestore>,
+    pub(crate) keyed: Option<KeyedSetup>,
+    pub(crate) idle_wait: Duration,
+}
+
+impl TaskEnv {
+    fn wrap(&self) -> impl Fn(Error) -> Error + use<> {
+        let op = self.info.operator_id.clone();
+        let subtask = self.info.subtask;
+        move |e| e.in_operator(&op, subtask)
+    }
+
+    fn decline(&self, checkpoint_id: CheckpointId, reason: String) {
+        tracing::warn!(operator = %self.info.operator_id, subtask = self.info.subtask, checkpoint_id, %reason, "declining checkpoint");
+        let _ = self.events.send(TaskEvent::Decline {
+            task: self.id,
+            checkpoint_id,
+            reason,
+        });
+    }
+
+    /// Sends dead letters to the dead-letter port, or logs them when nothing is connected.
+    async fn flush_dead_letters(&mut self, letters: &mut Vec<DeadLetter>) -> Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        self.metrics.add_dead_letters(letters.len());
+        if self.output.has_port(Port::DeadLetter) {
+            let batch = dead_letters_to_batch(&self.info, self.clock.now_ms(), letters)?;
+            letters.clear();
+            self.output.send_batch(Port::DeadLetter, batch).await
+        } else {
+            for d in letters.drain(..) {
+                tracing::warn!(
+                    operator = %self.info.operator_id,
+                    location = %d.location(),
+                    reason = %d.reason,
+                    "dead letter (no dead-letter output is connected; counted in metrics)"
+                );
+            }
+            Ok(())
+        }
+    }
+
+    /// Starts the asynchronous part of a snapshot; acks or declines when it is done.
+    fn spawn_persist(&self, job: PersistJob, timing: (u64, u64), chain_tx: Option<oneshot::Sender<Option<Vec<StateFile>>>>) {
+        let events = self.events.clone();
+        let task = self.id;
+        let checkpoint_id = job.checkpoint_id;
+        tokio::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || persist(job)).await;
+            let result = match result {
+                Ok(r) => r,
+                Err(e) => Err(Error::Internal(format!("snapshot writer panicked: {e}"))),
+            };
+            match result {
+                Ok((snapshot, written)) => {
+                    if let Some(tx) = chain_tx {
+                        let _ = tx.send(Some(snapshot.keyed_state.clone()));
+                    }
+                    let _ = events.send(TaskEvent::Ack(Box::new(Ack {
+                        task,
+                        checkpoint_id,
+                        snapshot,
+                        written,
+                        sync_ms: timing.0,
+                        align_ms: timing.1,
+                    })));
+                }
+                Err(e) => {
+                    if let Some(tx) = chain_tx {
+                        let _ = tx.send(None);
+                    }
+                    let _ = events.send(TaskEvent::Decline {
+                        task,
+                        checkpoint_id,
+                        reason: format!("writing the snapshot failed: {e}"),
+                    });
+                }
+            }
+        });
+    }
+}
+
+/// The asynchronous part of one subtask's snapshot.
+struct PersistJob {
+    storage: CheckpointStorage,
+    checkpoint_id: CheckpointId,
+    operator_id: Arc<str>,
+    subtask: usize,
+    blob: OperatorStateBlob,
+    changelog: Option<Arc<Changelog>>,
+    chain: Vec<StateFile>,
+    key_groups: Option<KeyGroupRange>,
+    finished: bool,
+}
+
+fn persist(job: PersistJob) -> Result<(SubtaskSnapshot, u64)> {
+    let mut written = 0;
+    let operator_state = if job.blob.state.is_some() || !job.blob.committables.is_empty() {
+        let path = job
+            .storage
+            .checkpoint_dir(job.checkpoint_id)
+            .join(format!("{}-{}.opstate", slug(&job.operator_id), job.subtask));
+        let size = job.blob.write(&path)?;
+        written += size;
+        Some(StateFile { path, size })
+    } else {
+        None
+    };
+    let mut chain = job.chain;
+    if let Some(log) = &job.changelog {
+        if !log.is_empty() {
+            let path = job.storage.new_shared_file(job.checkpoint_id, &job.operator_id, job.subtask);
+            let mut entries: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = log.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let mut w = KvFileWriter::create(&path)?;
+            for (k, v) in entries {
+                w.append(k, v.as_deref())?;
+            }
+            let size = w.finish()?;
+            written += size;
+            chain.push(StateFile { path, size });
+        }
+        if chain.len() > MAX_CHAIN {
+            let paths: Vec<PathBuf> = chain.iter().map(|f| f.path.clone()).collect();
+            let path = job.storage.new_shared_file(job.checkpoint_id, &job.operator_id, job.subtask);
+            let mut w = KvFileWriter::create(&path)?;
+            for entry in MergedChain::open(&paths)? {
+                let (k, v) = entry?;
+                // The base is first in its chain: deletions need not be kept.
+                if let Some(v) = v {
+                    w.append(&k, Some(&v))?;
+                }
+            }
+            let size = w.finish()?;
+            written += size;
+            chain = vec![StateFile { path, size }];
+        }
+    }
+    Ok((
+        SubtaskSnapshot {
+            subtask: job.subtask,
+            operator_state,
+            keyed_state: chain,
+            key_groups: job.key_groups,
+            finished: job.finished,
+        },
+        written,
+    ))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+// ---------------------------------------------------------------------------------------
+// Sources
+
+pub(crate) async fn run_source_task(mut env: TaskEnv, factory: Arc<dyn SourceFactory>) -> Result<()> {
+    let wrap = env.wrap();
+    let mut source = factory.create(&env.info).map_err(&wrap)?;
+    let mut ctx = SourceContext::new(env.info.clone(), env.clock.clone(), env.metrics.clone());
+    if let Some(restore) = env.restore.take() {
+        source.restore(&mut ctx, restore.operator_state).await.map_err(&wrap)?;
+    }
+    source.open(&mut ctx).await.map_err(&wrap)?;
+    let mut finished = false;
+    loop {
+        // Control messages first, so barriers are injected between two batches.
+        loop {
+            match env.control.try_recv() {
+                Ok(ctrl) => {
+                    if source_control(&mut env, source.as_mut(), ctrl, &mut finished).await? {
+                        return Ok(());
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Err(Error::Canceled),
+            }
+        }
+        if finished {
+            match env.control.recv().await {
+                Some(ctrl) => {
+                    if source_control(&mut env, source.as_mut(), ctrl, &mut finished).await? {
+                        return Ok(());
+                    }
+                }
+                None => return Err(Error::Canceled),
+            }
+            continue;
+        }
+        let poll = source.poll_next(&mut ctx).await.map_err(&wrap)?;
+        let mut dead = std::mem::take(&mut ctx.dead);
+        env.flush_dead_letters(&mut dead).await?;
+        match poll {
+            SourcePoll::Batch(batch) => {
+                env.output.send_batch(Port::Main, batch).await?;
+                if let Some(w) = ctx.watermark.take() {
+                    env.output.broadcast(Message::Watermark(w)).await?;
+                }
+            }
+            SourcePoll::Idle => {
+                if let Some(w) = ctx.watermark.take() {
+                    env.output.broadcast(Message::Watermark(w)).await?;
+                }
+                tokio::select! {
+                    ctrl = env.control.recv() => match ctrl {
+                        Some(ctrl) => {
+                            if source_control(&mut env, source.as_mut(), ctrl, &mut finished).await? {
+                                return Ok(());
+                            }
+                        }
+                        None => return Err(Error::Canceled),
+                    },
+                    _ = tokio::time::sleep(env.idle_wait) => {}
+                }
+            }
+            SourcePoll::Finished => {
+                finished = true;
+                env.output.broadcast(Message::EndOfStream).await?;
+                if env.checkpointing.is_some() {
+                    // Stay alive for the final checkpoint, which the coordinator triggers
+                    // once every source has finished.
+                    let _ = env.events.send(TaskEvent::SourceFinished(env.id));
+                } else {
+                    source.close().await.map_err(&wrap)?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Handles one control message; returns true when the source must stop.
+async fn source_control(env: &mut TaskEnv, source: &mut dyn Source, ctrl: TaskControl, finished: &mut bool) -> Result<bool> {
+    let wrap = env.wrap();
+    match ctrl {
+        TaskControl::Trigger { barrier, drain } => {
+            if drain && !*finished {
+                env.output.broadcast(Message::Watermark(MAX_WATERMARK)).await?;
+                env.output.broadcast(Message::EndOfStream).await?;
+                *finished = true;
+            }
+            let started = Instant::now();
+            let state = source.snapshot(barrier.checkpoint_id);
+            env.output.broadcast(Message::Barrier(barrier)).await?;
+            let sync_ms = millis(started.elapsed());
+            match (state, &env.checkpointing) {
+                (Ok(state), Some(cp)) => env.spawn_persist(
+                    PersistJob {
+                        storage: cp.storage.clone(),
+                        checkpoint_id: barrier.checkpoint_id,
+                        operator_id: env.info.operator_id.clone(),
+                        subtask: env.info.subtask,
+                        blob: OperatorStateBlob {
+                            state,
+                            committables: Vec::new(),
+                        },
+                        changelog: None,
+                        chain: Vec::new(),
+                        key_groups: None,
+                        finished: *finished,
+                    },
+                    (sync_ms, 0),
+                    None,
+                ),
+                (Ok(_), None) => env.decline(barrier.checkpoint_id, "checkpointing is not configured".into()),
+                (Err(e), _) => env.decline(barrier.checkpoint_id, format!("source snapshot failed: {}", wrap(e))),
+            }
+            if barrier.terminal {
+                source.close().await.map_err(&wrap)?;
+                return Ok(true);
+            }
+        }
+        TaskControl::Complete(id) => source.notify_checkpoint_complete(id).await.map_err(&wrap)?,
+        TaskControl::Abort(_) => {}
+    }
+    Ok(false)
+}
+
+// ---------------------------------------------------------------------------------------
+// Transforms and sinks
+
+pub(crate) enum OperatorImpl {
+    Transform(Box<dyn Transform>),
+    Sink(Box<dyn Sink>),
+}
+
+pub(crate) enum OperatorFactory {
+    Transform(Arc<dyn TransformFactory>),
+    Sink(Arc<dyn SinkFactory>),
+}
+
+/// The keyed-state chain a snapshot writer reports back (`None`: the write failed).
+type ChainReport = oneshot::Receiver<Option<Vec<StateFile>>>;
+
+/// Keyed-state checkpoint bookkeeping of a task.
+#[derive(Default)]
+struct KeyedChain {
+    chain: Vec<StateFile>,
+    /// The changelog being written, kept until the write is known to have succeeded.
+    in_flight: Option<(Arc<Changelog>, ChainReport)>,
+}
+
+/// Loads restored keyed state into `store`; returns the chain to continue from.
+fn restore_keyed(
+    store: &mut KeyedStateStore,
+    restore: &KeyedRestore,
+    storage: Option<&CheckpointStorage>,
+    info: &TaskInfo,
+) -> Result<Vec<StateFile>> {
+    if let Some(chain) = &restore.reuse {
+        let paths: Vec<PathBuf> = chain.iter().map(|f| f.path.clone()).collect();
+        store.load_chain(&paths, |_| Ok(()))?;
+        return Ok(chain.clone());
+    }
+    let Some(storage) = storage else {
+        for chain in &restore.chains {
+            store.load_chain(chain, |_| Ok(()))?;
+        }
+        return Ok(Vec::new());
+    };
+    // The key groups changed (or the files live elsewhere): write a new base holding
+    // exactly this subtask's entries. Chains are in key-group order and keys start with
+    // the key group, so the output is sorted.
+    let path = storage.new_shared_file(restore.checkpoint_id + 1, &info.operator_id, info.subtask);
+    let mut writer = KvFileWriter::create(&path)?;
+    for chain in &restore.chains {
+        store.load_chain(chain, |(k, v)| writer.append(k, v.as_deref()))?;
+    }
+    let size = writer.finish()?;
+    Ok(vec![StateFile { path, size }])
+}
+
+struct OperatorTask {
+    env: TaskEnv,
+    op: OperatorImpl,
+    ctx: OperatorContext,
+    aligner: BarrierAligner,
+    /// Input i may close: it delivered a terminal barrier, or end of stream when
+    /// checkpointing is off.
+    may_close: Vec<bool>,
+    eos: Vec<bool>,
+    eos_count: usize,
+    watermarks: Vec<Watermark>,
+    current_watermark: Watermark,
+    align_started: Option<Instant>,
+    terminal: Option<CheckpointId>,
+    terminal_committed: bool,
+    pending: Vec<(CheckpointId, Vec<u8>)>,
+    keyed_chain: KeyedChain,
+    last_expire: Instant,
+}
+
+pub(crate) async fn run_operator_task(mut env: TaskEnv, factory: OperatorFactory) -> Result<()> {
+    let wrap = env.wrap();
+    let info = env.info.clone();
+    let mut op = match &factory {
+        OperatorFactory::Transform(f) => OperatorImpl::Transform(f.create(&info).map_err(&wrap)?),
+        OperatorFactory::Sink(f) => OperatorImpl::Sink(f.create(&info).map_err(&wrap)?),
+    };
+    let restore = env.restore.take();
+    let mut chain = Vec::new();
+    let (keyed_store, selector) = match env.keyed.take() {
+        Some(setup) => {
+            let store = setup
+                .backend
+                .open_store(&StoreScope {
+                    job_id: &info.job_id,
+                    operator_id: &info.operator_id,
+                    subtask: info.subtask,
+                    attempt: info.attempt,
+                })
+                .map_err(&wrap)?;
+            let mut keyed = KeyedStateStore::new(
+                info.operator_id.to_string(),
+                store,
+                setup.key_groups,
+                env.clock.clone(),
+                env.checkpointing.is_some(),
+            );
+            if let Some(kr) = restore.as_ref().and_then(|r| r.keyed.clone()) {
+                let storage = env.checkpointing.as_ref().map(|c| c.storage.clone());
+                let info2 = info.clone();
+                let (keyed_back, result) = tokio::task::spawn_blocking(move || {
+                    let r = restore_keyed(&mut keyed, &kr, storage.as_ref(), &info2);
+                    (keyed, r)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("restoring keyed state panicked: {e}")))?;
+                keyed = keyed_back;
+                chain = result.map_err(&wrap)?;
+            }
+            (Some(keyed), Some(setup.selector))
+        }
+        None => (None, None),
+    };
+    let mut ctx = OperatorContext::new(info.clone(), env.clock.clone(), keyed_store, selector);
+    if let Some(restore) = restore {
+        match &mut op {
+            OperatorImpl::Transform(t) => t.restore(restore.operator_state).await.map_err(&wrap)?,
+            OperatorImpl::Sink(s) => {
+                s.restore(restore.operator_state).await.map_err(&wrap)?;
+                s.recover(restore.committables, &mut ctx).await.map_err(&wrap)?;
+            }
+        }
+    }
+    match &mut op {
+        OperatorImpl::Transform(t) => t.open(&mut ctx).await.map_err(&wrap)?,
+        OperatorImpl::Sink(s) => s.open(&mut ctx).await.map_err(&wrap)?,
+    }
+    let n = env.inputs.len();
+    let mode = env
+        .checkpointing
+        .as_ref()
+        .map_or(CheckpointingMode::ExactlyOnce, |c| c.mode);
+    let mut task = OperatorTask {
+        aligner: BarrierAligner::new(n, mode),
+        may_close: vec![false; n],
+        eos: vec![false; n],
+        eos_count: 0,
+        watermarks: vec![Watermark::MIN; n],
+        current_watermark: Watermark::MIN,
+        align_started: None,
+        terminal: None,
+        terminal_committed: false,
+        pending: Vec::new(),
+        keyed_chain: KeyedChain {
+            chain,
+            in_flight: None,
+        },
+        last_expire: Instant::now(),
+        env,
+        op,
+        ctx,
+    };
+    task.run().await
+}
+
+impl OperatorTask {
+    fn is_sink(&self) -> bool {
+        matches!(self.op, OperatorImpl::Sink(_))
+    }
+
+    async fn run(&mut self) -> Result<()> {
+        let mut inputs_done = false;
+        loop {
+            tokio::select! {
+                biased;
+                ctrl = self.env.control.recv() => {
+                    match ctrl {
+                        None => return Err(Error::Canceled),
+                        Some(ctrl) => {
+                            if self.on_control(ctrl, inputs_done).await? {
+                                return self.close().await;
+                            }
+                        }
+                    }
+                }
+                ev = self.env.inputs.next(&self.aligner), if !inputs_done => {
+                    match ev {
+                        None => {
+                            inputs_done = true;
+                            if self.on_inputs_done().await? {
+                                return self.close().await;
+                            }
+                        }
+                        Some(crate::channel::GateEvent::Closed(i)) => {
+                            if !self.may_close[i] {
+                                return Err(Error::Internal(format!(
+                                    "{} (operator `{}`): input {i} closed before its stream ended",
+                                    crate::channel::DOWNSTREAM_CLOSED, self.env.info.operator_id
+                                )));
+                            }
+                            let step = self.aligner.on_input_closed(i);
+                            self.on_step(step).await?;
+                        }
+                        Some(crate::channel::GateEvent::Message(i, msg)) => self.on_message(i, msg).await?,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        let wrap = self.env.wrap();
+        match &mut self.op {
+            OperatorImpl::Transform(t) => t.close().await.map_err(&wrap),
+            OperatorImpl::Sink(s) => s.close().await.map_err(&wrap),
+        }
+    }
+
+    /// All inputs closed. Returns true when the task can stop now.
+    async fn on_inputs_done(&mut self) -> Result<bool> {
+        let wrap = self.env.wrap();
+        if self.env.checkpointing.is_none() {
+            // No checkpoints: a sink's last transaction is committed right away.
+            if let OperatorImpl::Sink(s) = &mut self.op
+                && let Some(c) = s.pre_commit(0, &mut self.ctx).await.map_err(&wrap)?
+            {
+                s.commit(0, c).await.map_err(&wrap)?;
+            }
+            return Ok(true);
+        }
+        if self.terminal.is_none() {
+            return Err(Error::Internal(format!(
+                "{} (operator `{}`): inputs closed without a final checkpoint",
+                crate::channel::DOWNSTREAM_CLOSED,
+                self.env.info.operator_id
+            )));
+        }
+        // A sink waits until the final checkpoint is complete and committed.
+        Ok(!self.is_sink() || self.terminal_committed)
+    }
+
+    /// Returns true when the task can stop now.
+    async fn on_control(&mut self, ctrl: TaskControl, inputs_done: bool) -> Result<bool> {
+        let wrap = self.env.wrap();
+        match ctrl {
+            TaskControl::Complete(id) => {
+                if let OperatorImpl::Sink(s) = &mut self.op {
+                    while self.pending.first().is_some_and(|(cid, _)| *cid <= id) {
+                        let (cid, data) = self.pending.remove(0);
+                        s.commit(cid, data).await.map_err(&wrap)?;
+                    }
+                    s.notify_checkpoint_complete(id).await.map_err(&wrap)?;
+                } else if let OperatorImpl::Transform(t) = &mut self.op {
+                    t.notify_checkpoint_complete(id).await.map_err(&wrap)?;
+                }
+                if self.terminal.is_some_and(|t| id >= t) {
+                    self.terminal_committed = true;
+                    return Ok(inputs_done);
+                }
+            }
+            TaskControl::Abort(id) => {
+                if self.terminal == Some(id) {
+                    return Err(Error::CheckpointFailed {
+                        checkpoint_id: id,
+                        reason: "the final checkpoint was aborted".into(),
+                    });
+                }
+            }
+            TaskControl::Trigger { .. } => {}
+        }
+        Ok(false)
+    }
+
+    async fn on_message(&mut self, input: usize, msg: Message) -> Result<()> {
+        match msg {
+            Message::Data(batch) => {
+                self.env.metrics.add_in(batch.num_rows(), batch.get_array_memory_size());
+                let wrap = self.env.wrap();
+                match &mut self.op {
+                    OperatorImpl::Transform(t) => t.process_batch(batch, &mut self.ctx).await.map_err(&wrap)?,
+                    OperatorImpl::Sink(s) => s.write_batch(batch, &mut self.ctx).await.map_err(&wrap)?,
+                }
+                self.flush().await?;
+                if self.last_expire.elapsed() >= EXPIRE_EVERY {
+                    self.expire_state()?;
+                }
+            }
+            Message::Barrier(barrier) => {
+                if barrier.terminal {
+                    self.may_close[input] = true;
+                }
+                if self.align_started.is_none() {
+                    self.align_started = Some(Instant::now());
+                }
+                let step = self.aligner.on_barrier(input, barrier);
+                self.on_step(step).await?;
+            }
+            Message::Watermark(w) => {
+                self.watermarks[input] = self.watermarks[input].max(w);
+                self.advance_watermark().await?;
+            }
+            Message::EndOfStream => {
+                if !self.eos[input] {
+                    self.eos[input] = true;
+                    self.eos_count += 1;
+                    self.watermarks[input] = MAX_WATERMARK;
+                    if self.env.checkpointing.is_none() {
+                        self.may_close[input] = true;
+                    }
+                    self.advance_watermark().await?;
+                    if self.eos_count == self.eos.len() {
+                        let wrap = self.env.wrap();
+                        match &mut self.op {
+                            OperatorImpl::Transform(t) => t.on_end_of_input(&mut self.ctx).await.map_err(&wrap)?,
+                            OperatorImpl::Sink(s) => s.on_end_of_input(&mut self.ctx).await.map_err(&wrap)?,
+                        }
+                        self.flush().await?;
+                        self.env.output.broadcast(Message::EndOfStream).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn expire_state(&mut self) -> Result<()> {
+        self.last_expire = Instant::now();
+        if let Some(keyed) = &mut self.ctx.keyed {
+            keyed.expire(EXPIRE_BATCH).map_err(self.env.wrap())?;
+        }
+        Ok(())
+    }
+
+    async fn advance_watermark(&mut self) -> Result<()> {
+        let min = self.watermarks.iter().copied().min().unwrap_or(Watermark::MIN);
+        if min > self.current_watermark {
+            self.current_watermark = min;
+            let wrap = self.env.wrap();
+            if let OperatorImpl::Transform(t) = &mut self.op {
+                t.on_watermark(min, &mut self.ctx).await.map_err(&wrap)?;
+                self.flush().await?;
+            }
+            self.env.output.broadcast(Message::Watermark(min)).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if !self.ctx.out.is_empty() {
+            if self.is_sink() {
+                self.ctx.out.clear();
+                return Err(Error::Graph {
+                    operator: self.env.info.operator_id.to_string(),
+                    message: "a sink emitted records, but sinks have no output".into(),
+                });
+            }
+            for batch in std::mem::take(&mut self.ctx.out) {
+                self.env.output.send_batch(Port::Main, batch).await?;
+            }
+        }
+        let mut dead = std::mem::take(&mut self.ctx.dead);
+        self.env.flush_dead_letters(&mut dead).await
+    }
+
+    async fn on_step(&mut self, step: AlignStep) -> Result<()> {
+        if let Some(old) = step.superseded {
+            tracing::debug!(operator = %self.env.info.operator_id, checkpoint_id = old, "alignment superseded by a newer barrier");
+        }
+        if let AlignAction::Trigger(barrier) = step.action {
+            let align_ms = self.align_started.take().map_or(0, |t| millis(t.elapsed()));
+            self.snapshot(barrier, align_ms).await?;
+        } else if self.aligner.aligning().is_none() {
+            self.align_started = None;
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&mut self, barrier: Barrier, align_ms: u64) -> Result<()> {
+        let wrap = self.env.wrap();
+        let id = barrier.checkpoint_id;
+        let started = Instant::now();
+        // Downstream can start aligning while this task snapshots.
+        self.env.output.broadcast(Message::Barrier(barrier)).await?;
+        let state = match &mut self.op {
+            OperatorImpl::Transform(t) => t.snapshot(id, &mut self.ctx),
+            OperatorImpl::Sink(s) => {
+                // A failed flush loses nothing only if the task fails and replays.
+                if let Some(c) = s.pre_commit(id, &mut self.ctx).await.map_err(&wrap)? {
+                    self.pending.push((id, c));
+                }
+                s.snapshot(id)
+            }
+        };
+        if barrier.terminal {
+            self.terminal = Some(id);
+        }
+        let Some(cp) = self.env.checkpointing.clone() else {
+            self.env.decline(id, "checkpointing is not configured".into());
+            return Ok(());
+        };
+        // The previous keyed-state write must be settled before the chain grows.
+        let mut changelog = None;
+        let mut chain_tx = None;
+        if self.ctx.keyed.is_some() {
+            self.expire_state()?;
+            if let Some((old_log, rx)) = self.keyed_chain.in_flight.take() {
+                match rx.await {
+                    Ok(Some(chain)) => self.keyed_chain.chain = chain,
+                    _ => {
+                        // That delta was not written: fold its changes into this one.
+                        if let Some(keyed) = &mut self.ctx.keyed {
+                            keyed.restore_changelog(Arc::unwrap_or_clone(old_log));
+                        }
+                    }
+                }
+            }
+            if let Some(log) = self.ctx.keyed.as_mut().and_then(|k| k.take_changelog()) {
+                let log = Arc::new(log);
+                let (tx, rx) = oneshot::channel();
+                self.keyed_chain.in_flight = Some((log.clone(), rx));
+                changelog = Some(log);
+                chain_tx = Some(tx);
+            }
+        }
+        match state {
+            Ok(state) => {
+                let sync_ms = millis(started.elapsed());
+                self.env.spawn_persist(
+                    PersistJob {
+                        storage: cp.storage.clone(),
+                        checkpoint_id: id,
+                        operator_id: self.env.info.operator_id.clone(),
+                        subtask: self.env.info.subtask,
+                        blob: OperatorStateBlob {
+                            state,
+                            committables: self.pending.clone(),
+                        },
+                        changelog,
+                        chain: self.keyed_chain.chain.clone(),
+                        key_groups: self.ctx.keyed.as_ref().map(|k| k.key_groups()),
+                        finished: false,
+                    },
+                    (sync_ms, align_ms),
+                    chain_tx,
+                );
+            }
+            Err(e) => {
+                if let Some(tx) = chain_tx {
+                    let _ = tx.send(None);
+                }
+                self.env.decline(id, format!("snapshot failed: {}", wrap(e)));
+            }
+        }
+        Ok(())
+    }
+}
