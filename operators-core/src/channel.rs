@@ -42,12 +42,7 @@ pub(crate) struct InputGate {
 impl InputGate {
     pub(crate) fn new(inputs: Vec<mpsc::Receiver<Message>>) -> Self {
         let n = inputs.len();
-        Self {
-            inputs,
-            closed: vec![false; n],
-            open: n,
-            next_start: 0,
-        }
+        Self { inputs, closed: vec![false; n], open: n, next_start: 0 }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -104,13 +99,13 @@ pub(crate) struct OutputRouter {
 }
 
 impl OutputRouter {
-    pub(crate) fn new(operator: Arc<str>, edges: Vec<EdgeOutput>, max_parallelism: u16, metrics: Arc<TaskMetrics>) -> Self {
-        Self {
-            operator,
-            edges,
-            max_parallelism,
-            metrics,
-        }
+    pub(crate) fn new(
+        operator: Arc<str>,
+        edges: Vec<EdgeOutput>,
+        max_parallelism: u16,
+        metrics: Arc<TaskMetrics>,
+    ) -> Self {
+        Self { operator, edges, max_parallelism, metrics }
     }
 
     /// Whether anything is connected to `port`.
@@ -124,8 +119,7 @@ impl OutputRouter {
             Err(TrySendError::Full(msg)) => {
                 let start = Instant::now();
                 let res = tx.send(msg).await;
-                self.metrics
-                    .add_backpressure_ns(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                self.metrics.add_backpressure_ns(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
                 res.map_err(|_| self.closed())
             }
             Err(TrySendError::Closed(_)) => Err(self.closed()),
@@ -133,10 +127,7 @@ impl OutputRouter {
     }
 
     fn closed(&self) -> Error {
-        Error::Internal(format!(
-            "{DOWNSTREAM_CLOSED} (operator `{}`): a downstream task stopped",
-            self.operator
-        ))
+        Error::Internal(format!("{DOWNSTREAM_CLOSED} (operator `{}`): a downstream task stopped", self.operator))
     }
 
     /// Sends a batch on `port`, partitioned per edge.

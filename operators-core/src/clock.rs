@@ -29,9 +29,7 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `start_ms`.
     pub fn new(start_ms: i64) -> Self {
-        Self {
-            now: Arc::new(AtomicI64::new(start_ms)),
-        }
+        Self { now: Arc::new(AtomicI64::new(start_ms)) }
     }
 
     /// Moves the clock forward by `ms`.

@@ -173,47 +173,27 @@ pub enum Error {
 impl Error {
     /// A configuration error naming `key`.
     pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config {
-            key: key.into(),
-            message: message.into(),
-        }
+        Error::Config { key: key.into(), message: message.into() }
     }
 
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// An Arrow error with context.
     pub fn arrow(context: impl Into<String>, source: ArrowError) -> Self {
-        Error::Arrow {
-            context: context.into(),
-            source,
-        }
+        Error::Arrow { context: context.into(), source }
     }
 
     /// An error from an external system.
-    pub fn external(
-        context: impl Into<String>,
-        retryable: bool,
-        source: impl Into<BoxError>,
-    ) -> Self {
-        Error::External {
-            context: context.into(),
-            retryable,
-            source: source.into(),
-        }
+    pub fn external(context: impl Into<String>, retryable: bool, source: impl Into<BoxError>) -> Self {
+        Error::External { context: context.into(), retryable, source: source.into() }
     }
 
     /// A bad record error.
     pub fn bad_record(location: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::BadRecord {
-            location: location.into(),
-            reason: reason.into(),
-        }
+        Error::BadRecord { location: location.into(), reason: reason.into() }
     }
 
     /// Broad class of this error.
@@ -228,9 +208,7 @@ impl Error {
             | Error::CorruptState { .. } => ErrorKind::External,
             Error::Operator { source, .. } => source.kind(),
             Error::Canceled => ErrorKind::Canceled,
-            Error::Arrow { .. } | Error::State { .. } | Error::Panic { .. } | Error::Internal(_) => {
-                ErrorKind::Internal
-            }
+            Error::Arrow { .. } | Error::State { .. } | Error::Panic { .. } | Error::Internal(_) => ErrorKind::Internal,
         }
     }
 
@@ -255,21 +233,14 @@ impl Error {
     pub(crate) fn in_operator(self, operator: &str, subtask: usize) -> Self {
         match self {
             e @ (Error::Operator { .. } | Error::Panic { .. } | Error::Canceled) => e,
-            other => Error::Operator {
-                operator: operator.to_string(),
-                subtask,
-                source: Box::new(other),
-            },
+            other => Error::Operator { operator: operator.to_string(), subtask, source: Box::new(other) },
         }
     }
 }
 
 impl From<ArrowError> for Error {
     fn from(source: ArrowError) -> Self {
-        Error::Arrow {
-            context: "arrow".to_string(),
-            source,
-        }
+        Error::Arrow { context: "arrow".to_string(), source }
     }
 }
 
@@ -280,10 +251,7 @@ mod tests {
     #[test]
     fn config_error_names_the_key() {
         let e = Error::config("checkpoint.interval", "must be greater than 0");
-        assert_eq!(
-            e.to_string(),
-            "invalid setting `checkpoint.interval`: must be greater than 0"
-        );
+        assert_eq!(e.to_string(), "invalid setting `checkpoint.interval`: must be greater than 0");
         assert_eq!(e.kind(), ErrorKind::User);
         assert!(!e.is_retryable());
     }

@@ -36,8 +36,8 @@ use crate::pipeline::{JobGraph, NodeKind, Partitioning, VertexInfo};
 use crate::restart::{RestartStrategy, RestartTracker};
 use crate::state::{StateBackend, StateBackendKind};
 use crate::task::{
-    KeyedRestore, KeyedSetup, OperatorFactory, TaskCheckpointing, TaskControl, TaskEnv, TaskEvent, TaskId,
-    TaskRestore, run_operator_task, run_source_task,
+    KeyedRestore, KeyedSetup, OperatorFactory, TaskCheckpointing, TaskControl, TaskEnv, TaskEvent, TaskId, TaskRestore,
+    run_operator_task, run_source_task,
 };
 
 /// Where to restore a job from when it starts.
@@ -153,10 +153,7 @@ impl JobConfig {
 
     /// Starts from a savepoint or checkpoint.
     pub fn with_restore(mut self, path: impl Into<PathBuf>, allow_non_restored_state: bool) -> Self {
-        self.restore = Some(RestoreSettings {
-            path: path.into(),
-            allow_non_restored_state,
-        });
+        self.restore = Some(RestoreSettings { path: path.into(), allow_non_restored_state });
         self
     }
 
@@ -204,9 +201,7 @@ impl JobConfig {
     }
 
     fn savepoint_target(&self) -> Option<PathBuf> {
-        self.savepoint_dir
-            .clone()
-            .or_else(|| self.checkpointing.as_ref().map(|c| c.dir.join("savepoints")))
+        self.savepoint_dir.clone().or_else(|| self.checkpointing.as_ref().map(|c| c.dir.join("savepoints")))
     }
 }
 
@@ -416,15 +411,12 @@ pub struct JobOverview {
 }
 
 impl Job {
+    /// Starts `graph`; `config` has been validated by the caller.
     pub(crate) fn start(graph: JobGraph, config: JobConfig) -> Result<Job> {
-        config.validate()?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::config("runtime", "a job must be started from inside a tokio runtime"));
         }
-        let storage = config
-            .checkpointing
-            .as_ref()
-            .map(|c| CheckpointStorage::new(&c.dir, &config.name));
+        let storage = config.checkpointing.as_ref().map(|c| CheckpointStorage::new(&c.dir, &config.name));
         // Decide what to restore from, and check it fits the graph before anything runs.
         let initial_restore = match (&config.restore, &storage) {
             (Some(r), _) => {
@@ -518,12 +510,7 @@ impl Job {
             storage,
             backend,
         ));
-        Ok(Job {
-            shared,
-            commands,
-            supervisor: Mutex::new(Some(supervisor)),
-            config,
-        })
+        Ok(Job { shared, commands, supervisor: Mutex::new(Some(supervisor)), config })
     }
 
     /// Id of this run (32 hex characters, like Flink's).
@@ -623,34 +610,18 @@ impl Job {
             }
         };
         if self.config.checkpointing.is_none() {
-            return Err(Error::config(
-                "checkpoint.dir",
-                "savepoints need checkpoint storage; enable checkpointing",
-            ));
+            return Err(Error::config("checkpoint.dir", "savepoints need checkpoint storage; enable checkpointing"));
         }
         if self.status().is_terminal() {
             return Err(Error::config("savepoint", format!("the job is {:?}", self.status())));
         }
         let request_id = format!("{:032x}", rand::random::<u128>());
-        let target = base.join(format!(
-            "savepoint-{}-{:012x}",
-            &self.shared.id[..6],
-            rand::random::<u64>() & 0xFFFF_FFFF_FFFF
-        ));
+        let target =
+            base.join(format!("savepoint-{}-{:012x}", &self.shared.id[..6], rand::random::<u64>() & 0xFFFF_FFFF_FFFF));
         self.shared.set_savepoint(&request_id, SavepointStatus::InProgress);
-        let req = SavepointRequest {
-            request_id: request_id.clone(),
-            target,
-            terminal: stop,
-            drain,
-        };
+        let req = SavepointRequest { request_id: request_id.clone(), target, terminal: stop, drain };
         if self.commands.send(JobCommand::Savepoint(req)).is_err() {
-            self.shared.set_savepoint(
-                &request_id,
-                SavepointStatus::Failed {
-                    reason: "the job has ended".into(),
-                },
-            );
+            self.shared.set_savepoint(&request_id, SavepointStatus::Failed { reason: "the job has ended".into() });
         }
         Ok(request_id)
     }
@@ -704,15 +675,8 @@ impl Job {
         let status = self.wait_for_status(JobStatus::is_terminal).await;
         let s = lock(&self.shared.status);
         match status {
-            JobStatus::Failed => Err(Error::Internal(format!(
-                "job failed: {}",
-                s.failure.clone().unwrap_or_default()
-            ))),
-            other => Ok(JobOutcome {
-                status: other,
-                savepoint: None,
-                restarts: s.restarts,
-            }),
+            JobStatus::Failed => Err(Error::Internal(format!("job failed: {}", s.failure.clone().unwrap_or_default()))),
+            other => Ok(JobOutcome { status: other, savepoint: None, restarts: s.restarts }),
         }
     }
 }
@@ -730,13 +694,16 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn has_state(op: &OperatorSnapshot) -> bool {
-    op.subtasks
-        .iter()
-        .any(|s| s.operator_state.is_some() || !s.keyed_state.is_empty())
+    op.subtasks.iter().any(|s| s.operator_state.is_some() || !s.keyed_state.is_empty())
 }
 
 /// Checks that a snapshot can be restored into `graph`.
-fn validate_restore(graph: &JobGraph, loaded: &LoadedCheckpoint, config: &JobConfig, allow_non_restored: bool) -> Result<()> {
+fn validate_restore(
+    graph: &JobGraph,
+    loaded: &LoadedCheckpoint,
+    config: &JobConfig,
+    allow_non_restored: bool,
+) -> Result<()> {
     for (op_id, op) in &loaded.metadata.operators {
         let node = graph.nodes.iter().find(|n| &n.id == op_id);
         match node {
@@ -910,11 +877,7 @@ async fn supervise(
                     tracing::warn!(error = %e, "could not remove the checkpoints of the finished job");
                 }
                 shared.set_status(JobStatus::Finished, None);
-                return Ok(JobOutcome {
-                    status: JobStatus::Finished,
-                    savepoint,
-                    restarts,
-                });
+                return Ok(JobOutcome { status: JobStatus::Finished, savepoint, restarts });
             }
             AttemptOutcome::Canceled => {
                 if let (Some(storage), Some(cp)) = (&storage, &config.checkpointing)
@@ -924,11 +887,7 @@ async fn supervise(
                     tracing::warn!(error = %e, "could not remove the checkpoints of the canceled job");
                 }
                 shared.set_status(JobStatus::Canceled, None);
-                return Ok(JobOutcome {
-                    status: JobStatus::Canceled,
-                    savepoint: None,
-                    restarts,
-                });
+                return Ok(JobOutcome { status: JobStatus::Canceled, savepoint: None, restarts });
             }
             AttemptOutcome::Failed(err) => {
                 let Some(delay) = tracker.on_failure(Instant::now(), started, &err) else {
@@ -1020,16 +979,12 @@ impl Coordinator<'_> {
         if self.config.is_none() || self.storage.is_none() {
             self.shared.set_savepoint(
                 &req.request_id,
-                SavepointStatus::Failed {
-                    reason: "savepoints need checkpointing to be configured".into(),
-                },
+                SavepointStatus::Failed { reason: "savepoints need checkpointing to be configured".into() },
             );
         } else if self.terminal_triggered {
             self.shared.set_savepoint(
                 &req.request_id,
-                SavepointStatus::Failed {
-                    reason: "the job is already finishing".into(),
-                },
+                SavepointStatus::Failed { reason: "the job is already finishing".into() },
             );
         } else {
             self.savepoints.push_back(req);
@@ -1080,12 +1035,7 @@ impl Coordinator<'_> {
                 // Count it as a failed checkpoint; storage may recover.
                 lock(&self.shared.stats).triggered(id, kind, terminal, self.now_ms(), self.tasks.len());
                 self.pending = Some(PendingCheckpoint {
-                    barrier: Barrier {
-                        checkpoint_id: id,
-                        timestamp_ms: self.now_ms(),
-                        kind,
-                        terminal,
-                    },
+                    barrier: Barrier { checkpoint_id: id, timestamp_ms: self.now_ms(), kind, terminal },
                     started: Instant::now(),
                     dir: storage.checkpoint_dir(id),
                     acks: BTreeMap::new(),
@@ -1094,12 +1044,7 @@ impl Coordinator<'_> {
                 return self.fail_pending(id, e.to_string());
             }
         };
-        let barrier = Barrier {
-            checkpoint_id: id,
-            timestamp_ms: self.now_ms(),
-            kind,
-            terminal,
-        };
+        let barrier = Barrier { checkpoint_id: id, timestamp_ms: self.now_ms(), kind, terminal };
         if terminal {
             self.terminal_triggered = true;
         }
@@ -1110,13 +1055,8 @@ impl Coordinator<'_> {
                 let _ = control.send(TaskControl::Trigger { barrier, drain });
             }
         }
-        self.pending = Some(PendingCheckpoint {
-            barrier,
-            started: Instant::now(),
-            dir,
-            acks: BTreeMap::new(),
-            savepoint,
-        });
+        self.pending =
+            Some(PendingCheckpoint { barrier, started: Instant::now(), dir, acks: BTreeMap::new(), savepoint });
         Ok(())
     }
 
@@ -1143,8 +1083,7 @@ impl Coordinator<'_> {
         }
         if p.barrier.terminal {
             if let Some(sp) = &p.savepoint {
-                self.shared
-                    .set_savepoint(&sp.request_id, SavepointStatus::Failed { reason: reason.clone() });
+                self.shared.set_savepoint(&sp.request_id, SavepointStatus::Failed { reason: reason.clone() });
             }
             return Err(Error::CheckpointFailed {
                 checkpoint_id: id,
@@ -1173,23 +1112,22 @@ impl Coordinator<'_> {
             TaskEvent::SourceFinished(task) => {
                 self.sources_finished.insert(task);
             }
-            TaskEvent::Decline {
-                task,
-                checkpoint_id,
-                reason,
-            } => {
+            TaskEvent::Decline { task, checkpoint_id, reason } => {
                 let op = &self.graph.nodes[task.node].id;
-                self.fail_pending(
-                    checkpoint_id,
-                    format!("declined by `{op}` subtask {}: {reason}", task.subtask),
-                )?;
+                self.fail_pending(checkpoint_id, format!("declined by `{op}` subtask {}: {reason}", task.subtask))?;
             }
             TaskEvent::Ack(ack) => {
                 let Some(p) = &mut self.pending else { return Ok(()) };
                 if p.barrier.checkpoint_id != ack.checkpoint_id {
                     return Ok(());
                 }
-                lock(&self.shared.stats).acknowledged(ack.checkpoint_id, self.shared.clock.now_ms(), ack.written, ack.sync_ms, ack.align_ms);
+                lock(&self.shared.stats).acknowledged(
+                    ack.checkpoint_id,
+                    self.shared.clock.now_ms(),
+                    ack.written,
+                    ack.sync_ms,
+                    ack.align_ms,
+                );
                 p.acks.insert(ack.task, *ack);
                 if p.acks.len() == self.tasks.len()
                     && let Some(p) = self.pending.take()
@@ -1206,27 +1144,13 @@ impl Coordinator<'_> {
             return Ok(());
         };
         let id = p.barrier.checkpoint_id;
-        let mut metadata = CheckpointMetadata::new(
-            &self.shared.name,
-            &self.shared.id,
-            id,
-            p.barrier.kind,
-            p.barrier.timestamp_ms,
-        );
+        let mut metadata =
+            CheckpointMetadata::new(&self.shared.name, &self.shared.id, id, p.barrier.kind, p.barrier.timestamp_ms);
         for (node_idx, node) in self.graph.nodes.iter().enumerate() {
-            let subtasks = p
-                .acks
-                .iter()
-                .filter(|(t, _)| t.node == node_idx)
-                .map(|(_, a)| a.snapshot.clone())
-                .collect();
+            let subtasks = p.acks.iter().filter(|(t, _)| t.node == node_idx).map(|(_, a)| a.snapshot.clone()).collect();
             metadata.operators.insert(
                 node.id.clone(),
-                OperatorSnapshot {
-                    parallelism: node.parallelism,
-                    max_parallelism: self.max_parallelism,
-                    subtasks,
-                },
+                OperatorSnapshot { parallelism: node.parallelism, max_parallelism: self.max_parallelism, subtasks },
             );
         }
         let dir = p.dir.clone();
@@ -1248,12 +1172,8 @@ impl Coordinator<'_> {
             match result {
                 Ok(Ok(_)) => {
                     location = sp.target.clone();
-                    self.shared.set_savepoint(
-                        &sp.request_id,
-                        SavepointStatus::Completed {
-                            location: sp.target.clone(),
-                        },
-                    );
+                    self.shared
+                        .set_savepoint(&sp.request_id, SavepointStatus::Completed { location: sp.target.clone() });
                     if sp.terminal {
                         self.stop_savepoint = Some(sp.target.clone());
                     }
@@ -1311,7 +1231,9 @@ fn root_cause(errors: Vec<Error>) -> Error {
     let is_consequence = |e: &Error| match e {
         Error::Canceled => true,
         Error::Internal(m) => m.contains(DOWNSTREAM_CLOSED),
-        Error::Operator { source, .. } => matches!(source.as_ref(), Error::Internal(m) if m.contains(DOWNSTREAM_CLOSED)),
+        Error::Operator { source, .. } => {
+            matches!(source.as_ref(), Error::Internal(m) if m.contains(DOWNSTREAM_CLOSED))
+        }
         _ => false,
     };
     let mut fallback = None;
@@ -1392,10 +1314,7 @@ async fn run_attempt(
 
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let checkpointing = match (&config.checkpointing, storage) {
-        (Some(cp), Some(storage)) => Some(TaskCheckpointing {
-            storage: storage.clone(),
-            mode: cp.mode,
-        }),
+        (Some(cp), Some(storage)) => Some(TaskCheckpointing { storage: storage.clone(), mode: cp.mode }),
         _ => None,
     };
     let mut join_set = JoinSet::new();
@@ -1520,12 +1439,9 @@ async fn run_attempt(
             Ok((_, Err(e))) => errors.push(e),
             Err(e) if e.is_panic() => {
                 let task = task_of.get(&e.id()).copied();
-                let (operator, subtask) = task.map_or((String::from("?"), 0), |t| (graph.nodes[t.node].id.clone(), t.subtask));
-                errors.push(Error::Panic {
-                    operator,
-                    subtask,
-                    message: panic_message(e),
-                });
+                let (operator, subtask) =
+                    task.map_or((String::from("?"), 0), |t| (graph.nodes[t.node].id.clone(), t.subtask));
+                errors.push(Error::Panic { operator, subtask, message: panic_message(e) });
             }
             _ => {}
         }

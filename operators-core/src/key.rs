@@ -13,10 +13,9 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, StringArray,
     types::{
-        Date32Type, Date64Type, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type,
-        Int32Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
-        TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type,
-        UInt64Type,
+        Date32Type, Date64Type, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+        TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type,
+        UInt16Type, UInt32Type, UInt64Type,
     },
 };
 use arrow::datatypes::{DataType, TimeUnit};
@@ -83,10 +82,7 @@ pub fn key_group_range(subtask: usize, parallelism: usize, max_parallelism: u16)
     let p = parallelism.max(1);
     let start = (subtask * max).div_ceil(p);
     let end = ((subtask + 1) * max).div_ceil(p);
-    KeyGroupRange {
-        start: start.min(max) as u16,
-        end: end.min(max) as u16,
-    }
+    KeyGroupRange { start: start.min(max) as u16, end: end.min(max) as u16 }
 }
 
 /// Hash of an encoded key; stable across processes and versions (XXH3-64, seed 0).
@@ -127,10 +123,7 @@ impl BatchKeys {
     /// # Panics
     /// If `row >= self.len()` (an index bug in the caller, not a data problem).
     pub fn key(&self, row: usize) -> KeyRef<'_> {
-        KeyRef {
-            key_group: self.groups[row],
-            bytes: &self.data[self.offsets[row]..self.offsets[row + 1]],
-        }
+        KeyRef { key_group: self.groups[row], bytes: &self.data[self.offsets[row]..self.offsets[row + 1]] }
     }
 
     /// Key groups of all rows.
@@ -152,9 +145,7 @@ impl KeySelector {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self {
-            columns: columns.into_iter().map(Into::into).collect(),
-        }
+        Self { columns: columns.into_iter().map(Into::into).collect() }
     }
 
     /// The key column names.
@@ -171,10 +162,7 @@ impl KeySelector {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
                 Error::config(
                     "key columns",
-                    format!(
-                        "key column `{name}` is not in the stream (columns: {})",
-                        names.join(", ")
-                    ),
+                    format!("key column `{name}` is not in the stream (columns: {})", names.join(", ")),
                 )
             })?;
             cols.push(KeyColumn::prepare(batch.column(idx))?);
@@ -407,16 +395,11 @@ mod tests {
     #[test]
     fn composite_keys_are_unambiguous() {
         // ("ab","c") and ("a","bc") must not collide: lengths are part of the encoding.
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("x", DataType::Utf8, false),
-            Field::new("y", DataType::Utf8, false),
-        ]));
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Utf8, false), Field::new("y", DataType::Utf8, false)]));
         let b = RecordBatch::try_new(
             schema,
-            vec![
-                Arc::new(StringArray::from(vec!["ab", "a"])),
-                Arc::new(StringArray::from(vec!["c", "bc"])),
-            ],
+            vec![Arc::new(StringArray::from(vec!["ab", "a"])), Arc::new(StringArray::from(vec!["c", "bc"]))],
         )
         .unwrap();
         let keys = KeySelector::new(["x", "y"]).extract(&b, 128).unwrap();

@@ -153,10 +153,9 @@ impl std::str::FromStr for BadRecordPolicy {
         match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "fail" => Ok(BadRecordPolicy::Fail),
             "dead-letter" | "deadletter" | "dlq" => Ok(BadRecordPolicy::DeadLetter),
-            other => Err(Error::config(
-                "bad-records",
-                format!("unknown policy `{other}`; expected fail or dead-letter"),
-            )),
+            other => {
+                Err(Error::config("bad-records", format!("unknown policy `{other}`; expected fail or dead-letter")))
+            }
         }
     }
 }
@@ -217,13 +216,7 @@ pub struct SourceContext {
 
 impl SourceContext {
     pub(crate) fn new(info: Arc<TaskInfo>, clock: SharedClock, metrics: Arc<TaskMetrics>) -> Self {
-        Self {
-            info,
-            clock,
-            metrics,
-            dead: Vec::new(),
-            watermark: None,
-        }
+        Self { info, clock, metrics, dead: Vec::new(), watermark: None }
     }
 
     /// Identity of this subtask.
@@ -270,14 +263,7 @@ impl OperatorContext {
         keyed: Option<KeyedStateStore>,
         key_selector: Option<KeySelector>,
     ) -> Self {
-        Self {
-            info,
-            clock,
-            out: Vec::new(),
-            dead: Vec::new(),
-            keyed,
-            key_selector,
-        }
+        Self { info, clock, out: Vec::new(), dead: Vec::new(), keyed, key_selector }
     }
 
     /// Identity of this subtask.
@@ -449,7 +435,11 @@ pub trait Sink: Send + 'static {
 
     /// Flushes everything written before the barrier of `checkpoint_id` and returns the
     /// committable that finishes it, if the sink is transactional.
-    async fn pre_commit(&mut self, _checkpoint_id: CheckpointId, _ctx: &mut OperatorContext) -> Result<Option<Vec<u8>>> {
+    async fn pre_commit(
+        &mut self,
+        _checkpoint_id: CheckpointId,
+        _ctx: &mut OperatorContext,
+    ) -> Result<Option<Vec<u8>>> {
         Ok(None)
     }
 
@@ -528,6 +518,8 @@ where
 }
 
 /// A factory that clones `prototype` for every subtask.
-pub fn cloned<T: Clone + Send + Sync + 'static>(prototype: T) -> impl Fn(&TaskInfo) -> Result<T> + Send + Sync + 'static {
+pub fn cloned<T: Clone + Send + Sync + 'static>(
+    prototype: T,
+) -> impl Fn(&TaskInfo) -> Result<T> + Send + Sync + 'static {
     move |_| Ok(prototype.clone())
 }

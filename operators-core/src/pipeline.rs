@@ -160,18 +160,9 @@ impl std::fmt::Debug for SinkHandle {
 fn add_node(graph: &SharedBuilder, id: &str, kind: NodeKind, inputs: &[Stream]) -> usize {
     let mut g = lock(graph);
     let idx = g.nodes.len();
-    g.nodes.push(NodeSpec {
-        id: id.to_string(),
-        kind,
-        parallelism: None,
-    });
+    g.nodes.push(NodeSpec { id: id.to_string(), kind, parallelism: None });
     for s in inputs {
-        g.edges.push(EdgeSpec {
-            from: s.node,
-            port: s.port,
-            to: idx,
-            partitioning: s.partitioning.clone(),
-        });
+        g.edges.push(EdgeSpec { from: s.node, port: s.port, to: idx, partitioning: s.partitioning.clone() });
     }
     idx
 }
@@ -185,12 +176,7 @@ impl Pipeline {
     /// Adds a source with the stable id `id`.
     pub fn source(&self, id: &str, factory: impl SourceFactory) -> Stream {
         let node = add_node(&self.graph, id, NodeKind::Source(Arc::new(factory)), &[]);
-        Stream {
-            graph: self.graph.clone(),
-            node,
-            port: Port::Main,
-            partitioning: None,
-        }
+        Stream { graph: self.graph.clone(), node, port: Port::Main, partitioning: None }
     }
 
     /// Validates the graph against `config` and resolves exchanges.
@@ -200,6 +186,7 @@ impl Pipeline {
 
     /// Validates everything and starts the job on the current tokio runtime.
     pub fn start(&self, config: JobConfig) -> Result<Job> {
+        config.validate()?;
         let graph = self.build(&config)?;
         Job::start(graph, config)
     }
@@ -242,24 +229,14 @@ impl Stream {
 
     /// The dead-letter output of the operator producing this stream.
     pub fn dead_letters(&self) -> Stream {
-        Stream {
-            graph: self.graph.clone(),
-            node: self.node,
-            port: Port::DeadLetter,
-            partitioning: None,
-        }
+        Stream { graph: self.graph.clone(), node: self.node, port: Port::DeadLetter, partitioning: None }
     }
 
     /// Adds a transform reading this stream.
     pub fn transform(self, id: &str, factory: impl TransformFactory) -> Stream {
         let graph = self.graph.clone();
         let node = add_node(&graph, id, NodeKind::Transform(Arc::new(factory)), &[self]);
-        Stream {
-            graph,
-            node,
-            port: Port::Main,
-            partitioning: None,
-        }
+        Stream { graph, node, port: Port::Main, partitioning: None }
     }
 
     /// Adds a sink reading this stream.
@@ -282,12 +259,7 @@ impl UnionStream {
     pub fn transform(self, id: &str, factory: impl TransformFactory) -> Stream {
         let graph = self.streams[0].graph.clone();
         let node = add_node(&graph, id, NodeKind::Transform(Arc::new(factory)), &self.streams);
-        Stream {
-            graph,
-            node,
-            port: Port::Main,
-            partitioning: None,
-        }
+        Stream { graph, node, port: Port::Main, partitioning: None }
     }
 
     /// Adds a sink reading all the streams.
@@ -355,18 +327,12 @@ pub struct VertexInfo {
 impl JobGraph {
     fn from_builder(b: &GraphBuilder, config: &JobConfig) -> Result<Self> {
         if b.nodes.is_empty() {
-            return Err(Error::Graph {
-                operator: String::new(),
-                message: "the pipeline has no operators".into(),
-            });
+            return Err(Error::Graph { operator: String::new(), message: "the pipeline has no operators".into() });
         }
         let mut seen = HashSet::new();
         for n in &b.nodes {
             if n.id.trim().is_empty() {
-                return Err(Error::Graph {
-                    operator: n.id.clone(),
-                    message: "operator ids must not be empty".into(),
-                });
+                return Err(Error::Graph { operator: n.id.clone(), message: "operator ids must not be empty".into() });
             }
             if !seen.insert(n.id.as_str()) {
                 return Err(Error::Graph {
@@ -433,12 +399,7 @@ impl JobGraph {
             }
             nodes[e.from].outputs.push(i);
             nodes[e.to].inputs.push(i);
-            edges.push(Edge {
-                from: e.from,
-                port: e.port,
-                to: e.to,
-                partitioning,
-            });
+            edges.push(Edge { from: e.from, port: e.port, to: e.to, partitioning });
         }
         for node in nodes.iter_mut() {
             let keys: Vec<Option<&KeySelector>> = node
@@ -460,10 +421,7 @@ impl JobGraph {
             }
         }
         if !nodes.iter().any(|n| matches!(n.kind, NodeKind::Source(_))) {
-            return Err(Error::Graph {
-                operator: nodes[0].id.clone(),
-                message: "the pipeline has no source".into(),
-            });
+            return Err(Error::Graph { operator: nodes[0].id.clone(), message: "the pipeline has no source".into() });
         }
         Ok(Self { nodes, edges })
     }

@@ -51,10 +51,7 @@ pub enum RestartStrategy {
 impl Default for RestartStrategy {
     /// Fixed delay, 4 attempts, 60 s: the original toolkit's defaults.
     fn default() -> Self {
-        RestartStrategy::FixedDelay {
-            attempts: 4,
-            delay: Duration::from_secs(60),
-        }
+        RestartStrategy::FixedDelay { attempts: 4, delay: Duration::from_secs(60) }
     }
 }
 
@@ -75,13 +72,7 @@ impl RestartStrategy {
                     return Err(Error::config("restart.failure-rate.max-failures", "must be at least 1"));
                 }
             }
-            RestartStrategy::ExponentialBackoff {
-                initial,
-                max,
-                multiplier,
-                jitter,
-                ..
-            } => {
+            RestartStrategy::ExponentialBackoff { initial, max, multiplier, jitter, .. } => {
                 if !(multiplier.is_finite() && *multiplier >= 1.0) {
                     return Err(Error::config("restart.exponential.multiplier", "must be a number >= 1"));
                 }
@@ -112,12 +103,7 @@ pub(crate) struct RestartTracker {
 
 impl RestartTracker {
     pub(crate) fn new(strategy: RestartStrategy) -> Self {
-        Self {
-            strategy,
-            restarts: 0,
-            failures: VecDeque::new(),
-            backoff: None,
-        }
+        Self { strategy, restarts: 0, failures: VecDeque::new(), backoff: None }
     }
 
     /// Number of restarts so far.
@@ -134,11 +120,7 @@ impl RestartTracker {
         let delay = match &self.strategy {
             RestartStrategy::None => None,
             RestartStrategy::FixedDelay { attempts, delay } => (self.restarts < *attempts).then_some(*delay),
-            RestartStrategy::FailureRate {
-                max_failures,
-                interval,
-                delay,
-            } => {
+            RestartStrategy::FailureRate { max_failures, interval, delay } => {
                 self.failures.push_back(now);
                 while let Some(first) = self.failures.front() {
                     if now.duration_since(*first) > *interval {
@@ -149,14 +131,7 @@ impl RestartTracker {
                 }
                 (self.failures.len() <= *max_failures as usize).then_some(*delay)
             }
-            RestartStrategy::ExponentialBackoff {
-                initial,
-                max,
-                multiplier,
-                reset_after,
-                jitter,
-                max_attempts,
-            } => {
+            RestartStrategy::ExponentialBackoff { initial, max, multiplier, reset_after, jitter, max_attempts } => {
                 if max_attempts.is_some_and(|m| self.restarts >= m) {
                     None
                 } else {
@@ -167,11 +142,7 @@ impl RestartTracker {
                         _ => *initial,
                     };
                     self.backoff = Some(next);
-                    let spread = if *jitter > 0.0 {
-                        1.0 + (rand::random::<f64>() * 2.0 - 1.0) * jitter
-                    } else {
-                        1.0
-                    };
+                    let spread = if *jitter > 0.0 { 1.0 + (rand::random::<f64>() * 2.0 - 1.0) * jitter } else { 1.0 };
                     Some(next.mul_f64(spread))
                 }
             }

@@ -69,11 +69,7 @@ pub(crate) struct Ack {
 #[derive(Debug)]
 pub(crate) enum TaskEvent {
     Ack(Box<Ack>),
-    Decline {
-        task: TaskId,
-        checkpoint_id: CheckpointId,
-        reason: String,
-    },
+    Decline { task: TaskId, checkpoint_id: CheckpointId, reason: String },
     SourceFinished(TaskId),
 }
 
@@ -136,11 +132,7 @@ impl TaskEnv {
 
     fn decline(&self, checkpoint_id: CheckpointId, reason: String) {
         tracing::warn!(operator = %self.info.operator_id, subtask = self.info.subtask, checkpoint_id, %reason, "declining checkpoint");
-        let _ = self.events.send(TaskEvent::Decline {
-            task: self.id,
-            checkpoint_id,
-            reason,
-        });
+        let _ = self.events.send(TaskEvent::Decline { task: self.id, checkpoint_id, reason });
     }
 
     /// Sends dead letters to the dead-letter port, or logs them when nothing is connected.
@@ -167,7 +159,12 @@ impl TaskEnv {
     }
 
     /// Starts the asynchronous part of a snapshot; acks or declines when it is done.
-    fn spawn_persist(&self, job: PersistJob, timing: (u64, u64), chain_tx: Option<oneshot::Sender<Option<Vec<StateFile>>>>) {
+    fn spawn_persist(
+        &self,
+        job: PersistJob,
+        timing: (u64, u64),
+        chain_tx: Option<oneshot::Sender<Option<Vec<StateFile>>>>,
+    ) {
         let events = self.events.clone();
         let task = self.id;
         let checkpoint_id = job.checkpoint_id;
@@ -222,10 +219,11 @@ struct PersistJob {
 fn persist(job: PersistJob) -> Result<(SubtaskSnapshot, u64)> {
     let mut written = 0;
     let operator_state = if job.blob.state.is_some() || !job.blob.committables.is_empty() {
-        let path = job
-            .storage
-            .checkpoint_dir(job.checkpoint_id)
-            .join(format!("{}-{}.opstate", slug(&job.operator_id), job.subtask));
+        let path = job.storage.checkpoint_dir(job.checkpoint_id).join(format!(
+            "{}-{}.opstate",
+            slug(&job.operator_id),
+            job.subtask
+        ));
         let size = job.blob.write(&path)?;
         written += size;
         Some(StateFile { path, size })
@@ -357,7 +355,12 @@ pub(crate) async fn run_source_task(mut env: TaskEnv, factory: Arc<dyn SourceFac
 }
 
 /// Handles one control message; returns true when the source must stop.
-async fn source_control(env: &mut TaskEnv, source: &mut dyn Source, ctrl: TaskControl, finished: &mut bool) -> Result<bool> {
+async fn source_control(
+    env: &mut TaskEnv,
+    source: &mut dyn Source,
+    ctrl: TaskControl,
+    finished: &mut bool,
+) -> Result<bool> {
     let wrap = env.wrap();
     match ctrl {
         TaskControl::Trigger { barrier, drain } => {
@@ -377,10 +380,7 @@ async fn source_control(env: &mut TaskEnv, source: &mut dyn Source, ctrl: TaskCo
                         checkpoint_id: barrier.checkpoint_id,
                         operator_id: env.info.operator_id.clone(),
                         subtask: env.info.subtask,
-                        blob: OperatorStateBlob {
-                            state,
-                            committables: Vec::new(),
-                        },
+                        blob: OperatorStateBlob { state, committables: Vec::new() },
                         changelog: None,
                         chain: Vec::new(),
                         key_groups: None,
@@ -535,10 +535,7 @@ pub(crate) async fn run_operator_task(mut env: TaskEnv, factory: OperatorFactory
         OperatorImpl::Sink(s) => s.open(&mut ctx).await.map_err(&wrap)?,
     }
     let n = env.inputs.len();
-    let mode = env
-        .checkpointing
-        .as_ref()
-        .map_or(CheckpointingMode::ExactlyOnce, |c| c.mode);
+    let mode = env.checkpointing.as_ref().map_or(CheckpointingMode::ExactlyOnce, |c| c.mode);
     let mut task = OperatorTask {
         aligner: BarrierAligner::new(n, mode),
         may_close: vec![false; n],
@@ -550,10 +547,7 @@ pub(crate) async fn run_operator_task(mut env: TaskEnv, factory: OperatorFactory
         terminal: None,
         terminal_committed: false,
         pending: Vec::new(),
-        keyed_chain: KeyedChain {
-            chain,
-            in_flight: None,
-        },
+        keyed_chain: KeyedChain { chain, in_flight: None },
         last_expire: Instant::now(),
         env,
         op,
@@ -830,10 +824,7 @@ impl OperatorTask {
                         checkpoint_id: id,
                         operator_id: self.env.info.operator_id.clone(),
                         subtask: self.env.info.subtask,
-                        blob: OperatorStateBlob {
-                            state,
-                            committables: self.pending.clone(),
-                        },
+                        blob: OperatorStateBlob { state, committables: self.pending.clone() },
                         changelog,
                         chain: self.keyed_chain.chain.clone(),
                         key_groups: self.ctx.keyed.as_ref().map(|k| k.key_groups()),

@@ -56,11 +56,7 @@ impl FaultInjector {
     /// Counts a hit and returns an error when it must fail.
     pub fn check(&self, point: &str) -> Result<()> {
         if self.hit(point) {
-            Err(Error::external(
-                format!("injected fault at `{point}`"),
-                true,
-                std::io::Error::other("injected fault"),
-            ))
+            Err(Error::external(format!("injected fault at `{point}`"), true, std::io::Error::other("injected fault")))
         } else {
             Ok(())
         }

@@ -35,21 +35,12 @@ pub struct GeneratorSource {
 impl GeneratorSource {
     /// `rows` rows, then finished.
     pub fn bounded(rows: u64) -> Self {
-        Self {
-            rows: Some(rows),
-            batch_size: 1024,
-            splits: 8,
-            keys: 1000,
-            rows_per_second: None,
-        }
+        Self { rows: Some(rows), batch_size: 1024, splits: 8, keys: 1000, rows_per_second: None }
     }
 
     /// Rows forever.
     pub fn unbounded() -> Self {
-        Self {
-            rows: None,
-            ..Self::bounded(0)
-        }
+        Self { rows: None, ..Self::bounded(0) }
     }
 
     /// Rows per batch (default 1024).
@@ -96,10 +87,8 @@ impl GeneratorSource {
 
 impl SourceFactory for GeneratorSource {
     fn create(&self, info: &TaskInfo) -> Result<Box<dyn Source>> {
-        let splits = (0..self.splits)
-            .filter(|s| (*s as usize) % info.parallelism == info.subtask)
-            .map(|s| (s, 0))
-            .collect();
+        let splits =
+            (0..self.splits).filter(|s| (*s as usize) % info.parallelism == info.subtask).map(|s| (s, 0)).collect();
         let share = info.parallelism.min(self.splits as usize).max(1) as u64;
         Ok(Box::new(GeneratorReader {
             cfg: self.clone(),

@@ -62,9 +62,7 @@ impl std::fmt::Debug for FilterTransform {
 impl FilterTransform {
     /// A filter with a vectorized predicate.
     pub fn new(predicate: impl Fn(&RecordBatch) -> Result<BooleanArray> + Send + Sync + 'static) -> Self {
-        Self {
-            predicate: Arc::new(predicate),
-        }
+        Self { predicate: Arc::new(predicate) }
     }
 }
 
@@ -72,7 +70,8 @@ impl FilterTransform {
 impl Transform for FilterTransform {
     async fn process_batch(&mut self, batch: RecordBatch, ctx: &mut OperatorContext) -> Result<()> {
         let mask = (self.predicate)(&batch)?;
-        let out = arrow::compute::filter_record_batch(&batch, &mask).map_err(|e| Error::arrow("filtering a batch", e))?;
+        let out =
+            arrow::compute::filter_record_batch(&batch, &mask).map_err(|e| Error::arrow("filtering a batch", e))?;
         if out.num_rows() > 0 {
             ctx.emit(out);
         }

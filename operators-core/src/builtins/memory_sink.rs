@@ -65,10 +65,7 @@ pub struct TwoPhaseMemorySink {
 impl TwoPhaseMemorySink {
     /// A sink committing into `output`.
     pub fn new(output: CommittedOutput) -> Self {
-        Self {
-            output,
-            faults: FaultInjector::default(),
-        }
+        Self { output, faults: FaultInjector::default() }
     }
 
     /// Fails calls as planned by `faults` (points `sink.write`, `sink.pre_commit`,
@@ -115,7 +112,8 @@ fn encode(header: &Header, batches: &[RecordBatch]) -> Result<Vec<u8>> {
     let len = out.len() as u32;
     out.splice(0..0, len.to_le_bytes());
     if let Some(first) = batches.first() {
-        let mut w = StreamWriter::try_new(&mut out, &first.schema()).map_err(|e| Error::arrow("encoding committable", e))?;
+        let mut w =
+            StreamWriter::try_new(&mut out, &first.schema()).map_err(|e| Error::arrow("encoding committable", e))?;
         for b in batches {
             w.write(b).map_err(|e| Error::arrow("encoding committable", e))?;
         }
@@ -125,15 +123,13 @@ fn encode(header: &Header, batches: &[RecordBatch]) -> Result<Vec<u8>> {
 }
 
 fn decode(bytes: &[u8]) -> Result<(Header, Vec<RecordBatch>)> {
-    let bad = |m: String| Error::CorruptState {
-        path: "in-memory committable".into(),
-        reason: m,
-    };
+    let bad = |m: String| Error::CorruptState { path: "in-memory committable".into(), reason: m };
     if bytes.len() < 4 {
         return Err(bad("too short".into()));
     }
     let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-    let header_end = 4usize.checked_add(len).filter(|e| *e <= bytes.len()).ok_or_else(|| bad("bad header length".into()))?;
+    let header_end =
+        4usize.checked_add(len).filter(|e| *e <= bytes.len()).ok_or_else(|| bad("bad header length".into()))?;
     let header: Header = postcard::from_bytes(&bytes[4..header_end]).map_err(|e| bad(e.to_string()))?;
     let rest = &bytes[header_end..];
     let mut batches = Vec::new();
@@ -154,15 +150,16 @@ impl Sink for MemorySinkInstance {
         Ok(())
     }
 
-    async fn pre_commit(&mut self, _checkpoint_id: CheckpointId, _ctx: &mut OperatorContext) -> Result<Option<Vec<u8>>> {
+    async fn pre_commit(
+        &mut self,
+        _checkpoint_id: CheckpointId,
+        _ctx: &mut OperatorContext,
+    ) -> Result<Option<Vec<u8>>> {
         self.faults.check("sink.pre_commit")?;
         if self.buffer.is_empty() {
             return Ok(None);
         }
-        let header = Header {
-            job_id: self.job_id.clone(),
-            subtask: self.subtask,
-        };
+        let header = Header { job_id: self.job_id.clone(), subtask: self.subtask };
         let bytes = encode(&header, &self.buffer)?;
         self.buffer.clear();
         Ok(Some(bytes))

@@ -36,10 +36,7 @@ pub struct AlignStep {
 
 impl AlignStep {
     fn cont() -> Self {
-        Self {
-            superseded: None,
-            action: AlignAction::Continue,
-        }
+        Self { superseded: None, action: AlignAction::Continue }
     }
 }
 
@@ -64,13 +61,7 @@ pub struct BarrierAligner {
 impl BarrierAligner {
     /// An aligner for `inputs` inputs.
     pub fn new(inputs: usize, mode: CheckpointingMode) -> Self {
-        Self {
-            mode,
-            closed: vec![false; inputs],
-            open_inputs: inputs,
-            current: None,
-            newest_seen: None,
-        }
+        Self { mode, closed: vec![false; inputs], open_inputs: inputs, current: None, newest_seen: None }
     }
 
     /// Number of inputs.
@@ -81,10 +72,7 @@ impl BarrierAligner {
     /// Whether records from `input` must not be read now.
     pub fn is_blocked(&self, input: usize) -> bool {
         self.mode == CheckpointingMode::ExactlyOnce
-            && self
-                .current
-                .as_ref()
-                .is_some_and(|a| a.received.get(input).copied().unwrap_or(false))
+            && self.current.as_ref().is_some_and(|a| a.received.get(input).copied().unwrap_or(false))
     }
 
     /// The checkpoint currently aligning, if any.
@@ -120,10 +108,7 @@ impl BarrierAligner {
             current.received[input] = true;
             current.count += 1;
         }
-        AlignStep {
-            superseded,
-            action: self.try_trigger(),
-        }
+        AlignStep { superseded, action: self.try_trigger() }
     }
 
     /// `input` closed: it will deliver no more barriers.
@@ -139,19 +124,12 @@ impl BarrierAligner {
             current.received[input] = false;
             current.count -= 1;
         }
-        AlignStep {
-            superseded: None,
-            action: self.try_trigger(),
-        }
+        AlignStep { superseded: None, action: self.try_trigger() }
     }
 
     fn start(&mut self, barrier: Barrier) {
         self.newest_seen = Some(barrier.checkpoint_id);
-        self.current = Some(Alignment {
-            barrier,
-            received: vec![false; self.closed.len()],
-            count: 0,
-        });
+        self.current = Some(Alignment { barrier, received: vec![false; self.closed.len()], count: 0 });
     }
 
     fn try_trigger(&mut self) -> AlignAction {
@@ -173,12 +151,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn barrier(id: CheckpointId) -> Barrier {
-        Barrier {
-            checkpoint_id: id,
-            timestamp_ms: 0,
-            kind: CheckpointKind::Checkpoint,
-            terminal: false,
-        }
+        Barrier { checkpoint_id: id, timestamp_ms: 0, kind: CheckpointKind::Checkpoint, terminal: false }
     }
 
     #[test]
@@ -238,11 +211,8 @@ mod tests {
     /// Each input carries records, then barrier 1, records, barrier 2, ..., records, and
     /// may be closed after any of its barriers.
     fn input_strategy(checkpoints: u64) -> impl Strategy<Value = (Vec<Item>, bool)> {
-        (
-            proptest::collection::vec(0u32..4, (checkpoints + 1) as usize),
-            any::<bool>(),
-        )
-            .prop_map(move |(records_per_epoch, close_early)| {
+        (proptest::collection::vec(0u32..4, (checkpoints + 1) as usize), any::<bool>()).prop_map(
+            move |(records_per_epoch, close_early)| {
                 let mut items = Vec::new();
                 for (epoch, n) in records_per_epoch.iter().enumerate() {
                     for _ in 0..*n {
@@ -253,7 +223,8 @@ mod tests {
                     }
                 }
                 (items, close_early)
-            })
+            },
+        )
     }
 
     proptest! {

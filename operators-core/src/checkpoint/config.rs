@@ -181,9 +181,7 @@ impl CheckpointConfig {
 
 /// Creates `dir` and writes and removes a probe file in it.
 pub(crate) fn probe_dir(dir: &Path, key: &str) -> Result<()> {
-    let fail = |what: &str, e: std::io::Error| {
-        Error::config(key, format!("cannot {what} `{}`: {e}", dir.display()))
-    };
+    let fail = |what: &str, e: std::io::Error| Error::config(key, format!("cannot {what} `{}`: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(|e| fail("create", e))?;
     let probe = dir.join(format!(".probe-{}", std::process::id()));
     std::fs::write(&probe, b"probe").map_err(|e| fail("write to", e))?;

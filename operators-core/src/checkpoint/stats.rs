@@ -209,7 +209,14 @@ impl StatsTracker {
         s
     }
 
-    pub(crate) fn triggered(&mut self, id: CheckpointId, kind: CheckpointKind, terminal: bool, ts: i64, subtasks: usize) {
+    pub(crate) fn triggered(
+        &mut self,
+        id: CheckpointId,
+        kind: CheckpointKind,
+        terminal: bool,
+        ts: i64,
+        subtasks: usize,
+    ) {
         self.stats.counts.total += 1;
         self.stats.counts.in_progress += 1;
         let record = CheckpointRecord {
@@ -297,13 +304,8 @@ impl StatsTracker {
 
     /// Checkpoints in flight are dropped when an attempt ends.
     pub(crate) fn abandon_in_progress(&mut self, ts: i64) {
-        let ids: Vec<CheckpointId> = self
-            .stats
-            .history
-            .iter()
-            .filter(|r| r.status == CheckpointStatus::InProgress)
-            .map(|r| r.id)
-            .collect();
+        let ids: Vec<CheckpointId> =
+            self.stats.history.iter().filter(|r| r.status == CheckpointStatus::InProgress).map(|r| r.id).collect();
         for id in ids {
             self.failed(id, ts, "the job attempt ended before the checkpoint completed");
         }

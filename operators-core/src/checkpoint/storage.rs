@@ -91,7 +91,13 @@ pub struct CheckpointMetadata {
 
 impl CheckpointMetadata {
     /// A metadata record for the given checkpoint.
-    pub fn new(job_name: &str, job_id: &str, checkpoint_id: CheckpointId, kind: CheckpointKind, timestamp_ms: i64) -> Self {
+    pub fn new(
+        job_name: &str,
+        job_id: &str,
+        checkpoint_id: CheckpointId,
+        kind: CheckpointKind,
+        timestamp_ms: i64,
+    ) -> Self {
         Self {
             format_version: FORMAT_VERSION,
             job_name: job_name.to_string(),
@@ -118,11 +124,7 @@ impl CheckpointMetadata {
 
     /// Total size of all referenced files.
     pub fn full_size(&self) -> u64 {
-        self.operators
-            .values()
-            .flat_map(|o| o.subtasks.iter())
-            .map(SubtaskSnapshot::full_size)
-            .sum()
+        self.operators.values().flat_map(|o| o.subtasks.iter()).map(SubtaskSnapshot::full_size).sum()
     }
 }
 
@@ -147,8 +149,8 @@ pub struct OperatorStateBlob {
 impl OperatorStateBlob {
     /// Writes the blob to `path` (fsynced). Returns the size.
     pub fn write(&self, path: &Path) -> Result<u64> {
-        let bytes = postcard::to_allocvec(self)
-            .map_err(|e| Error::Internal(format!("serializing operator state: {e}")))?;
+        let bytes =
+            postcard::to_allocvec(self).map_err(|e| Error::Internal(format!("serializing operator state: {e}")))?;
         write_file_synced(path, &bytes)?;
         Ok(bytes.len() as u64)
     }
@@ -156,10 +158,8 @@ impl OperatorStateBlob {
     /// Reads a blob written by [`OperatorStateBlob::write`].
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-        postcard::from_bytes(&bytes).map_err(|e| Error::CorruptState {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+        postcard::from_bytes(&bytes)
+            .map_err(|e| Error::CorruptState { path: path.to_path_buf(), reason: e.to_string() })
     }
 }
 
@@ -248,10 +248,8 @@ pub fn read_metadata(path: &Path) -> Result<LoadedCheckpoint> {
     };
     let file = dir.join(METADATA_FILE);
     let bytes = fs::read(&file).map_err(|e| Error::io(&file, e))?;
-    let mut metadata: CheckpointMetadata = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptState {
-        path: file.clone(),
-        reason: e.to_string(),
-    })?;
+    let mut metadata: CheckpointMetadata = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::CorruptState { path: file.clone(), reason: e.to_string() })?;
     if metadata.format_version != FORMAT_VERSION {
         return Err(Error::Restore {
             path: file,
@@ -287,11 +285,7 @@ fn checkpoint_ids(root: &Path) -> Result<Vec<(CheckpointId, PathBuf)>> {
 
 /// The newest directory under `root` holding a complete checkpoint.
 pub fn latest_in(root: &Path) -> Result<Option<PathBuf>> {
-    Ok(checkpoint_ids(root)?
-        .into_iter()
-        .rev()
-        .map(|(_, dir)| dir)
-        .find(|dir| dir.join(METADATA_FILE).is_file()))
+    Ok(checkpoint_ids(root)?.into_iter().rev().map(|(_, dir)| dir).find(|dir| dir.join(METADATA_FILE).is_file()))
 }
 
 /// Turns a job name into a directory name.
@@ -312,9 +306,7 @@ pub struct CheckpointStorage {
 impl CheckpointStorage {
     /// Storage under `<dir>/<job name>`.
     pub fn new(dir: &Path, job_name: &str) -> Self {
-        Self {
-            root: dir.join(slug(job_name)),
-        }
+        Self { root: dir.join(slug(job_name)) }
     }
 
     /// The job's checkpoint root.
@@ -431,11 +423,7 @@ impl CheckpointStorage {
 
     /// A new, unique path for a keyed-state file created for checkpoint `id`.
     pub fn new_shared_file(&self, id: CheckpointId, operator: &str, subtask: usize) -> PathBuf {
-        self.shared_dir().join(format!(
-            "c{id}-{}-{subtask}-{:08x}.kv",
-            slug(operator),
-            rand::random::<u32>()
-        ))
+        self.shared_dir().join(format!("c{id}-{}-{subtask}-{:08x}.kv", slug(operator), rand::random::<u32>()))
     }
 }
 
@@ -505,9 +493,8 @@ mod tests {
         write_sorted(&shared, vec![(b"k".to_vec(), Some(b"v".to_vec()))]).unwrap();
         let chk = storage.create_checkpoint_dir(1).unwrap();
         let opstate = chk.join("count-0.opstate");
-        let size = OperatorStateBlob { state: Some(vec![1, 2]), committables: vec![(1, vec![9])] }
-            .write(&opstate)
-            .unwrap();
+        let size =
+            OperatorStateBlob { state: Some(vec![1, 2]), committables: vec![(1, vec![9])] }.write(&opstate).unwrap();
         let meta = meta_with_chain(
             1,
             vec![StateFile { path: shared.clone(), size: 10 }],
@@ -560,26 +547,17 @@ mod tests {
         write_sorted(&base, vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), Some(b"1".to_vec()))]).unwrap();
         let delta = storage.new_shared_file(2, "count", 0);
         write_sorted(&delta, vec![(b"a".to_vec(), None), (b"c".to_vec(), Some(b"2".to_vec()))]).unwrap();
-        let meta = meta_with_chain(
-            2,
-            vec![StateFile { path: base, size: 1 }, StateFile { path: delta, size: 1 }],
-            None,
-        );
+        let meta =
+            meta_with_chain(2, vec![StateFile { path: base, size: 1 }, StateFile { path: delta, size: 1 }], None);
         let sp = dir.path().join("sp");
         write_savepoint(&sp, &meta).unwrap();
         storage.discard_all().unwrap();
         let loaded = read_metadata(&sp).unwrap();
         assert_eq!(loaded.metadata.kind, CheckpointKind::Savepoint);
-        let chain: Vec<PathBuf> = loaded.metadata.operators["count"].subtasks[0]
-            .keyed_state
-            .iter()
-            .map(|f| f.path.clone())
-            .collect();
+        let chain: Vec<PathBuf> =
+            loaded.metadata.operators["count"].subtasks[0].keyed_state.iter().map(|f| f.path.clone()).collect();
         let entries: Vec<_> = MergedChain::open(&chain).unwrap().map(|e| e.unwrap()).collect();
-        assert_eq!(
-            entries,
-            vec![(b"b".to_vec(), Some(b"1".to_vec())), (b"c".to_vec(), Some(b"2".to_vec()))]
-        );
+        assert_eq!(entries, vec![(b"b".to_vec(), Some(b"1".to_vec())), (b"c".to_vec(), Some(b"2".to_vec()))]);
     }
 
     #[test]

@@ -62,10 +62,7 @@ pub struct StateTtl {
 impl StateTtl {
     /// Entries live `ttl` after creation or their last write.
     pub fn after_write(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            update: TtlUpdate::OnCreateAndWrite,
-        }
+        Self { ttl, update: TtlUpdate::OnCreateAndWrite }
     }
 
     fn ttl_ms(&self) -> i64 {
@@ -127,11 +124,7 @@ impl KeyedStateStore {
         T: Serialize + DeserializeOwned,
     {
         let id = self.register(name, ttl)?;
-        Ok(ValueState {
-            id,
-            ttl,
-            _t: PhantomData,
-        })
+        Ok(ValueState { id, ttl, _t: PhantomData })
     }
 
     /// Registers (or looks up) a map state.
@@ -141,11 +134,7 @@ impl KeyedStateStore {
         V: Serialize + DeserializeOwned,
     {
         let id = self.register(name, ttl)?;
-        Ok(MapState {
-            id,
-            ttl,
-            _t: PhantomData,
-        })
+        Ok(MapState { id, ttl, _t: PhantomData })
     }
 
     fn register(&mut self, name: &str, ttl: Option<StateTtl>) -> Result<u32> {
@@ -154,9 +143,7 @@ impl KeyedStateStore {
         let id = (xxhash_rust::xxh3::xxh3_64(name.as_bytes()) & 0xFFFF_FFFF) as u32;
         match self.registered.get(&id) {
             Some(existing) if existing != name => {
-                return Err(self.err(format!(
-                    "state names `{existing}` and `{name}` collide; rename one of them"
-                )));
+                return Err(self.err(format!("state names `{existing}` and `{name}` collide; rename one of them")));
             }
             _ => {}
         }
@@ -166,10 +153,7 @@ impl KeyedStateStore {
     }
 
     fn err(&self, message: String) -> Error {
-        Error::State {
-            operator: self.operator.clone(),
-            message,
-        }
+        Error::State { operator: self.operator.clone(), message }
     }
 
     fn check_group(&self, key: KeyRef<'_>) -> Result<()> {
@@ -371,11 +355,8 @@ fn encode<T: Serialize>(store: &KeyedStateStore, value: &T) -> Result<Vec<u8>> {
 }
 
 fn decode<T: DeserializeOwned>(store: &KeyedStateStore, bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| {
-        store.err(format!(
-            "cannot deserialize a state value (was the state's type changed?): {e}"
-        ))
-    })
+    postcard::from_bytes(bytes)
+        .map_err(|e| store.err(format!("cannot deserialize a state value (was the state's type changed?): {e}")))
 }
 
 /// A handle to a value state: one value of type `T` per key.
@@ -388,11 +369,7 @@ pub struct ValueState<T> {
 
 impl<T> Clone for ValueState<T> {
     fn clone(&self) -> Self {
-        Self {
-            id: self.id,
-            ttl: self.ttl,
-            _t: PhantomData,
-        }
+        Self { id: self.id, ttl: self.ttl, _t: PhantomData }
     }
 }
 
@@ -440,11 +417,7 @@ pub struct MapState<K, V> {
 
 impl<K, V> Clone for MapState<K, V> {
     fn clone(&self) -> Self {
-        Self {
-            id: self.id,
-            ttl: self.ttl,
-            _t: PhantomData,
-        }
+        Self { id: self.id, ttl: self.ttl, _t: PhantomData }
     }
 }
 
@@ -558,9 +531,8 @@ mod tests {
     fn ttl_hides_and_sweeps_expired_entries() {
         let clock = ManualClock::new(0);
         let mut s = store(&clock);
-        let seen: ValueState<bool> = s
-            .value_state("seen", Some(StateTtl::after_write(Duration::from_secs(60))))
-            .unwrap();
+        let seen: ValueState<bool> =
+            s.value_state("seen", Some(StateTtl::after_write(Duration::from_secs(60)))).unwrap();
         seen.put(&mut s, key(b"k1"), &true).unwrap();
         clock.advance_ms(30_000);
         seen.put(&mut s, key(b"k2"), &true).unwrap();
@@ -608,12 +580,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(0);
         let mut writer = store(&clock);
-        let v: ValueState<u32> = writer
-            .value_state("v", Some(StateTtl::after_write(Duration::from_secs(10))))
-            .unwrap();
+        let v: ValueState<u32> = writer.value_state("v", Some(StateTtl::after_write(Duration::from_secs(10)))).unwrap();
         for kg in 0..4u16 {
-            v.put(&mut writer, KeyRef { key_group: kg, bytes: b"k" }, &u32::from(kg))
-                .unwrap();
+            v.put(&mut writer, KeyRef { key_group: kg, bytes: b"k" }, &u32::from(kg)).unwrap();
         }
         let log = writer.take_changelog().unwrap();
         let path = dir.path().join("base.kv");

@@ -60,10 +60,7 @@ impl KvFileWriter {
         if let Some(last) = &self.last_key
             && last.as_slice() >= key
         {
-            return Err(Error::Internal(format!(
-                "kv file {} written out of order",
-                self.path.display()
-            )));
+            return Err(Error::Internal(format!("kv file {} written out of order", self.path.display())));
         }
         self.write_raw(&len_u32(key.len(), &self.path)?.to_le_bytes())?;
         self.write_raw(key)?;
@@ -93,14 +90,9 @@ impl KvFileWriter {
         footer.extend_from_slice(FOOTER_MAGIC);
         footer.extend_from_slice(&self.entries.to_le_bytes());
         footer.extend_from_slice(&crc.to_le_bytes());
-        self.out
-            .write_all(&footer)
-            .map_err(|e| Error::io(&self.path, e))?;
+        self.out.write_all(&footer).map_err(|e| Error::io(&self.path, e))?;
         self.bytes += footer.len() as u64;
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| Error::io(&self.path, e.into_error()))?;
+        let file = self.out.into_inner().map_err(|e| Error::io(&self.path, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&self.path, e))?;
         Ok(self.bytes)
     }
@@ -151,9 +143,7 @@ impl KvFileReader {
         if (buf.len() as u64) > self.remaining_body {
             return Err(corrupt(&self.path, "entry runs past the end of the file"));
         }
-        self.input
-            .read_exact(buf)
-            .map_err(|e| Error::io(&self.path, e))?;
+        self.input.read_exact(buf).map_err(|e| Error::io(&self.path, e))?;
         self.remaining_body -= buf.len() as u64;
         self.crc.update(buf);
         Ok(())
@@ -177,9 +167,7 @@ impl KvFileReader {
 
     fn verify_footer(&mut self) -> Result<()> {
         let mut footer = [0u8; FOOTER_LEN];
-        self.input
-            .read_exact(&mut footer)
-            .map_err(|e| Error::io(&self.path, e))?;
+        self.input.read_exact(&mut footer).map_err(|e| Error::io(&self.path, e))?;
         if &footer[..7] != FOOTER_MAGIC {
             return Err(corrupt(&self.path, "bad footer"));
         }
@@ -238,10 +226,7 @@ impl Iterator for KvFileReader {
 }
 
 fn corrupt(path: &Path, reason: &str) -> Error {
-    Error::CorruptState {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    }
+    Error::CorruptState { path: path.to_path_buf(), reason: reason.to_string() }
 }
 
 /// Reads a chain of sorted files (oldest first) as one sorted stream where, for each key,
@@ -263,11 +248,7 @@ impl MergedChain {
         for r in readers.iter_mut() {
             heads.push(r.next().transpose()?);
         }
-        Ok(Self {
-            readers,
-            heads,
-            failed: false,
-        })
+        Ok(Self { readers, heads, failed: false })
     }
 
     fn step(&mut self) -> Result<Option<KvEntry>> {
@@ -290,11 +271,7 @@ impl MergedChain {
         };
         // Advance every reader whose head has the same key (older versions are dropped).
         for i in 0..self.heads.len() {
-            let same = if i == winner {
-                true
-            } else {
-                matches!(&self.heads[i], Some((k, _)) if *k == entry.0)
-            };
+            let same = if i == winner { true } else { matches!(&self.heads[i], Some((k, _)) if *k == entry.0) };
             if same {
                 self.heads[i] = self.readers[i].next().transpose()?;
             }
@@ -344,29 +321,18 @@ mod tests {
         let p = dir.path().join("a.kv");
         write_sorted(
             &p,
-            vec![
-                (b"b".to_vec(), Some(b"2".to_vec())),
-                (b"a".to_vec(), Some(b"1".to_vec())),
-                (b"c".to_vec(), None),
-            ],
+            vec![(b"b".to_vec(), Some(b"2".to_vec())), (b"a".to_vec(), Some(b"1".to_vec())), (b"c".to_vec(), None)],
         )
         .unwrap();
         assert_eq!(
             collect(&p),
-            vec![
-                (b"a".to_vec(), Some(b"1".to_vec())),
-                (b"b".to_vec(), Some(b"2".to_vec())),
-                (b"c".to_vec(), None)
-            ]
+            vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), Some(b"2".to_vec())), (b"c".to_vec(), None)]
         );
         // Flip one byte of the body: the checksum must catch it.
         let mut bytes = std::fs::read(&p).unwrap();
         bytes[MAGIC.len() + 5] ^= 0xff;
         std::fs::write(&p, bytes).unwrap();
-        let err = KvFileReader::open(&p)
-            .unwrap()
-            .find_map(|e| e.err())
-            .expect("corruption detected");
+        let err = KvFileReader::open(&p).unwrap().find_map(|e| e.err()).expect("corruption detected");
         assert!(matches!(err, Error::CorruptState { .. }), "{err}");
     }
 
@@ -400,10 +366,7 @@ mod tests {
         .unwrap();
         write_sorted(&d1, vec![(b"b".to_vec(), None), (b"d".to_vec(), Some(b"d1".to_vec()))]).unwrap();
         write_sorted(&d2, vec![(b"b".to_vec(), Some(b"b2".to_vec())), (b"c".to_vec(), None)]).unwrap();
-        let merged: Vec<KvEntry> = MergedChain::open(&[base, d1, d2])
-            .unwrap()
-            .map(|e| e.unwrap())
-            .collect();
+        let merged: Vec<KvEntry> = MergedChain::open(&[base, d1, d2]).unwrap().map(|e| e.unwrap()).collect();
         assert_eq!(
             merged,
             vec![

@@ -183,10 +183,7 @@ mod sled_backend {
     impl SledStateBackend {
         /// Stores under `dir` (created if missing), with a 64 MiB page cache per store.
         pub fn new(dir: PathBuf) -> Self {
-            Self {
-                dir,
-                cache_bytes: 64 * 1024 * 1024,
-            }
+            Self { dir, cache_bytes: 64 * 1024 * 1024 }
         }
 
         /// Sets the page cache size of each store.
@@ -207,15 +204,9 @@ mod sled_backend {
             let pid_file = job_dir.join("owner.pid");
             if !pid_file.exists() {
                 sweep_orphans(&self.dir);
-                std::fs::write(&pid_file, std::process::id().to_string())
-                    .map_err(|e| Error::io(&pid_file, e))?;
+                std::fs::write(&pid_file, std::process::id().to_string()).map_err(|e| Error::io(&pid_file, e))?;
             }
-            let path = job_dir.join(format!(
-                "{}-{}-a{}",
-                sanitize(scope.operator_id),
-                scope.subtask,
-                scope.attempt
-            ));
+            let path = job_dir.join(format!("{}-{}-a{}", sanitize(scope.operator_id), scope.subtask, scope.attempt));
             if path.exists() {
                 std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
             }
@@ -251,9 +242,7 @@ mod sled_backend {
     }
 
     fn sanitize(s: &str) -> String {
-        s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-            .collect()
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
     }
 
     fn sled_err(path: &Path, what: &str, e: sled::Error) -> Error {
@@ -268,24 +257,15 @@ mod sled_backend {
 
     impl KeyValueStore for SledStore {
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            self.db
-                .get(key)
-                .map(|v| v.map(|v| v.to_vec()))
-                .map_err(|e| sled_err(&self.path, "get", e))
+            self.db.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| sled_err(&self.path, "get", e))
         }
 
         fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-            self.db
-                .insert(key, value)
-                .map(|_| ())
-                .map_err(|e| sled_err(&self.path, "put", e))
+            self.db.insert(key, value).map(|_| ()).map_err(|e| sled_err(&self.path, "put", e))
         }
 
         fn delete(&mut self, key: &[u8]) -> Result<()> {
-            self.db
-                .remove(key)
-                .map(|_| ())
-                .map_err(|e| sled_err(&self.path, "delete", e))
+            self.db.remove(key).map(|_| ()).map_err(|e| sled_err(&self.path, "delete", e))
         }
 
         fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -315,12 +295,7 @@ mod tests {
     use super::*;
 
     fn scope() -> StoreScope<'static> {
-        StoreScope {
-            job_id: "job",
-            operator_id: "op",
-            subtask: 0,
-            attempt: 0,
-        }
+        StoreScope { job_id: "job", operator_id: "op", subtask: 0, attempt: 0 }
     }
 
     fn exercise(store: &mut dyn KeyValueStore) {
