@@ -41,6 +41,8 @@
 //! | [`checkpoint`] | checkpoint settings, barrier alignment, storage, statistics |
 //! | [`state`] | state backends (memory, sled) and keyed value/map state with TTL |
 //! | [`restart`] | restart strategies |
+//! | [`schema`] | the toolkit's schema strings (`struct<id:BigInt>`, ordered JSON) and value rules |
+//! | [`codec`] | JSON objects ⇄ Arrow batches, with bad records as dead letters |
 //! | [`builtins`] | generator, map/filter, dedup, nest, in-memory exactly-once sink, fault injection |
 //!
 //! ## Delivery guarantees
@@ -64,6 +66,7 @@ pub mod builtins;
 mod channel;
 pub mod checkpoint;
 pub mod clock;
+pub mod codec;
 pub mod error;
 pub mod job;
 pub mod key;
@@ -72,6 +75,7 @@ pub mod metrics;
 pub mod operator;
 pub mod pipeline;
 pub mod restart;
+pub mod schema;
 pub mod state;
 mod task;
 

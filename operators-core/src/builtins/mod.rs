@@ -7,15 +7,18 @@
 //! - [`TwoPhaseMemorySink`]: an exactly-once sink whose output ([`CommittedOutput`])
 //!   shows only what committed checkpoints made visible.
 //! - [`FaultInjector`]: fails chosen calls, counted across restarts, to test recovery.
+//! - [`NestTransform`]: the toolkit's "merge": nest all fields but a few into one struct.
 
 mod discard;
 mod faults;
 mod generator;
 mod map;
 mod memory_sink;
+mod nest;
 
 pub use discard::DiscardSink;
 pub use faults::FaultInjector;
 pub use generator::GeneratorSource;
 pub use map::{FilterTransform, MapTransform};
 pub use memory_sink::{CommittedOutput, TwoPhaseMemorySink};
+pub use nest::NestTransform;

@@ -1,0 +1,58 @@
+//! Errors of the SQL transform.
+
+use operators_core::schema::SchemaError;
+
+/// Why a query cannot run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqlError {
+    /// The input schema string is malformed.
+    #[error("{0}")]
+    Schema(#[from] SchemaError),
+
+    /// DataFusion could not plan the query (syntax, unknown column or function, types).
+    #[error("cannot plan the SQL: {message}\n  in: {sql}")]
+    Plan {
+        /// DataFusion's message.
+        message: String,
+        /// The query.
+        sql: String,
+    },
+
+    /// The query needs state across batches (or is not a query over the table).
+    #[error("unsupported SQL: {clause} {reason}\n  in: {sql}")]
+    Unsupported {
+        /// The clause, as the user wrote it (`GROUP BY`, `JOIN`, `ORDER BY`...).
+        clause: &'static str,
+        /// Why it cannot run.
+        reason: String,
+        /// The query.
+        sql: String,
+    },
+
+    /// A batch did not fit the declared input schema.
+    #[error("the stream does not match the SQL input schema: {0}")]
+    Input(String),
+
+    /// Evaluating the query on a batch failed.
+    #[error("evaluating the SQL failed: {message}\n  in: {sql}")]
+    Execution {
+        /// DataFusion's or Arrow's message.
+        message: String,
+        /// The query.
+        sql: String,
+    },
+}
+
+impl From<SqlError> for operators_core::Error {
+    fn from(e: SqlError) -> Self {
+        let key = match &e {
+            SqlError::Schema(_) | SqlError::Input(_) => "sql.schema",
+            SqlError::Plan { .. } | SqlError::Unsupported { .. } => "sql",
+            SqlError::Execution { .. } => {
+                return operators_core::Error::external("SQL transform", false, e);
+            }
+        };
+        operators_core::Error::config(key, e.to_string())
+    }
+}
