@@ -1172,8 +1172,6 @@ impl Coordinator<'_> {
             match result {
                 Ok(Ok(_)) => {
                     location = sp.target.clone();
-                    self.shared
-                        .set_savepoint(&sp.request_id, SavepointStatus::Completed { location: sp.target.clone() });
                     if sp.terminal {
                         self.stop_savepoint = Some(sp.target.clone());
                     }
@@ -1201,6 +1199,10 @@ impl Coordinator<'_> {
             let mut stats = lock(&self.shared.stats);
             stats.completed(id, self.shared.clock.now_ms(), metadata.full_size(), location.display().to_string());
             stats.discarded(id.saturating_sub(retained as u64 - 1));
+        }
+        // Report a savepoint only once the statistics show it.
+        if let Some(sp) = &p.savepoint {
+            self.shared.set_savepoint(&sp.request_id, SavepointStatus::Completed { location: sp.target.clone() });
         }
         tracing::debug!(checkpoint_id = id, "checkpoint complete");
         *last_completed = Some(location);
