@@ -1,1 +1,34 @@
-//! Work in progress.
+//! # operators-sinks
+//!
+//! Sinks for the operators runtime. Each connector sits behind a cargo feature.
+//!
+//! ```no_run
+//! use operators_core::builtins::GeneratorSource;
+//! use operators_core::checkpoint::CheckpointConfig;
+//! use operators_core::{JobConfig, Pipeline};
+//! use operators_sinks::file::{FileFormat, FileSink};
+//!
+//! # async fn run() -> operators_core::Result<()> {
+//! let pipeline = Pipeline::new();
+//! pipeline
+//!     .source("numbers", GeneratorSource::bounded(1_000))
+//!     .sink("files", FileSink::new("/tmp/out", FileFormat::JsonLines));
+//! // Exactly once: parts become visible only when their checkpoint completes.
+//! let config = JobConfig::new("to files").with_checkpointing(CheckpointConfig::new("/tmp/checkpoints"));
+//! pipeline.run(config).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! | feature | default | sink | delivery |
+//! |---|---|---|---|
+//! | `file` | yes | [`file::FileSink`]: JSON lines, CSV, Parquet part files | exactly once |
+//! | — | always | [`stdout::StdoutSink`] | at least once |
+
+#![warn(missing_docs)]
+
+mod error;
+#[cfg(feature = "file")]
+pub mod file;
+pub mod stdout;
+
+pub use error::SinkError;

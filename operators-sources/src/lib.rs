@@ -1,1 +1,31 @@
-//! Work in progress.
+//! # operators-sources
+//!
+//! Sources for the operators runtime. Each connector sits behind a cargo feature.
+//!
+//! ```no_run
+//! use operators_core::builtins::DiscardSink;
+//! use operators_core::{JobConfig, Pipeline};
+//! use operators_sources::file::{DirectorySource, Location, WatchMode, text::TextFormat};
+//!
+//! # async fn run() -> operators_core::Result<()> {
+//! let csv = DirectorySource::new(Location::parse("source.path", "/data/in")?, TextFormat::csv().with_header(true))
+//!     .with_watch(WatchMode::ProcessOnce);
+//! let pipeline = Pipeline::new();
+//! pipeline.source("csv", csv).sink("discard", DiscardSink::default());
+//! pipeline.run(JobConfig::new("read csv")).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! | feature | default | source |
+//! |---|---|---|
+//! | `csv` | yes | [`file::text`]: CSV, TSV, TXT with any delimiter and charset |
+//! | `parquet` | yes | [`file::parquet`]: Parquet files |
+//! | `orc` | yes | [`file::orc`]: ORC files |
+
+#![warn(missing_docs)]
+
+mod error;
+#[cfg(feature = "file")]
+pub mod file;
+
+pub use error::SourceError;

@@ -1,0 +1,98 @@
+//! Where a directory source reads: a local directory or a `file://` URL, behind
+//! `object_store` so that other stores (S3, HDFS...) plug in without touching the readers.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+
+use crate::error::SourceError;
+
+/// A directory in an object store.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// The directory inside the store.
+    pub dir: Path,
+    /// The directory as the user wrote it, for messages.
+    pub display: String,
+}
+
+impl Location {
+    /// Parses `source.path`: a local path or a `file://` URL. Other schemes are refused
+    /// with a message saying what is supported.
+    pub fn parse(key: &str, value: &str) -> Result<Self, SourceError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(SourceError::config(key, "must not be empty"));
+        }
+        let local = if let Some(rest) = value.strip_prefix("file://") {
+            // file:///abs/path and file://localhost/abs/path
+            let rest = rest.strip_prefix("localhost").unwrap_or(rest);
+            if !rest.starts_with('/') {
+                return Err(SourceError::config(key, format!("`{value}` is not an absolute file:// URL")));
+            }
+            rest.to_string()
+        } else if let Some((scheme, _)) = value.split_once("://") {
+            return Err(SourceError::config(
+                key,
+                format!(
+                    "`{scheme}://` paths are not supported yet; use a local directory or a file:// URL \
+                     (mount or copy {scheme} data locally)"
+                ),
+            ));
+        } else {
+            value.to_string()
+        };
+        let path = std::path::Path::new(&local);
+        let meta = std::fs::metadata(path)
+            .map_err(|e| SourceError::config(key, format!("cannot read directory `{local}`: {e}")))?;
+        if !meta.is_dir() {
+            return Err(SourceError::config(key, format!("`{local}` is not a directory")));
+        }
+        let store = LocalFileSystem::new_with_prefix(path)
+            .map_err(|e| SourceError::config(key, format!("cannot open directory `{local}`: {e}")))?;
+        Ok(Self { store: Arc::new(store), dir: Path::default(), display: local })
+    }
+
+    /// A location in an arbitrary store (S3, memory, ...).
+    pub fn in_store(store: Arc<dyn ObjectStore>, dir: Path, display: impl Into<String>) -> Self {
+        Self { store, dir, display: display.into() }
+    }
+
+    /// The display path of a file in this directory.
+    pub fn file_display(&self, name: &str) -> String {
+        format!("{}/{name}", self.display.trim_end_matches('/'))
+    }
+
+    /// The store path of a file in this directory.
+    pub fn file_path(&self, name: &str) -> Path {
+        self.dir.clone().join(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_and_file_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().to_str().unwrap();
+        assert_eq!(Location::parse("source.path", p).unwrap().display, p);
+        assert_eq!(Location::parse("source.path", &format!("file://{p}")).unwrap().display, p);
+    }
+
+    #[test]
+    fn unsupported_and_missing_paths_name_the_key() {
+        let e = Location::parse("source.path", "hdfs:///user/x").unwrap_err().to_string();
+        assert!(e.contains("source.path") && e.contains("hdfs://"), "{e}");
+        let e = Location::parse("source.path", "/no/such/dir/x").unwrap_err().to_string();
+        assert!(e.contains("/no/such/dir/x"), "{e}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let e = Location::parse("source.path", file.path().to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+    }
+}

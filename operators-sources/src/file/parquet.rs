@@ -1,0 +1,160 @@
+//! Parquet files, read with the parquet crate's async Arrow reader over `object_store`.
+//!
+//! The schema comes from the file. The position is the number of rows already emitted;
+//! a resumed file skips them with the reader's offset, which skips whole row groups
+//! without decoding them.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use object_store::ObjectStore;
+use object_store::ObjectStoreExt as _;
+use object_store::path::Path;
+use operators_core::operator::DeadLetter;
+use operators_core::{Error, Result};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+
+use super::{FileFormat, FileMeta, FilePosition, FileReader, Location, SchemaGuard};
+use crate::error::SourceError;
+
+/// Parquet files.
+#[derive(Debug, Clone)]
+pub struct ParquetFormat {
+    batch_size: usize,
+}
+
+impl Default for ParquetFormat {
+    fn default() -> Self {
+        Self { batch_size: 8192 }
+    }
+}
+
+impl ParquetFormat {
+    /// Parquet with 8192-row batches.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rows per batch.
+    pub fn with_batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+}
+
+/// Reads byte ranges of one object for the parquet reader.
+struct ObjectFileReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+impl AsyncFileReader for ObjectFileReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move { self.store.get_range(&self.path, range).await.map_err(|e| ParquetError::External(Box::new(e))) }
+            .boxed()
+    }
+
+    fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(|e| ParquetError::External(Box::new(e))) }
+            .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_metadata_options(options.map(|o| o.metadata_options().clone()))
+                // The footer is usually small: one read of the last 64 KiB gets it.
+                .with_prefetch_hint(Some(64 * 1024))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+fn decode_err(file: &str, e: impl std::fmt::Display) -> Error {
+    SourceError::Decode { file: file.to_string(), message: e.to_string() }.into()
+}
+
+#[async_trait]
+impl FileFormat for ParquetFormat {
+    fn name(&self) -> &'static str {
+        "parquet"
+    }
+
+    async fn open(
+        &self,
+        location: &Location,
+        file: &FileMeta,
+        position: Option<FilePosition>,
+        schema: &mut SchemaGuard,
+    ) -> Result<Box<dyn FileReader>> {
+        let skip = match position {
+            Some(FilePosition::Rows { rows }) => rows,
+            None => 0,
+            Some(other) => return Err(Error::Internal(format!("a parquet file cannot resume at {other:?}"))),
+        };
+        let reader = ObjectFileReader { store: location.store.clone(), path: file.path.clone(), size: file.size };
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| decode_err(&file.display, e))?;
+        schema.check(&file.display, builder.schema())?;
+        let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        let stream = builder
+            .with_batch_size(self.batch_size)
+            .with_offset(usize::try_from(skip).unwrap_or(usize::MAX))
+            .build()
+            .map_err(|e| decode_err(&file.display, e))?;
+        Ok(Box::new(ParquetReader {
+            display: file.display.clone(),
+            size: file.size,
+            total,
+            rows: skip,
+            stream: stream.boxed(),
+        }))
+    }
+}
+
+struct ParquetReader {
+    display: String,
+    size: u64,
+    total: u64,
+    rows: u64,
+    stream: BoxStream<'static, parquet::errors::Result<RecordBatch>>,
+}
+
+#[async_trait]
+impl FileReader for ParquetReader {
+    async fn next_batch(&mut self, _dead: &mut Vec<DeadLetter>) -> Result<Option<RecordBatch>> {
+        match self.stream.next().await {
+            Some(Ok(batch)) => {
+                self.rows += batch.num_rows() as u64;
+                Ok(Some(batch))
+            }
+            Some(Err(e)) => Err(decode_err(&self.display, e)),
+            None => Ok(None),
+        }
+    }
+
+    fn position(&self) -> FilePosition {
+        FilePosition::Rows { rows: self.rows }
+    }
+
+    fn bytes_done(&self) -> u64 {
+        (self.size * self.rows.min(self.total)).checked_div(self.total).unwrap_or(0)
+    }
+}

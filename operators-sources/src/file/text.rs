@@ -1,0 +1,880 @@
+//! Delimited text files: CSV, TSV and the toolkit's TXT (text with a chosen delimiter).
+//!
+//! Reading is a pipeline over bounded buffers:
+//!
+//! 1. raw bytes are read in ranges (4 MiB by default) and cut after the last complete
+//!    line, so neither a multi-byte character nor a line is split;
+//! 2. complete lines are checked (UTF-8) or transcoded (GBK, GB18030, UTF-16, Latin-1...
+//!    via `encoding_rs`) into UTF-8; a line with bytes that are invalid in the charset is
+//!    a bad record, reported with its line number and byte offset;
+//! 3. arrow-csv decodes the UTF-8 text into text columns, which the toolkit's value rules
+//!    ([`operators_core::schema::convert_strings`]) turn into the declared types, reporting
+//!    every value that does not parse by row;
+//! 4. when arrow-csv rejects a batch (a row with the wrong number of fields), that batch is
+//!    read again record by record with the `csv` crate to find and set aside the bad
+//!    records.
+//!
+//! Bad records fail the job (the default) or go to the dead-letter output, as
+//! configured, with file, line and byte offset. The position checkpointed after a batch is
+//! always the start of a record, so a restored job resumes exactly there.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, BooleanArray, StringBuilder};
+use arrow::csv::reader::{Decoder, ReaderBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use encoding_rs::Encoding;
+use object_store::ObjectStoreExt as _;
+use operators_core::operator::{BadRecordPolicy, DeadLetter};
+use operators_core::schema::convert_strings;
+use operators_core::{Error, Result};
+
+use super::{FileFormat, FileMeta, FilePosition, FileReader, Location, SchemaGuard};
+use crate::error::SourceError;
+
+/// Options of delimited text files.
+#[derive(Debug, Clone)]
+pub struct TextFormat {
+    field_delimiter: u8,
+    line_delimiter: Option<u8>,
+    quote: Option<u8>,
+    header: bool,
+    charset: &'static Encoding,
+    schema: Option<SchemaRef>,
+    batch_size: usize,
+    bad_records: BadRecordPolicy,
+    chunk_bytes: usize,
+    max_line_bytes: usize,
+}
+
+impl TextFormat {
+    /// Comma-separated, `"` quoting, no header, UTF-8.
+    pub fn csv() -> Self {
+        Self {
+            field_delimiter: b',',
+            line_delimiter: None,
+            quote: Some(b'"'),
+            header: false,
+            charset: encoding_rs::UTF_8,
+            schema: None,
+            batch_size: 8192,
+            bad_records: BadRecordPolicy::Fail,
+            chunk_bytes: 4 << 20,
+            max_line_bytes: 64 << 20,
+        }
+    }
+
+    /// Tab-separated, no quoting.
+    pub fn tsv() -> Self {
+        Self { field_delimiter: b'\t', quote: None, ..Self::csv() }
+    }
+
+    /// The toolkit's TXT: comma-separated unless told otherwise, no quoting.
+    pub fn txt() -> Self {
+        Self { quote: None, ..Self::csv() }
+    }
+
+    /// Sets the field delimiter (see [`parse_delimiter`]).
+    pub fn with_field_delimiter(mut self, delimiter: u8) -> Self {
+        self.field_delimiter = delimiter;
+        self
+    }
+
+    /// Sets the line delimiter; `None` means `\n`, with `\r\n` accepted too.
+    pub fn with_line_delimiter(mut self, delimiter: Option<u8>) -> Self {
+        self.line_delimiter = delimiter.filter(|d| *d != b'\n');
+        self
+    }
+
+    /// Sets the quote character; `None` turns quoting off.
+    pub fn with_quote(mut self, quote: Option<u8>) -> Self {
+        self.quote = quote;
+        self
+    }
+
+    /// Whether the first line holds the column names (`source.firstLine.schema`).
+    pub fn with_header(mut self, header: bool) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// Sets the charset (`source.charset`, see [`parse_charset`]).
+    pub fn with_charset(mut self, charset: &'static Encoding) -> Self {
+        self.charset = charset;
+        self
+    }
+
+    /// Declares the columns and their types. Without it, every column is text, named
+    /// by the header line or `_col0`, `_col1`, ...
+    pub fn with_schema(mut self, schema: SchemaRef) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+
+    /// Rows per batch (default 8192).
+    pub fn with_batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// What to do with bad records (default: fail).
+    pub fn with_bad_records(mut self, policy: BadRecordPolicy) -> Self {
+        self.bad_records = policy;
+        self
+    }
+
+    /// Bytes read from storage at a time (default 4 MiB).
+    pub fn with_chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = bytes.max(64);
+        self
+    }
+
+    /// The declared schema, if any.
+    pub fn schema(&self) -> Option<SchemaRef> {
+        self.schema.clone()
+    }
+
+    fn terminator(&self) -> u8 {
+        self.line_delimiter.unwrap_or(b'\n')
+    }
+
+    fn decoder(&self, text_schema: &SchemaRef) -> Decoder {
+        let mut b = ReaderBuilder::new(text_schema.clone())
+            .with_header(false)
+            .with_delimiter(self.field_delimiter)
+            .with_batch_size(self.batch_size)
+            // arrow-csv always quotes; NUL never appears in text, so it turns quoting off.
+            .with_quote(self.quote.unwrap_or(0));
+        if let Some(t) = self.line_delimiter {
+            b = b.with_terminator(t);
+        }
+        b.build_decoder()
+    }
+
+    fn record_reader<'a>(&self, text: &'a [u8]) -> csv::Reader<&'a [u8]> {
+        let mut b = csv::ReaderBuilder::new();
+        b.has_headers(false).flexible(true).delimiter(self.field_delimiter);
+        match self.quote {
+            Some(q) => b.quote(q),
+            None => b.quoting(false),
+        };
+        match self.line_delimiter {
+            Some(t) => b.terminator(csv::Terminator::Any(t)),
+            None => b.terminator(csv::Terminator::CRLF),
+        };
+        b.from_reader(text)
+    }
+}
+
+/// Parses a delimiter given as a character, an escape (`\t`, `\u0001`, `\x01`), a decimal
+/// ASCII code (`44`, `9`: any all-digit value is a code) or a hex code (`0x01`), as the
+/// toolkit allowed.
+pub fn parse_delimiter(key: &str, value: &str) -> std::result::Result<u8, SourceError> {
+    let bad = |why: &str| SourceError::config(key, format!("`{value}` {why}"));
+    // All digits is an ASCII code, even a single digit: a digit is never a useful
+    // delimiter, and the toolkit's users passed codes such as `9` for a tab.
+    let code: u32 = if !value.is_empty() && value.chars().all(|c| c.is_ascii_digit()) {
+        value.parse().map_err(|_| bad("is not an ASCII code"))?
+    } else if value.chars().count() == 1 {
+        value.chars().next().map_or(0, u32::from)
+    } else if let Some(hex) = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
+        u32::from_str_radix(hex, 16).map_err(|_| bad("is not a hex code"))?
+    } else if let Some(esc) = value.strip_prefix('\\') {
+        match esc {
+            "t" => 9,
+            "n" => 10,
+            "r" => 13,
+            "\\" => 92,
+            "0" => 0,
+            _ => {
+                let hex = esc
+                    .strip_prefix('u')
+                    .or_else(|| esc.strip_prefix('x'))
+                    .ok_or_else(|| bad("is not a known escape (\\t, \\n, \\r, \\uXXXX, \\xXX)"))?;
+                u32::from_str_radix(hex, 16).map_err(|_| bad("is not a valid escape"))?
+            }
+        }
+    } else {
+        return Err(bad("is not a delimiter: give one character, an escape, or an ASCII code"));
+    };
+    match u8::try_from(code) {
+        Ok(b) if b.is_ascii() => Ok(b),
+        _ => Err(bad("is not an ASCII character (delimiters must be ASCII)")),
+    }
+}
+
+/// Parses a charset label (`UTF-8`, `GBK`, `GB18030`, `UTF-16`, `UTF-16BE`, `ISO-8859-1`...).
+pub fn parse_charset(key: &str, value: &str) -> std::result::Result<&'static Encoding, SourceError> {
+    Encoding::for_label(value.trim().as_bytes())
+        .ok_or_else(|| SourceError::config(key, format!("unknown charset `{value}`")))
+}
+
+#[async_trait]
+impl FileFormat for TextFormat {
+    fn name(&self) -> &'static str {
+        "text"
+    }
+
+    async fn open(
+        &self,
+        location: &Location,
+        file: &FileMeta,
+        position: Option<FilePosition>,
+        schema: &mut SchemaGuard,
+    ) -> Result<Box<dyn FileReader>> {
+        let mut reader = TextReader::new(self.clone(), location.clone(), file.clone(), position)?;
+        reader.establish_schema(schema).await?;
+        Ok(Box::new(reader))
+    }
+}
+
+/// A stretch of the UTF-8 text that maps to the file at a known place.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    /// Absolute text offset where the segment starts.
+    text_start: u64,
+    /// File offset of that byte.
+    orig_start: u64,
+    /// Line number of that byte.
+    line: u64,
+    /// Text bytes map one to one onto file bytes (UTF-8 input).
+    identity: bool,
+}
+
+struct TextReader {
+    format: TextFormat,
+    location: Location,
+    file: FileMeta,
+    encoding: &'static Encoding,
+    /// Width of a code unit: 2 for UTF-16, else 1.
+    unit: usize,
+    /// Next file offset to read.
+    read_pos: u64,
+    /// Bytes read but not yet cut into complete lines, starting at `raw_start`.
+    raw: Vec<u8>,
+    raw_start: u64,
+    raw_line: u64,
+    /// UTF-8 text of complete lines not yet emitted; `text[0]` is at `text_base`.
+    text: Vec<u8>,
+    text_base: u64,
+    segments: VecDeque<Segment>,
+    /// Bad lines found while transcoding, released once the position passes them.
+    held_dead: VecDeque<(u64, DeadLetter)>,
+    header_pending: bool,
+    text_schema: Option<SchemaRef>,
+    out_schema: Option<SchemaRef>,
+    decoder: Option<Decoder>,
+    fed: usize,
+    eof_signalled: bool,
+}
+
+fn decode_err(file: &str, e: impl std::fmt::Display) -> Error {
+    SourceError::Decode { file: file.to_string(), message: e.to_string() }.into()
+}
+
+impl TextReader {
+    fn new(format: TextFormat, location: Location, file: FileMeta, position: Option<FilePosition>) -> Result<Self> {
+        let (read_pos, line, encoding, header_done) = match position {
+            Some(FilePosition::Text { offset, line, encoding, header_done }) => {
+                let enc = Encoding::for_label(encoding.as_bytes()).unwrap_or(format.charset);
+                (offset, line, enc, header_done)
+            }
+            Some(FilePosition::Rows { .. }) => {
+                return Err(Error::State {
+                    operator: "text source".into(),
+                    message: format!("`{}` has a row position, not a text position", file.display),
+                });
+            }
+            None => (0, 1, format.charset, false),
+        };
+        let unit = if encoding == encoding_rs::UTF_16LE || encoding == encoding_rs::UTF_16BE { 2 } else { 1 };
+        Ok(Self {
+            header_pending: format.header && !header_done,
+            format,
+            location,
+            file,
+            encoding,
+            unit,
+            read_pos,
+            raw: Vec::new(),
+            raw_start: read_pos,
+            raw_line: line,
+            text: Vec::new(),
+            text_base: 0,
+            segments: VecDeque::new(),
+            held_dead: VecDeque::new(),
+            text_schema: None,
+            out_schema: None,
+            decoder: None,
+            fed: 0,
+            eof_signalled: false,
+        })
+    }
+
+    fn input_done(&self) -> bool {
+        self.read_pos >= self.file.size && self.raw.is_empty()
+    }
+
+    /// The code unit that ends a line in the raw bytes.
+    fn raw_terminator(&self) -> [u8; 2] {
+        let t = self.format.terminator();
+        if self.encoding == encoding_rs::UTF_16BE { [0, t] } else { [t, 0] }
+    }
+
+    /// Reads the next range of the file and moves complete lines into the text buffer.
+    /// Returns false when the whole file has been read.
+    async fn read_more(&mut self) -> Result<bool> {
+        if self.read_pos >= self.file.size {
+            if !self.raw.is_empty() {
+                // The last line has no terminator.
+                let last = std::mem::take(&mut self.raw);
+                self.ingest(&last)?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        let end = (self.read_pos + self.format.chunk_bytes as u64).min(self.file.size);
+        let bytes = self
+            .location
+            .store
+            .get_range(&self.file.path, self.read_pos..end)
+            .await
+            .map_err(|e| Error::from(SourceError::Storage { path: self.file.display.clone(), source: e }))?;
+        if self.read_pos == 0 {
+            // A byte-order mark decides the charset and is not data.
+            if let Some((enc, len)) = Encoding::for_bom(&bytes) {
+                self.encoding = enc;
+                self.unit = if enc == encoding_rs::UTF_16LE || enc == encoding_rs::UTF_16BE { 2 } else { 1 };
+                self.raw_start = len as u64;
+                self.raw.extend_from_slice(&bytes[len..]);
+            } else {
+                self.raw.extend_from_slice(&bytes);
+            }
+        } else {
+            self.raw.extend_from_slice(&bytes);
+        }
+        self.read_pos = end;
+        // Cut after the last complete line.
+        let cut = self.last_line_end(&self.raw);
+        match cut {
+            Some(cut) => {
+                let complete: Vec<u8> = self.raw.drain(..cut).collect();
+                self.ingest(&complete)?;
+            }
+            None if self.raw.len() > self.format.max_line_bytes => {
+                return Err(Error::bad_record(
+                    format!("{}:{} (byte {})", self.file.display, self.raw_line, self.raw_start),
+                    format!(
+                        "a line longer than {} MiB; is the line delimiter (source.line.delimiter) right?",
+                        self.format.max_line_bytes >> 20
+                    ),
+                ));
+            }
+            None => {}
+        }
+        Ok(true)
+    }
+
+    /// End (exclusive) of the last complete line in `raw`.
+    fn last_line_end(&self, raw: &[u8]) -> Option<usize> {
+        let term = self.raw_terminator();
+        if self.unit == 1 {
+            memchr::memrchr(term[0], raw).map(|i| i + 1)
+        } else {
+            let mut i = raw.len() / 2;
+            while i > 0 {
+                i -= 1;
+                if raw[2 * i] == term[0] && raw[2 * i + 1] == term[1] {
+                    return Some(2 * i + 2);
+                }
+            }
+            None
+        }
+    }
+
+    /// Splits complete raw lines (at `raw_start`) into lines.
+    fn raw_lines<'a>(&self, raw: &'a [u8]) -> Vec<&'a [u8]> {
+        let term = self.raw_terminator();
+        let mut lines = Vec::new();
+        if self.unit == 1 {
+            let mut start = 0;
+            for i in memchr::memchr_iter(term[0], raw) {
+                lines.push(&raw[start..=i]);
+                start = i + 1;
+            }
+            if start < raw.len() {
+                lines.push(&raw[start..]);
+            }
+        } else {
+            let mut start = 0;
+            let mut i = 0;
+            while i + 1 < raw.len() {
+                if raw[i] == term[0] && raw[i + 1] == term[1] {
+                    lines.push(&raw[start..i + 2]);
+                    start = i + 2;
+                }
+                i += 2;
+            }
+            if start < raw.len() {
+                lines.push(&raw[start..]);
+            }
+        }
+        lines
+    }
+
+    fn text_end(&self) -> u64 {
+        self.text_base + self.text.len() as u64
+    }
+
+    /// Appends complete raw lines to the text, setting bad ones aside.
+    fn ingest(&mut self, raw: &[u8]) -> Result<()> {
+        let orig = self.raw_start;
+        let line = self.raw_line;
+        self.raw_start += raw.len() as u64;
+        let term = self.format.terminator();
+        if self.encoding == encoding_rs::UTF_8 && std::str::from_utf8(raw).is_ok() {
+            // The common case: valid UTF-8 goes through as it is.
+            self.segments.push_back(Segment { text_start: self.text_end(), orig_start: orig, line, identity: true });
+            self.text.extend_from_slice(raw);
+            self.raw_line += memchr::memchr_iter(term, raw).count() as u64;
+            return Ok(());
+        }
+        let mut offset = orig;
+        let mut line_no = line;
+        let mut contiguous = false;
+        for l in self.raw_lines(raw) {
+            let decoded = if self.encoding == encoding_rs::UTF_8 {
+                std::str::from_utf8(l).ok().map(std::borrow::Cow::Borrowed)
+            } else {
+                self.encoding.decode_without_bom_handling_and_without_replacement(l)
+            };
+            match decoded {
+                Some(text) => {
+                    let identity = self.encoding == encoding_rs::UTF_8;
+                    if !(identity && contiguous) {
+                        self.segments.push_back(Segment {
+                            text_start: self.text_end(),
+                            orig_start: offset,
+                            line: line_no,
+                            identity,
+                        });
+                    }
+                    contiguous = true;
+                    self.text.extend_from_slice(text.as_bytes());
+                }
+                None => {
+                    contiguous = false;
+                    let letter = DeadLetter {
+                        origin: self.file.display.clone(),
+                        line: Some(line_no),
+                        offset: Some(offset),
+                        reason: format!("bytes that are not valid {}", self.encoding.name()),
+                        record: self.encoding.decode_without_bom_handling(l).0.trim_end().to_string(),
+                    };
+                    if self.format.bad_records == BadRecordPolicy::Fail {
+                        return Err(letter.into_error());
+                    }
+                    self.held_dead.push_back((self.text_end(), letter));
+                }
+            }
+            offset += l.len() as u64;
+            line_no += 1;
+        }
+        self.raw_line = line_no;
+        Ok(())
+    }
+
+    /// File offset and line of the absolute text offset `pos`.
+    fn locate(&self, pos: u64) -> (u64, u64) {
+        let seg = self.segments.iter().rev().find(|s| s.text_start <= pos).or_else(|| self.segments.front()).copied();
+        let Some(seg) = seg else {
+            return (self.raw_start, self.raw_line);
+        };
+        let from = (seg.text_start.max(self.text_base) - self.text_base) as usize;
+        let to = ((pos.max(self.text_base) - self.text_base) as usize).min(self.text.len());
+        let lines = if to > from {
+            memchr::memchr_iter(self.format.terminator(), &self.text[from..to]).count() as u64
+        } else {
+            0
+        };
+        let offset = if seg.identity { seg.orig_start + (pos - seg.text_start) } else { seg.orig_start };
+        (offset, seg.line + lines)
+    }
+
+    /// Drops emitted text up to `consumed` bytes and releases dead letters it passed.
+    fn advance(&mut self, consumed: usize, dead: &mut Vec<DeadLetter>) {
+        let new_base = self.text_base + consumed as u64;
+        // Keep segment bookkeeping valid for the bytes that remain.
+        let (orig, line) = self.locate(new_base);
+        while self.segments.len() > 1 && self.segments[1].text_start <= new_base {
+            self.segments.pop_front();
+        }
+        if let Some(first) = self.segments.front_mut()
+            && first.text_start < new_base
+        {
+            first.text_start = new_base;
+            first.orig_start = orig;
+            first.line = line;
+        }
+        self.text.drain(..consumed);
+        self.text_base = new_base;
+        self.fed = self.fed.saturating_sub(consumed);
+        while self.held_dead.front().is_some_and(|(p, _)| *p <= new_base) {
+            if let Some((_, d)) = self.held_dead.pop_front() {
+                dead.push(d);
+            }
+        }
+    }
+
+    /// The first record of the remaining text, once complete: `(fields, bytes)`.
+    async fn first_record(&mut self) -> Result<Option<(Vec<String>, usize)>> {
+        loop {
+            let mut rdr = self.format.record_reader(&self.text);
+            let mut rec = csv::StringRecord::new();
+            let got = rdr.read_record(&mut rec).map_err(|e| decode_err(&self.file.display, e))?;
+            let end = rdr.position().byte() as usize;
+            let complete = got && (end < self.text.len() || self.text.ends_with(&[self.format.terminator()]));
+            if complete || (got && self.input_done()) {
+                return Ok(Some((rec.iter().map(str::to_string).collect(), end)));
+            }
+            if !got && self.input_done() {
+                return Ok(None);
+            }
+            if !self.read_more().await? && !got {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn establish_schema(&mut self, guard: &mut SchemaGuard) -> Result<()> {
+        let mut header: Option<Vec<String>> = None;
+        if self.header_pending {
+            match self.first_record().await? {
+                Some((fields, bytes)) => {
+                    let mut sink = Vec::new();
+                    self.advance(bytes, &mut sink);
+                    self.held_dead.extend(sink.into_iter().map(|d| (self.text_base, d)));
+                    header = Some(fields);
+                }
+                None => {
+                    // An empty file: nothing to read.
+                }
+            }
+            self.header_pending = false;
+        }
+        let out: SchemaRef = match (&self.format.schema, header) {
+            (Some(declared), _) => declared.clone(),
+            (None, Some(names)) => {
+                let mut fields = Vec::with_capacity(names.len());
+                for (i, n) in names.iter().enumerate() {
+                    let name = if n.trim().is_empty() { format!("_col{i}") } else { n.trim().to_string() };
+                    if fields.iter().any(|f: &Field| f.name() == &name) {
+                        return Err(SourceError::config(
+                            "source.firstLine.schema",
+                            format!("the header of `{}` names column `{name}` twice", self.file.display),
+                        )
+                        .into());
+                    }
+                    fields.push(Field::new(name, DataType::Utf8, true));
+                }
+                Arc::new(Schema::new(fields))
+            }
+            (None, None) if self.format.header => match guard.first_names() {
+                // Resuming after the header: the names are those of the first file.
+                Some(names) => Arc::new(Schema::new(
+                    names.into_iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>(),
+                )),
+                None => return Ok(()),
+            },
+            (None, None) => match self.first_record().await? {
+                Some((fields, _)) => Arc::new(Schema::new(
+                    (0..fields.len()).map(|i| Field::new(format!("_col{i}"), DataType::Utf8, true)).collect::<Vec<_>>(),
+                )),
+                None => match guard.first_names() {
+                    Some(names) => Arc::new(Schema::new(
+                        names.into_iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>(),
+                    )),
+                    None => return Ok(()),
+                },
+            },
+        };
+        if !(self.text.is_empty() && self.input_done()) || self.format.schema.is_some() {
+            guard.check(&self.file.display, &out)?;
+        }
+        let text_schema = Arc::new(Schema::new(
+            out.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
+        ));
+        self.decoder = Some(self.format.decoder(&text_schema));
+        self.text_schema = Some(text_schema);
+        self.out_schema = Some(out);
+        Ok(())
+    }
+
+    /// Start offsets (in `text`) of the records in `text[..len]`.
+    fn record_starts(&self, len: usize) -> Vec<usize> {
+        let mut rdr = self.format.record_reader(&self.text[..len]);
+        let mut rec = csv::ByteRecord::new();
+        let mut starts = Vec::new();
+        loop {
+            let start = rdr.position().byte() as usize;
+            match rdr.read_byte_record(&mut rec) {
+                Ok(true) => starts.push(start),
+                _ => break,
+            }
+        }
+        starts
+    }
+
+    fn letter(&self, start: usize, end: usize, reason: String) -> DeadLetter {
+        let (offset, line) = self.locate(self.text_base + start as u64);
+        let end = end.min(self.text.len());
+        DeadLetter {
+            origin: self.file.display.clone(),
+            line: Some(line),
+            offset: Some(offset),
+            reason,
+            record: String::from_utf8_lossy(&self.text[start.min(end)..end]).trim_end().to_string(),
+        }
+    }
+
+    /// Converts a batch of text columns to the declared types; rows with values that do
+    /// not parse are set aside. `consumed` bytes of text hold exactly these rows.
+    fn finish(
+        &mut self,
+        strings: RecordBatch,
+        consumed: usize,
+        starts: Option<Vec<usize>>,
+        dead: &mut Vec<DeadLetter>,
+    ) -> Result<RecordBatch> {
+        let Some(out) = self.out_schema.clone() else {
+            return Err(Error::Internal("text reader without a schema".into()));
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(out.fields().len());
+        let mut bad: BTreeMap<usize, String> = BTreeMap::new();
+        for (i, field) in out.fields().iter().enumerate() {
+            let converted = convert_strings(strings.column(i).as_string::<i32>(), field.data_type());
+            for (row, why) in converted.errors {
+                bad.entry(row).or_insert_with(|| format!("column `{}`: {why}", field.name()));
+            }
+            columns.push(converted.array);
+        }
+        let batch = RecordBatch::try_new(out, columns).map_err(|e| decode_err(&self.file.display, e))?;
+        let batch = if bad.is_empty() {
+            batch
+        } else {
+            let starts = starts.unwrap_or_else(|| self.record_starts(consumed));
+            let mut keep = vec![true; batch.num_rows()];
+            for (row, why) in bad {
+                let start = starts.get(row).copied().unwrap_or(0);
+                let end = starts.get(row + 1).copied().unwrap_or(consumed);
+                let letter = self.letter(start, end, why);
+                if self.format.bad_records == BadRecordPolicy::Fail {
+                    return Err(letter.into_error());
+                }
+                keep[row] = false;
+                dead.push(letter);
+            }
+            arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep))
+                .map_err(|e| decode_err(&self.file.display, e))?
+        };
+        self.advance(consumed, dead);
+        Ok(batch)
+    }
+
+    /// Reads up to one batch record by record, setting aside records with the wrong
+    /// number of fields. Returns `None` when more text is needed first.
+    fn record_by_record(&mut self, dead: &mut Vec<DeadLetter>) -> Result<Option<RecordBatch>> {
+        let Some(text_schema) = self.text_schema.clone() else {
+            return Ok(None);
+        };
+        let width = text_schema.fields().len();
+        let mut builders: Vec<StringBuilder> = (0..width).map(|_| StringBuilder::new()).collect();
+        let mut starts = Vec::new();
+        let mut consumed = 0usize;
+        let mut set_aside = Vec::new();
+        {
+            let mut rdr = self.format.record_reader(&self.text);
+            let mut rec = csv::ByteRecord::new();
+            while starts.len() + set_aside.len() < self.format.batch_size {
+                let start = rdr.position().byte() as usize;
+                match rdr.read_byte_record(&mut rec) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => return Err(decode_err(&self.file.display, e)),
+                }
+                let end = rdr.position().byte() as usize;
+                let terminated = end < self.text.len() || self.text.ends_with(&[self.format.terminator()]);
+                if !terminated && !self.input_done() {
+                    break;
+                }
+                consumed = end;
+                if rec.len() != width {
+                    set_aside.push((start, end, format!("expected {width} fields, found {}", rec.len())));
+                    continue;
+                }
+                starts.push(start);
+                for (b, field) in builders.iter_mut().zip(rec.iter()) {
+                    if field.is_empty() {
+                        b.append_null();
+                    } else {
+                        // The text is valid UTF-8 and fields split it at ASCII bytes.
+                        b.append_value(String::from_utf8_lossy(field));
+                    }
+                }
+            }
+        }
+        if consumed == 0 {
+            return Ok(None);
+        }
+        for (start, end, why) in set_aside {
+            let letter = self.letter(start, end, why);
+            if self.format.bad_records == BadRecordPolicy::Fail {
+                return Err(letter.into_error());
+            }
+            dead.push(letter);
+        }
+        let columns: Vec<ArrayRef> = builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        let strings = RecordBatch::try_new_with_options(
+            text_schema.clone(),
+            columns,
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(starts.len())),
+        )
+        .map_err(|e| decode_err(&self.file.display, e))?;
+        // A fresh decoder continues after the records handled here.
+        self.decoder = Some(self.format.decoder(&text_schema));
+        self.fed = 0;
+        self.eof_signalled = false;
+        self.finish(strings, consumed, Some(starts), dead).map(Some)
+    }
+}
+
+#[async_trait]
+impl FileReader for TextReader {
+    async fn next_batch(&mut self, dead: &mut Vec<DeadLetter>) -> Result<Option<RecordBatch>> {
+        if self.decoder.is_none() {
+            // An empty file, or a header-only one: release what was set aside and end.
+            while self.read_more().await? {}
+            let n = self.text.len();
+            self.advance(n, dead);
+            self.held_dead.drain(..).for_each(|(_, d)| dead.push(d));
+            return Ok(None);
+        }
+        loop {
+            let input_done = self.input_done();
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Ok(None);
+            };
+            let mut failed = false;
+            if self.fed < self.text.len() {
+                match decoder.decode(&self.text[self.fed..]) {
+                    Ok(n) => self.fed += n,
+                    Err(_) => failed = true,
+                }
+            }
+            if !failed {
+                let full = decoder.capacity() == 0;
+                let at_end = self.fed == self.text.len() && input_done;
+                if at_end && !full && !self.eof_signalled {
+                    // Ends a last record that has no line terminator.
+                    self.eof_signalled = true;
+                    if decoder.decode(&[]).is_err() {
+                        failed = true;
+                    }
+                }
+                if !failed && (full || at_end) {
+                    match decoder.flush() {
+                        Ok(Some(strings)) => {
+                            let consumed = self.fed;
+                            return self.finish(strings, consumed, None, dead).map(Some);
+                        }
+                        Ok(None) if at_end => {
+                            let n = self.text.len();
+                            self.advance(n, dead);
+                            self.held_dead.drain(..).for_each(|(_, d)| dead.push(d));
+                            return Ok(None);
+                        }
+                        Ok(None) => {}
+                        Err(_) => failed = true,
+                    }
+                }
+            }
+            if failed {
+                match self.record_by_record(dead)? {
+                    Some(batch) => return Ok(Some(batch)),
+                    None => {
+                        if !self.read_more().await? && self.text.is_empty() {
+                            return Ok(None);
+                        }
+                        // Start over on a fresh decoder once more text is in.
+                        if let Some(schema) = self.text_schema.clone() {
+                            self.decoder = Some(self.format.decoder(&schema));
+                            self.fed = 0;
+                        }
+                        continue;
+                    }
+                }
+            }
+            if self.fed == self.text.len() && !self.read_more().await? {
+                // Everything read; the next turn flushes what is left.
+                continue;
+            }
+        }
+    }
+
+    fn position(&self) -> FilePosition {
+        let (offset, line) = self.locate(self.text_base);
+        let (offset, line) = if self.segments.is_empty() { (self.raw_start, self.raw_line) } else { (offset, line) };
+        FilePosition::Text {
+            offset,
+            line,
+            encoding: self.encoding.name().to_string(),
+            header_done: !self.header_pending,
+        }
+    }
+
+    fn bytes_done(&self) -> u64 {
+        match self.position() {
+            FilePosition::Text { offset, .. } => offset,
+            FilePosition::Rows { .. } => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delimiters_in_every_form() {
+        for (v, b) in [
+            (",", b','),
+            ("\t", b'\t'),
+            ("\\t", b'\t'),
+            ("44", b','),
+            ("9", b'\t'),
+            ("0x01", 1),
+            ("\\u0001", 1),
+            ("\\x1f", 0x1f),
+            ("|", b'|'),
+            ("1", 1),
+            ("001", 1),
+        ] {
+            assert_eq!(parse_delimiter("source.field.delimiter", v).unwrap(), b, "{v}");
+        }
+        for bad in ["", "ab", "300", "，", "\\q"] {
+            let e = parse_delimiter("source.field.delimiter", bad).unwrap_err().to_string();
+            assert!(e.contains("source.field.delimiter"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn charsets_by_label() {
+        assert_eq!(parse_charset("source.charset", "gbk").unwrap(), encoding_rs::GBK);
+        assert_eq!(parse_charset("source.charset", "UTF-16").unwrap(), encoding_rs::UTF_16LE);
+        assert_eq!(parse_charset("source.charset", "ISO-8859-1").unwrap(), encoding_rs::WINDOWS_1252);
+        assert!(parse_charset("source.charset", "klingon").unwrap_err().to_string().contains("klingon"));
+    }
+}

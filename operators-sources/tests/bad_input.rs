@@ -1,0 +1,89 @@
+//! The bad-input corpus in `tests/bad_input`: every file is read with the dead-letter
+//! policy (the bad records must come out exactly as `expected.json` says, with file, line
+//! and byte offset, and rows read = rows emitted + rows dead-lettered) and with the fail
+//! policy (the job must fail naming the first bad record).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::PathBuf;
+
+use operators_core::operator::BadRecordPolicy;
+use operators_core::schema::parse_schema;
+use operators_sources::file::text::{TextFormat, parse_charset};
+use serde::Deserialize;
+use support::read_dir;
+
+#[derive(Debug, Deserialize)]
+struct Expected {
+    line: u64,
+    offset: u64,
+    reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Case {
+    file: String,
+    schema: String,
+    charset: String,
+    header: bool,
+    good: usize,
+    dead: Vec<Expected>,
+    note: String,
+}
+
+fn corpus() -> (PathBuf, Vec<Case>) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("bad_input");
+    let cases = serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    (dir, cases)
+}
+
+fn format(case: &Case, policy: BadRecordPolicy) -> TextFormat {
+    TextFormat::csv()
+        .with_schema(parse_schema(&case.schema).unwrap())
+        .with_charset(parse_charset("source.charset", &case.charset).unwrap())
+        .with_header(case.header)
+        .with_bad_records(policy)
+}
+
+#[tokio::test]
+async fn dead_letters_match_the_corpus() {
+    let (dir, cases) = corpus();
+    assert!(cases.len() >= 5);
+    for case in &cases {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.join(&case.file), tmp.path().join(&case.file)).unwrap();
+        let read = read_dir(tmp.path(), format(case, BadRecordPolicy::DeadLetter), 1)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.file));
+        let dead = read.dead_letters();
+        assert_eq!(read.num_rows(), case.good, "{} ({}): good rows", case.file, case.note);
+        assert_eq!(dead.len(), case.dead.len(), "{}: dead letters {dead:?}", case.file);
+        for (got, want) in dead.iter().zip(&case.dead) {
+            assert_eq!(got.0, case.file);
+            assert_eq!(got.1, Some(want.line), "{}: line of {got:?}", case.file);
+            assert_eq!(got.2, Some(want.offset), "{}: offset of {got:?}", case.file);
+            assert!(got.3.contains(&want.reason), "{}: reason `{}` lacks `{}`", case.file, got.3, want.reason);
+            assert!(!got.4.is_empty(), "{}: the record text is kept", case.file);
+        }
+        // Counts add up: every data record is either emitted or dead-lettered.
+        let records =
+            std::fs::read(dir.join(&case.file)).unwrap().split(|b| *b == b'\n').filter(|l| !l.is_empty()).count()
+                - usize::from(case.header);
+        assert_eq!(read.num_rows() + dead.len(), records, "{}", case.file);
+    }
+}
+
+#[tokio::test]
+async fn the_fail_policy_names_the_first_bad_record() {
+    let (dir, cases) = corpus();
+    for case in &cases {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.join(&case.file), tmp.path().join(&case.file)).unwrap();
+        let err = read_dir(tmp.path(), format(case, BadRecordPolicy::Fail), 1).await.unwrap_err().to_string();
+        let first = &case.dead[0];
+        let location = format!("{}:{} (byte {})", case.file, first.line, first.offset);
+        assert!(err.contains(&location), "{}: `{err}` lacks `{location}`", case.file);
+        assert!(err.contains(&first.reason), "{}: `{err}` lacks `{}`", case.file, first.reason);
+    }
+}
