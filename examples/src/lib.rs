@@ -1,1 +1,29 @@
-//! Work in progress.
+//! # operators-examples
+//!
+//! The `operator` runner — the original toolkit's command line over this library — and,
+//! under `examples/`, one runnable example per pipeline kind written in plain Rust.
+//!
+//! ```text
+//! cargo run --release -p operators-examples --bin operator -- \
+//!     --source.type csv --source.path examples/data/csv --source.firstLine.schema true \
+//!     --source.watch.type PROCESS_ONCE --sink.type file --sink.path /tmp/out
+//! ```
+//!
+//! The runner's library part is public so that tests and embedding services can resolve
+//! and plan jobs from the same parameters:
+//!
+//! ```
+//! use operators_examples::runner::params::resolve;
+//! let inv = resolve(
+//!     ["--source.type", "csv", "--source.path", "/nonexistent"].map(String::from),
+//!     Vec::new(),
+//!     std::path::Path::new("."),
+//! )
+//! .unwrap();
+//! let err = operators_examples::runner::plan::plan(&inv.params).unwrap_err();
+//! assert_eq!(err.key(), Some("source.path"));
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod runner;

@@ -60,7 +60,9 @@ pub struct JobConfig {
     /// Number of key groups; bounds parallelism and is fixed for the life of the state.
     /// Default 128.
     pub max_parallelism: u16,
-    /// Capacity, in batches, of each channel between two subtasks. Default 8.
+    /// Capacity, in batches, of each channel between two subtasks. Default 2: enough to
+    /// overlap producer and consumer, and little data in flight, so that checkpoint
+    /// barriers do not queue behind a long backlog when a sink is slow.
     pub channel_capacity: usize,
     /// Periodic checkpoints; `None` disables them (and savepoints).
     pub checkpointing: Option<CheckpointConfig>,
@@ -90,7 +92,7 @@ impl JobConfig {
             name: name.into(),
             parallelism: 1,
             max_parallelism: DEFAULT_MAX_PARALLELISM,
-            channel_capacity: 8,
+            channel_capacity: 2,
             checkpointing: None,
             state_backend: StateBackendKind::default(),
             custom_state_backend: None,

@@ -41,6 +41,7 @@
 //! | [`checkpoint`] | checkpoint settings, barrier alignment, storage, statistics |
 //! | [`state`] | state backends (memory, sled) and keyed value/map state with TTL |
 //! | [`restart`] | restart strategies |
+//! | `rest` | (feature `rest`) a Flink-shaped REST API to mount in an axum app |
 //! | [`schema`] | the toolkit's schema strings (`struct<id:BigInt>`, ordered JSON) and value rules |
 //! | [`codec`] | JSON objects ⇄ Arrow batches, with bad records as dead letters |
 //! | [`builtins`] | generator, map/filter, dedup, nest, in-memory exactly-once sink, fault injection |
@@ -74,6 +75,8 @@ pub mod message;
 pub mod metrics;
 pub mod operator;
 pub mod pipeline;
+#[cfg(feature = "rest")]
+pub mod rest;
 pub mod restart;
 pub mod schema;
 pub mod state;

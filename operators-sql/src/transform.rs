@@ -23,7 +23,7 @@ use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionConfig;
 use operators_core::codec::JsonEncoder;
-use operators_core::operator::{DeadLetter, OperatorContext, TaskInfo, Transform, TransformFactory};
+use operators_core::operator::{BadRecordPolicy, DeadLetter, OperatorContext, TaskInfo, Transform, TransformFactory};
 use operators_core::schema::{convert_strings, parse_schema};
 
 use crate::error::SqlError;
@@ -46,12 +46,25 @@ pub struct SqlTransformBuilder {
     table: String,
     schema: Option<SchemaRef>,
     udfs: Vec<ScalarUDF>,
+    bad_records: BadRecordPolicy,
 }
 
 impl SqlTransformBuilder {
     /// A query over the table `t1`.
     pub fn new(sql: impl Into<String>) -> Self {
-        Self { sql: sql.into(), table: "t1".into(), schema: None, udfs: builtin_udfs() }
+        Self {
+            sql: sql.into(),
+            table: "t1".into(),
+            schema: None,
+            udfs: builtin_udfs(),
+            bad_records: BadRecordPolicy::Fail,
+        }
+    }
+
+    /// What to do with a row whose values do not fit the input schema (default: fail).
+    pub fn with_bad_records(mut self, policy: BadRecordPolicy) -> Self {
+        self.bad_records = policy;
+        self
     }
 
     /// The table name the query reads (default `t1`).
@@ -134,7 +147,9 @@ impl SqlTransformBuilder {
             ));
             steps.push(Step::Cast(output.clone()));
         }
-        Ok(SqlTransform { query: Arc::new(CompiledQuery { sql, input: schema, output, steps }) })
+        Ok(SqlTransform {
+            query: Arc::new(CompiledQuery { sql, input: schema, output, steps, bad_records: self.bad_records }),
+        })
     }
 }
 
@@ -262,6 +277,7 @@ struct CompiledQuery {
     input: SchemaRef,
     output: SchemaRef,
     steps: Vec<Step>,
+    bad_records: BadRecordPolicy,
 }
 
 /// A planned SQL query, evaluated batch by batch. Cheap to clone; usable as a
@@ -440,17 +456,22 @@ struct SqlTask {
 impl Transform for SqlTask {
     async fn process_batch(&mut self, batch: RecordBatch, ctx: &mut OperatorContext) -> operators_core::Result<()> {
         let (out, bad) = self.query.process(&batch)?;
-        if !bad.is_empty() {
-            // A value the declared type cannot hold: a bad record, never a silent null.
-            for (row, reason) in bad {
-                ctx.dead_letter(DeadLetter {
-                    origin: format!("sql input `{}`", ctx.info().operator_id),
-                    line: None,
-                    offset: None,
-                    reason,
-                    record: row_as_json(&batch, row),
-                });
+        // A value the declared type cannot hold is a bad record, never a silent null.
+        for (row, reason) in bad {
+            let letter = DeadLetter {
+                origin: format!("sql input `{}`", ctx.info().operator_id),
+                line: None,
+                offset: None,
+                reason,
+                record: row_as_json(&batch, row),
+            };
+            if self.query.query.bad_records == BadRecordPolicy::Fail {
+                return Err(operators_core::Error::bad_record(
+                    format!("{} ({})", letter.origin, letter.record),
+                    letter.reason,
+                ));
             }
+            ctx.dead_letter(letter);
         }
         if out.num_rows() > 0 {
             ctx.emit(out);

@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use operators_core::builtins::{CommittedOutput, GeneratorSource, TwoPhaseMemorySink};
-use operators_core::operator::{Source, SourceContext, SourcePoll, TaskInfo};
+use operators_core::operator::{BadRecordPolicy, Source, SourceContext, SourcePoll, TaskInfo};
 use operators_core::{JobConfig, Pipeline, Result};
 use operators_sql::SqlTransformBuilder;
 
@@ -58,6 +58,7 @@ async fn values_that_do_not_fit_the_schema_are_dead_lettered() {
     let sql = SqlTransformBuilder::new("select id * 10 + n as v from t1")
         .with_schema_string("struct<id:BigInt,n:Int>")
         .unwrap()
+        .with_bad_records(BadRecordPolicy::DeadLetter)
         .build()
         .unwrap();
     let output = CommittedOutput::default();
@@ -76,4 +77,20 @@ async fn values_that_do_not_fit_the_schema_are_dead_lettered() {
     let record = letters[0].column_by_name("record").unwrap().as_string::<i32>().value(0);
     assert!(reason.contains("`two` is not a valid BigInt"), "{reason}");
     assert!(record.contains("\"two\""), "{record}");
+
+    // With the default policy the same row fails the job, naming the value.
+    let sql = SqlTransformBuilder::new("select id * 10 + n as v from t1")
+        .with_schema_string("struct<id:BigInt,n:Int>")
+        .unwrap()
+        .build()
+        .unwrap();
+    let p = Pipeline::new();
+    p.source("text", |_: &TaskInfo| Ok(TextSource(false)))
+        .transform("sql", sql)
+        .sink("out", TwoPhaseMemorySink::default());
+    let err = p
+        .run(JobConfig::new("sql-fail").with_restart(operators_core::restart::RestartStrategy::None))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`two` is not a valid BigInt"), "{err}");
 }

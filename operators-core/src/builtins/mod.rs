@@ -7,6 +7,7 @@
 //! - [`TwoPhaseMemorySink`]: an exactly-once sink whose output ([`CommittedOutput`])
 //!   shows only what committed checkpoints made visible.
 //! - [`FaultInjector`]: fails chosen calls, counted across restarts, to test recovery.
+//! - [`RateLimitTransform`]: at most N rows per second.
 //! - [`NestTransform`]: the toolkit's "merge": nest all fields but a few into one struct.
 
 mod discard;
@@ -15,6 +16,7 @@ mod generator;
 mod map;
 mod memory_sink;
 mod nest;
+mod rate_limit;
 
 pub use discard::DiscardSink;
 pub use faults::FaultInjector;
@@ -22,3 +24,4 @@ pub use generator::GeneratorSource;
 pub use map::{FilterTransform, MapTransform};
 pub use memory_sink::{CommittedOutput, TwoPhaseMemorySink};
 pub use nest::NestTransform;
+pub use rate_limit::RateLimitTransform;

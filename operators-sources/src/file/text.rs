@@ -684,6 +684,16 @@ impl TextReader {
         Ok(batch)
     }
 
+    fn strings_batch(&self, schema: &SchemaRef, builders: &mut [StringBuilder], rows: usize) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| decode_err(&self.file.display, e))
+    }
+
     /// Reads up to one batch record by record, setting aside records with the wrong
     /// number of fields. Returns `None` when more text is needed first.
     fn record_by_record(&mut self, dead: &mut Vec<DeadLetter>) -> Result<Option<RecordBatch>> {
@@ -695,6 +705,7 @@ impl TextReader {
         let mut starts = Vec::new();
         let mut consumed = 0usize;
         let mut set_aside = Vec::new();
+        let mut fail_at: Option<(usize, usize, String)> = None;
         {
             let mut rdr = self.format.record_reader(&self.text);
             let mut rec = csv::ByteRecord::new();
@@ -710,11 +721,19 @@ impl TextReader {
                 if !terminated && !self.input_done() {
                     break;
                 }
-                consumed = end;
                 if rec.len() != width {
-                    set_aside.push((start, end, format!("expected {width} fields, found {}", rec.len())));
+                    let why = format!("expected {width} fields, found {}", rec.len());
+                    if self.format.bad_records == BadRecordPolicy::Fail {
+                        // Records before this one may hold an earlier bad value: convert
+                        // them first so the error names the first bad record.
+                        fail_at = Some((start, end, why));
+                        break;
+                    }
+                    consumed = end;
+                    set_aside.push((start, end, why));
                     continue;
                 }
+                consumed = end;
                 starts.push(start);
                 for (b, field) in builders.iter_mut().zip(rec.iter()) {
                     if field.is_empty() {
@@ -726,9 +745,18 @@ impl TextReader {
                 }
             }
         }
+        if let Some((start, end, why)) = fail_at {
+            let letter = self.letter(start, end, why);
+            if !starts.is_empty() {
+                let strings = self.strings_batch(&text_schema, &mut builders, starts.len())?;
+                self.finish(strings, consumed, Some(starts), dead)?;
+            }
+            return Err(letter.into_error());
+        }
         if consumed == 0 {
             return Ok(None);
         }
+        let first_new = dead.len();
         for (start, end, why) in set_aside {
             let letter = self.letter(start, end, why);
             if self.format.bad_records == BadRecordPolicy::Fail {
@@ -736,18 +764,15 @@ impl TextReader {
             }
             dead.push(letter);
         }
-        let columns: Vec<ArrayRef> = builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-        let strings = RecordBatch::try_new_with_options(
-            text_schema.clone(),
-            columns,
-            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(starts.len())),
-        )
-        .map_err(|e| decode_err(&self.file.display, e))?;
+        let strings = self.strings_batch(&text_schema, &mut builders, starts.len())?;
         // A fresh decoder continues after the records handled here.
         self.decoder = Some(self.format.decoder(&text_schema));
         self.fed = 0;
         self.eof_signalled = false;
-        self.finish(strings, consumed, Some(starts), dead).map(Some)
+        let batch = self.finish(strings, consumed, Some(starts), dead)?;
+        // Keep dead letters in file order, whichever check found them.
+        dead[first_new..].sort_by_key(|d| (d.line, d.offset));
+        Ok(Some(batch))
     }
 }
 

@@ -1,0 +1,133 @@
+//! The `operator` runner: the original toolkit's parameters over this library.
+
+pub mod params;
+pub mod plan;
+pub mod progress;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use operators_core::rest::{JobRegistry, router};
+use operators_core::{Job, JobStatus};
+
+use params::Params;
+use plan::Plan;
+use progress::{ProgressMode, show_progress, summary};
+
+/// Exit code of a job that failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code of bad parameters.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code after an interrupt.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Prints what `--dry-run` shows: the resolved parameters and the operator graph.
+pub fn dry_run(plan: &Plan, params: &Params) -> String {
+    let mut out = String::from("resolved parameters:\n");
+    for (k, v, origin) in params.describe() {
+        out.push_str(&format!("  {k} = {v}    ({origin})\n"));
+    }
+    out.push_str("\noperators:\n");
+    match plan.pipeline.build(&plan.config) {
+        Ok(graph) => {
+            for line in graph.describe().lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        Err(e) => out.push_str(&format!("  (cannot describe: {e})\n")),
+    }
+    out
+}
+
+async fn serve_rest(job: Arc<Job>, params: &Params) -> Result<(), String> {
+    let Some(port) = params.int("rest.port").map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let address = params.text("rest.address").unwrap_or_else(|| "127.0.0.1".into());
+    let port = u16::try_from(port).map_err(|_| format!("`rest.port`: {port} is not a port number"))?;
+    let listener = tokio::net::TcpListener::bind((address.as_str(), port))
+        .await
+        .map_err(|e| format!("`rest.port`: cannot listen on {address}:{port}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let jobs = JobRegistry::default();
+    jobs.add(job);
+    let app = router(jobs, params.get("rest.token").map(str::to_string));
+    eprintln!("REST API listening on http://{local}");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "REST API stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Runs a planned job to its end, with progress, REST API and summary.
+pub async fn run(plan: Plan, params: &Params) -> ExitCode {
+    let started = Instant::now();
+    let (source_id, sink_id, unit) = (plan.source_id, plan.sink_id, plan.progress);
+    let job = match plan.pipeline.start(plan.config) {
+        Ok(job) => Arc::new(job),
+        Err(e) => {
+            eprintln!("error: {}", plan::PlanError::from(e));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    eprintln!("job `{}` started (id {})", job.name(), job.id());
+    if let Err(e) = serve_rest(job.clone(), params).await {
+        eprintln!("error: {e}");
+        job.cancel();
+        let _ = job.wait().await;
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let progress = unit.map(|unit| {
+        let mode = ProgressMode::from_param(params.choice("progress").ok().flatten().as_deref());
+        tokio::spawn(show_progress(job.clone(), source_id, unit, mode))
+    });
+    let mut interrupted = false;
+    let result = tokio::select! {
+        r = job.wait() => r,
+        _ = tokio::signal::ctrl_c() => {
+            interrupted = true;
+            eprintln!("interrupted: canceling the job (checkpoints are kept)");
+            job.cancel();
+            job.wait().await
+        }
+    };
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    let s = summary(&job, source_id, sink_id);
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "summary: rows in {}, rows out {}, dead-lettered {}, filtered {}, duration {:.1}s, {:.0} rows/s",
+        s.rows_in,
+        s.rows_out,
+        s.dead_lettered,
+        s.filtered,
+        secs,
+        s.rows_in as f64 / secs.max(1e-3)
+    );
+    match result {
+        Ok(outcome) => {
+            if let Some(sp) = outcome.savepoint {
+                eprintln!("stopped with savepoint {}", sp.display());
+            }
+            match outcome.status {
+                JobStatus::Canceled if interrupted => ExitCode::from(EXIT_INTERRUPTED),
+                JobStatus::Canceled => {
+                    eprintln!("job canceled");
+                    ExitCode::SUCCESS
+                }
+                _ => {
+                    eprintln!("job finished");
+                    ExitCode::SUCCESS
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: job failed: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}

@@ -1,0 +1,844 @@
+//! The toolkit's parameters: names, defaults, types, and where a value came from.
+//!
+//! Values are resolved with the toolkit's precedence: environment > command line >
+//! properties file (`--config FILE`, or `application.properties` in the working
+//! directory) > default. On the command line a key is `--key value` or `--key=value`.
+//! In the environment a key is either its exact name (`env 'source.type=csv'`) or
+//! `OPERATOR_` followed by the key in upper case with dots as underscores
+//! (`OPERATOR_SOURCE_TYPE=csv`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// What kind of value a parameter takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Free text.
+    Text,
+    /// `true` or `false` (case-insensitive).
+    Bool,
+    /// A non-negative integer.
+    Int,
+    /// One of the listed values (case-insensitive).
+    Enum(&'static [&'static str]),
+}
+
+/// One parameter of the runner.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamSpec {
+    /// The key, case-sensitive as written.
+    pub key: &'static str,
+    /// The default, as text.
+    pub default: Option<&'static str>,
+    /// The kind of value.
+    pub kind: Kind,
+    /// Never printed (passwords, tokens).
+    pub secret: bool,
+    /// One line of help.
+    pub help: &'static str,
+    /// Added by this library (not in the original toolkit).
+    pub extension: bool,
+}
+
+const fn p(key: &'static str, default: Option<&'static str>, kind: Kind, help: &'static str) -> ParamSpec {
+    ParamSpec { key, default, kind, secret: false, help, extension: false }
+}
+
+const fn ext(key: &'static str, default: Option<&'static str>, kind: Kind, help: &'static str) -> ParamSpec {
+    ParamSpec { key, default, kind, secret: false, help, extension: true }
+}
+
+const fn secret(mut s: ParamSpec) -> ParamSpec {
+    s.secret = true;
+    s
+}
+
+/// Source types.
+pub const SOURCE_TYPES: &[&str] = &["parquet", "orc", "csv", "tsv", "txt", "jdbc", "kafka", "kafka_deduplication"];
+/// Sink types.
+pub const SINK_TYPES: &[&str] = &["kafka", "es", "file", "jdbc", "stdout"];
+
+/// Every parameter the runner knows, in the order `--help` prints them.
+pub const PARAMS: &[ParamSpec] = &[
+    p("job.name", Some("CSP StreamJob"), Kind::Text, "job name; also names the checkpoint directory"),
+    p(
+        "source.type",
+        None,
+        Kind::Enum(SOURCE_TYPES),
+        "source: parquet, orc, csv, tsv, txt, jdbc, kafka (SQL), kafka_deduplication (required)",
+    ),
+    p("source.path", None, Kind::Text, "file sources: one directory of same-schema files (local path or file:// URL)"),
+    p(
+        "source.watch.type",
+        Some("PROCESS_CONTINUOUSLY"),
+        Kind::Enum(&["PROCESS_CONTINUOUSLY", "PROCESS_ONCE"]),
+        "file sources: watch for new files, or read the files present at start and finish",
+    ),
+    p("source.watch.interval", Some("60000"), Kind::Int, "file sources: directory scan interval, ms"),
+    ext(
+        "source.watch.settle",
+        Some("1000"),
+        Kind::Int,
+        "file sources: a file is read once its size and time stayed the same this long, ms",
+    ),
+    p("source.firstLine.schema", Some("false"), Kind::Bool, "text sources: the first line holds the column names"),
+    p(
+        "source.line.delimiter",
+        Some("\\n"),
+        Kind::Text,
+        "text sources: line delimiter; a character, an escape (\\t, \\u0001) or an ASCII code (10, 0x0A)",
+    ),
+    p(
+        "source.field.delimiter",
+        Some(", (tsv: \\t)"),
+        Kind::Text,
+        "text sources: field delimiter; a character, an escape or an ASCII code",
+    ),
+    p(
+        "source.charset",
+        Some("UTF-8"),
+        Kind::Text,
+        "text sources: charset (UTF-8, GBK, GB18030, UTF-16, ISO-8859-1, ...)",
+    ),
+    ext("source.quote", Some("\" (tsv, txt: none)"), Kind::Text, "text sources: quote character, or `none`"),
+    ext(
+        "source.batch.size",
+        Some("8192"),
+        Kind::Int,
+        "file sources: rows per batch (smaller batches mean less data in flight)",
+    ),
+    ext(
+        "source.bad.records",
+        Some("fail"),
+        Kind::Enum(&["fail", "dead-letter"]),
+        "what to do with records that cannot be read: fail the job, or write them to dead.letter.path",
+    ),
+    ext(
+        "dead.letter.path",
+        None,
+        Kind::Text,
+        "directory where dead letters (with file, line, offset, reason) are written as JSON lines",
+    ),
+    p(
+        "source.db.type",
+        None,
+        Kind::Enum(&["postgresql", "mysql", "mariadb", "sqlite", "hive"]),
+        "database source: type (hive is refused: no HiveServer2 client exists in Rust)",
+    ),
+    p(
+        "source.db.url",
+        None,
+        Kind::Text,
+        "database source: URL (postgres://, mysql://, sqlite:, jdbc:postgresql://, jdbc:mysql://)",
+    ),
+    p("source.db.username", None, Kind::Text, "database source: user"),
+    secret(p("source.db.password", None, Kind::Text, "database source: password")),
+    p(
+        "source.db.driverClassName",
+        None,
+        Kind::Text,
+        "database source: accepted for compatibility; drivers are built in",
+    ),
+    p("source.db.table", None, Kind::Text, "database source: table"),
+    p("source.db.sql", Some("select * from <table>"), Kind::Text, "database source: query"),
+    p("source.db.fetch.size", Some("50"), Kind::Int, "database source: rows fetched per round trip (and per batch)"),
+    ext(
+        "source.db.key.column",
+        None,
+        Kind::Text,
+        "database source: read the table in the order of this unique column, resumable after a crash",
+    ),
+    p(
+        "source.kafka.version",
+        Some("0.11"),
+        Kind::Text,
+        "Kafka source: accepted for compatibility (the client negotiates the protocol)",
+    ),
+    p("source.kafka.brokers", None, Kind::Text, "Kafka source: bootstrap servers"),
+    p("source.kafka.topic", None, Kind::Text, "Kafka source: topic(s), comma separated"),
+    p(
+        "auto.offset.reset",
+        Some("earliest"),
+        Kind::Enum(&["earliest", "latest"]),
+        "Kafka source: where to start without a committed offset",
+    ),
+    p("group.id", None, Kind::Text, "Kafka source: consumer group"),
+    p(
+        "stream.sql.enable",
+        Some("false"),
+        Kind::Bool,
+        "run stream.sql on every record (always on for the kafka source)",
+    ),
+    p("stream.sql.table", Some("t1"), Kind::Text, "the table name the SQL reads"),
+    p("stream.sql", Some("select * from t1"), Kind::Text, "the SQL: SELECT ... FROM <table> [WHERE ...]"),
+    p("stream.sql.schema", None, Kind::Text, "input schema: struct<_col0:BigInt,_col1:String>"),
+    p(
+        "stream.sql.schema.json",
+        None,
+        Kind::Text,
+        "input schema as ordered JSON {\"id\":\"BigInt\",...}; wins over stream.sql.schema; also the text-file schema",
+    ),
+    p("unique.keys", None, Kind::Text, "deduplication: key columns, comma separated"),
+    p("unique.data.ttl.in.minute", Some("60"), Kind::Int, "deduplication: how long a key is remembered, minutes"),
+    p("sink.type", Some("kafka"), Kind::Enum(SINK_TYPES), "sink: kafka, es, and this library's file, jdbc, stdout"),
+    p("sink.kafka.version", Some("0.11"), Kind::Text, "Kafka sink: accepted for compatibility"),
+    p("sink.kafka.brokers", None, Kind::Text, "Kafka sink: bootstrap servers"),
+    p("sink.kafka.topic", None, Kind::Text, "Kafka sink: topic"),
+    ext("sink.key.columns", None, Kind::Text, "Kafka sink: columns whose values form the message key, comma separated"),
+    p("sink.es.server", None, Kind::Text, "Elasticsearch sink: host:port[,host:port...]"),
+    p("sink.es.index", None, Kind::Text, "Elasticsearch sink: index"),
+    p("sink.es.type", None, Kind::Text, "Elasticsearch sink: document type (Elasticsearch 6)"),
+    p(
+        "sink.es.sync.type",
+        None,
+        Kind::Enum(&["incremental", "finite", "full"]),
+        "Elasticsearch sink: incremental (upsert), finite (update existing only), full (overwrite)",
+    ),
+    p("sink.es.unique.column", None, Kind::Text, "Elasticsearch sink: column holding the document id"),
+    p(
+        "sink.es.version.column",
+        Some("version"),
+        Kind::Text,
+        "Elasticsearch sink: field that receives sink.es.version (must not be a data column)",
+    ),
+    p("sink.es.version", None, Kind::Text, "Elasticsearch sink: version written in full and incremental modes"),
+    ext(
+        "sink.es.version.type",
+        Some("internal"),
+        Kind::Enum(&["internal", "external_gte"]),
+        "Elasticsearch sink, full mode: external_gte keeps newer documents from being overwritten by an older run",
+    ),
+    ext(
+        "sink.es.cleanup",
+        Some("false"),
+        Kind::Bool,
+        "Elasticsearch sink, full mode: after a completed run, delete documents of older versions",
+    ),
+    ext("sink.es.username", None, Kind::Text, "Elasticsearch sink: basic-auth user"),
+    secret(ext("sink.es.password", None, Kind::Text, "Elasticsearch sink: basic-auth password")),
+    secret(ext("sink.es.api.key", None, Kind::Text, "Elasticsearch sink: API key")),
+    p(
+        "sink.es.update.retry.on.conflict",
+        Some("5"),
+        Kind::Int,
+        "Elasticsearch sink: retries of an update on a version conflict",
+    ),
+    p("sink.es.bulk.flush.max.actions", Some("1000"), Kind::Int, "Elasticsearch sink: actions per bulk request"),
+    p("sink.es.bulk.flush.max.size.mb", Some("5"), Kind::Int, "Elasticsearch sink: bulk request size, MB"),
+    p("sink.es.bulk.flush.interval.ms", Some("60000"), Kind::Int, "Elasticsearch sink: flush at least this often, ms"),
+    p(
+        "sink.es.bulk.flush.backoff.enable",
+        Some("true"),
+        Kind::Bool,
+        "Elasticsearch sink: retry rejected items with backoff",
+    ),
+    p(
+        "sink.es.bulk.flush.backoff.type",
+        Some("CONSTANT"),
+        Kind::Enum(&["CONSTANT", "EXPONENTIAL"]),
+        "Elasticsearch sink: backoff kind",
+    ),
+    p(
+        "sink.es.bulk.flush.backoff.delay",
+        Some("60000"),
+        Kind::Int,
+        "Elasticsearch sink: backoff delay (initial delay for EXPONENTIAL), ms",
+    ),
+    p(
+        "bulk.flush.backoff.retries",
+        Some("5"),
+        Kind::Int,
+        "Elasticsearch sink: backoff retries (also sink.es.bulk.flush.backoff.retries)",
+    ),
+    ext(
+        "sink.es.bulk.flush.backoff.retries",
+        None,
+        Kind::Int,
+        "Elasticsearch sink: same as bulk.flush.backoff.retries",
+    ),
+    p(
+        "sink.merge.enable",
+        Some("false"),
+        Kind::Bool,
+        "nest all fields but sink.merge.exclude.fields into sink.merge.nested.field",
+    ),
+    p("sink.merge.nested.field", Some("feas"), Kind::Text, "the nested field's name"),
+    p("sink.merge.exclude.fields", Some("id"), Kind::Text, "fields kept at the top level, comma separated"),
+    ext("sink.path", None, Kind::Text, "file sink: output directory"),
+    ext(
+        "sink.format",
+        Some("json"),
+        Kind::Enum(&["json", "csv", "parquet"]),
+        "file sink: json (lines), csv or parquet",
+    ),
+    ext("sink.file.roll.size.mb", Some("128"), Kind::Int, "file sink: close a part at this size, MB"),
+    ext(
+        "sink.file.roll.interval.ms",
+        None,
+        Kind::Int,
+        "file sink: close a part at this age, ms (checkpoints close parts too)",
+    ),
+    ext("sink.db.url", None, Kind::Text, "database sink: URL"),
+    ext("sink.db.username", None, Kind::Text, "database sink: user"),
+    secret(ext("sink.db.password", None, Kind::Text, "database sink: password")),
+    ext("sink.db.table", None, Kind::Text, "database sink: table"),
+    ext(
+        "sink.db.mode",
+        Some("insert"),
+        Kind::Enum(&["insert", "upsert"]),
+        "database sink: insert, or upsert by sink.db.key.columns",
+    ),
+    ext("sink.db.key.columns", None, Kind::Text, "database sink: key columns for upsert, comma separated"),
+    ext("sink.db.batch.size", Some("1000"), Kind::Int, "database sink: rows per insert statement"),
+    p("stream.parallelism", Some("1"), Kind::Int, "parallelism of the source and transforms"),
+    p("stream.sink.parallelism", Some("1"), Kind::Int, "parallelism of the sink"),
+    ext("stream.rate.limit", None, Kind::Int, "at most this many rows per second from the source"),
+    p("stream.checkpoint.enable", Some("true"), Kind::Bool, "take checkpoints"),
+    p(
+        "stream.checkpoint.dir",
+        Some("checkpoints"),
+        Kind::Text,
+        "checkpoint directory (relative to the working directory)",
+    ),
+    p(
+        "stream.checkpoint.type",
+        Some("rocksdb"),
+        Kind::Enum(&["memory", "fs", "rocksdb", "sled"]),
+        "state backend: memory/fs keep working state in memory, rocksdb/sled on disk (sled)",
+    ),
+    p("stream.checkpoint.interval", Some("60000 (EXACTLY_ONCE: 30000)"), Kind::Int, "checkpoint interval, ms"),
+    p("stream.checkpoint.timeout", Some("60000"), Kind::Int, "checkpoint timeout, ms"),
+    p("stream.checkpoint.tolerable.failure.num", Some("10"), Kind::Int, "consecutive checkpoint failures tolerated"),
+    p("stream.checkpoint.min.pause", Some("1000"), Kind::Int, "minimum pause between checkpoints, ms"),
+    p(
+        "stream.checkpoint.mode",
+        Some("AT_LEAST_ONCE"),
+        Kind::Enum(&["AT_LEAST_ONCE", "EXACTLY_ONCE"]),
+        "checkpoint mode; EXACTLY_ONCE also makes the sinks transactional",
+    ),
+    ext("stream.checkpoint.retained", Some("1"), Kind::Int, "completed checkpoints kept"),
+    ext("stream.checkpoint.retain.on.cancel", Some("true"), Kind::Bool, "keep checkpoints when the job is canceled"),
+    ext("stream.state.dir", None, Kind::Text, "directory of on-disk working state (default: <temp>/operators-state)"),
+    p("job.retry.maxNumberRestartAttempts", Some("4"), Kind::Int, "restarts before the job fails"),
+    p("job.retry.backoffTimeMS", Some("60000"), Kind::Int, "wait before a restart, ms"),
+    ext(
+        "job.retry.strategy",
+        Some("fixed-delay"),
+        Kind::Enum(&["fixed-delay", "exponential-backoff", "failure-rate", "none"]),
+        "restart strategy",
+    ),
+    ext("job.retry.maxBackoffTimeMS", Some("300000"), Kind::Int, "exponential-backoff: largest wait, ms"),
+    ext(
+        "job.retry.failureRateIntervalMS",
+        Some("60000"),
+        Kind::Int,
+        "failure-rate: at most maxNumberRestartAttempts failures in this window, ms",
+    ),
+    ext("savepoint.dir", Some("<stream.checkpoint.dir>/savepoints"), Kind::Text, "where savepoints go by default"),
+    ext("savepoint", None, Kind::Text, "start from this savepoint or checkpoint (also --savepoint PATH)"),
+    ext(
+        "allow-non-restored-state",
+        Some("false"),
+        Kind::Bool,
+        "start from a savepoint with state of operators the job no longer has",
+    ),
+    ext("rest.port", None, Kind::Int, "serve the Flink-shaped REST API on this port (0: any free port)"),
+    ext("rest.address", Some("127.0.0.1"), Kind::Text, "address of the REST API"),
+    secret(ext("rest.token", None, Kind::Text, "bearer token the REST API requires")),
+    ext(
+        "progress",
+        Some("auto"),
+        Kind::Enum(&["auto", "bar", "log", "off"]),
+        "progress of bounded jobs: a bar on a terminal, else log lines",
+    ),
+    p("hadoop.home.dir", None, Kind::Text, "accepted for compatibility; no Hadoop is used"),
+    p("hadoop.user.name", None, Kind::Text, "accepted for compatibility; no Hadoop is used"),
+];
+
+/// Keys under these prefixes are passed to the Kafka client as they are.
+pub const PASSTHROUGH: &[&str] = &["source.kafka.", "sink.kafka."];
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default.
+    Default,
+    /// A properties file.
+    File(PathBuf),
+    /// The command line.
+    CommandLine,
+    /// An environment variable.
+    Environment(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(p) => write!(f, "file {}", p.display()),
+            Origin::CommandLine => f.write_str("command line"),
+            Origin::Environment(v) => write!(f, "environment {v}"),
+        }
+    }
+}
+
+/// A problem with the parameters, naming the key.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ParamError {
+    /// A key no parameter has.
+    #[error("unknown parameter `{key}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    Unknown {
+        /// The key as given.
+        key: String,
+        /// The closest known key.
+        suggestion: Option<String>,
+    },
+    /// A required parameter is missing.
+    #[error("missing parameter `{key}`: {why}")]
+    Missing {
+        /// The key.
+        key: String,
+        /// Why it is needed.
+        why: String,
+    },
+    /// A value of the wrong type or out of range.
+    #[error("bad value for `{key}` (`{value}` from {origin}): {why}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// The value (masked for secrets).
+        value: String,
+        /// Where it came from.
+        origin: String,
+        /// What would be accepted.
+        why: String,
+    },
+    /// Parameters that cannot work together.
+    #[error("`{key}`: {why}")]
+    Conflict {
+        /// The key to change.
+        key: String,
+        /// Why.
+        why: String,
+    },
+    /// The command line itself is malformed.
+    #[error("{0}")]
+    Usage(String),
+    /// A properties file could not be read.
+    #[error("cannot read properties file `{}`: {message}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Looks up a parameter's spec.
+pub fn spec(key: &str) -> Option<&'static ParamSpec> {
+    PARAMS.iter().find(|s| s.key == key)
+}
+
+fn is_passthrough(key: &str) -> bool {
+    PASSTHROUGH.iter().any(|p| key.starts_with(p) && key.len() > p.len() && !PARAMS.iter().any(|s| s.key == key))
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn suggest(key: &str) -> Option<String> {
+    PARAMS
+        .iter()
+        .map(|s| (edit_distance(&key.to_ascii_lowercase(), &s.key.to_ascii_lowercase()), s.key))
+        .filter(|(d, k)| *d <= 3.max(k.len() / 5))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.to_string())
+}
+
+/// The resolved parameters.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    values: BTreeMap<String, (String, Origin)>,
+}
+
+impl Params {
+    /// Sets `key` from `origin`, replacing a value of lower precedence.
+    pub fn set(&mut self, key: &str, value: &str, origin: Origin) {
+        self.values.insert(key.to_string(), (value.to_string(), origin));
+    }
+
+    /// The value given for `key` (not defaults).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(|(v, _)| v.as_str()).filter(|v| !v.trim().is_empty())
+    }
+
+    /// Where `key`'s value came from.
+    pub fn origin(&self, key: &str) -> Origin {
+        self.values.get(key).map_or(Origin::Default, |(_, o)| o.clone())
+    }
+
+    /// Whether `key` was given.
+    pub fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Keys given under `prefix` with their values, prefix removed.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        self.values
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && spec(k).is_none())
+            .map(|(k, (v, _))| (k[prefix.len()..].to_string(), v.clone()))
+            .collect()
+    }
+
+    fn invalid(&self, key: &str, value: &str, why: impl Into<String>) -> ParamError {
+        let masked = if spec(key).is_some_and(|s| s.secret) { "****".to_string() } else { value.to_string() };
+        ParamError::Invalid {
+            key: key.to_string(),
+            value: masked,
+            origin: self.origin(key).to_string(),
+            why: why.into(),
+        }
+    }
+
+    /// Text value of `key`, or its default.
+    pub fn text(&self, key: &str) -> Option<String> {
+        self.get(key).map(str::to_string).or_else(|| {
+            spec(key).and_then(|s| s.default).filter(|d| !d.contains('<') && !d.contains('(')).map(str::to_string)
+        })
+    }
+
+    /// A required text value.
+    pub fn required(&self, key: &str, why: &str) -> Result<String, ParamError> {
+        self.text(key).ok_or_else(|| ParamError::Missing { key: key.to_string(), why: why.to_string() })
+    }
+
+    /// Boolean value of `key`, or its default.
+    pub fn bool(&self, key: &str) -> Result<bool, ParamError> {
+        match self.text(key) {
+            None => Ok(false),
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(self.invalid(key, &v, "expected true or false")),
+            },
+        }
+    }
+
+    /// Integer value of `key`, or its default.
+    pub fn int(&self, key: &str) -> Result<Option<u64>, ParamError> {
+        match self.get(key) {
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| self.invalid(key, v, "expected a non-negative whole number")),
+            None => Ok(spec(key).and_then(|s| s.default).and_then(|d| d.parse().ok())),
+        }
+    }
+
+    /// Enum value of `key` in lower case, or its default.
+    pub fn choice(&self, key: &str) -> Result<Option<String>, ParamError> {
+        let Some(v) = self.text(key) else { return Ok(None) };
+        let Some(ParamSpec { kind: Kind::Enum(options), .. }) = spec(key) else {
+            return Ok(Some(v));
+        };
+        options
+            .iter()
+            .find(|o| o.eq_ignore_ascii_case(v.trim()))
+            .map(|o| Some(o.to_ascii_lowercase()))
+            .ok_or_else(|| self.invalid(key, &v, format!("expected one of {}", options.join(", "))))
+    }
+
+    /// Checks every given key exists and every value has the right type.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        for key in self.values.keys() {
+            if spec(key).is_none() && !is_passthrough(key) {
+                return Err(ParamError::Unknown { key: key.clone(), suggestion: suggest(key) });
+            }
+        }
+        for s in PARAMS {
+            if !self.has(s.key) {
+                continue;
+            }
+            match s.kind {
+                Kind::Bool => {
+                    self.bool(s.key)?;
+                }
+                Kind::Int => {
+                    self.int(s.key)?;
+                }
+                Kind::Enum(_) => {
+                    self.choice(s.key)?;
+                }
+                Kind::Text => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Every given key with its value (secrets masked) and origin.
+    pub fn describe(&self) -> Vec<(String, String, String)> {
+        self.values
+            .iter()
+            .map(|(k, (v, o))| {
+                let secret = spec(k).is_some_and(|s| s.secret) || is_secret_key(k);
+                (k.clone(), if secret { "****".to_string() } else { v.clone() }, o.to_string())
+            })
+            .collect()
+    }
+}
+
+/// Whether a pass-through key holds a credential.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "token", "api.key", "apikey", "sasl.jaas"].iter().any(|s| k.contains(s))
+}
+
+/// What the command line asked for besides parameters.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// The resolved parameters.
+    pub params: Params,
+    /// `--help`.
+    pub help: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+}
+
+/// Reads a Java properties file.
+pub fn read_properties(path: &Path) -> Result<Vec<(String, String)>, ParamError> {
+    let file =
+        std::fs::File::open(path).map_err(|e| ParamError::File { path: path.to_path_buf(), message: e.to_string() })?;
+    let map = java_properties::read(std::io::BufReader::new(file))
+        .map_err(|e| ParamError::File { path: path.to_path_buf(), message: e.to_string() })?;
+    let mut pairs: Vec<(String, String)> = map.into_iter().collect();
+    pairs.sort();
+    Ok(pairs)
+}
+
+fn env_name(key: &str) -> String {
+    format!("OPERATOR_{}", key.to_ascii_uppercase().replace(['.', '-'], "_"))
+}
+
+/// Resolves the invocation from arguments, the environment and the working directory.
+pub fn resolve(
+    args: impl IntoIterator<Item = String>,
+    env: impl IntoIterator<Item = (String, String)>,
+    cwd: &Path,
+) -> Result<Invocation, ParamError> {
+    let mut inv = Invocation::default();
+    let mut cli: Vec<(String, String)> = Vec::new();
+    let mut config_file: Option<PathBuf> = None;
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        let Some(body) = arg.strip_prefix("--") else {
+            if arg == "-h" {
+                inv.help = true;
+                continue;
+            }
+            return Err(ParamError::Usage(format!("unexpected argument `{arg}`: parameters are `--key value`")));
+        };
+        let (key, inline) = match body.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (body.to_string(), None),
+        };
+        match key.as_str() {
+            "help" => inv.help = true,
+            "dry-run" => inv.dry_run = true,
+            "allow-non-restored-state" if inline.is_none() => cli.push((key, "true".into())),
+            _ => {
+                let value = match inline {
+                    Some(v) => v,
+                    None => match args.peek() {
+                        Some(next) if !next.starts_with("--") => args.next().unwrap_or_default(),
+                        // A value may itself start with `--` only in the `--key=value` form.
+                        _ => return Err(ParamError::Usage(format!("`--{key}` needs a value"))),
+                    },
+                };
+                if key == "config" {
+                    config_file = Some(PathBuf::from(value));
+                } else {
+                    cli.push((key, value));
+                }
+            }
+        }
+    }
+    // Lowest precedence first: file, then command line, then environment.
+    let file = match config_file {
+        Some(f) => Some(if f.is_absolute() { f } else { cwd.join(f) }),
+        None => Some(cwd.join("application.properties")).filter(|p| p.is_file()),
+    };
+    if let Some(path) = file {
+        for (k, v) in read_properties(&path)? {
+            inv.params.set(&k, &v, Origin::File(path.clone()));
+        }
+    }
+    for (k, v) in cli {
+        inv.params.set(&k, &v, Origin::CommandLine);
+    }
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    for (name, value) in &env {
+        if spec(name).is_some() || is_passthrough(name) {
+            inv.params.set(name, value, Origin::Environment(name.clone()));
+        }
+    }
+    for s in PARAMS {
+        let name = env_name(s.key);
+        if let Some((_, v)) = env.iter().find(|(n, _)| *n == name) {
+            inv.params.set(s.key, v, Origin::Environment(name));
+        }
+    }
+    for (name, value) in &env {
+        for prefix in PASSTHROUGH {
+            let env_prefix = env_name(prefix.trim_end_matches('.')) + "_";
+            if let Some(rest) = name.strip_prefix(&env_prefix) {
+                // Kafka client properties are lower case with dots.
+                let key = format!("{prefix}{}", rest.to_ascii_lowercase().replace('_', "."));
+                if spec(&key).is_none() {
+                    inv.params.set(&key, value, Origin::Environment(name.clone()));
+                }
+            }
+        }
+    }
+    Ok(inv)
+}
+
+/// The `--help` text.
+pub fn help() -> String {
+    let mut out = String::from(
+        "operator: run an ingestion job with the original toolkit's parameters\n\n\
+         usage: operator --source.type TYPE [--key value ...] [--config FILE] [--savepoint PATH]\n\
+         \x20                [--allow-non-restored-state] [--dry-run] [--help]\n\n\
+         Precedence: environment > command line > properties file (--config FILE, or\n\
+         application.properties in the working directory) > default. Environment names are\n\
+         the key itself or OPERATOR_<KEY> (upper case, dots as underscores).\n\
+         source.kafka.<any> and sink.kafka.<any> are passed to the Kafka client.\n\
+         Keys marked + are this library's own.\n\nparameters (default in brackets):\n",
+    );
+    for s in PARAMS {
+        let default = s.default.map(|d| format!(" [{d}]")).unwrap_or_default();
+        let mark = if s.extension { "+" } else { " " };
+        out.push_str(&format!("  {mark} {}{default}\n        {}\n", s.key, s.help));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn precedence_is_env_then_cli_then_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("application.properties"),
+            "job.name = from file\nsource.type=csv\nsource.path : /data\n# comment\nstream.parallelism 3\n",
+        )
+        .unwrap();
+        let inv = resolve(
+            args(&["--job.name", "from cli", "--source.path=/cli"]),
+            vec![("OPERATOR_JOB_NAME".to_string(), "from env".to_string())],
+            dir.path(),
+        )
+        .unwrap();
+        let p = &inv.params;
+        assert_eq!(p.get("job.name"), Some("from env"));
+        assert_eq!(p.get("source.path"), Some("/cli"));
+        assert_eq!(p.get("source.type"), Some("csv"));
+        assert_eq!(p.int("stream.parallelism").unwrap(), Some(3));
+        assert!(matches!(p.origin("source.type"), Origin::File(_)));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_a_suggestion() {
+        let inv = resolve(args(&["--source.tpye", "csv"]), vec![], Path::new("/")).unwrap();
+        let e = inv.params.validate().unwrap_err();
+        assert_eq!(e.to_string(), "unknown parameter `source.tpye` (did you mean `source.type`?)");
+    }
+
+    #[test]
+    fn wrong_types_name_key_value_and_origin() {
+        let inv = resolve(
+            args(&["--stream.parallelism", "two", "--stream.checkpoint.enable", "yes"]),
+            vec![],
+            Path::new("/"),
+        )
+        .unwrap();
+        let e = inv.params.validate().unwrap_err().to_string();
+        assert!(e.contains("`stream.parallelism`") && e.contains("`two`") && e.contains("command line"), "{e}");
+        let inv = resolve(args(&["--source.type", "xml"]), vec![], Path::new("/")).unwrap();
+        let e = inv.params.validate().unwrap_err().to_string();
+        assert!(e.contains("expected one of parquet, orc"), "{e}");
+    }
+
+    #[test]
+    fn passthrough_kafka_keys_and_env_forms() {
+        let inv = resolve(
+            args(&["--sink.kafka.batch.size", "65536"]),
+            vec![
+                ("OPERATOR_SINK_KAFKA_LINGER_MS".to_string(), "5".to_string()),
+                ("source.kafka.client.id".to_string(), "x".to_string()),
+            ],
+            Path::new("/"),
+        )
+        .unwrap();
+        inv.params.validate().unwrap();
+        let sink: Vec<(String, String)> = inv.params.with_prefix("sink.kafka.");
+        assert!(sink.contains(&("batch.size".into(), "65536".into())));
+        assert!(sink.contains(&("linger.ms".into(), "5".into())));
+        assert_eq!(inv.params.with_prefix("source.kafka."), vec![("client.id".into(), "x".into())]);
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let inv = resolve(
+            args(&["--source.db.password", "hunter2", "--sink.kafka.sasl.password", "s3"]),
+            vec![],
+            Path::new("/"),
+        )
+        .unwrap();
+        let d = inv.params.describe();
+        assert!(d.iter().all(|(_, v, _)| v != "hunter2" && v != "s3"), "{d:?}");
+    }
+
+    #[test]
+    fn flags_and_usage_errors() {
+        let inv =
+            resolve(args(&["--dry-run", "--allow-non-restored-state", "--help"]), vec![], Path::new("/")).unwrap();
+        assert!(inv.dry_run && inv.help);
+        assert_eq!(inv.params.get("allow-non-restored-state"), Some("true"));
+        assert!(matches!(resolve(args(&["--source.type"]), vec![], Path::new("/")), Err(ParamError::Usage(_))));
+        assert!(matches!(resolve(args(&["csv"]), vec![], Path::new("/")), Err(ParamError::Usage(_))));
+        let missing = resolve(args(&["--config", "/no/such.properties"]), vec![], Path::new("/")).unwrap_err();
+        assert!(missing.to_string().contains("/no/such.properties"));
+    }
+
+    #[test]
+    fn help_lists_every_parameter_with_its_default() {
+        let h = help();
+        for s in PARAMS {
+            assert!(h.contains(s.key), "{}", s.key);
+            if let Some(d) = s.default {
+                assert!(h.contains(&format!("[{d}]")), "{}", s.key);
+            }
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! Turns resolved parameters into a pipeline and a job configuration.
+//!
+//! Every check that can be made before anything runs is made here, naming the key:
+//! unknown keys, missing keys, wrong types, and combinations that cannot work.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use operators_core::builtins::{NestTransform, RateLimitTransform};
+use operators_core::checkpoint::{CheckpointConfig, CheckpointingMode};
+use operators_core::operator::BadRecordPolicy;
+use operators_core::restart::RestartStrategy;
+use operators_core::state::StateBackendKind;
+use operators_core::{JobConfig, Pipeline, Stream};
+use operators_sinks::file::{FileFormat, FileSink};
+use operators_sinks::stdout::StdoutSink;
+use operators_sources::file::orc::OrcFormat;
+use operators_sources::file::parquet::ParquetFormat;
+use operators_sources::file::text::{TextFormat, parse_charset, parse_delimiter};
+use operators_sources::file::{DirectorySource, Location, WatchMode};
+use operators_sql::SqlTransformBuilder;
+use thiserror::Error;
+
+use super::params::{ParamError, Params};
+
+/// Why a job cannot be planned.
+#[derive(Debug, Error)]
+pub enum PlanError {
+    /// A parameter problem.
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    /// A library component refused its configuration.
+    #[error("`{key}`: {message}")]
+    Component {
+        /// The toolkit key.
+        key: String,
+        /// The component's message.
+        message: String,
+    },
+}
+
+impl PlanError {
+    /// The key the problem is about.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            PlanError::Param(ParamError::Unknown { key, .. })
+            | PlanError::Param(ParamError::Missing { key, .. })
+            | PlanError::Param(ParamError::Invalid { key, .. })
+            | PlanError::Param(ParamError::Conflict { key, .. })
+            | PlanError::Component { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// The toolkit key for a library setting name.
+fn toolkit_key(library_key: &str) -> &str {
+    match library_key {
+        "checkpoint.interval" => "stream.checkpoint.interval",
+        "checkpoint.timeout" => "stream.checkpoint.timeout",
+        "checkpoint.retained" => "stream.checkpoint.retained",
+        "checkpoint.dir" => "stream.checkpoint.dir",
+        "checkpoint.mode" => "stream.checkpoint.mode",
+        "checkpoint.max-concurrent" => "stream.checkpoint.max.concurrent",
+        "state.backend" => "stream.checkpoint.type",
+        "state.local-dir" => "stream.state.dir",
+        "parallelism" => "stream.parallelism",
+        "sql" => "stream.sql",
+        "sql.schema" => "stream.sql.schema",
+        "nest.exclude" => "sink.merge.exclude.fields",
+        "nest.nested-field" => "sink.merge.nested.field",
+        "savepoint.dir" => "savepoint.dir",
+        "restart.exponential.initial" => "job.retry.backoffTimeMS",
+        other => other,
+    }
+}
+
+impl From<operators_core::Error> for PlanError {
+    fn from(e: operators_core::Error) -> Self {
+        match e {
+            operators_core::Error::Config { key, message } => {
+                PlanError::Component { key: toolkit_key(&key).to_string(), message }
+            }
+            other => PlanError::Component { key: "job".into(), message: other.to_string() },
+        }
+    }
+}
+
+impl From<operators_sources::SourceError> for PlanError {
+    fn from(e: operators_sources::SourceError) -> Self {
+        operators_core::Error::from(e).into()
+    }
+}
+
+impl From<operators_sinks::SinkError> for PlanError {
+    fn from(e: operators_sinks::SinkError) -> Self {
+        operators_core::Error::from(e).into()
+    }
+}
+
+/// What progress a bounded job reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressUnit {
+    /// Bytes of input files.
+    Bytes,
+    /// Rows of a database query.
+    Rows,
+}
+
+/// A planned job.
+pub struct Plan {
+    /// The pipeline.
+    pub pipeline: Pipeline,
+    /// The job configuration.
+    pub config: JobConfig,
+    /// `Some` for jobs that finish by themselves (PROCESS_ONCE, databases).
+    pub progress: Option<ProgressUnit>,
+    /// The operator id of the source (for progress).
+    pub source_id: &'static str,
+    /// The operator id of the main sink (for the summary).
+    pub sink_id: &'static str,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan").field("job", &self.config.name).finish()
+    }
+}
+
+fn conflict(key: &str, why: impl Into<String>) -> PlanError {
+    PlanError::Param(ParamError::Conflict { key: key.to_string(), why: why.into() })
+}
+
+fn missing(key: &str, why: &str) -> PlanError {
+    PlanError::Param(ParamError::Missing { key: key.to_string(), why: why.to_string() })
+}
+
+fn list(value: &str) -> Vec<String> {
+    value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+/// The SQL input schema: `stream.sql.schema.json` wins over `stream.sql.schema`.
+fn sql_schema(params: &Params) -> Result<Option<SchemaRef>, PlanError> {
+    for key in ["stream.sql.schema.json", "stream.sql.schema"] {
+        if let Some(text) = params.get(key) {
+            return operators_core::schema::parse_schema(text)
+                .map(Some)
+                .map_err(|e| PlanError::Component { key: key.into(), message: e.to_string() });
+        }
+    }
+    Ok(None)
+}
+
+fn bad_records(params: &Params) -> Result<BadRecordPolicy, PlanError> {
+    Ok(match params.choice("source.bad.records")?.as_deref() {
+        Some("dead-letter") => BadRecordPolicy::DeadLetter,
+        _ => BadRecordPolicy::Fail,
+    })
+}
+
+fn text_format(params: &Params, kind: &str) -> Result<TextFormat, PlanError> {
+    let mut format = match kind {
+        "csv" => TextFormat::csv(),
+        "tsv" => TextFormat::tsv(),
+        _ => TextFormat::txt(),
+    };
+    if let Some(d) = params.get("source.field.delimiter") {
+        format = format.with_field_delimiter(parse_delimiter("source.field.delimiter", d)?);
+    }
+    if let Some(d) = params.get("source.line.delimiter") {
+        format = format.with_line_delimiter(Some(parse_delimiter("source.line.delimiter", d)?));
+    }
+    if let Some(q) = params.get("source.quote") {
+        format = format.with_quote(if q.eq_ignore_ascii_case("none") {
+            None
+        } else {
+            Some(parse_delimiter("source.quote", q)?)
+        });
+    }
+    if let Some(c) = params.get("source.charset") {
+        format = format.with_charset(parse_charset("source.charset", c)?);
+    }
+    // As in the toolkit, the ordered JSON schema is also the schema of text files.
+    if let Some(json) = params.get("stream.sql.schema.json") {
+        let schema = operators_core::schema::parse_schema(json)
+            .map_err(|e| PlanError::Component { key: "stream.sql.schema.json".into(), message: e.to_string() })?;
+        format = format.with_schema(schema);
+    }
+    Ok(format.with_header(params.bool("source.firstLine.schema")?).with_bad_records(bad_records(params)?))
+}
+
+fn checkpointing(params: &Params) -> Result<Option<CheckpointConfig>, PlanError> {
+    if !params.bool("stream.checkpoint.enable")? {
+        return Ok(None);
+    }
+    let mode = match params.choice("stream.checkpoint.mode")?.as_deref() {
+        Some("exactly_once") => CheckpointingMode::ExactlyOnce,
+        _ => CheckpointingMode::AtLeastOnce,
+    };
+    let default_interval = if mode == CheckpointingMode::ExactlyOnce { 30_000 } else { 60_000 };
+    let interval = params.int("stream.checkpoint.interval")?.unwrap_or(default_interval);
+    let dir = PathBuf::from(params.text("stream.checkpoint.dir").unwrap_or_else(|| "checkpoints".into()));
+    let cfg = CheckpointConfig::new(dir)
+        .with_mode(mode)
+        .with_interval(Duration::from_millis(interval))
+        .with_timeout(Duration::from_millis(params.int("stream.checkpoint.timeout")?.unwrap_or(60_000)))
+        .with_min_pause(Duration::from_millis(params.int("stream.checkpoint.min.pause")?.unwrap_or(1000)))
+        .with_tolerable_failures(
+            u32::try_from(params.int("stream.checkpoint.tolerable.failure.num")?.unwrap_or(10)).unwrap_or(u32::MAX),
+        )
+        .with_retained(usize::try_from(params.int("stream.checkpoint.retained")?.unwrap_or(1)).unwrap_or(usize::MAX))
+        .with_retain_on_cancel(params.bool("stream.checkpoint.retain.on.cancel")?);
+    cfg.validate()?;
+    Ok(Some(cfg))
+}
+
+fn restart(params: &Params) -> Result<RestartStrategy, PlanError> {
+    let attempts = u32::try_from(params.int("job.retry.maxNumberRestartAttempts")?.unwrap_or(4)).unwrap_or(u32::MAX);
+    let delay = Duration::from_millis(params.int("job.retry.backoffTimeMS")?.unwrap_or(60_000));
+    let strategy = match params.choice("job.retry.strategy")?.as_deref() {
+        Some("none") => RestartStrategy::None,
+        Some("exponential-backoff") => RestartStrategy::ExponentialBackoff {
+            initial: delay,
+            max: Duration::from_millis(params.int("job.retry.maxBackoffTimeMS")?.unwrap_or(300_000)),
+            multiplier: 2.0,
+            reset_after: Duration::from_secs(3600),
+            jitter: 0.1,
+            max_attempts: Some(attempts),
+        },
+        Some("failure-rate") => RestartStrategy::FailureRate {
+            max_failures: attempts.max(1),
+            interval: Duration::from_millis(params.int("job.retry.failureRateIntervalMS")?.unwrap_or(60_000)),
+            delay,
+        },
+        _ => RestartStrategy::fixed_delay(attempts, delay),
+    };
+    strategy.validate()?;
+    Ok(strategy)
+}
+
+fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
+    let name = params.text("job.name").unwrap_or_else(|| "CSP StreamJob".into());
+    let parallelism = params.int("stream.parallelism")?.unwrap_or(1);
+    if parallelism == 0 {
+        return Err(conflict("stream.parallelism", "must be at least 1"));
+    }
+    let backend = match params.choice("stream.checkpoint.type")?.as_deref() {
+        Some("memory") | Some("fs") => StateBackendKind::Memory,
+        _ => StateBackendKind::Sled,
+    };
+    let mut config = JobConfig::new(name)
+        .with_parallelism(usize::try_from(parallelism).unwrap_or(usize::MAX))
+        .with_state_backend(backend)
+        .with_restart(restart(params)?);
+    if let Some(cp) = checkpointing(params)? {
+        config = config.with_checkpointing(cp);
+    }
+    if let Some(dir) = params.get("stream.state.dir") {
+        config = config.with_local_state_dir(dir);
+    }
+    if let Some(dir) = params.get("savepoint.dir") {
+        config = config.with_savepoint_dir(dir);
+    }
+    if let Some(sp) = params.get("savepoint") {
+        config = config.with_restore(sp, params.bool("allow-non-restored-state")?);
+    }
+    for hadoop in ["hadoop.home.dir", "hadoop.user.name"] {
+        if params.has(hadoop) {
+            tracing::warn!(
+                key = hadoop,
+                "accepted for compatibility and ignored: this runner reads no Hadoop file system"
+            );
+        }
+    }
+    Ok(config)
+}
+
+fn not_yet(key: &str, what: &str) -> PlanError {
+    conflict(key, format!("{what} is not available in this build yet"))
+}
+
+/// Plans the job the parameters describe.
+pub fn plan(params: &Params) -> Result<Plan, PlanError> {
+    params.validate()?;
+    let source_type = params
+        .choice("source.type")?
+        .ok_or_else(|| missing("source.type", &format!("choose one of {}", super::params::SOURCE_TYPES.join(", "))))?;
+    let sink_type = params.choice("sink.type")?.unwrap_or_else(|| "kafka".into());
+    let is_file = matches!(source_type.as_str(), "csv" | "tsv" | "txt" | "parquet" | "orc");
+    let watch = if is_file {
+        WatchMode::parse(
+            &params.text("source.watch.type").unwrap_or_else(|| "PROCESS_CONTINUOUSLY".into()),
+            params.int("source.watch.interval")?.unwrap_or(60_000),
+        )?
+    } else {
+        WatchMode::ProcessOnce
+    };
+
+    // Combinations that cannot work, before anything is built.
+    if sink_type == "es" {
+        if !params.has("sink.es.unique.column") {
+            return Err(missing("sink.es.unique.column", "the es sink needs the column that holds document ids"));
+        }
+        if is_file && watch != WatchMode::ProcessOnce {
+            return Err(conflict(
+                "source.watch.type",
+                "the es sink needs PROCESS_ONCE: a job watching continuously never finishes, so its full sync never completes",
+            ));
+        }
+    }
+    if source_type == "kafka_deduplication" && !params.has("unique.keys") {
+        return Err(missing("unique.keys", "kafka_deduplication needs the key columns to deduplicate on"));
+    }
+    let policy = bad_records(params)?;
+    if policy == BadRecordPolicy::DeadLetter && !params.has("dead.letter.path") {
+        return Err(missing(
+            "dead.letter.path",
+            "source.bad.records=dead-letter needs a directory for the dead letters",
+        ));
+    }
+
+    let config = job_config(params)?;
+    let sink_parallelism = usize::try_from(params.int("stream.sink.parallelism")?.unwrap_or(1)).unwrap_or(usize::MAX);
+    if sink_parallelism == 0 {
+        return Err(conflict("stream.sink.parallelism", "must be at least 1"));
+    }
+
+    let pipeline = Pipeline::new();
+    let settle = Duration::from_millis(params.int("source.watch.settle")?.unwrap_or(1000));
+    let batch = usize::try_from(params.int("source.batch.size")?.unwrap_or(8192)).unwrap_or(usize::MAX);
+    if batch == 0 {
+        return Err(conflict("source.batch.size", "must be at least 1"));
+    }
+    let (source, progress): (Stream, Option<ProgressUnit>) = match source_type.as_str() {
+        "csv" | "tsv" | "txt" | "parquet" | "orc" => {
+            let path = params.required("source.path", "file sources read one directory")?;
+            let location = Location::parse("source.path", &path)?;
+            let stream = match source_type.as_str() {
+                "parquet" => pipeline.source(
+                    "source",
+                    DirectorySource::new(location, ParquetFormat::new().with_batch_size(batch))
+                        .with_watch(watch)
+                        .with_settle(settle),
+                ),
+                "orc" => pipeline.source(
+                    "source",
+                    DirectorySource::new(location, OrcFormat::new().with_batch_size(batch))
+                        .with_watch(watch)
+                        .with_settle(settle),
+                ),
+                kind => pipeline.source(
+                    "source",
+                    DirectorySource::new(location, text_format(params, kind)?.with_batch_size(batch))
+                        .with_watch(watch)
+                        .with_settle(settle),
+                ),
+            };
+            (stream, (watch == WatchMode::ProcessOnce).then_some(ProgressUnit::Bytes))
+        }
+        "jdbc" => {
+            if params.choice("source.db.type")?.as_deref() == Some("hive") {
+                return Err(conflict(
+                    "source.db.type",
+                    "hive is not supported (no HiveServer2 client exists in Rust); supported: postgresql, mysql, mariadb, sqlite",
+                ));
+            }
+            return Err(not_yet("source.type", "the jdbc source"));
+        }
+        _ => return Err(not_yet("source.type", &format!("the {source_type} source"))),
+    };
+    let mut dead_letters = vec![source.dead_letters()];
+    let mut stream = source;
+    if let Some(rate) = params.int("stream.rate.limit")? {
+        stream = stream.transform("rate-limit", RateLimitTransform::new(rate));
+    }
+    let sql_on = params.bool("stream.sql.enable")? || source_type == "kafka";
+    if sql_on {
+        let schema = sql_schema(params)?.ok_or_else(|| {
+            missing("stream.sql.schema", "the SQL needs the input schema (or stream.sql.schema.json)")
+        })?;
+        let sql = SqlTransformBuilder::new(params.text("stream.sql").unwrap_or_else(|| "select * from t1".into()))
+            .with_table(params.text("stream.sql.table").unwrap_or_else(|| "t1".into()))
+            .with_schema(Arc::clone(&schema))
+            .with_bad_records(policy)
+            .build()
+            .map_err(|e| {
+                let key = match e {
+                    operators_sql::SqlError::Schema(_) | operators_sql::SqlError::Input(_) => "stream.sql.schema",
+                    _ => "stream.sql",
+                };
+                PlanError::Component { key: key.into(), message: e.to_string() }
+            })?;
+        stream = stream.transform("sql", sql);
+        dead_letters.push(stream.dead_letters());
+    }
+    if params.bool("sink.merge.enable")? {
+        let nest = NestTransform::new()
+            .with_nested_field(params.text("sink.merge.nested.field").unwrap_or_else(|| "feas".into()))
+            .with_exclude(list(&params.text("sink.merge.exclude.fields").unwrap_or_else(|| "id".into())));
+        nest.validate()?;
+        stream = stream.transform("merge", nest);
+    }
+    match sink_type.as_str() {
+        "file" => {
+            let path = params.required("sink.path", "the file sink writes into one directory")?;
+            let format =
+                FileFormat::parse("sink.format", &params.text("sink.format").unwrap_or_else(|| "json".into()))?;
+            let sink = FileSink::new(&path, format)
+                .with_roll_size(params.int("sink.file.roll.size.mb")?.unwrap_or(128).saturating_mul(1 << 20))
+                .with_roll_interval(params.int("sink.file.roll.interval.ms")?.map(Duration::from_millis));
+            sink.validate()?;
+            stream.sink("sink", sink).parallelism(sink_parallelism);
+        }
+        "stdout" => {
+            stream.sink("sink", StdoutSink).parallelism(sink_parallelism);
+        }
+        other => return Err(not_yet("sink.type", &format!("the {other} sink"))),
+    }
+    if policy == BadRecordPolicy::DeadLetter {
+        let path = params.required("dead.letter.path", "dead letters need a directory")?;
+        let sink = FileSink::new(&path, FileFormat::JsonLines).with_prefix("dead-letters");
+        sink.validate()?;
+        let mut streams = dead_letters.into_iter();
+        if let Some(first) = streams.next() {
+            first.union(streams).sink("dead-letters", sink);
+        }
+    }
+    // Check the graph now, so that a bad combination is reported before the job starts.
+    pipeline.build(&config)?;
+    Ok(Plan { pipeline, config, progress, source_id: "source", sink_id: "sink" })
+}

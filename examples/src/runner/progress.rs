@@ -1,0 +1,146 @@
+//! Progress of bounded jobs and the summary at the end.
+//!
+//! On a terminal, a bar on stderr shows bytes (files) or rows (databases) done of the
+//! total, the rate and the time left; elsewhere a log line every few seconds says the same.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use operators_core::Job;
+
+use super::plan::ProgressUnit;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar (terminals).
+    Bar,
+    /// Periodic log lines.
+    Log,
+    /// Nothing.
+    Off,
+}
+
+impl ProgressMode {
+    /// From the `progress` parameter: `auto` picks the bar on a terminal.
+    pub fn from_param(value: Option<&str>) -> Self {
+        match value {
+            Some("bar") => ProgressMode::Bar,
+            Some("log") => ProgressMode::Log,
+            Some("off") => ProgressMode::Off,
+            _ if std::io::stderr().is_terminal() => ProgressMode::Bar,
+            _ => ProgressMode::Log,
+        }
+    }
+}
+
+fn source_progress(job: &Job, source_id: &str) -> (u64, Option<u64>, u64) {
+    job.metrics()
+        .into_iter()
+        .find(|m| m.id == source_id)
+        .map_or((0, None, 0), |m| (m.total.progress_done, m.total.progress_total, m.total.records_out))
+}
+
+fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// Shows progress until the job ends.
+pub async fn show_progress(job: Arc<Job>, source_id: &'static str, unit: ProgressUnit, mode: ProgressMode) {
+    match mode {
+        ProgressMode::Off => {}
+        ProgressMode::Bar => {
+            let template = match unit {
+                ProgressUnit::Bytes => {
+                    "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({percent}%) {bytes_per_sec} ETA {eta} {msg}"
+                }
+                ProgressUnit::Rows => {
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows ({percent}%) {per_sec} ETA {eta} {msg}"
+                }
+            };
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            loop {
+                let (done, total, rows) = source_progress(&job, source_id);
+                if let Some(total) = total {
+                    bar.set_length(total);
+                }
+                bar.set_position(done);
+                bar.set_message(format!("{rows} rows"));
+                if job.status().is_terminal() {
+                    if job.status() == operators_core::JobStatus::Finished
+                        && let Some(total) = total
+                    {
+                        bar.set_position(total);
+                    }
+                    bar.finish();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        ProgressMode::Log => {
+            let started = Instant::now();
+            let mut last = Instant::now();
+            while !job.status().is_terminal() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if last.elapsed() < Duration::from_secs(5) {
+                    continue;
+                }
+                last = Instant::now();
+                let (done, total, rows) = source_progress(&job, source_id);
+                let secs = started.elapsed().as_secs_f64().max(1e-3);
+                let rate = rows as f64 / secs;
+                let (done_s, total_s) = match unit {
+                    ProgressUnit::Bytes => (human_bytes(done), total.map(human_bytes)),
+                    ProgressUnit::Rows => (format!("{done} rows"), total.map(|t| format!("{t} rows"))),
+                };
+                match total.filter(|t| *t > 0) {
+                    Some(t) => {
+                        let eta =
+                            if done > 0 { secs * (t.saturating_sub(done)) as f64 / done as f64 } else { f64::NAN };
+                        tracing::info!(
+                            "progress: {:.1}% ({done_s} of {}), {rows} rows, {rate:.0} rows/s, ETA {eta:.0}s",
+                            done as f64 * 100.0 / t as f64,
+                            total_s.unwrap_or_default()
+                        );
+                    }
+                    None => tracing::info!("progress: {done_s}, {rows} rows, {rate:.0} rows/s"),
+                }
+            }
+        }
+    }
+}
+
+/// Counts for the end-of-job summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Rows the source read (emitted or dead-lettered).
+    pub rows_in: u64,
+    /// Rows the main sink received.
+    pub rows_out: u64,
+    /// Rows set aside as bad records, all operators.
+    pub dead_lettered: u64,
+    /// Rows dropped on purpose (SQL WHERE, deduplication).
+    pub filtered: u64,
+}
+
+/// Computes the summary from the job's metrics.
+pub fn summary(job: &Job, source_id: &str, sink_id: &str) -> Summary {
+    let metrics = job.metrics();
+    let find = |id: &str| metrics.iter().find(|m| m.id == id).map(|m| m.total.clone()).unwrap_or_default();
+    let source = find(source_id);
+    let sink = find(sink_id);
+    let dead_lettered: u64 = metrics.iter().map(|m| m.total.dead_letters).sum();
+    let rows_in = source.records_out + source.dead_letters;
+    Summary {
+        rows_in,
+        rows_out: sink.records_in,
+        dead_lettered,
+        filtered: rows_in.saturating_sub(dead_lettered).saturating_sub(sink.records_in),
+    }
+}

@@ -1,0 +1,145 @@
+//! Helpers for tests that drive the `operator` binary as a user would.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The runner binary with a clean environment (no OPERATOR_* variables leak in).
+pub fn operator(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_operator"));
+    cmd.current_dir(cwd);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("OPERATOR_") || k.contains('.') {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Runs the binary to its end with `args`.
+pub fn run(cwd: &Path, args: &[&str]) -> Output {
+    operator(cwd).args(args).output().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Rows of committed JSON-lines files in `dir`, as JSON objects; panics on partial lines.
+pub fn json_rows(dir: &Path) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return rows };
+    let mut names: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    names.sort();
+    for path in names {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'), "{name}: partial line");
+        for line in text.lines() {
+            rows.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}")));
+        }
+    }
+    rows
+}
+
+/// Hidden (in-progress) files left in `dir`.
+pub fn hidden_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|it| {
+            it.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes `files` CSV files of `rows_per_file` rows `id,name,score` into `dir`;
+/// returns the expected rows keyed by id.
+pub fn write_csv_input(dir: &Path, files: usize, rows_per_file: usize, header: bool) -> BTreeMap<i64, (String, f64)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut expected = BTreeMap::new();
+    for f in 0..files {
+        let mut s = String::new();
+        if header {
+            s.push_str("id,name,score\n");
+        }
+        for r in 0..rows_per_file {
+            let id = (f * rows_per_file + r) as i64;
+            let name = format!("name \"{id}\", with comma");
+            let score = (id % 1000) as f64 / 4.0;
+            s.push_str(&format!("{id},\"{}\",{score}\n", name.replace('"', "\"\"")));
+            expected.insert(id, (name, score));
+        }
+        std::fs::write(dir.join(format!("input-{f:03}.csv")), s).unwrap();
+    }
+    expected
+}
+
+/// A running binary whose stderr is collected line by line.
+pub struct Running {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    pub fn start(mut cmd: Command) -> Self {
+        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with `{needle}` within {timeout:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Waits for the process to exit and returns its status and the remaining stderr.
+    pub fn finish(mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(line);
+                }
+                return (status, self.seen.join("\n"));
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("process did not exit within {timeout:?}; stderr:\n{}", self.seen.join("\n"));
+            }
+            while let Ok(line) = self.lines.try_recv() {
+                self.seen.push(line);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! A REST API over running jobs in the shape of Flink's (feature `rest`).
+//!
+//! Field names follow Flink's JSON, so tools written against Flink's REST API read it:
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /jobs` | `{"jobs":[{"id","status"}]}` |
+//! | `GET /jobs/overview` | `{"jobs":[{"jid","name","state","start-time","end-time","duration","last-modification","tasks"}]}` |
+//! | `GET /jobs/:id` | job details with `vertices[].metrics.read-records` etc. and the `plan` |
+//! | `GET /jobs/:id/checkpoints` | `counts`, `summary`, `latest`, `history` |
+//! | `GET /jobs/:id/checkpoints/config` | `mode`, `interval`, `timeout`, `min_pause`, `externalization`... |
+//! | `POST /jobs/:id/savepoints` | `{"target-directory","cancel-job"}` → `{"request-id"}` |
+//! | `GET /jobs/:id/savepoints/:request` | `{"status":{"id"},"operation":{"location"}}` |
+//! | `POST /jobs/:id/stop` | `{"drain","targetDirectory"}` → `{"request-id"}` (stop with savepoint) |
+//! | `PATCH /jobs/:id` | cancels the job |
+//!
+//! ```no_run
+//! # async fn serve(job: operators_core::Job) -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use operators_core::rest::{JobRegistry, router};
+//! let jobs = JobRegistry::default();
+//! jobs.add(Arc::new(job));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+//! axum::serve(listener, router(jobs, None)).await
+//! # }
+//! ```
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::job::{Job, JobStatus, SavepointStatus};
+
+/// The jobs a REST API serves.
+#[derive(Clone, Default)]
+pub struct JobRegistry {
+    jobs: Arc<RwLock<Vec<Arc<Job>>>>,
+}
+
+impl std::fmt::Debug for JobRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRegistry").field("jobs", &self.all().len()).finish()
+    }
+}
+
+impl JobRegistry {
+    /// Adds a job.
+    pub fn add(&self, job: Arc<Job>) {
+        self.jobs.write().unwrap_or_else(|p| p.into_inner()).push(job);
+    }
+
+    /// Every job, oldest first.
+    pub fn all(&self) -> Vec<Arc<Job>> {
+        self.jobs.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The job with this id.
+    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
+        self.all().into_iter().find(|j| j.id() == id)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    jobs: JobRegistry,
+    token: Option<Arc<str>>,
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, axum::Json(json!({"errors": ["Job could not be found."]}))).into_response()
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"errors": [message]}))).into_response()
+}
+
+fn status_name(s: JobStatus) -> Value {
+    serde_json::to_value(s).unwrap_or(Value::Null)
+}
+
+/// The router; with `token`, every request needs `Authorization: Bearer <token>`.
+pub fn router(jobs: JobRegistry, token: Option<String>) -> Router {
+    let state = AppState { jobs, token: token.map(Arc::from) };
+    Router::new()
+        .route("/jobs", get(list))
+        .route("/jobs/overview", get(overview))
+        .route("/jobs/{id}", get(details).patch(cancel))
+        .route("/jobs/{id}/checkpoints", get(checkpoints))
+        .route("/jobs/{id}/checkpoints/config", get(checkpoint_config))
+        .route("/jobs/{id}/savepoints", post(trigger_savepoint))
+        .route("/jobs/{id}/savepoints/{request}", get(savepoint_status))
+        .route("/jobs/{id}/stop", post(stop))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+async fn authorize(State(state): State<AppState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_ref()) {
+            return (StatusCode::UNAUTHORIZED, axum::Json(json!({"errors": ["Missing or wrong bearer token."]})))
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn list(State(s): State<AppState>) -> Response {
+    let jobs: Vec<Value> =
+        s.jobs.all().iter().map(|j| json!({"id": j.id(), "status": status_name(j.status())})).collect();
+    axum::Json(json!({ "jobs": jobs })).into_response()
+}
+
+fn task_counts(job: &Job) -> Value {
+    let total: usize = job.vertices().iter().map(|v| v.parallelism).sum();
+    let state = job.status();
+    let (running, finished, canceled, failed) = match state {
+        JobStatus::Running | JobStatus::Restarting | JobStatus::Created => (total, 0, 0, 0),
+        JobStatus::Finished => (0, total, 0, 0),
+        JobStatus::Canceled => (0, 0, total, 0),
+        JobStatus::Failed => (0, 0, 0, total),
+    };
+    json!({
+        "total": total, "created": 0, "scheduled": 0, "deploying": 0, "running": running,
+        "finished": finished, "canceling": 0, "canceled": canceled, "failed": failed,
+        "reconciling": 0, "initializing": 0
+    })
+}
+
+async fn overview(State(s): State<AppState>) -> Response {
+    let jobs: Vec<Value> = s
+        .jobs
+        .all()
+        .iter()
+        .map(|j| {
+            let mut o = serde_json::to_value(j.overview()).unwrap_or(Value::Null);
+            o["tasks"] = task_counts(j);
+            o
+        })
+        .collect();
+    axum::Json(json!({ "jobs": jobs })).into_response()
+}
+
+async fn details(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(job) = s.jobs.get(&id) else { return not_found() };
+    let overview = job.overview();
+    let metrics = job.metrics();
+    let vertex_status = match job.status() {
+        JobStatus::Restarting => "RUNNING",
+        JobStatus::Created => "CREATED",
+        JobStatus::Running => "RUNNING",
+        JobStatus::Finished => "FINISHED",
+        JobStatus::Failed => "FAILED",
+        JobStatus::Canceled => "CANCELED",
+    };
+    let vertices: Vec<Value> = job
+        .vertices()
+        .iter()
+        .zip(&metrics)
+        .map(|(v, m)| {
+            json!({
+                "id": v.id,
+                "name": m.description,
+                "maxParallelism": 128,
+                "parallelism": v.parallelism,
+                "status": vertex_status,
+                "start-time": overview.start_time,
+                "end-time": overview.end_time,
+                "duration": overview.duration,
+                "tasks": { vertex_status: v.parallelism },
+                "metrics": {
+                    "read-bytes": m.total.bytes_in,
+                    "read-bytes-complete": true,
+                    "write-bytes": m.total.bytes_out,
+                    "write-bytes-complete": true,
+                    "read-records": m.total.records_in,
+                    "read-records-complete": true,
+                    "write-records": m.total.records_out,
+                    "write-records-complete": true,
+                    "dead-letter-records": m.total.dead_letters,
+                    "backpressured-time-ms": m.total.backpressure_ms,
+                },
+            })
+        })
+        .collect();
+    let nodes: Vec<Value> = job
+        .vertices()
+        .iter()
+        .map(|v| {
+            let inputs: Vec<Value> = v
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(num, (from, port, exchange))| {
+                    json!({"num": num, "id": from, "port": port, "ship_strategy": exchange, "exchange": "pipelined_bounded"})
+                })
+                .collect();
+            json!({"id": v.id, "parallelism": v.parallelism, "operator": v.kind, "description": v.id, "inputs": inputs})
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut timestamps = serde_json::Map::new();
+    for (status, ts) in &overview.timestamps {
+        if let Value::String(name) = status_name(*status) {
+            timestamps.insert(name, json!(ts));
+        }
+    }
+    axum::Json(json!({
+        "jid": overview.jid,
+        "name": overview.name,
+        "isStoppable": true,
+        "state": overview.state,
+        "start-time": overview.start_time,
+        "end-time": overview.end_time,
+        "duration": overview.duration,
+        "now": now,
+        "timestamps": timestamps,
+        "vertices": vertices,
+        "status-counts": { vertex_status: job.vertices().len() },
+        "failure": overview.failure,
+        "restarts": overview.restarts,
+        "plan": { "jid": overview.jid, "name": overview.name, "type": "STREAMING", "nodes": nodes },
+    }))
+    .into_response()
+}
+
+async fn checkpoints(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(job) = s.jobs.get(&id) else { return not_found() };
+    axum::Json(job.checkpoint_stats()).into_response()
+}
+
+async fn checkpoint_config(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(job) = s.jobs.get(&id) else { return not_found() };
+    match job.checkpoint_config() {
+        None => (StatusCode::NOT_FOUND, axum::Json(json!({"errors": ["Checkpointing is not enabled for this job."]})))
+            .into_response(),
+        Some(c) => axum::Json(json!({
+            "mode": c.mode,
+            "interval": c.interval,
+            "timeout": c.timeout,
+            "min_pause": c.min_pause,
+            "max_concurrent": c.max_concurrent,
+            "externalization": { "enabled": true, "delete_on_cancellation": !c.retain_on_cancellation },
+            "state_backend": c.state_backend,
+            "checkpoint_storage": c.checkpoint_storage,
+            "unaligned_checkpoints": false,
+            "tolerable_failed_checkpoints": c.tolerable_failed_checkpoints,
+            "retained": c.retained,
+        }))
+        .into_response(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SavepointRequestBody {
+    #[serde(rename = "target-directory")]
+    target_directory: Option<PathBuf>,
+    #[serde(rename = "cancel-job", default)]
+    cancel_job: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StopRequestBody {
+    #[serde(default)]
+    drain: bool,
+    #[serde(rename = "targetDirectory")]
+    target_directory: Option<PathBuf>,
+}
+
+/// Parses an optional JSON body; an empty body means all defaults.
+fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("Malformed request body: {e}"))
+}
+
+async fn trigger_savepoint(State(s): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let Some(job) = s.jobs.get(&id) else { return not_found() };
+    let req: SavepointRequestBody = match parse_body(&body) {
+        Ok(r) => r,
+        Err(message) => return bad_request(message),
+    };
+    match job.request_savepoint(req.target_directory, req.cancel_job, false) {
+        Ok(request_id) => (StatusCode::ACCEPTED, axum::Json(json!({ "request-id": request_id }))).into_response(),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+async fn stop(State(s): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let Some(job) = s.jobs.get(&id) else { return not_found() };
+    let req: StopRequestBody = match parse_body(&body) {
+        Ok(r) => r,
+        Err(message) => return bad_request(message),
+    };
+    match job.request_savepoint(req.target_directory, true, req.drain) {
+        Ok(request_id) => (StatusCode::ACCEPTED, axum::Json(json!({ "request-id": request_id }))).into_response(),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
+async fn savepoint_status(State(s): State<AppState>, Path((id, request)): Path<(String, String)>) -> Response {
+    let Some(job) = s.jobs.get(&id) else { return not_found() };
+    match job.savepoint_status(&request) {
+        None => {
+            (StatusCode::NOT_FOUND, axum::Json(json!({"errors": ["Unknown savepoint request id."]}))).into_response()
+        }
+        Some(SavepointStatus::InProgress) => axum::Json(json!({"status": {"id": "IN_PROGRESS"}})).into_response(),
+        Some(SavepointStatus::Completed { location }) => axum::Json(json!({
+            "status": {"id": "COMPLETED"},
+            "operation": {"location": location.display().to_string()}
+        }))
+        .into_response(),
+        // Flink reports a failed savepoint as a completed operation with a failure cause.
+        Some(SavepointStatus::Failed { reason }) => axum::Json(json!({
+            "status": {"id": "COMPLETED"},
+            "operation": {"failure-cause": {"class": "SavepointFailed", "stack-trace": reason}}
+        }))
+        .into_response(),
+    }
+}
+
+async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(job) = s.jobs.get(&id) else { return not_found() };
+    job.cancel();
+    (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
+}
