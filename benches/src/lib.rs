@@ -4,6 +4,8 @@
 //! `<scenario> rows_per_s=<n> baseline_rows_per_s=<n> ratio=<n>` where the baseline is
 //! measured in the same process and run, so machine noise affects both alike.
 
+pub mod csv;
+
 use std::time::{Duration, Instant};
 
 /// Rows per second of `rows` processed in `elapsed`.
@@ -96,6 +98,12 @@ where
 /// The best (highest) value: the run least disturbed by other load on the machine.
 pub fn best(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
+}
+
+/// Resets the peak-RSS counter (Linux), so the next [`peak_rss_bytes`] covers only what
+/// follows.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// The median of `values` (sorted copy).

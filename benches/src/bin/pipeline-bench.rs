@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use operators_benches::{Run, best, measure, median, report};
+use std::path::PathBuf;
+
+use operators_benches::{Run, best, measure, median, peak_rss_bytes, report, reset_peak_rss};
 use operators_core::builtins::{DiscardSink, GeneratorSource, MapTransform};
 use operators_core::checkpoint::CheckpointConfig;
 use operators_core::restart::RestartStrategy;
@@ -22,6 +24,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// CSV directory → JSON-lines files, against arrow-csv decode → arrow-json encode.
+    CsvJson {
+        /// Directory of CSV files (8 columns: id, name, city, x, y, tags, score, ts).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Generate this many rows into the input directory first.
+        #[arg(long)]
+        generate: Option<u64>,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// CSV → the toolkit's SQL → JSON lines, against the same physical expressions in a loop.
+    CsvSqlJson {
+        /// Directory of CSV files.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Generate this many rows into the input directory first.
+        #[arg(long)]
+        generate: Option<u64>,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// generator → map → discard, checkpoints off vs every second.
     CheckpointOverhead {
         /// Rows per run.
@@ -97,10 +123,69 @@ async fn checkpoint_overhead(rows: u64, rounds: usize, interval: Duration) -> Re
     Ok(())
 }
 
+async fn csv_scenario(
+    name: &str,
+    input: Option<PathBuf>,
+    generate: Option<u64>,
+    rounds: usize,
+    with_sql: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let scratch = tempfile::tempdir()?;
+    let input = match input {
+        Some(dir) => dir,
+        None => scratch.path().join("input"),
+    };
+    if let Some(rows) = generate.or_else(|| (!input.exists()).then_some(2_000_000)) {
+        let bytes = operators_benches::csv::generate(&input, rows)?;
+        eprintln!("generated {rows} rows, {} MiB, into {}", bytes >> 20, input.display());
+    }
+    let input_bytes: u64 =
+        operators_benches::csv::inputs(&input)?.iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    let (mut rss_with, mut rss_without) = (0, 0);
+    for round in 0..rounds {
+        let out = scratch.path().join(format!("out-{round}"));
+        let base_out = scratch.path().join(format!("base-{round}"));
+        reset_peak_rss();
+        let run =
+            measure(|| async { operators_benches::csv::pipeline(&input, &out, with_sql).await.unwrap_or(0) }).await;
+        rss_with = rss_with.max(peak_rss_bytes());
+        reset_peak_rss();
+        let base =
+            measure(|| async { operators_benches::csv::bare_loop(&input, &base_out, with_sql).unwrap_or(0) }).await;
+        rss_without = rss_without.max(peak_rss_bytes());
+        if run.rows != base.rows || run.rows == 0 {
+            return Err(format!("the pipeline wrote {} rows, the baseline {}", run.rows, base.rows).into());
+        }
+        with.push(run);
+        without.push(base);
+        let _ = std::fs::remove_dir_all(&out);
+        let _ = std::fs::remove_dir_all(&base_out);
+    }
+    let wall = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_s).collect::<Vec<_>>());
+    let cpu = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_cpu_s).collect::<Vec<_>>());
+    report(name, wall(&with), wall(&without));
+    println!(
+        "{name} input_mib={} rows_per_cpu_s={:.0} baseline_rows_per_cpu_s={:.0} cpu_ratio={:.3} peak_rss_mib={} baseline_peak_rss_mib={}",
+        input_bytes >> 20,
+        cpu(&with),
+        cpu(&without),
+        cpu(&with) / cpu(&without).max(1e-9),
+        rss_with >> 20,
+        rss_without >> 20
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.scenario {
+        Scenario::CsvJson { input, generate, rounds } => csv_scenario("csv-json", input, generate, rounds, false).await,
+        Scenario::CsvSqlJson { input, generate, rounds } => {
+            csv_scenario("csv-sql-json", input, generate, rounds, true).await
+        }
         Scenario::CheckpointOverhead { rows, rounds, interval_ms } => {
             checkpoint_overhead(rows, rounds, Duration::from_millis(interval_ms)).await
         }

@@ -40,9 +40,10 @@ pub fn dry_run(plan: &Plan, params: &Params) -> String {
     out
 }
 
-async fn serve_rest(job: Arc<Job>, params: &Params) -> Result<(), String> {
+/// Serves the REST API if `rest.port` is set; returns whether it does.
+async fn serve_rest(job: Arc<Job>, params: &Params) -> Result<bool, String> {
     let Some(port) = params.int("rest.port").map_err(|e| e.to_string())? else {
-        return Ok(());
+        return Ok(false);
     };
     let address = params.text("rest.address").unwrap_or_else(|| "127.0.0.1".into());
     let port = u16::try_from(port).map_err(|_| format!("`rest.port`: {port} is not a port number"))?;
@@ -59,7 +60,7 @@ async fn serve_rest(job: Arc<Job>, params: &Params) -> Result<(), String> {
             tracing::error!(error = %e, "REST API stopped");
         }
     });
-    Ok(())
+    Ok(true)
 }
 
 /// Runs a planned job to its end, with progress, REST API and summary.
@@ -74,12 +75,15 @@ pub async fn run(plan: Plan, params: &Params) -> ExitCode {
         }
     };
     eprintln!("job `{}` started (id {})", job.name(), job.id());
-    if let Err(e) = serve_rest(job.clone(), params).await {
-        eprintln!("error: {e}");
-        job.cancel();
-        let _ = job.wait().await;
-        return ExitCode::from(EXIT_USAGE);
-    }
+    let rest = match serve_rest(job.clone(), params).await {
+        Ok(on) => on,
+        Err(e) => {
+            eprintln!("error: {e}");
+            job.cancel();
+            let _ = job.wait().await;
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let progress = unit.map(|unit| {
         let mode = ProgressMode::from_param(params.choice("progress").ok().flatten().as_deref());
         tokio::spawn(show_progress(job.clone(), source_id, unit, mode))
@@ -96,6 +100,11 @@ pub async fn run(plan: Plan, params: &Params) -> ExitCode {
     };
     if let Some(p) = progress {
         let _ = p.await;
+    }
+    if rest && !interrupted {
+        // Clients polling a stop-with-savepoint need a moment to read its location.
+        let linger = params.int("rest.linger.ms").ok().flatten().unwrap_or(3000);
+        tokio::time::sleep(std::time::Duration::from_millis(linger)).await;
     }
     let s = summary(&job, source_id, sink_id);
     let secs = started.elapsed().as_secs_f64();

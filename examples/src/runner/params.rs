@@ -349,6 +349,12 @@ pub const PARAMS: &[ParamSpec] = &[
     ext("rest.address", Some("127.0.0.1"), Kind::Text, "address of the REST API"),
     secret(ext("rest.token", None, Kind::Text, "bearer token the REST API requires")),
     ext(
+        "rest.linger.ms",
+        Some("3000"),
+        Kind::Int,
+        "keep the REST API up this long after the job ends, so clients can read its final state, ms",
+    ),
+    ext(
         "progress",
         Some("auto"),
         Kind::Enum(&["auto", "bar", "log", "off"]),
