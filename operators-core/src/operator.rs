@@ -266,6 +266,18 @@ impl OperatorContext {
         Self { info, clock, out: Vec::new(), dead: Vec::new(), keyed, key_selector }
     }
 
+    /// A context for driving an operator outside a job — in tests of a connector, or in a
+    /// tool that calls a sink directly. It has no keyed state; emitted batches and dead
+    /// letters are kept and can be taken with [`OperatorContext::take_output`].
+    pub fn standalone(info: TaskInfo) -> Self {
+        Self::new(Arc::new(info), Arc::new(crate::clock::SystemClock), None, None)
+    }
+
+    /// Takes what the operator emitted and dead-lettered so far.
+    pub fn take_output(&mut self) -> (Vec<RecordBatch>, Vec<DeadLetter>) {
+        (std::mem::take(&mut self.out), std::mem::take(&mut self.dead))
+    }
+
     /// Identity of this subtask.
     pub fn info(&self) -> &TaskInfo {
         &self.info

@@ -22,6 +22,7 @@
 //! | feature | default | sink | delivery |
 //! |---|---|---|---|
 //! | `file` | yes | [`file::FileSink`]: JSON lines, CSV, Parquet part files | exactly once |
+//! | `jdbc` | no | `jdbc::JdbcSink`: PostgreSQL, MySQL/MariaDB, SQLite, insert or upsert | at least once, or exactly once with checkpoints |
 //! | — | always | [`stdout::StdoutSink`] | at least once |
 
 #![warn(missing_docs)]
@@ -29,6 +30,8 @@
 mod error;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "jdbc")]
+pub mod jdbc;
 pub mod stdout;
 
 pub use error::SinkError;

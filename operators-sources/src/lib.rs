@@ -21,11 +21,14 @@
 //! | `csv` | yes | [`file::text`]: CSV, TSV, TXT with any delimiter and charset |
 //! | `parquet` | yes | [`file::parquet`]: Parquet files |
 //! | `orc` | yes | [`file::orc`]: ORC files |
+//! | `jdbc` | no | `jdbc::JdbcSource`: PostgreSQL, MySQL/MariaDB, SQLite queries |
 
 #![warn(missing_docs)]
 
 mod error;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "jdbc")]
+pub mod jdbc;
 
 pub use error::SourceError;

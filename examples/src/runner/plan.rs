@@ -15,11 +15,13 @@ use operators_core::restart::RestartStrategy;
 use operators_core::state::StateBackendKind;
 use operators_core::{JobConfig, Pipeline, Stream};
 use operators_sinks::file::{FileFormat, FileSink};
+use operators_sinks::jdbc::{JdbcSink, WriteMode};
 use operators_sinks::stdout::StdoutSink;
 use operators_sources::file::orc::OrcFormat;
 use operators_sources::file::parquet::ParquetFormat;
 use operators_sources::file::text::{TextFormat, parse_charset, parse_delimiter};
 use operators_sources::file::{DirectorySource, Location, WatchMode};
+use operators_sources::jdbc::{DbConfig, DbKind, JdbcSource};
 use operators_sql::SqlTransformBuilder;
 use thiserror::Error;
 
@@ -360,13 +362,52 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
             (stream, (watch == WatchMode::ProcessOnce).then_some(ProgressUnit::Bytes))
         }
         "jdbc" => {
-            if params.choice("source.db.type")?.as_deref() == Some("hive") {
+            let db_type = params.choice("source.db.type")?;
+            if db_type.as_deref() == Some("hive") {
                 return Err(conflict(
                     "source.db.type",
                     "hive is not supported (no HiveServer2 client exists in Rust); supported: postgresql, mysql, mariadb, sqlite",
                 ));
             }
-            return Err(not_yet("source.type", "the jdbc source"));
+            let url = params.required("source.db.url", "the database source needs a URL")?;
+            let db = DbConfig::parse(
+                "source.db.url",
+                &url,
+                params.get("source.db.username"),
+                params.get("source.db.password"),
+            )?;
+            if let Some(t) = db_type {
+                let expected = match db.kind() {
+                    DbKind::Postgres => &["postgresql"][..],
+                    DbKind::MySql => &["mysql", "mariadb"][..],
+                    DbKind::Sqlite => &["sqlite"][..],
+                };
+                if !expected.contains(&t.as_str()) {
+                    return Err(conflict(
+                        "source.db.type",
+                        format!("`{t}` does not match the URL's database ({:?})", db.kind()),
+                    ));
+                }
+            }
+            if params.has("source.db.driverClassName") {
+                tracing::warn!(
+                    "source.db.driverClassName is accepted for compatibility and ignored: drivers are built in"
+                );
+            }
+            let mut source = JdbcSource::new(db).with_fetch_size(
+                usize::try_from(params.int("source.db.fetch.size")?.unwrap_or(50)).unwrap_or(usize::MAX),
+            );
+            match (params.get("source.db.table"), params.get("source.db.sql")) {
+                (_, Some(sql)) => source = source.with_sql(sql.trim_matches('\'')),
+                (Some(table), None) => source = source.with_table(table),
+                (None, None) => {
+                    return Err(missing("source.db.table", "the database source reads a table or source.db.sql"));
+                }
+            }
+            if let Some(key) = params.get("source.db.key.column") {
+                source = source.with_key_column(key);
+            }
+            (pipeline.source("source", source).parallelism(1), Some(ProgressUnit::Rows))
         }
         _ => return Err(not_yet("source.type", &format!("the {source_type} source"))),
     };
@@ -415,6 +456,28 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         }
         "stdout" => {
             stream.sink("sink", StdoutSink).parallelism(sink_parallelism);
+        }
+        "jdbc" => {
+            let url = params.required("sink.db.url", "the database sink needs a URL")?;
+            let db =
+                DbConfig::parse("sink.db.url", &url, params.get("sink.db.username"), params.get("sink.db.password"))?;
+            let table = params.required("sink.db.table", "the database sink writes one table")?;
+            let mode = match params.choice("sink.db.mode")?.as_deref() {
+                Some("upsert") => {
+                    let keys = list(&params.required("sink.db.key.columns", "upsert needs the key columns")?);
+                    WriteMode::Upsert { keys }
+                }
+                _ => WriteMode::Insert,
+            };
+            let exactly_once = config.checkpointing.as_ref().is_some_and(|c| c.mode == CheckpointingMode::ExactlyOnce);
+            let sink = JdbcSink::new(db, table)
+                .with_mode(mode)
+                .with_batch_size(
+                    usize::try_from(params.int("sink.db.batch.size")?.unwrap_or(1000)).unwrap_or(usize::MAX),
+                )
+                .exactly_once(exactly_once);
+            sink.validate()?;
+            stream.sink("sink", sink).parallelism(sink_parallelism);
         }
         other => return Err(not_yet("sink.type", &format!("the {other} sink"))),
     }

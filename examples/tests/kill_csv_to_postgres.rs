@@ -1,0 +1,111 @@
+//! Kill test: the runner reads a CSV directory into a PostgreSQL table in EXACTLY_ONCE
+//! mode and is SIGKILLed at random moments, 25 times, each time restarted from its
+//! checkpoints. The table must end with exactly the input rows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use operators_sources::jdbc::test_util::TestDb;
+use rand::{Rng, SeedableRng};
+use support::{operator, write_csv_input};
+
+const KILLS: usize = 25;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_leaves_exactly_the_input_in_the_table() {
+    let db = TestDb::postgres().await;
+    db.exec("create table imported (id bigint, name text, score double precision)").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let ck = tmp.path().join("ck");
+    let expected = write_csv_input(&input, 60, 4000, false);
+    let total = expected.len() as i64;
+    let seed: u64 = rand::random();
+    eprintln!("kill test seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let args = [
+        "--job.name",
+        "kill-pg",
+        "--source.type",
+        "csv",
+        "--source.path",
+        input.to_str().unwrap(),
+        "--source.watch.type",
+        "PROCESS_ONCE",
+        "--source.watch.settle",
+        "20",
+        "--source.batch.size",
+        "500",
+        "--stream.sql.schema.json",
+        r#"{"id":"BigInt","name":"String","score":"Double"}"#,
+        "--stream.rate.limit",
+        "20000",
+        "--sink.type",
+        "jdbc",
+        "--sink.db.url",
+        &db.url,
+        "--sink.db.table",
+        "imported",
+        "--stream.checkpoint.mode",
+        "EXACTLY_ONCE",
+        "--stream.checkpoint.interval",
+        "100",
+        "--stream.checkpoint.min.pause",
+        "0",
+        "--stream.checkpoint.dir",
+        ck.to_str().unwrap(),
+        "--job.retry.strategy",
+        "none",
+        "--progress",
+        "off",
+    ];
+    let mut kills = 0;
+    let mut midway = 0;
+    while kills < KILLS {
+        let mut child = operator(tmp.path())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_millis(rng.random_range(200..1000));
+        let start = Instant::now();
+        let mut exited = None;
+        while start.elapsed() < delay {
+            if let Some(status) = child.try_wait().unwrap() {
+                exited = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(status) = exited {
+            assert!(status.success(), "run {kills} failed on its own");
+            break;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        kills += 1;
+        let rows = db.scalar("select count(*) from imported").await;
+        assert!(rows <= total, "kill {kills}: {rows} rows for {total} input rows");
+        if rows > 0 && rows < total {
+            midway += 1;
+        }
+        eprintln!("kill {kills}: after {delay:?}, {rows} rows in the table");
+    }
+    assert!(kills >= 20, "only {kills} kills before the job finished");
+    assert!(midway >= kills / 2, "most kills hit a job with partial output ({midway})");
+    if db.scalar("select count(*) from imported").await < total || kills == KILLS {
+        let done = operator(tmp.path()).args(args).output().unwrap();
+        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    }
+
+    assert_eq!(db.scalar("select count(*) from imported").await, total, "no row twice, no row missing");
+    let rows = db.rows("select id, name, score from imported order by id").await;
+    let got: BTreeMap<i64, (String, f64)> =
+        rows.into_iter().map(|r| (r[0].parse().unwrap(), (r[1].clone(), r[2].parse().unwrap()))).collect();
+    assert_eq!(got, expected, "the table equals the input row for row");
+    db.cleanup().await;
+}

@@ -1,0 +1,678 @@
+//! Writes rows into a database table: insert or upsert, batched, at least or exactly once.
+//!
+//! Rows are written with multi-row `INSERT` statements (`ON CONFLICT … DO UPDATE` on
+//! PostgreSQL and SQLite, `ON DUPLICATE KEY UPDATE` on MySQL/MariaDB for upserts), a
+//! statement every `batch.size` rows or `flush interval`.
+//!
+//! **At least once**: statements run as they fill, transient errors (lost connections,
+//! deadlocks) are retried with backoff, and every barrier flushes.
+//!
+//! **Exactly once**: the rows of one checkpoint are kept with the checkpoint (the sink's
+//! committable) and written when the checkpoint completes, in one transaction that also
+//! upserts a row of a small progress table — `(sink, run, subtask) → checkpoint id`. The
+//! database thus records which checkpoint's rows are in. Committing and recovering are one
+//! code path: given a checkpoint's rows, look up the progress table, and write them only if
+//! it does not already list that checkpoint. A crash at any instant — before the
+//! checkpoint completes, after it but before the commit, or during the commit — leaves the
+//! rows either in or out together with their progress row, and the restored job writes
+//! exactly the ones that are out.
+//!
+//! Writing at commit time (rather than into a transaction kept open across the barrier)
+//! keeps one writer at a time: SQLite allows no more, and on PostgreSQL an upsert of a key
+//! written in the previous, still open transaction would wait on it forever.
+//!
+//! Upserts de-duplicate the rows of a statement by key (the last row wins), as a database
+//! refuses to update one row twice in one statement.
+
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{
+    DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type,
+    UInt16Type, UInt32Type, UInt64Type,
+};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use operators_core::operator::{OperatorContext, Sink, SinkFactory, TaskInfo};
+use operators_core::{CheckpointId, Error, Result};
+use operators_sources::jdbc::{DbConfig, DbKind, DbPool, describe_sqlx, is_transient, quote_ident};
+use serde::{Deserialize, Serialize};
+use sqlx::{Executor, MySql, Postgres, QueryBuilder, Sqlite, Transaction};
+
+/// Name of the progress table the exactly-once mode keeps.
+pub const PROGRESS_TABLE: &str = "operators_sink_progress";
+
+/// Insert or upsert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Plain `INSERT`.
+    Insert,
+    /// Insert, or update the row with the same key columns.
+    Upsert {
+        /// The key columns (a unique or primary key of the table).
+        keys: Vec<String>,
+    },
+}
+
+/// Writes into a database table.
+///
+/// ```no_run
+/// use operators_sinks::jdbc::{JdbcSink, WriteMode};
+/// use operators_sources::jdbc::DbConfig;
+/// let db = DbConfig::parse("sink.db.url", "postgres://127.0.0.1/test", Some("app"), None)?;
+/// let sink = JdbcSink::new(db, "orders")
+///     .with_mode(WriteMode::Upsert { keys: vec!["id".into()] })
+///     .exactly_once(true);
+/// # Ok::<(), operators_sources::SourceError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct JdbcSink {
+    db: DbConfig,
+    table: String,
+    mode: WriteMode,
+    batch_size: usize,
+    flush_interval: Duration,
+    exactly_once: bool,
+    retries: u32,
+    backoff: Duration,
+}
+
+impl JdbcSink {
+    /// Inserts into `table`, at least once, 1000 rows per statement, flushing at least
+    /// every second.
+    pub fn new(db: DbConfig, table: impl Into<String>) -> Self {
+        Self {
+            db,
+            table: table.into(),
+            mode: WriteMode::Insert,
+            batch_size: 1000,
+            flush_interval: Duration::from_secs(1),
+            exactly_once: false,
+            retries: 5,
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    /// Sets insert or upsert.
+    pub fn with_mode(mut self, mode: WriteMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Rows per statement.
+    pub fn with_batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// Writes buffered rows at least this often.
+    pub fn with_flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// One transaction per checkpoint, written when the checkpoint completes (needs
+    /// checkpointing; without it the whole input is one transaction at the end).
+    pub fn exactly_once(mut self, on: bool) -> Self {
+        self.exactly_once = on;
+        self
+    }
+
+    /// Retries of a statement that failed transiently, and the first backoff (doubling).
+    pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
+        self.retries = retries;
+        self.backoff = backoff;
+        self
+    }
+
+    /// Checks the settings that need no connection.
+    pub fn validate(&self) -> std::result::Result<(), crate::SinkError> {
+        if self.table.trim().is_empty() {
+            return Err(crate::SinkError::config("sink.db.table", "must not be empty"));
+        }
+        if let WriteMode::Upsert { keys } = &self.mode
+            && keys.is_empty()
+        {
+            return Err(crate::SinkError::config("sink.db.key.columns", "upsert needs at least one key column"));
+        }
+        Ok(())
+    }
+}
+
+impl SinkFactory for JdbcSink {
+    fn create(&self, info: &TaskInfo) -> Result<Box<dyn Sink>> {
+        self.validate()?;
+        Ok(Box::new(JdbcWriter {
+            cfg: self.clone(),
+            sink_id: format!("{}/{}/{}", info.job_name, info.operator_id, self.table),
+            run_id: info.job_id.to_string(),
+            subtask: info.subtask,
+            pool: None,
+            table_columns: Vec::new(),
+            checked_schema: None,
+            pending: Vec::new(),
+            pending_rows: 0,
+            last_flush: Instant::now(),
+            epoch_rows: Vec::new(),
+        }))
+    }
+}
+
+enum Tx {
+    Postgres(Transaction<'static, Postgres>),
+    MySql(Transaction<'static, MySql>),
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+/// What finishes one checkpoint's writes after a crash.
+#[derive(Serialize, Deserialize)]
+struct Committable {
+    run_id: String,
+    subtask: usize,
+    /// The checkpoint's rows as an Arrow IPC stream.
+    rows: Vec<u8>,
+}
+
+struct JdbcWriter {
+    cfg: JdbcSink,
+    sink_id: String,
+    run_id: String,
+    subtask: usize,
+    pool: Option<DbPool>,
+    table_columns: Vec<String>,
+    checked_schema: Option<arrow::datatypes::SchemaRef>,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    last_flush: Instant,
+    /// Exactly once: every row of the current checkpoint, for the committable.
+    epoch_rows: Vec<RecordBatch>,
+}
+
+fn db_err(what: &str, e: &sqlx::Error) -> Error {
+    Error::external(what.to_string(), is_transient(e), std::io::Error::other(describe_sqlx(e)))
+}
+
+fn ipc(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    if let Some(first) = batches.first() {
+        let mut w =
+            StreamWriter::try_new(&mut out, &first.schema()).map_err(|e| Error::arrow("encoding sink rows", e))?;
+        for b in batches {
+            w.write(b).map_err(|e| Error::arrow("encoding sink rows", e))?;
+        }
+        w.finish().map_err(|e| Error::arrow("encoding sink rows", e))?;
+    }
+    Ok(out)
+}
+
+fn from_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| Error::arrow("decoding sink rows", e))?;
+    reader.map(|b| b.map_err(|e| Error::arrow("decoding sink rows", e))).collect()
+}
+
+/// One value of an Arrow column, as the database should receive it.
+enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Date(chrono::NaiveDate),
+    Timestamp(chrono::NaiveDateTime),
+}
+
+fn ts(micros: i64) -> Value {
+    chrono::DateTime::from_timestamp_micros(micros).map_or(Value::Null, |t| Value::Timestamp(t.naive_utc()))
+}
+
+fn value(column: &dyn Array, row: usize) -> Result<Value> {
+    if column.is_null(row) {
+        return Ok(Value::Null);
+    }
+    Ok(match column.data_type() {
+        DataType::Boolean => Value::Bool(column.as_boolean().value(row)),
+        DataType::Int8 => Value::Int(i64::from(column.as_primitive::<Int8Type>().value(row))),
+        DataType::Int16 => Value::Int(i64::from(column.as_primitive::<Int16Type>().value(row))),
+        DataType::Int32 => Value::Int(i64::from(column.as_primitive::<Int32Type>().value(row))),
+        DataType::Int64 => Value::Int(column.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => Value::Int(i64::from(column.as_primitive::<UInt8Type>().value(row))),
+        DataType::UInt16 => Value::Int(i64::from(column.as_primitive::<UInt16Type>().value(row))),
+        DataType::UInt32 => Value::Int(i64::from(column.as_primitive::<UInt32Type>().value(row))),
+        DataType::UInt64 => {
+            let v = column.as_primitive::<UInt64Type>().value(row);
+            i64::try_from(v).map(Value::Int).unwrap_or_else(|_| Value::Text(v.to_string()))
+        }
+        DataType::Float32 => Value::Float(f64::from(column.as_primitive::<Float32Type>().value(row))),
+        DataType::Float64 => Value::Float(column.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => Value::Text(column.as_string::<i32>().value(row).to_string()),
+        DataType::LargeUtf8 => Value::Text(column.as_string::<i64>().value(row).to_string()),
+        DataType::Utf8View => Value::Text(column.as_string_view().value(row).to_string()),
+        DataType::Binary => Value::Bytes(column.as_binary::<i32>().value(row).to_vec()),
+        DataType::LargeBinary => Value::Bytes(column.as_binary::<i64>().value(row).to_vec()),
+        DataType::Date32 => {
+            let days = column.as_primitive::<Date32Type>().value(row);
+            chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+                .and_then(|e| e.checked_add_signed(chrono::Duration::days(i64::from(days))))
+                .map_or(Value::Null, Value::Date)
+        }
+        DataType::Timestamp(unit, _) => match unit {
+            TimeUnit::Second => ts(column.as_primitive::<TimestampSecondType>().value(row).saturating_mul(1_000_000)),
+            TimeUnit::Millisecond => {
+                ts(column.as_primitive::<TimestampMillisecondType>().value(row).saturating_mul(1000))
+            }
+            TimeUnit::Microsecond => ts(column.as_primitive::<TimestampMicrosecondType>().value(row)),
+            TimeUnit::Nanosecond => ts(column.as_primitive::<TimestampNanosecondType>().value(row) / 1000),
+        },
+        DataType::List(_) | DataType::LargeList(_) | DataType::Struct(_) | DataType::Map(_, _) => {
+            // Nested values go in as JSON text.
+            let one = arrow::record_batch::RecordBatch::try_from_iter([("v", column.slice(row, 1))])
+                .map_err(|e| Error::arrow("encoding a nested value", e))?;
+            let mut out = Vec::new();
+            operators_core::codec::JsonEncoder::new().encode_lines(&one, &mut out)?;
+            let obj: serde_json::Value =
+                serde_json::from_slice(&out).map_err(|e| Error::Internal(format!("re-reading a JSON value: {e}")))?;
+            Value::Text(obj["v"].to_string())
+        }
+        other => {
+            let s = arrow::compute::cast(&column.slice(row, 1), &DataType::Utf8)
+                .map_err(|e| Error::arrow(format!("writing a {other} value"), e))?;
+            Value::Text(s.as_string::<i32>().value(0).to_string())
+        }
+    })
+}
+
+/// Rows per statement: the drivers allow 65535 parameters (SQLite 32766).
+fn rows_per_statement(batch_size: usize, columns: usize) -> usize {
+    batch_size.min(30_000 / columns.max(1)).max(1)
+}
+
+/// Inserts `batch` with `exec`; evaluates to `Result<()>` (an async block scopes the `?`s,
+/// so callers can retry).
+macro_rules! insert_rows {
+    ($db:ty, $exec:expr, $sink:expr, $batch:expr) => {
+        async {
+            let sink: &JdbcWriter = $sink;
+            let batch: &RecordBatch = $batch;
+            let kind = sink.kind();
+            let table = quote_ident(kind, &sink.cfg.table);
+            let names: Vec<String> = batch.schema().fields().iter().map(|f| quote_ident(kind, f.name())).collect();
+            let columns: Vec<ArrayRef> = batch.columns().to_vec();
+            let per = rows_per_statement(sink.cfg.batch_size, columns.len());
+            let mut start = 0;
+            while start < batch.num_rows() {
+                let end = (start + per).min(batch.num_rows());
+                let mut values = Vec::with_capacity(end - start);
+                for row in start..end {
+                    let mut v = Vec::with_capacity(columns.len());
+                    for c in &columns {
+                        v.push(value(c.as_ref(), row)?);
+                    }
+                    values.push(v);
+                }
+                let mut qb = QueryBuilder::<$db>::new(format!("insert into {table} ({}) ", names.join(", ")));
+                qb.push_values(values, |mut b, row| {
+                    for v in row {
+                        match v {
+                            Value::Null => b.push_bind(None::<String>),
+                            Value::Bool(x) => b.push_bind(x),
+                            Value::Int(x) => b.push_bind(x),
+                            Value::Float(x) => b.push_bind(x),
+                            Value::Text(x) => b.push_bind(x),
+                            Value::Bytes(x) => b.push_bind(x),
+                            Value::Date(x) => b.push_bind(x),
+                            Value::Timestamp(x) => b.push_bind(x),
+                        };
+                    }
+                });
+                qb.push(sink.upsert_clause(&batch.schema()));
+                qb.build().execute($exec).await.map_err(|e| db_err(&format!("writing into {}", sink.cfg.table), &e))?;
+                start = end;
+            }
+            Ok::<(), Error>(())
+        }
+        .await
+    };
+}
+
+impl JdbcWriter {
+    fn kind(&self) -> DbKind {
+        self.pool.as_ref().map_or(self.cfg.db.kind(), DbPool::kind)
+    }
+
+    fn pool(&self) -> Result<&DbPool> {
+        self.pool.as_ref().ok_or_else(|| Error::Internal("database sink used before open".into()))
+    }
+
+    fn upsert_clause(&self, schema: &arrow::datatypes::Schema) -> String {
+        let WriteMode::Upsert { keys } = &self.cfg.mode else {
+            return String::new();
+        };
+        let kind = self.kind();
+        let updates: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name())
+            .filter(|n| !keys.contains(n))
+            .map(|n| {
+                let q = quote_ident(kind, n);
+                match kind {
+                    DbKind::MySql => format!("{q} = values({q})"),
+                    _ => format!("{q} = excluded.{q}"),
+                }
+            })
+            .collect();
+        match kind {
+            DbKind::MySql if updates.is_empty() => {
+                let k = quote_ident(kind, &keys[0]);
+                format!(" on duplicate key update {k} = {k}")
+            }
+            DbKind::MySql => format!(" on duplicate key update {}", updates.join(", ")),
+            _ => {
+                let key_list: Vec<String> = keys.iter().map(|k| quote_ident(kind, k)).collect();
+                if updates.is_empty() {
+                    format!(" on conflict ({}) do nothing", key_list.join(", "))
+                } else {
+                    format!(" on conflict ({}) do update set {}", key_list.join(", "), updates.join(", "))
+                }
+            }
+        }
+    }
+
+    /// Checks once per schema that every column of the batch exists in the table.
+    fn check_columns(&mut self, batch: &RecordBatch) -> Result<()> {
+        let schema = batch.schema();
+        if self.checked_schema.as_ref() == Some(&schema) {
+            return Ok(());
+        }
+        for f in schema.fields() {
+            if !self.table_columns.iter().any(|c| c.eq_ignore_ascii_case(f.name())) {
+                return Err(Error::config(
+                    "sink.db.table",
+                    format!(
+                        "column `{}` of the stream is not a column of table `{}` (columns: {})",
+                        f.name(),
+                        self.cfg.table,
+                        self.table_columns.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let WriteMode::Upsert { keys } = &self.cfg.mode
+            && let Some(k) = keys.iter().find(|k| schema.index_of(k).is_err())
+        {
+            return Err(Error::config("sink.db.key.columns", format!("key column `{k}` is not in the stream")));
+        }
+        self.checked_schema = Some(schema);
+        Ok(())
+    }
+
+    /// Writes `batch` on its own connection, retrying transient errors (at least once).
+    async fn write_autocommit(&self, batch: &RecordBatch) -> Result<()> {
+        let mut delay = self.cfg.backoff;
+        let mut attempt = 0;
+        loop {
+            let result = match self.pool()? {
+                DbPool::Postgres(p) => insert_rows!(Postgres, p, self, batch),
+                DbPool::MySql(p) => insert_rows!(MySql, p, self, batch),
+                DbPool::Sqlite(p) => insert_rows!(Sqlite, p, self, batch),
+            };
+            match result {
+                Err(e) if e.is_retryable() && attempt < self.cfg.retries => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "database write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn begin(&self) -> Result<Tx> {
+        Ok(match self.pool()? {
+            DbPool::Postgres(p) => Tx::Postgres(p.begin().await.map_err(|e| db_err("starting a transaction", &e))?),
+            DbPool::MySql(p) => Tx::MySql(p.begin().await.map_err(|e| db_err("starting a transaction", &e))?),
+            DbPool::Sqlite(p) => Tx::Sqlite(p.begin().await.map_err(|e| db_err("starting a transaction", &e))?),
+        })
+    }
+
+    async fn write_tx(&self, tx: &mut Tx, batch: &RecordBatch) -> Result<()> {
+        match tx {
+            Tx::Postgres(t) => insert_rows!(Postgres, &mut **t, self, batch),
+            Tx::MySql(t) => insert_rows!(MySql, &mut **t, self, batch),
+            Tx::Sqlite(t) => insert_rows!(Sqlite, &mut **t, self, batch),
+        }
+    }
+
+    fn progress_upsert(&self) -> String {
+        let t = PROGRESS_TABLE;
+        match self.kind() {
+            DbKind::MySql => format!(
+                "insert into {t} (sink_id, run_id, subtask, checkpoint_id) values (?, ?, ?, ?) \
+                 on duplicate key update checkpoint_id = values(checkpoint_id)"
+            ),
+            DbKind::Postgres => format!(
+                "insert into {t} (sink_id, run_id, subtask, checkpoint_id) values ($1, $2, $3, $4) \
+                 on conflict (sink_id, run_id, subtask) do update set checkpoint_id = excluded.checkpoint_id"
+            ),
+            DbKind::Sqlite => format!(
+                "insert into {t} (sink_id, run_id, subtask, checkpoint_id) values (?, ?, ?, ?) \
+                 on conflict (sink_id, run_id, subtask) do update set checkpoint_id = excluded.checkpoint_id"
+            ),
+        }
+    }
+
+    /// Records `checkpoint` for (run, subtask) in the transaction, then commits it.
+    async fn commit_tx(&self, tx: Tx, run_id: &str, subtask: usize, checkpoint: CheckpointId) -> Result<()> {
+        let sql = self.progress_upsert();
+        let sub = i64::try_from(subtask).unwrap_or(i64::MAX);
+        let id = i64::try_from(checkpoint).unwrap_or(i64::MAX);
+        macro_rules! finish {
+            ($t:expr) => {{
+                let mut t = $t;
+                sqlx::query(&sql)
+                    .bind(&self.sink_id)
+                    .bind(run_id)
+                    .bind(sub)
+                    .bind(id)
+                    .execute(&mut *t)
+                    .await
+                    .map_err(|e| db_err("recording progress", &e))?;
+                t.commit().await.map_err(|e| db_err("committing", &e))?;
+            }};
+        }
+        match tx {
+            Tx::Postgres(t) => finish!(t),
+            Tx::MySql(t) => finish!(t),
+            Tx::Sqlite(t) => finish!(t),
+        }
+        Ok(())
+    }
+
+    /// The newest checkpoint committed for (run, subtask), from the progress table.
+    async fn committed(&self, run_id: &str, subtask: usize) -> Result<Option<i64>> {
+        let t = PROGRESS_TABLE;
+        let sub = i64::try_from(subtask).unwrap_or(i64::MAX);
+        let sql = match self.kind() {
+            DbKind::Postgres => {
+                format!("select checkpoint_id from {t} where sink_id = $1 and run_id = $2 and subtask = $3")
+            }
+            _ => format!("select checkpoint_id from {t} where sink_id = ? and run_id = ? and subtask = ?"),
+        };
+        let r: std::result::Result<Option<i64>, sqlx::Error> = match self.pool()? {
+            DbPool::Postgres(p) => {
+                sqlx::query_scalar(&sql).bind(&self.sink_id).bind(run_id).bind(sub).fetch_optional(p).await
+            }
+            DbPool::MySql(p) => {
+                sqlx::query_scalar(&sql).bind(&self.sink_id).bind(run_id).bind(sub).fetch_optional(p).await
+            }
+            DbPool::Sqlite(p) => {
+                sqlx::query_scalar(&sql).bind(&self.sink_id).bind(run_id).bind(sub).fetch_optional(p).await
+            }
+        };
+        r.map_err(|e| db_err("reading the progress table", &e))
+    }
+
+    /// At least once: writes what is buffered.
+    async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batches = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        self.last_flush = Instant::now();
+        for b in &batches {
+            let b = self.dedup(b)?;
+            self.write_autocommit(&b).await?;
+        }
+        Ok(())
+    }
+
+    /// For upserts, keeps the last row of each key (one statement cannot update a row twice).
+    fn dedup(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let WriteMode::Upsert { keys } = &self.cfg.mode else {
+            return Ok(batch.clone());
+        };
+        let selector = operators_core::key::KeySelector::new(keys.iter().cloned());
+        let batch_keys = selector.extract(batch, 1)?;
+        let mut last: std::collections::HashMap<&[u8], u32> =
+            std::collections::HashMap::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            last.insert(batch_keys.key(row).bytes, row as u32);
+        }
+        if last.len() == batch.num_rows() {
+            return Ok(batch.clone());
+        }
+        let mut rows: Vec<u32> = last.into_values().collect();
+        rows.sort_unstable();
+        arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(rows))
+            .map_err(|e| Error::arrow("de-duplicating upsert rows", e))
+    }
+}
+
+#[async_trait]
+impl Sink for JdbcWriter {
+    async fn open(&mut self, _ctx: &mut OperatorContext) -> Result<()> {
+        if self.pool.is_none() {
+            self.pool = Some(self.cfg.db.connect("sink.db.url").await?);
+        }
+        let pool = self.pool()?.clone();
+        let table = quote_ident(pool.kind(), &self.cfg.table);
+        let probe = format!("select * from {table} where 1 = 0");
+        let columns: std::result::Result<Vec<String>, sqlx::Error> = async {
+            use sqlx::{Column, Statement};
+            Ok(match &pool {
+                DbPool::Postgres(p) => {
+                    p.prepare(&probe).await?.columns().iter().map(|c| c.name().to_string()).collect()
+                }
+                DbPool::MySql(p) => p.prepare(&probe).await?.columns().iter().map(|c| c.name().to_string()).collect(),
+                DbPool::Sqlite(p) => p.prepare(&probe).await?.columns().iter().map(|c| c.name().to_string()).collect(),
+            })
+        }
+        .await;
+        self.table_columns = columns.map_err(|e| {
+            Error::config(
+                "sink.db.table",
+                format!("table `{}` cannot be written: {}", self.cfg.table, describe_sqlx(&e)),
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn recover(
+        &mut self,
+        committables: Vec<operators_core::operator::Committable>,
+        ctx: &mut OperatorContext,
+    ) -> Result<()> {
+        self.open(ctx).await?;
+        for c in committables {
+            self.commit(c.checkpoint_id, c.data).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_batch(&mut self, batch: RecordBatch, _ctx: &mut OperatorContext) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.check_columns(&batch)?;
+        if self.cfg.exactly_once {
+            // Written when the checkpoint completes.
+            self.epoch_rows.push(batch);
+            return Ok(());
+        }
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch);
+        if self.pending_rows >= self.cfg.batch_size || self.last_flush.elapsed() >= self.cfg.flush_interval {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn pre_commit(
+        &mut self,
+        _checkpoint_id: CheckpointId,
+        _ctx: &mut OperatorContext,
+    ) -> Result<Option<Vec<u8>>> {
+        if !self.cfg.exactly_once {
+            self.flush().await?;
+            return Ok(None);
+        }
+        if self.epoch_rows.is_empty() {
+            return Ok(None);
+        }
+        let rows = ipc(&std::mem::take(&mut self.epoch_rows))?;
+        let c = Committable { run_id: self.run_id.clone(), subtask: self.subtask, rows };
+        postcard::to_allocvec(&c)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("serializing the sink's committable: {e}")))
+    }
+
+    async fn commit(&mut self, checkpoint_id: CheckpointId, committable: Vec<u8>) -> Result<()> {
+        let c: Committable = postcard::from_bytes(&committable)
+            .map_err(|e| Error::CorruptState { path: "database sink committable".into(), reason: e.to_string() })?;
+        ensure_progress_table(self.pool()?).await?;
+        let done = self.committed(&c.run_id, c.subtask).await?;
+        if done.is_some_and(|d| d >= i64::try_from(checkpoint_id).unwrap_or(i64::MAX)) {
+            // Committed before a crash: the rows are in already.
+            return Ok(());
+        }
+        let rows = from_ipc(&c.rows)?;
+        let mut tx = self.begin().await?;
+        for b in &rows {
+            let b = self.dedup(b)?;
+            self.write_tx(&mut tx, &b).await?;
+        }
+        self.commit_tx(tx, &c.run_id, c.subtask, checkpoint_id).await
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        if let Some(pool) = self.pool.take() {
+            pool.close().await;
+        }
+        Ok(())
+    }
+}
+
+/// Creates the progress table if it does not exist.
+async fn ensure_progress_table(pool: &DbPool) -> Result<()> {
+    let t = PROGRESS_TABLE;
+    let ddl = format!(
+        "create table if not exists {t} (sink_id varchar(255) not null, run_id varchar(64) not null, \
+         subtask integer not null, checkpoint_id bigint not null, primary key (sink_id, run_id, subtask))"
+    );
+    let r = match pool {
+        DbPool::Postgres(p) => p.execute(ddl.as_str()).await.map(|_| ()),
+        DbPool::MySql(p) => p.execute(ddl.as_str()).await.map(|_| ()),
+        DbPool::Sqlite(p) => p.execute(ddl.as_str()).await.map(|_| ()),
+    };
+    r.map_err(|e| db_err(&format!("creating {t}"), &e))
+}
