@@ -5,6 +5,7 @@
 //! measured in the same process and run, so machine noise affects both alike.
 
 pub mod csv;
+pub mod db;
 
 use std::time::{Duration, Instant};
 

@@ -24,6 +24,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// PostgreSQL table → discard, against a bare sqlx read loop (DATABASE_URL or the local server).
+    DbSource {
+        /// Rows in the table.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Rows per fetch and batch.
+        #[arg(long, default_value_t = 10_000)]
+        fetch: usize,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// generator → PostgreSQL table, against bare sqlx batched inserts.
+    DbSink {
+        /// Rows to insert.
+        #[arg(long, default_value_t = 500_000)]
+        rows: u64,
+        /// Rows per statement.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// CSV directory → JSON-lines files, against arrow-csv decode → arrow-json encode.
     CsvJson {
         /// Directory of CSV files (8 columns: id, name, city, x, y, tags, score, ts).
@@ -178,10 +202,40 @@ async fn csv_scenario(
     Ok(())
 }
 
+async fn db_scenario(sink: bool, rows: u64, size: usize, rounds: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use operators_benches::db;
+    let scratch = db::Scratch::new(if sink { 0 } else { rows }).await?;
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for _ in 0..rounds {
+        if sink {
+            scratch.truncate_dst().await?;
+            with.push(db::sink_pipeline(&scratch, rows, size).await);
+            scratch.truncate_dst().await?;
+            without.push(db::sink_baseline(&scratch, rows, size).await);
+        } else {
+            with.push(db::source_pipeline(&scratch, size).await);
+            without.push(db::source_baseline(&scratch).await);
+        }
+    }
+    scratch.drop().await;
+    if with.iter().chain(&without).any(|r| r.rows != rows) {
+        return Err("a run did not move every row".into());
+    }
+    let name = if sink { "db-sink" } else { "db-source" };
+    let wall = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_s).collect::<Vec<_>>());
+    let cpu = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_cpu_s).collect::<Vec<_>>());
+    report(name, wall(&with), wall(&without));
+    println!("{name} rows={rows} rows_per_cpu_s={:.0} baseline_rows_per_cpu_s={:.0}", cpu(&with), cpu(&without));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.scenario {
+        Scenario::DbSource { rows, fetch, rounds } => db_scenario(false, rows, fetch, rounds).await,
+        Scenario::DbSink { rows, batch, rounds } => db_scenario(true, rows, batch, rounds).await,
         Scenario::CsvJson { input, generate, rounds } => csv_scenario("csv-json", input, generate, rounds, false).await,
         Scenario::CsvSqlJson { input, generate, rounds } => {
             csv_scenario("csv-sql-json", input, generate, rounds, true).await
