@@ -1,0 +1,352 @@
+//! Kafka for tests: a broker to run against, and blocking helpers to set up topics,
+//! write input and read output the way a user's consumer would.
+//!
+//! [`TestKafka::start`] connects to the cluster in `KAFKA_BROKERS` when that variable is
+//! set, and otherwise starts a [`TestBroker`] on loopback, the broker of this crate with
+//! real transaction semantics. [`TestKafka::mock`] starts librdkafka's mock cluster for
+//! tests that inject faults with its API (request errors, a broker going down).
+//!
+//! The helpers block; call them before a job starts or after it ended, or from
+//! `spawn_blocking`.
+
+mod broker;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub use broker::{BrokerConfig, Fault, TestBroker, codes};
+pub use kafka_protocol::messages::ApiKey;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A Kafka cluster for one test.
+pub struct TestKafka {
+    backend: Backend,
+    bootstrap: String,
+}
+
+enum Backend {
+    External,
+    Broker(TestBroker),
+    Mock(MockCluster<'static, DefaultProducerContext>),
+}
+
+impl std::fmt::Debug for TestKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.backend {
+            Backend::External => "KAFKA_BROKERS",
+            Backend::Broker(_) => "test broker",
+            Backend::Mock(_) => "librdkafka mock cluster",
+        };
+        f.debug_struct("TestKafka").field("kind", &kind).field("bootstrap", &self.bootstrap).finish()
+    }
+}
+
+/// A record to write.
+#[derive(Debug, Clone, Default)]
+pub struct TestRecord {
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Message value.
+    pub value: Vec<u8>,
+    /// Partition; the partitioner decides when `None`.
+    pub partition: Option<i32>,
+}
+
+impl TestRecord {
+    /// A value without key.
+    pub fn value(value: impl Into<Vec<u8>>) -> Self {
+        Self { value: value.into(), ..Self::default() }
+    }
+
+    /// A value for one partition.
+    pub fn to_partition(partition: i32, value: impl Into<Vec<u8>>) -> Self {
+        Self { value: value.into(), partition: Some(partition), key: None }
+    }
+}
+
+/// A record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Consumed {
+    /// The value as UTF-8 text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.value.as_deref().unwrap_or_default()).into_owned()
+    }
+}
+
+/// Which records a reader sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Only records of committed transactions (and non-transactional ones).
+    ReadCommitted,
+    /// Everything in the log.
+    ReadUncommitted,
+}
+
+type Res<T> = Result<T, String>;
+
+impl TestKafka {
+    /// The cluster in `KAFKA_BROKERS`, or a [`TestBroker`] on loopback.
+    pub fn start() -> Self {
+        match std::env::var("KAFKA_BROKERS") {
+            Ok(b) if !b.trim().is_empty() => Self { backend: Backend::External, bootstrap: b },
+            _ => Self::broker_with(BrokerConfig::default()),
+        }
+    }
+
+    /// Always this crate's [`TestBroker`], configured (for SASL tests and fault
+    /// injection into transactions).
+    pub fn broker_with(config: BrokerConfig) -> Self {
+        match TestBroker::start_with(config) {
+            Ok(b) => Self { bootstrap: b.bootstrap_servers(), backend: Backend::Broker(b) },
+            // A loopback listener that cannot bind is a broken machine, not a test result.
+            Err(e) => panic!("cannot start the test Kafka broker on 127.0.0.1: {e}"),
+        }
+    }
+
+    /// librdkafka's mock cluster with one broker, for fault-injection tests.
+    pub fn mock() -> Self {
+        match MockCluster::new(1) {
+            Ok(m) => Self { bootstrap: m.bootstrap_servers(), backend: Backend::Mock(m) },
+            Err(e) => panic!("cannot start librdkafka's mock cluster: {e}"),
+        }
+    }
+
+    /// `bootstrap.servers` of the cluster.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Whether this is a real cluster from `KAFKA_BROKERS`.
+    pub fn is_external(&self) -> bool {
+        matches!(self.backend, Backend::External)
+    }
+
+    /// The test broker, when this is one.
+    pub fn broker(&self) -> Option<&TestBroker> {
+        match &self.backend {
+            Backend::Broker(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The mock cluster, when this is one.
+    pub fn mock_cluster(&self) -> Option<&MockCluster<'static, DefaultProducerContext>> {
+        match &self.backend {
+            Backend::Mock(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Creates a topic with a unique name starting with `prefix` and returns the name.
+    pub fn topic(&self, prefix: &str, partitions: i32) -> Res<String> {
+        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        self.create_topic(&name, partitions)?;
+        Ok(name)
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Res<()> {
+        match &self.backend {
+            Backend::Broker(b) => b.create_topic(name, partitions),
+            Backend::Mock(m) => m.create_topic(name, partitions, 1).map_err(|e| e.to_string()),
+            Backend::External => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", &self.bootstrap)
+                    .create()
+                    .map_err(|e| format!("Kafka at {} (KAFKA_BROKERS) cannot be reached: {e}", self.bootstrap))?;
+                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+                let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                let result = block_on(async { admin.create_topics([&topic], &options).await })?
+                    .map_err(|e| format!("creating topic {name}: {e}"))?;
+                for r in result {
+                    r.map_err(|(t, e)| format!("creating topic {t}: {e}"))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap).set("message.timeout.ms", "30000");
+        c
+    }
+
+    /// Writes records (acks=all, idempotent) and waits until all are acknowledged.
+    pub fn produce(&self, topic: &str, records: impl IntoIterator<Item = TestRecord>) -> Res<usize> {
+        let producer: BaseProducer = self
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| format!("creating a producer for {}: {e}", self.bootstrap))?;
+        let mut n = 0;
+        for r in records {
+            let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic).payload(&r.value);
+            if let Some(k) = &r.key {
+                record = record.key(k);
+            }
+            if let Some(p) = r.partition {
+                record = record.partition(p);
+            }
+            let mut pending = record;
+            loop {
+                match producer.send(pending) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                        producer.poll(Duration::from_millis(10));
+                        pending = back;
+                    }
+                    Err((e, _)) => return Err(format!("producing to {topic}: {e}")),
+                }
+            }
+            n += 1;
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(60)).map_err(|e| format!("flushing to {topic}: {e}"))?;
+        Ok(n)
+    }
+
+    /// Writes JSON values to the given partitions round-robin.
+    pub fn produce_values<S: AsRef<str>>(&self, topic: &str, partitions: i32, values: &[S]) -> Res<usize> {
+        self.produce(
+            topic,
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| TestRecord::to_partition((i as i32) % partitions.max(1), v.as_ref().as_bytes().to_vec())),
+        )
+    }
+
+    /// Reads every record of `topic` as a consumer with `isolation` would, from the
+    /// beginning to the current end of each partition, in partition then offset order.
+    pub fn read(&self, topic: &str, isolation: Isolation) -> Res<Vec<Consumed>> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", "operators-testkit-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set(
+                "isolation.level",
+                match isolation {
+                    Isolation::ReadCommitted => "read_committed",
+                    Isolation::ReadUncommitted => "read_uncommitted",
+                },
+            )
+            .create()
+            .map_err(|e| format!("creating a consumer for {}: {e}", self.bootstrap))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(|e| format!("metadata of {topic}: {e}"))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(format!("topic {topic} has no partitions (does it exist?)"));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(topic, *p, Offset::Beginning).map_err(|e| e.to_string())?;
+        }
+        consumer.assign(&tpl).map_err(|e| format!("assigning {topic}: {e}"))?;
+        let mut at_end: BTreeMap<i32, bool> = partitions.iter().map(|p| (*p, false)).collect();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while at_end.values().any(|e| !e) {
+            if Instant::now() > deadline {
+                return Err(format!("reading {topic}: partitions {at_end:?} did not reach their end in 120 s"));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Ok(m)) => out.push(Consumed {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                }),
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p, true);
+                }
+                Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
+            }
+        }
+        out.sort_by_key(|c| (c.partition, c.offset));
+        Ok(out)
+    }
+
+    /// Values of every committed record of `topic`, as text.
+    pub fn read_committed_values(&self, topic: &str) -> Res<Vec<String>> {
+        Ok(self.read(topic, Isolation::ReadCommitted)?.iter().map(Consumed::text).collect())
+    }
+
+    /// The offsets `group` committed for `topic`, by partition.
+    pub fn committed_offsets(&self, group: &str, topic: &str) -> Res<BTreeMap<i32, i64>> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| format!("creating a consumer for {}: {e}", self.bootstrap))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(|e| format!("metadata of {topic}: {e}"))?;
+        let mut tpl = TopicPartitionList::new();
+        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                tpl.add_partition(topic, p.id());
+            }
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(30))
+            .map_err(|e| format!("committed offsets of {group}: {e}"))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// Runs an rdkafka future to completion on a private runtime (the helpers are blocking
+/// and may be called from inside another runtime).
+fn block_on<F: std::future::Future + Send>(f: F) -> Res<F::Output>
+where
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("creating a runtime: {e}"))?;
+            Ok(rt.block_on(f))
+        })
+        .join()
+        .map_err(|_| "the admin request panicked".to_string())?
+    })
+}
