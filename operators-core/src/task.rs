@@ -288,12 +288,13 @@ pub(crate) async fn run_source_task(mut env: TaskEnv, factory: Arc<dyn SourceFac
     }
     source.open(&mut ctx).await.map_err(&wrap)?;
     let mut finished = false;
+    let mut terminal = None;
     loop {
         // Control messages first, so barriers are injected between two batches.
         loop {
             match env.control.try_recv() {
                 Ok(ctrl) => {
-                    if source_control(&mut env, source.as_mut(), ctrl, &mut finished).await? {
+                    if source_control(&mut env, source.as_mut(), ctrl, &mut finished, &mut terminal).await? {
                         return Ok(());
                     }
                 }
@@ -304,7 +305,7 @@ pub(crate) async fn run_source_task(mut env: TaskEnv, factory: Arc<dyn SourceFac
         if finished {
             match env.control.recv().await {
                 Some(ctrl) => {
-                    if source_control(&mut env, source.as_mut(), ctrl, &mut finished).await? {
+                    if source_control(&mut env, source.as_mut(), ctrl, &mut finished, &mut terminal).await? {
                         return Ok(());
                     }
                 }
@@ -329,7 +330,7 @@ pub(crate) async fn run_source_task(mut env: TaskEnv, factory: Arc<dyn SourceFac
                 tokio::select! {
                     ctrl = env.control.recv() => match ctrl {
                         Some(ctrl) => {
-                            if source_control(&mut env, source.as_mut(), ctrl, &mut finished).await? {
+                            if source_control(&mut env, source.as_mut(), ctrl, &mut finished, &mut terminal).await? {
                                 return Ok(());
                             }
                         }
@@ -360,6 +361,7 @@ async fn source_control(
     source: &mut dyn Source,
     ctrl: TaskControl,
     finished: &mut bool,
+    terminal: &mut Option<CheckpointId>,
 ) -> Result<bool> {
     let wrap = env.wrap();
     match ctrl {
@@ -393,12 +395,26 @@ async fn source_control(
                 (Err(e), _) => env.decline(barrier.checkpoint_id, format!("source snapshot failed: {}", wrap(e))),
             }
             if barrier.terminal {
+                // Stay until the final checkpoint completes: a source may act on its
+                // completion (a Kafka source commits its last offsets to the group).
+                *terminal = Some(barrier.checkpoint_id);
+            }
+        }
+        TaskControl::Complete(id) => {
+            source.notify_checkpoint_complete(id).await.map_err(&wrap)?;
+            if terminal.is_some_and(|t| id >= t) {
                 source.close().await.map_err(&wrap)?;
                 return Ok(true);
             }
         }
-        TaskControl::Complete(id) => source.notify_checkpoint_complete(id).await.map_err(&wrap)?,
-        TaskControl::Abort(_) => {}
+        TaskControl::Abort(id) => {
+            if *terminal == Some(id) {
+                return Err(wrap(Error::CheckpointFailed {
+                    checkpoint_id: id,
+                    reason: "the final checkpoint was aborted".into(),
+                }));
+            }
+        }
     }
     Ok(false)
 }

@@ -22,6 +22,7 @@
 //! | `parquet` | yes | [`file::parquet`]: Parquet files |
 //! | `orc` | yes | [`file::orc`]: ORC files |
 //! | `jdbc` | no | `jdbc::JdbcSource`: PostgreSQL, MySQL/MariaDB, SQLite queries |
+//! | `kafka` | no | `kafka::KafkaSource`: JSON records from Kafka topics (librdkafka) |
 
 #![warn(missing_docs)]
 
@@ -30,5 +31,7 @@ mod error;
 pub mod file;
 #[cfg(feature = "jdbc")]
 pub mod jdbc;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 pub use error::SourceError;

@@ -148,3 +148,24 @@ fn the_mock_cluster_shows_aborted_records_to_read_committed_consumers() {
         "librdkafka's mock cluster now hides aborted records; it could host the exactly-once tests"
     );
 }
+
+#[test]
+fn offsets_committed_by_an_assigning_consumer_are_kept() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let kafka = TestKafka::broker_with(Default::default());
+    let topic = kafka.topic("commits", 2).unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .set("group.id", "g")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(5)).unwrap();
+    tpl.add_partition_offset(&topic, 1, Offset::Offset(7)).unwrap();
+    c.assign(&tpl).unwrap();
+    c.commit(&tpl, CommitMode::Sync).unwrap();
+    let got = kafka.committed_offsets("g", &topic).unwrap();
+    assert_eq!(got.into_iter().collect::<Vec<_>>(), vec![(0, 5), (1, 7)]);
+}

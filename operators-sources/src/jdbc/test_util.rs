@@ -5,6 +5,9 @@
 //! answer, the constructor panics with the command that starts it: a test never passes
 //! silently because a service is missing.
 
+// Test support: failing loudly with a message is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use sqlx::Executor;
 
 use super::{DbConfig, DbKind, DbPool};

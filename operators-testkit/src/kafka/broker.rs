@@ -415,6 +415,18 @@ impl TestBroker {
         Ok(())
     }
 
+    /// Grows a topic to `total` partitions (as `kafka-topics --alter --partitions`).
+    pub fn add_partitions(&self, topic: &str, total: i32) -> Result<(), String> {
+        let mut state = self.shared.lock();
+        let parts = state.topics.get_mut(topic).ok_or_else(|| format!("no topic {topic}"))?;
+        let total = usize::try_from(total).map_err(|_| "negative partition count".to_string())?;
+        if total < parts.len() {
+            return Err(format!("topic {topic} has {} partitions; they cannot shrink", parts.len()));
+        }
+        parts.resize_with(total, Partition::default);
+        Ok(())
+    }
+
     /// Queues faults for the next requests of `api`.
     pub fn inject(&self, api: ApiKey, faults: impl IntoIterator<Item = Fault>) {
         self.shared.lock().faults.entry(api as i16).or_default().extend(faults);

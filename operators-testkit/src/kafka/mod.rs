@@ -185,6 +185,28 @@ impl TestKafka {
         }
     }
 
+    /// Grows a topic to `total` partitions.
+    pub fn add_partitions(&self, topic: &str, total: i32) -> Res<()> {
+        match &self.backend {
+            Backend::Broker(b) => b.add_partitions(topic, total),
+            Backend::Mock(_) => Err("librdkafka's mock cluster cannot add partitions".into()),
+            Backend::External => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", &self.bootstrap)
+                    .create()
+                    .map_err(|e| format!("Kafka at {} (KAFKA_BROKERS) cannot be reached: {e}", self.bootstrap))?;
+                let growth = rdkafka::admin::NewPartitions::new(topic, total as usize);
+                let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                let result = block_on(async { admin.create_partitions([&growth], &options).await })?
+                    .map_err(|e| format!("adding partitions to {topic}: {e}"))?;
+                for r in result {
+                    r.map_err(|(t, e)| format!("adding partitions to {t}: {e}"))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap).set("message.timeout.ms", "30000");
