@@ -114,7 +114,10 @@ impl FileSink {
         }
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| SinkError::config("sink.path", format!("cannot create `{}`: {e}", self.dir.display())))?;
-        let probe = self.dir.join(format!(".probe-{}", std::process::id()));
+        // Unique per call: subtasks of one job validate the same directory concurrently.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = self.dir.join(format!(".probe-{}-{n}", std::process::id()));
         std::fs::write(&probe, b"")
             .and_then(|_| std::fs::remove_file(&probe))
             .map_err(|e| SinkError::config("sink.path", format!("cannot write to `{}`: {e}", self.dir.display())))
