@@ -239,6 +239,17 @@ impl Stream {
         Stream { graph, node, port: Port::Main, partitioning: None }
     }
 
+    /// Keeps the first row of each key of `columns`, dropping rows with the same key
+    /// for `ttl` after it: a hash exchange on the keys, then a
+    /// [`DedupTransform`](crate::builtins::DedupTransform).
+    pub fn dedup<I, S>(self, id: &str, columns: I, ttl: std::time::Duration) -> Stream
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.key_by(columns).transform(id, crate::builtins::DedupTransform::new(ttl))
+    }
+
     /// Adds a sink reading this stream.
     pub fn sink(self, id: &str, factory: impl SinkFactory) -> SinkHandle {
         let graph = self.graph.clone();

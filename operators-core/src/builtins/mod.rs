@@ -8,8 +8,10 @@
 //!   shows only what committed checkpoints made visible.
 //! - [`FaultInjector`]: fails chosen calls, counted across restarts, to test recovery.
 //! - [`RateLimitTransform`]: at most N rows per second.
+//! - [`DedupTransform`]: the toolkit's `kafka_deduplication`, first row per key within a TTL.
 //! - [`NestTransform`]: the toolkit's "merge": nest all fields but a few into one struct.
 
+mod dedup;
 mod discard;
 mod faults;
 mod generator;
@@ -18,6 +20,7 @@ mod memory_sink;
 mod nest;
 mod rate_limit;
 
+pub use dedup::DedupTransform;
 pub use discard::DiscardSink;
 pub use faults::FaultInjector;
 pub use generator::GeneratorSource;
