@@ -169,3 +169,11 @@ fn offsets_committed_by_an_assigning_consumer_are_kept() {
     let got = kafka.committed_offsets("g", &topic).unwrap();
     assert_eq!(got.into_iter().collect::<Vec<_>>(), vec![(0, 5), (1, 7)]);
 }
+
+#[test]
+fn producing_to_a_missing_partition_is_an_error() {
+    let kafka = TestKafka::start();
+    let topic = kafka.topic("missing-partition", 2).unwrap();
+    let err = kafka.produce(&topic, [TestRecord::to_partition(5, &b"x"[..])]).unwrap_err();
+    assert!(err.contains(&topic), "{err}");
+}

@@ -72,6 +72,23 @@ impl TestRecord {
     }
 }
 
+/// Remembers the first failed delivery of a producer.
+#[derive(Default)]
+struct FailedDeliveries(std::sync::Mutex<Option<String>>);
+
+impl rdkafka::ClientContext for FailedDeliveries {}
+
+impl rdkafka::producer::ProducerContext for FailedDeliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            let mut first = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            first.get_or_insert_with(|| format!("{e} (partition {})", m.partition()));
+        }
+    }
+}
+
 /// A record read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumed {
@@ -215,11 +232,11 @@ impl TestKafka {
 
     /// Writes records (acks=all, idempotent) and waits until all are acknowledged.
     pub fn produce(&self, topic: &str, records: impl IntoIterator<Item = TestRecord>) -> Res<usize> {
-        let producer: BaseProducer = self
+        let producer: BaseProducer<FailedDeliveries> = self
             .client_config()
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
-            .create()
+            .create_with_context(FailedDeliveries::default())
             .map_err(|e| format!("creating a producer for {}: {e}", self.bootstrap))?;
         let mut n = 0;
         for r in records {
@@ -245,6 +262,11 @@ impl TestKafka {
             producer.poll(Duration::ZERO);
         }
         producer.flush(Duration::from_secs(60)).map_err(|e| format!("flushing to {topic}: {e}"))?;
+        // A record for a partition that does not exist fails only in its delivery report.
+        let failed = producer.context().0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(e) = failed {
+            return Err(format!("producing to {topic}: {e}"));
+        }
         Ok(n)
     }
 
