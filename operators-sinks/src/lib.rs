@@ -23,6 +23,7 @@
 //! |---|---|---|---|
 //! | `file` | yes | [`file::FileSink`]: JSON lines, CSV, Parquet part files | exactly once |
 //! | `jdbc` | no | `jdbc::JdbcSink`: PostgreSQL, MySQL/MariaDB, SQLite, insert or upsert | at least once, or exactly once with checkpoints |
+//! | `kafka` | no | `kafka::KafkaSink`: JSON messages to a topic | at least once, or exactly once (transactions) with checkpoints |
 //! | — | always | [`stdout::StdoutSink`] | at least once |
 
 #![warn(missing_docs)]
@@ -32,6 +33,8 @@ mod error;
 pub mod file;
 #[cfg(feature = "jdbc")]
 pub mod jdbc;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod stdout;
 
 pub use error::SinkError;
