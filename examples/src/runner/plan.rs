@@ -16,12 +16,14 @@ use operators_core::state::StateBackendKind;
 use operators_core::{JobConfig, Pipeline, Stream};
 use operators_sinks::file::{FileFormat, FileSink};
 use operators_sinks::jdbc::{JdbcSink, WriteMode};
+use operators_sinks::kafka::{Delivery, KafkaSink};
 use operators_sinks::stdout::StdoutSink;
 use operators_sources::file::orc::OrcFormat;
 use operators_sources::file::parquet::ParquetFormat;
 use operators_sources::file::text::{TextFormat, parse_charset, parse_delimiter};
 use operators_sources::file::{DirectorySource, Location, WatchMode};
 use operators_sources::jdbc::{DbConfig, DbKind, JdbcSource};
+use operators_sources::kafka::{KafkaConfig, KafkaSource};
 use operators_sql::SqlTransformBuilder;
 use thiserror::Error;
 
@@ -153,6 +155,26 @@ fn sql_schema(params: &Params) -> Result<Option<SchemaRef>, PlanError> {
         }
     }
     Ok(None)
+}
+
+/// The Kafka client settings under `prefix` (`source.kafka`, `sink.kafka`).
+fn kafka_config(params: &Params, prefix: &str) -> Result<KafkaConfig, PlanError> {
+    let brokers_key = format!("{prefix}.brokers");
+    let brokers = params.required(&brokers_key, "the Kafka bootstrap servers")?;
+    let mut kafka = KafkaConfig::new(prefix, &brokers).map_err(component(&brokers_key))?;
+    let version_key = format!("{prefix}.version");
+    if let Some(v) = params.get(&version_key) {
+        kafka = kafka.with_version(v).map_err(component(&version_key))?;
+    }
+    for (key, value) in params.with_prefix(&format!("{prefix}.")) {
+        kafka = kafka.with_property(&key, &value).map_err(component(&format!("{prefix}.{key}")))?;
+    }
+    Ok(kafka)
+}
+
+/// Maps a library error to the toolkit key it is about.
+fn component<E: std::fmt::Display>(key: &str) -> impl Fn(E) -> PlanError + '_ {
+    move |e| PlanError::Component { key: key.to_string(), message: e.to_string() }
 }
 
 fn bad_records(params: &Params) -> Result<BadRecordPolicy, PlanError> {
@@ -409,12 +431,36 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
             }
             (pipeline.source("source", source).parallelism(1), Some(ProgressUnit::Rows))
         }
+        "kafka" | "kafka_deduplication" => {
+            let schema = sql_schema(params)?
+                .ok_or_else(|| missing("stream.sql.schema", "the Kafka source decodes JSON records by this schema"))?;
+            let topics = list(&params.required("source.kafka.topic", "the Kafka source reads these topics")?);
+            let mut kafka = kafka_config(params, "source.kafka")?;
+            if let Some(group) = params.get("group.id") {
+                kafka = kafka.with_property("group.id", group).map_err(component("group.id"))?;
+            }
+            if let Some(reset) = params.text("auto.offset.reset") {
+                kafka = kafka.with_property("auto.offset.reset", &reset).map_err(component("auto.offset.reset"))?;
+            }
+            let source = KafkaSource::new(kafka, topics, schema).with_bad_records(policy).with_batch_size(batch);
+            source.validate().map_err(component("source.kafka.topic"))?;
+            (pipeline.source("source", source), None)
+        }
         _ => return Err(not_yet("source.type", &format!("the {source_type} source"))),
     };
     let mut dead_letters = vec![source.dead_letters()];
     let mut stream = source;
     if let Some(rate) = params.int("stream.rate.limit")? {
         stream = stream.transform("rate-limit", RateLimitTransform::new(rate));
+    }
+    if source_type == "kafka_deduplication" {
+        let keys = list(&params.required("unique.keys", "the key columns to deduplicate on")?);
+        let minutes = params.int("unique.data.ttl.in.minute")?.unwrap_or(60);
+        if minutes == 0 {
+            return Err(conflict("unique.data.ttl.in.minute", "must be at least 1"));
+        }
+        let ttl = Duration::from_secs(minutes.saturating_mul(60));
+        stream = stream.dedup("dedup", keys, ttl);
     }
     let sql_on = params.bool("stream.sql.enable")? || source_type == "kafka";
     if sql_on {
@@ -477,6 +523,15 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
                 )
                 .exactly_once(exactly_once);
             sink.validate()?;
+            stream.sink("sink", sink).parallelism(sink_parallelism);
+        }
+        "kafka" => {
+            let topic = params.required("sink.kafka.topic", "the Kafka sink writes one topic")?;
+            let kafka = kafka_config(params, "sink.kafka")?;
+            let exactly_once = config.checkpointing.as_ref().is_some_and(|c| c.mode == CheckpointingMode::ExactlyOnce);
+            let sink = KafkaSink::new(kafka, &topic)
+                .map_err(component("sink.kafka.topic"))?
+                .with_delivery(if exactly_once { Delivery::ExactlyOnce } else { Delivery::AtLeastOnce });
             stream.sink("sink", sink).parallelism(sink_parallelism);
         }
         other => return Err(not_yet("sink.type", &format!("the {other} sink"))),
