@@ -72,6 +72,38 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Kafka topic → JSON rows → Kafka topic (at least once), against a bare rdkafka
+    /// consume→produce loop (KAFKA_BROKERS, else librdkafka's mock cluster).
+    KafkaPassthrough {
+        /// Records in the input topic.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Kafka → Kafka exactly once against at least once, checkpoints every second
+    /// (KAFKA_BROKERS, else the test broker).
+    KafkaExactlyOnce {
+        /// Records in the input topic.
+        #[arg(long, default_value_t = 500_000)]
+        rows: u64,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Checkpoint interval in ms.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+    },
+    /// Kafka → dedup (distinct keys, sled state) → Kafka against Kafka → Kafka.
+    Dedup {
+        /// Records, all with distinct keys.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// generator → map → discard, checkpoints off vs every second.
     CheckpointOverhead {
         /// Rows per run.
@@ -230,6 +262,44 @@ async fn db_scenario(sink: bool, rows: u64, size: usize, rounds: usize) -> Resul
     Ok(())
 }
 
+async fn kafka_scenario(
+    name: &str,
+    rows: u64,
+    rounds: usize,
+    interval: Option<Duration>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use operators_benches::kafka::{Fixture, baseline, pipeline};
+    use operators_sinks::kafka::Delivery;
+    let exactly_once = name == "kafka-exactly-once";
+    // Dedup: every key distinct, so both variants write every row.
+    let keys = if name == "dedup" { rows } else { 1000 };
+    // The mock cluster is not `Send`: build it on this thread.
+    let fixture = tokio::task::block_in_place(|| Fixture::new(exactly_once, rows, keys))?;
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for _ in 0..rounds {
+        match name {
+            "kafka-passthrough" => {
+                with.push(pipeline(&fixture, Delivery::AtLeastOnce, None, false, rows).await?);
+                without.push(baseline(&fixture).await?);
+            }
+            "kafka-exactly-once" => {
+                with.push(pipeline(&fixture, Delivery::ExactlyOnce, interval, false, rows).await?);
+                without.push(pipeline(&fixture, Delivery::AtLeastOnce, interval, false, rows).await?);
+            }
+            _ => {
+                with.push(pipeline(&fixture, Delivery::AtLeastOnce, None, true, rows).await?);
+                without.push(pipeline(&fixture, Delivery::AtLeastOnce, None, false, rows).await?);
+            }
+        }
+    }
+    let wall = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_s).collect::<Vec<_>>());
+    let cpu = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_cpu_s).collect::<Vec<_>>());
+    report(name, wall(&with), wall(&without));
+    println!("{name} rows={rows} rows_per_cpu_s={:.0} baseline_rows_per_cpu_s={:.0}", cpu(&with), cpu(&without));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
@@ -240,6 +310,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Scenario::CsvSqlJson { input, generate, rounds } => {
             csv_scenario("csv-sql-json", input, generate, rounds, true).await
         }
+        Scenario::KafkaPassthrough { rows, rounds } => kafka_scenario("kafka-passthrough", rows, rounds, None).await,
+        Scenario::KafkaExactlyOnce { rows, rounds, interval_ms } => {
+            kafka_scenario("kafka-exactly-once", rows, rounds, Some(Duration::from_millis(interval_ms))).await
+        }
+        Scenario::Dedup { rows, rounds } => kafka_scenario("dedup", rows, rounds, None).await,
         Scenario::CheckpointOverhead { rows, rounds, interval_ms } => {
             checkpoint_overhead(rows, rounds, Duration::from_millis(interval_ms)).await
         }

@@ -1,0 +1,193 @@
+//! Kafka scenarios: topic → topic through the pipeline against a bare rdkafka loop,
+//! exactly once against at least once, and dedup against a passthrough.
+//!
+//! The broker is the cluster in `KAFKA_BROKERS`, else librdkafka's mock cluster
+//! (passthrough, dedup) or the test broker of operators-testkit (exactly once: the mock
+//! cluster does not answer `DescribeTransactions`, which the exactly-once sink's
+//! recovery needs).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use operators_core::checkpoint::CheckpointConfig;
+use operators_core::restart::RestartStrategy;
+use operators_core::{JobConfig, Pipeline};
+use operators_sinks::kafka::{Delivery, KafkaSink};
+use operators_sources::kafka::{KafkaConfig, KafkaSource};
+use operators_testkit::kafka::TestKafka;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::Run;
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// Partitions of the bench topics.
+pub const PARTITIONS: i32 = 4;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("city", DataType::Utf8, true),
+        Field::new("score", DataType::Float64, true),
+    ]))
+}
+
+/// A broker with an input topic of `rows` JSON records (ids `0..keys` repeating).
+pub struct Fixture {
+    /// The broker.
+    pub kafka: TestKafka,
+    /// The input topic.
+    pub input: String,
+    /// Rows in it.
+    pub rows: u64,
+}
+
+/// Settings both the pipeline and the baseline use, as the toolkit's defaults.
+fn producer_settings(cfg: &mut ClientConfig) {
+    cfg.set("compression.type", "lz4").set("request.timeout.ms", "180000").set("linger.ms", "5");
+}
+
+impl Fixture {
+    /// Starts the broker and fills the input topic.
+    pub fn new(exactly_once: bool, rows: u64, keys: u64) -> Result<Self, BoxError> {
+        let kafka = if exactly_once || std::env::var("KAFKA_BROKERS").is_ok_and(|b| !b.trim().is_empty()) {
+            TestKafka::start()
+        } else {
+            TestKafka::mock()
+        };
+        let input = kafka.topic("bench-in", PARTITIONS)?;
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", kafka.bootstrap_servers()).set("queue.buffering.max.messages", "1000000");
+        producer_settings(&mut cfg);
+        let producer: ThreadedProducer<DefaultProducerContext> = cfg.create()?;
+        let cities = ["Beijing", "Shanghai", "Shenzhen", "Hangzhou"];
+        for i in 0..rows {
+            let k = i % keys;
+            let value = format!(
+                r#"{{"id":{k},"name":"name-{k}","city":"{}","score":{}.5}}"#,
+                cities[(i % 4) as usize],
+                i % 1000
+            );
+            let mut record = BaseRecord::<(), _>::to(&input).payload(&value).partition((i % PARTITIONS as u64) as i32);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(120))?;
+        Ok(Self { kafka, input, rows })
+    }
+
+    /// A fresh output topic.
+    pub fn output(&self) -> Result<String, BoxError> {
+        Ok(self.kafka.topic("bench-out", PARTITIONS)?)
+    }
+}
+
+/// Input topic → JSON decode → (dedup) → JSON encode → output topic.
+pub async fn pipeline(
+    f: &Fixture,
+    delivery: Delivery,
+    interval: Option<Duration>,
+    dedup: bool,
+    expected_out: u64,
+) -> Result<Run, BoxError> {
+    let output = f.output()?;
+    let ck = tempfile::tempdir()?;
+    let src_cfg = KafkaConfig::new("source.kafka", f.kafka.bootstrap_servers())?;
+    let source = KafkaSource::new(src_cfg, [f.input.as_str()], schema()).bounded(true);
+    let sink_cfg = KafkaConfig::new("sink.kafka", f.kafka.bootstrap_servers())?.with_property("linger.ms", "5")?;
+    let sink = KafkaSink::new(sink_cfg, &output)?.with_delivery(delivery);
+    let p = Pipeline::new();
+    let mut stream = p.source("kafka", source);
+    if dedup {
+        stream = stream.dedup("dedup", ["id"], Duration::from_secs(3600));
+    }
+    stream.sink("out", sink);
+    let mut config = JobConfig::new("kafka-bench").with_restart(RestartStrategy::None);
+    if let Some(i) = interval {
+        config = config.with_checkpointing(CheckpointConfig::new(ck.path()).with_interval(i));
+    }
+    let rows = f.rows;
+    let run = crate::measure(|| async move { p.run(config).await.map(|_| rows).unwrap_or(0) }).await;
+    if run.rows != rows {
+        return Err("the pipeline failed".into());
+    }
+    let got = count(f, &output)?;
+    if got != expected_out {
+        return Err(format!("the output topic holds {got} records, {expected_out} expected").into());
+    }
+    Ok(run)
+}
+
+/// Bare rdkafka: consume every record and produce its bytes to the output topic.
+pub async fn baseline(f: &Fixture) -> Result<Run, BoxError> {
+    let output = f.output()?;
+    let bootstrap = f.kafka.bootstrap_servers().to_string();
+    let input = f.input.clone();
+    let rows = f.rows;
+    let run = crate::measure(|| async move {
+        tokio::task::spawn_blocking(move || copy_loop(&bootstrap, &input, &output, rows).unwrap_or(0))
+            .await
+            .unwrap_or(0)
+    })
+    .await;
+    if run.rows != rows {
+        return Err("the baseline did not copy every record".into());
+    }
+    Ok(run)
+}
+
+fn copy_loop(bootstrap: &str, input: &str, output: &str, rows: u64) -> Result<u64, BoxError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-baseline")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(input, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap).set("enable.idempotence", "true").set("partitioner", "murmur2_random");
+    producer_settings(&mut cfg);
+    let producer: ThreadedProducer<DefaultProducerContext> = cfg.create()?;
+    let mut n = 0u64;
+    let start = Instant::now();
+    while n < rows {
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err("baseline timed out".into());
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let m = m?;
+        let payload = m.payload().unwrap_or_default();
+        let mut record = BaseRecord::<(), _>::to(output).payload(payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        n += 1;
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(n)
+}
+
+fn count(f: &Fixture, topic: &str) -> Result<u64, BoxError> {
+    Ok(f.kafka.read(topic, operators_testkit::kafka::Isolation::ReadCommitted)?.len() as u64)
+}
