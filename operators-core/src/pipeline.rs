@@ -282,6 +282,13 @@ impl UnionStream {
 }
 
 impl SinkHandle {
+    /// The records the sink could not write (rejected by the target system), with the
+    /// target's reason; connect it like any stream. Unconnected, they are logged and
+    /// counted in the sink's metrics.
+    pub fn dead_letters(&self) -> Stream {
+        Stream { graph: self.graph.clone(), node: self.node, port: Port::DeadLetter, partitioning: None }
+    }
+
     /// Sets the sink's parallelism.
     pub fn parallelism(self, parallelism: usize) -> Self {
         lock(&self.graph).nodes[self.node].parallelism = Some(parallelism);
@@ -402,10 +409,10 @@ impl JobGraph {
                 }
                 _ => {}
             }
-            if matches!(nodes[e.from].kind, NodeKind::Sink(_)) {
+            if matches!(nodes[e.from].kind, NodeKind::Sink(_)) && e.port != Port::DeadLetter {
                 return Err(Error::Graph {
                     operator: nodes[e.from].id.clone(),
-                    message: "a sink has no output to connect".into(),
+                    message: "a sink has no output to connect but its dead letters".into(),
                 });
             }
             nodes[e.from].outputs.push(i);

@@ -788,16 +788,24 @@ impl OperatorTask {
         let wrap = self.env.wrap();
         let id = barrier.checkpoint_id;
         let started = Instant::now();
-        // Downstream can start aligning while this task snapshots.
-        self.env.output.broadcast(Message::Barrier(barrier)).await?;
         let state = match &mut self.op {
-            OperatorImpl::Transform(t) => t.snapshot(id, &mut self.ctx),
+            OperatorImpl::Transform(t) => {
+                // Downstream can start aligning while this task snapshots.
+                self.env.output.broadcast(Message::Barrier(barrier)).await?;
+                t.snapshot(id, &mut self.ctx)
+            }
             OperatorImpl::Sink(s) => {
                 // A failed flush loses nothing only if the task fails and replays.
                 if let Some(c) = s.pre_commit(id, &mut self.ctx).await.map_err(&wrap)? {
                     self.pending.push((id, c));
                 }
-                s.snapshot(id)
+                let state = s.snapshot(id);
+                // The dead letters of the flush belong before the barrier: the records
+                // they stand for are not replayed from this checkpoint.
+                let mut dead = std::mem::take(&mut self.ctx.dead);
+                self.env.flush_dead_letters(&mut dead).await?;
+                self.env.output.broadcast(Message::Barrier(barrier)).await?;
+                state
             }
         };
         if barrier.terminal {

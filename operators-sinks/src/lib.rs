@@ -23,11 +23,14 @@
 //! |---|---|---|---|
 //! | `file` | yes | [`file::FileSink`]: JSON lines, CSV, Parquet part files | exactly once |
 //! | `jdbc` | no | `jdbc::JdbcSink`: PostgreSQL, MySQL/MariaDB, SQLite, insert or upsert | at least once, or exactly once with checkpoints |
+//! | `elasticsearch` | no | `elasticsearch::EsSink`: documents by id, incremental / finite / full sync | at least once, effectively once (same ids on replay) |
 //! | `kafka` | no | `kafka::KafkaSink`: JSON messages to a topic | at least once, or exactly once (transactions) with checkpoints |
 //! | — | always | [`stdout::StdoutSink`] | at least once |
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "elasticsearch")]
+pub mod elasticsearch;
 mod error;
 #[cfg(feature = "file")]
 pub mod file;

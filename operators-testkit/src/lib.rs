@@ -3,6 +3,9 @@
 //! - [`kafka`]: a single-node Kafka broker with real transaction semantics (commit and
 //!   abort markers, last stable offset, fencing, timeouts), harnesses that run against
 //!   it, against librdkafka's mock cluster or against a real cluster in `KAFKA_BROKERS`.
+//! - [`es`]: an HTTP server with the subset of Elasticsearch's API the sink uses (bulk
+//!   with per-item statuses, versions, partial updates, delete-by-query, auth, several
+//!   nodes, injectable faults), and a harness that also runs against `ES_URL`.
 //!
 //! ```no_run
 //! use operators_testkit::kafka::{Isolation, TestKafka};
@@ -14,4 +17,5 @@
 //! assert_eq!(read.len(), 2);
 //! ```
 
+pub mod es;
 pub mod kafka;
