@@ -1025,10 +1025,12 @@ impl Sink for EsSinkTask {
                 tokio::time::sleep(tick).await;
                 let Some(writer) = writer.upgrade() else { return };
                 let mut w = writer.lock().await;
-                if !w.items.is_empty() && w.failure.is_none() && w.last_flush.elapsed() >= interval {
-                    if let Err(e) = w.flush().await {
-                        w.failure = Some(e);
-                    }
+                if !w.items.is_empty()
+                    && w.failure.is_none()
+                    && w.last_flush.elapsed() >= interval
+                    && let Err(e) = w.flush().await
+                {
+                    w.failure = Some(e);
                 }
             }
         }));

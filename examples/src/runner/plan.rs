@@ -14,6 +14,7 @@ use operators_core::operator::BadRecordPolicy;
 use operators_core::restart::RestartStrategy;
 use operators_core::state::StateBackendKind;
 use operators_core::{JobConfig, Pipeline, Stream};
+use operators_sinks::elasticsearch::{Backoff, BackoffKind, EsConfig, EsSink, SyncMode};
 use operators_sinks::file::{FileFormat, FileSink};
 use operators_sinks::jdbc::{JdbcSink, WriteMode};
 use operators_sinks::kafka::{Delivery, KafkaSink};
@@ -301,6 +302,66 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
     Ok(config)
 }
 
+fn es_sink(params: &Params) -> Result<EsSink, PlanError> {
+    let servers = params.required("sink.es.server", "the es sink needs host:port[,host:port...]")?;
+    let mut config = EsConfig::parse("sink.es.server", &servers)?;
+    match (params.get("sink.es.username"), params.get("sink.es.password"), params.get("sink.es.api.key")) {
+        (Some(_), _, Some(_)) => {
+            return Err(conflict("sink.es.api.key", "give either sink.es.username/password or an API key"));
+        }
+        (Some(user), password, None) => config = config.with_basic_auth(user, password.unwrap_or_default()),
+        (None, Some(_), _) => return Err(missing("sink.es.username", "sink.es.password is set without a user")),
+        (None, None, Some(key)) => config = config.with_api_key(key),
+        (None, None, None) => {}
+    }
+    let index = params.required("sink.es.index", "the es sink writes one index")?;
+    let id_column = params.required("sink.es.unique.column", "the column that holds document ids")?;
+    let mode =
+        SyncMode::parse("sink.es.sync.type", &params.required("sink.es.sync.type", "incremental, finite or full")?)?;
+    let mut sink = EsSink::new(config, &index, &id_column, mode);
+    if let Some(t) = params.text("sink.es.type") {
+        sink = sink.with_doc_type(&t);
+    }
+    if let Some(c) = params.text("sink.es.version.column") {
+        sink = sink.with_version_column(&c);
+    }
+    if let Some(v) = params.text("sink.es.version") {
+        sink = sink.with_version(&v);
+    }
+    let external = params.choice("sink.es.version.type")?.is_some_and(|t| t == "external_gte");
+    let retry_on_conflict = params.int("sink.es.update.retry.on.conflict")?.unwrap_or(5);
+    let int = |key: &str, default: u64| -> Result<u64, PlanError> { Ok(params.int(key)?.unwrap_or(default)) };
+    let max_actions = usize::try_from(int("sink.es.bulk.flush.max.actions", 1000)?).unwrap_or(usize::MAX);
+    let max_bytes =
+        usize::try_from(int("sink.es.bulk.flush.max.size.mb", 5)?.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    if max_actions == 0 || max_bytes == 0 {
+        return Err(conflict("sink.es.bulk.flush.max.actions", "bulk limits must be at least 1"));
+    }
+    let interval = Duration::from_millis(int("sink.es.bulk.flush.interval.ms", 60_000)?);
+    let kind = match params.choice("sink.es.bulk.flush.backoff.type")?.as_deref() {
+        Some("exponential") => BackoffKind::Exponential,
+        _ => BackoffKind::Constant,
+    };
+    let retries = match params.int("sink.es.bulk.flush.backoff.retries")? {
+        Some(r) => r,
+        None => int("bulk.flush.backoff.retries", 5)?,
+    };
+    let backoff = Backoff {
+        enabled: params.bool("sink.es.bulk.flush.backoff.enable")?,
+        kind,
+        delay: Duration::from_millis(int("sink.es.bulk.flush.backoff.delay", 60_000)?),
+        retries: u32::try_from(retries).unwrap_or(u32::MAX),
+    };
+    let sink = sink
+        .with_external_versioning(external)
+        .with_cleanup(params.bool("sink.es.cleanup")?)
+        .with_retry_on_conflict(u32::try_from(retry_on_conflict).unwrap_or(u32::MAX))
+        .with_bulk(max_actions, max_bytes, interval)
+        .with_backoff(backoff);
+    sink.validate()?;
+    Ok(sink)
+}
+
 fn not_yet(key: &str, what: &str) -> PlanError {
     conflict(key, format!("{what} is not available in this build yet"))
 }
@@ -463,6 +524,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         stream = stream.dedup("dedup", keys, ttl);
     }
     let sql_on = params.bool("stream.sql.enable")? || source_type == "kafka";
+    let mut known_schema = None;
     if sql_on {
         let schema = sql_schema(params)?.ok_or_else(|| {
             missing("stream.sql.schema", "the SQL needs the input schema (or stream.sql.schema.json)")
@@ -479,6 +541,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
                 };
                 PlanError::Component { key: key.into(), message: e.to_string() }
             })?;
+        known_schema = Some(sql.output_schema());
         stream = stream.transform("sql", sql);
         dead_letters.push(stream.dead_letters());
     }
@@ -488,6 +551,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
             .with_exclude(list(&params.text("sink.merge.exclude.fields").unwrap_or_else(|| "id".into())));
         nest.validate()?;
         stream = stream.transform("merge", nest);
+        known_schema = None;
     }
     match sink_type.as_str() {
         "file" => {
@@ -533,6 +597,16 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
                 .map_err(component("sink.kafka.topic"))?
                 .with_delivery(if exactly_once { Delivery::ExactlyOnce } else { Delivery::AtLeastOnce });
             stream.sink("sink", sink).parallelism(sink_parallelism);
+        }
+        "es" => {
+            let sink = es_sink(params)?;
+            // The rows' schema is known here when SQL produces them; otherwise the sink
+            // checks the first batch and stops the job before writing anything.
+            if let Some(schema) = &known_schema {
+                sink.check_schema(schema)?;
+            }
+            let sink_stream = stream.sink("sink", sink).parallelism(sink_parallelism);
+            dead_letters.push(sink_stream.dead_letters());
         }
         other => return Err(not_yet("sink.type", &format!("the {other} sink"))),
     }

@@ -1,0 +1,184 @@
+//! Kill test: the runner syncs a directory of Parquet files into an Elasticsearch index
+//! (full sync, with a version) and is SIGKILLed at random moments, at least 10 times,
+//! each time restarted from its checkpoints. The Elasticsearch test server lives in
+//! this test process and outlives every run. In the end the index equals the input:
+//! the same ids, fields and version, nothing missing, nothing extra.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use operators_testkit::es::{EsServerConfig, TestEs};
+use parquet::arrow::ArrowWriter;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use support::operator;
+
+const KILLS: usize = 12;
+const FILES: i64 = 4;
+const ROWS_PER_FILE: i64 = 5_000;
+const VERSION: i64 = 1_586_959_594;
+
+/// Writes the input files; returns id → the document expected in the index.
+fn write_input(dir: &std::path::Path) -> BTreeMap<String, Value> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("score", DataType::Float64, true),
+    ]));
+    let mut expected = BTreeMap::new();
+    for f in 0..FILES {
+        let ids: Vec<i64> = (0..ROWS_PER_FILE).map(|i| f * ROWS_PER_FILE + i).collect();
+        let names: Vec<Option<String>> =
+            ids.iter().map(|id| (id % 97 != 0).then(|| format!("name-{id}-\u{4e2d}"))).collect();
+        let scores: Vec<f64> = ids.iter().map(|id| *id as f64 * 0.25).collect();
+        for ((id, name), score) in ids.iter().zip(&names).zip(&scores) {
+            expected.insert(id.to_string(), json!({"id": id, "name": name, "score": score, "version": VERSION}));
+        }
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(names)),
+                Arc::new(Float64Array::from(scores)),
+            ],
+        )
+        .unwrap();
+        let file = std::fs::File::create(dir.join(format!("part-{f}.parquet"))).unwrap();
+        let mut w = ArrowWriter::try_new(file, schema.clone(), None).unwrap();
+        // Several row groups per file: a kill can land inside a file.
+        for start in (0..ROWS_PER_FILE as usize).step_by(1000) {
+            w.write(&batch.slice(start, 1000)).unwrap();
+            w.flush().unwrap();
+        }
+        w.close().unwrap();
+    }
+    expected
+}
+
+/// The index as id → document with explicit nulls, for comparison with the input.
+fn normalised(docs: BTreeMap<String, (Value, i64)>) -> BTreeMap<String, Value> {
+    docs.into_iter()
+        .map(|(id, (mut source, _))| {
+            if source.get("name").is_none() {
+                source["name"] = Value::Null;
+            }
+            (id, source)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_leaves_an_index_equal_to_the_input() {
+    let es = TestEs::local(EsServerConfig::default()).await.unwrap();
+    let server = es.require_server().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let expected = write_input(&input);
+    let index = es.index("kill");
+    let ck = tmp.path().join("ck");
+    let seed: u64 = rand::random();
+    eprintln!("kill test seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let args = [
+        "--job.name",
+        "kill-es",
+        "--source.type",
+        "parquet",
+        "--source.path",
+        input.to_str().unwrap(),
+        "--source.watch.type",
+        "PROCESS_ONCE",
+        "--source.watch.settle",
+        "0",
+        "--source.batch.size",
+        "250",
+        "--stream.rate.limit",
+        "800",
+        "--sink.type",
+        "es",
+        "--sink.es.server",
+        es.servers(),
+        "--sink.es.index",
+        &index,
+        "--sink.es.type",
+        "parquet",
+        "--sink.es.sync.type",
+        "full",
+        "--sink.es.unique.column",
+        "id",
+        "--sink.es.version",
+        "1586959594",
+        "--sink.es.bulk.flush.max.actions",
+        "300",
+        "--sink.es.bulk.flush.backoff.delay",
+        "50",
+        "--stream.checkpoint.interval",
+        "200",
+        "--stream.checkpoint.min.pause",
+        "0",
+        "--stream.checkpoint.dir",
+        ck.to_str().unwrap(),
+        "--job.retry.strategy",
+        "none",
+        "--progress",
+        "off",
+    ];
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut midway = 0;
+    for kill in 1..=KILLS {
+        let log = std::fs::File::create(tmp.path().join(format!("run-{kill}.log"))).unwrap();
+        let mut child = operator(tmp.path())
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_millis(rng.random_range(800..2200));
+        let start = Instant::now();
+        while start.elapsed() < delay {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "run {kill} exited on its own with {status}:\n{}",
+                    std::fs::read_to_string(tmp.path().join(format!("run-{kill}.log"))).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let docs = server.documents(&index);
+        // Whatever is there at any moment is input, as the input says.
+        for (id, (source, _)) in &docs {
+            let want = expected.get(id).unwrap_or_else(|| panic!("kill {kill}: document {id} is not in the input"));
+            let mut got = source.clone();
+            if got.get("name").is_none() {
+                got["name"] = Value::Null;
+            }
+            assert_eq!(&got, want, "kill {kill}: document {id}");
+        }
+        if !docs.is_empty() && docs.len() < expected.len() {
+            midway += 1;
+        }
+        eprintln!("kill {kill}: after {delay:?}, {} of {} documents", docs.len(), expected.len());
+        if std::env::var("KILL_LOGS").is_ok() {
+            eprintln!("{}", std::fs::read_to_string(tmp.path().join(format!("run-{kill}.log"))).unwrap_or_default());
+        }
+    }
+    assert!(midway >= KILLS / 2, "most kills hit a job with a partial index ({midway})");
+
+    // A last run, unkilled: it finishes by itself (PROCESS_ONCE).
+    let out = operator(tmp.path()).args(&args).output().unwrap();
+    assert!(out.status.success(), "the last run failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let got = normalised(server.documents(&index));
+    assert_eq!(got.len(), expected.len(), "no missing or extra documents");
+    assert_eq!(got, expected, "the index equals the input: ids, fields and version");
+}
