@@ -6,6 +6,7 @@
 
 pub mod csv;
 pub mod db;
+pub mod es;
 pub mod kafka;
 
 use std::time::{Duration, Instant};

@@ -104,6 +104,19 @@ enum Scenario {
         #[arg(long, default_value_t = 2)]
         rounds: usize,
     },
+    /// Parquet directory → Elasticsearch (full sync) against a bare parquet-read → `_bulk`
+    /// loop with the same client and batch size (ES_URL, else the test server).
+    ParquetEs {
+        /// Rows in the input files.
+        #[arg(long, default_value_t = 500_000)]
+        rows: u64,
+        /// Actions per bulk request (and rows per batch).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// generator → map → discard, checkpoints off vs every second.
     CheckpointOverhead {
         /// Rows per run.
@@ -300,6 +313,39 @@ async fn kafka_scenario(
     Ok(())
 }
 
+async fn parquet_es(rows: u64, batch: usize, rounds: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use operators_benches::es;
+    use operators_testkit::es::TestEs;
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path().join("input");
+    let files = es::write_input(&dir, rows, 8)?;
+    let server = TestEs::start().await?;
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for round in 0..rounds {
+        let index = server.index(&format!("bench-{round}"));
+        with.push(es::pipeline(&server, &dir, &index, batch, rows).await?);
+        if server.count(&index).await? != rows {
+            return Err(format!("the pipeline did not index every row into {index}").into());
+        }
+        server.delete_index(&index).await?;
+        let index = server.index(&format!("baseline-{round}"));
+        without.push(es::baseline(&server, &files, &index, batch).await?);
+        if server.count(&index).await? != rows {
+            return Err(format!("the baseline did not index every row into {index}").into());
+        }
+        server.delete_index(&index).await?;
+    }
+    if with.iter().chain(&without).any(|r| r.rows != rows) {
+        return Err("a run did not move every row".into());
+    }
+    let wall = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_s).collect::<Vec<_>>());
+    let cpu = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_cpu_s).collect::<Vec<_>>());
+    report("parquet-es", wall(&with), wall(&without));
+    println!("parquet-es rows={rows} rows_per_cpu_s={:.0} baseline_rows_per_cpu_s={:.0}", cpu(&with), cpu(&without));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
@@ -315,6 +361,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             kafka_scenario("kafka-exactly-once", rows, rounds, Some(Duration::from_millis(interval_ms))).await
         }
         Scenario::Dedup { rows, rounds } => kafka_scenario("dedup", rows, rounds, None).await,
+        Scenario::ParquetEs { rows, batch, rounds } => parquet_es(rows, batch, rounds).await,
         Scenario::CheckpointOverhead { rows, rounds, interval_ms } => {
             checkpoint_overhead(rows, rounds, Duration::from_millis(interval_ms)).await
         }
