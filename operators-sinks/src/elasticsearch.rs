@@ -527,9 +527,12 @@ impl SinkFactory for EsSink {
     fn create(&self, info: &TaskInfo) -> Result<Box<dyn Sink>> {
         self.validate()?;
         let nodes = self.config.clients()?;
-        let version_json = self.version.as_ref().map(|v| match v.trim().parse::<i64>() {
-            Ok(n) => n.to_string(),
-            Err(_) => serde_json::Value::String(v.clone()).to_string(),
+        let version_json = self.version.as_ref().map(|v| {
+            let value = match v.trim().parse::<i64>() {
+                Ok(n) => n.to_string(),
+                Err(_) => serde_json::Value::String(v.clone()).to_string(),
+            };
+            format!("{}:{value}", serde_json::Value::String(self.version_column.clone()))
         });
         let writer = Writer {
             settings: self.clone(),
@@ -537,12 +540,15 @@ impl SinkFactory for EsSink {
             current: 0,
             typed: self.doc_type.is_some(),
             version_json,
+            action_prefix: Vec::new(),
             buf: Vec::new(),
             items: Vec::new(),
             dead: Vec::new(),
             last_flush: Instant::now(),
             failure: None,
         };
+        let mut writer = writer;
+        writer.action_prefix = writer.build_action_prefix();
         Ok(Box::new(EsSinkTask {
             writer: Arc::new(Mutex::new(writer)),
             encoder: JsonEncoder::new(),
@@ -562,8 +568,10 @@ impl SinkFactory for EsSink {
 
 /// One buffered action: where its lines are in the body, and its retry history.
 struct Item {
-    id: String,
     lines: std::ops::Range<usize>,
+    /// The id as a JSON string, relative to `lines.start`.
+    id: std::ops::Range<usize>,
+    /// The document, relative to `lines.start`.
     doc: std::ops::Range<usize>,
     attempts: u32,
     conflicts: u32,
@@ -574,7 +582,10 @@ struct Writer {
     nodes: Vec<Node>,
     current: usize,
     typed: bool,
+    /// `"<version column>":<version>`, appended to documents where the mode writes it.
     version_json: Option<String>,
+    /// The action line up to the id, the same for every row (built once, not per row).
+    action_prefix: Vec<u8>,
     buf: Vec<u8>,
     items: Vec<Item>,
     dead: Vec<DeadLetter>,
@@ -618,19 +629,17 @@ enum Answer {
 }
 
 impl Writer {
-    fn add(&mut self, id: &str, doc: &[u8]) {
+    /// `{"<action>":{"_index":…,[…,]"_id":` for this sink's settings.
+    fn build_action_prefix(&self) -> Vec<u8> {
         let s = &self.settings;
-        let mode = s.mode;
-        let start = self.buf.len();
         let mut meta = serde_json::Map::new();
         meta.insert("_index".into(), s.index.clone().into());
-        meta.insert("_id".into(), id.into());
         if self.typed
             && let Some(t) = &s.doc_type
         {
             meta.insert("_type".into(), t.clone().into());
         }
-        let action = match mode {
+        let action = match s.mode {
             SyncMode::Full => {
                 if s.external_versioning
                     && let Some(v) = s.version_number()
@@ -645,15 +654,28 @@ impl Writer {
                 "update"
             }
         };
-        let line = serde_json::json!({ action: meta });
-        self.buf.extend_from_slice(line.to_string().as_bytes());
-        self.buf.push(b'\n');
+        let line = serde_json::json!({ action: meta }).to_string();
+        // `{"index":{...}}` → `{"index":{...,"_id":`
+        let mut prefix = line[..line.len() - 2].as_bytes().to_vec();
+        prefix.extend_from_slice(b",\"_id\":");
+        prefix
+    }
+
+    fn add(&mut self, id: &str, doc: &[u8]) {
+        let mode = self.settings.mode;
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&self.action_prefix);
+        let id_start = self.buf.len() - start;
+        // Writing a str into a Vec cannot fail; the id is JSON-escaped.
+        let _ = serde_json::to_writer(&mut self.buf, id);
+        let id_end = self.buf.len() - start;
+        self.buf.extend_from_slice(b"}}\n");
         if mode != SyncMode::Full {
             self.buf.extend_from_slice(b"{\"doc\":");
         }
-        let doc_start = self.buf.len();
+        let doc_start = self.buf.len() - start;
         self.push_doc(doc);
-        let doc_end = self.buf.len();
+        let doc_end = self.buf.len() - start;
         match mode {
             SyncMode::Full => {}
             SyncMode::Incremental => self.buf.extend_from_slice(b",\"doc_as_upsert\":true}"),
@@ -661,12 +683,24 @@ impl Writer {
         }
         self.buf.push(b'\n');
         self.items.push(Item {
-            id: id.to_string(),
             lines: start..self.buf.len(),
+            id: id_start..id_end,
             doc: doc_start..doc_end,
             attempts: 0,
             conflicts: 0,
         });
+    }
+
+    /// The id of `item`, unescaped, for messages.
+    fn id_of(&self, item: &Item) -> String {
+        let raw = &self.buf[item.lines.start + item.id.start..item.lines.start + item.id.end];
+        serde_json::from_slice(raw).unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned())
+    }
+
+    /// The document of `item`, for dead letters.
+    fn doc_of(&self, item: &Item) -> String {
+        String::from_utf8_lossy(&self.buf[item.lines.start + item.doc.start..item.lines.start + item.doc.end])
+            .into_owned()
     }
 
     /// The row's JSON object, with the version field added where the mode writes it.
@@ -678,10 +712,6 @@ impl Writer {
                 if body.len() > 1 {
                     self.buf.push(b',');
                 }
-                self.buf.extend_from_slice(
-                    serde_json::Value::String(self.settings.version_column.clone()).to_string().as_bytes(),
-                );
-                self.buf.push(b':');
                 self.buf.extend_from_slice(v.as_bytes());
                 self.buf.push(b'}');
             }
@@ -759,22 +789,21 @@ impl Writer {
                         max_attempt = max_attempt.max(item.attempts);
                         if first_reason.is_empty() {
                             let (kind, reason) = reason_of(&r.error);
-                            first_reason = format!("HTTP {} {kind}: {reason} (document `{}`)", r.status, item.id);
+                            let id = self.id_of(&item);
+                            first_reason = format!("HTTP {} {kind}: {reason} (document `{id}`)", r.status);
                         }
                         EsStats::add(&stats.retried, 1);
                         retry.push(item);
                     }
                     status => {
                         let (kind, reason) = reason_of(&r.error);
+                        let id = self.id_of(&item);
                         self.dead.push(DeadLetter {
-                            origin: format!("{}/{}", self.settings.index, item.id),
+                            origin: format!("{}/{id}", self.settings.index),
                             line: None,
                             offset: None,
-                            reason: format!(
-                                "Elasticsearch rejected document `{}`: HTTP {status} {kind}: {reason}",
-                                item.id
-                            ),
-                            record: String::from_utf8_lossy(&self.buf[item.doc.clone()]).into_owned(),
+                            reason: format!("Elasticsearch rejected document `{id}`: HTTP {status} {kind}: {reason}"),
+                            record: self.doc_of(&item),
                         });
                         EsStats::add(&stats.dead_lettered, 1);
                     }
@@ -787,12 +816,10 @@ impl Writer {
             // Rebuild the body from the items to send again.
             let mut buf = Vec::with_capacity(retry.iter().map(|i| i.lines.len()).sum());
             for item in &mut retry {
+                // `id` and `doc` are relative to `lines`: only `lines` moves.
                 let start = buf.len();
-                let shift = item.doc.start - item.lines.start;
                 buf.extend_from_slice(&self.buf[item.lines.clone()]);
-                let doc_len = item.doc.len();
                 item.lines = start..buf.len();
-                item.doc = start + shift..start + shift + doc_len;
             }
             self.buf = buf;
             self.items = retry;
@@ -942,6 +969,7 @@ impl Writer {
         if self.settings.doc_type.is_some() && major >= 7 {
             tracing::info!(version = number, "Elasticsearch {major} is typeless: sink.es.type is not sent");
             self.typed = false;
+            self.action_prefix = self.build_action_prefix();
         }
         Ok(())
     }
