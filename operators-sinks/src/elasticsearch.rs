@@ -656,7 +656,7 @@ impl Writer {
         };
         let line = serde_json::json!({ action: meta }).to_string();
         // `{"index":{...}}` → `{"index":{...,"_id":`
-        let mut prefix = line[..line.len() - 2].as_bytes().to_vec();
+        let mut prefix = line.as_bytes()[..line.len() - 2].to_vec();
         prefix.extend_from_slice(b",\"_id\":");
         prefix
     }
