@@ -7,10 +7,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use support::{hidden_files, json_rows, operator, write_csv_input};
+use support::{hidden_files, json_rows, kill_after, operator, write_csv_input};
 
 const KILLS: usize = 25;
 
@@ -67,31 +67,19 @@ fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     let mut interrupted_midway = 0;
     let mut kills = 0;
     while kills < KILLS {
-        let mut child = operator(tmp.path())
+        let child = operator(tmp.path())
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let delay = Duration::from_millis(rng.random_range(200..1000));
-        let start = Instant::now();
-        let mut exited = None;
-        while start.elapsed() < delay {
-            if let Some(status) = child.try_wait().unwrap() {
-                exited = Some(status);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if let Some(status) = exited {
+        if let Some(status) = kill_after(child, delay) {
             // The job finished before this kill; a finished job's checkpoints are gone,
             // so launching it again would import everything again.
             assert!(status.success(), "run {kills} failed on its own");
             break;
         }
-        // Child::kill sends SIGKILL on Unix: no shutdown code runs.
-        let _ = child.kill();
-        let _ = child.wait().unwrap();
         kills += 1;
         let committed = json_rows(&out).len();
         if committed > 0 && committed < total {

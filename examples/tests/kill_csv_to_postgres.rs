@@ -6,11 +6,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use operators_sources::jdbc::test_util::TestDb;
 use rand::{Rng, SeedableRng};
-use support::{operator, write_csv_input};
+use support::{kill_after, operator, write_csv_input};
 
 const KILLS: usize = 25;
 
@@ -65,28 +65,17 @@ async fn sigkill_at_random_moments_leaves_exactly_the_input_in_the_table() {
     let mut kills = 0;
     let mut midway = 0;
     while kills < KILLS {
-        let mut child = operator(tmp.path())
+        let child = operator(tmp.path())
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let delay = Duration::from_millis(rng.random_range(200..1000));
-        let start = Instant::now();
-        let mut exited = None;
-        while start.elapsed() < delay {
-            if let Some(status) = child.try_wait().unwrap() {
-                exited = Some(status);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if let Some(status) = exited {
+        if let Some(status) = tokio::task::spawn_blocking(move || kill_after(child, delay)).await.unwrap() {
             assert!(status.success(), "run {kills} failed on its own");
             break;
         }
-        let _ = child.kill();
-        let _ = child.wait();
         kills += 1;
         let rows = db.scalar("select count(*) from imported").await;
         assert!(rows <= total, "kill {kills}: {rows} rows for {total} input rows");

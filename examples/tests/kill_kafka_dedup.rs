@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use operators_testkit::kafka::{TestKafka, TestRecord};
 use rand::{Rng, SeedableRng};
-use support::operator;
+use support::{kill_after, operator};
 
 const KILLS: usize = 22;
 const KEYS: i64 = 3000;
@@ -100,7 +100,7 @@ async fn sigkill_at_random_moments_keeps_the_first_occurrence_of_each_key_exactl
     let mut midway = 0;
     for kill in 1..=KILLS {
         let log = std::fs::File::create(tmp.path().join(format!("run-{kill}.log"))).unwrap();
-        let mut child = operator(tmp.path())
+        let child = operator(tmp.path())
             .args(&args)
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
@@ -108,15 +108,9 @@ async fn sigkill_at_random_moments_keeps_the_first_occurrence_of_each_key_exactl
             .spawn()
             .unwrap();
         let delay = Duration::from_millis(rng.random_range(1000..3000));
-        let start = Instant::now();
-        while start.elapsed() < delay {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("run {kill} exited on its own with {status}");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Some(status) = tokio::task::spawn_blocking(move || kill_after(child, delay)).await.unwrap() {
+            panic!("run {kill} exited on its own with {status}");
         }
-        let _ = child.kill();
-        let _ = child.wait();
         let seen = committed(&kafka, &output);
         for (key, seq) in &seen {
             assert_eq!(Some(seq), expected.get(key), "kill {kill}: {key:?} is not the first occurrence");

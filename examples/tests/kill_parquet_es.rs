@@ -9,16 +9,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use operators_testkit::es::{EsServerConfig, TestEs};
-use parquet::arrow::ArrowWriter;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::operator;
+use support::{kill_after, operator, write_parquet};
 
 const KILLS: usize = 12;
 const FILES: i64 = 4;
@@ -50,14 +49,10 @@ fn write_input(dir: &std::path::Path) -> BTreeMap<String, Value> {
             ],
         )
         .unwrap();
-        let file = std::fs::File::create(dir.join(format!("part-{f}.parquet"))).unwrap();
-        let mut w = ArrowWriter::try_new(file, schema.clone(), None).unwrap();
         // Several row groups per file: a kill can land inside a file.
-        for start in (0..ROWS_PER_FILE as usize).step_by(1000) {
-            w.write(&batch.slice(start, 1000)).unwrap();
-            w.flush().unwrap();
-        }
-        w.close().unwrap();
+        let groups: Vec<RecordBatch> =
+            (0..ROWS_PER_FILE as usize).step_by(1000).map(|s| batch.slice(s, 1000)).collect();
+        write_parquet(&dir.join(format!("part-{f}.parquet")), &groups);
     }
     expected
 }
@@ -135,7 +130,7 @@ async fn sigkill_at_random_moments_leaves_an_index_equal_to_the_input() {
     let mut midway = 0;
     for kill in 1..=KILLS {
         let log = std::fs::File::create(tmp.path().join(format!("run-{kill}.log"))).unwrap();
-        let mut child = operator(tmp.path())
+        let child = operator(tmp.path())
             .args(&args)
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
@@ -143,18 +138,12 @@ async fn sigkill_at_random_moments_leaves_an_index_equal_to_the_input() {
             .spawn()
             .unwrap();
         let delay = Duration::from_millis(rng.random_range(800..2200));
-        let start = Instant::now();
-        while start.elapsed() < delay {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "run {kill} exited on its own with {status}:\n{}",
-                    std::fs::read_to_string(tmp.path().join(format!("run-{kill}.log"))).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Some(status) = tokio::task::spawn_blocking(move || kill_after(child, delay)).await.unwrap() {
+            panic!(
+                "run {kill} exited on its own with {status}:\n{}",
+                std::fs::read_to_string(tmp.path().join(format!("run-{kill}.log"))).unwrap_or_default()
+            );
         }
-        let _ = child.kill();
-        let _ = child.wait();
         let docs = server.documents(&index);
         // Whatever is there at any moment is input, as the input says.
         for (id, (source, _)) in &docs {
@@ -176,7 +165,9 @@ async fn sigkill_at_random_moments_leaves_an_index_equal_to_the_input() {
     assert!(midway >= KILLS / 2, "most kills hit a job with a partial index ({midway})");
 
     // A last run, unkilled: it finishes by itself (PROCESS_ONCE).
-    let out = operator(tmp.path()).args(&args).output().unwrap();
+    // Blocking wait off the runtime: the Elasticsearch server runs on it.
+    let cwd = tmp.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || operator(&cwd).args(&args).output().unwrap()).await.unwrap();
     assert!(out.status.success(), "the last run failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let got = normalised(server.documents(&index));
     assert_eq!(got.len(), expected.len(), "no missing or extra documents");

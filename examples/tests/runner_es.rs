@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use operators_testkit::es::TestEs;
 use serde_json::json;
-use support::{operator, stderr};
+use support::{operator, stderr, write_parquet};
 
 fn write_events(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
@@ -36,11 +36,7 @@ fn write_events(dir: &Path) {
         ],
     )
     .unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(dir.join("part-0.parquet")).unwrap(), schema, None)
-            .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&dir.join("part-0.parquet"), &[batch]);
 }
 
 async fn run(cwd: PathBuf, args: Vec<String>) -> Output {

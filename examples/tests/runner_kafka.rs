@@ -15,7 +15,7 @@ use arrow::record_batch::RecordBatch;
 use operators_sources::jdbc::test_util::TestDb;
 use operators_testkit::kafka::TestKafka;
 use serde_json::{Value, json};
-use support::{operator, run, stderr};
+use support::{operator, run, stderr, write_parquet};
 
 fn values(kafka: &TestKafka, topic: &str) -> Vec<Value> {
     let mut rows: Vec<Value> =
@@ -81,11 +81,7 @@ fn parquet_to_kafka() {
         vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(StringArray::from(vec![Some("beijing"), None]))],
     )
     .unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(input.join("p.parquet")).unwrap(), schema, None)
-            .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&input.join("p.parquet"), &[batch]);
     let topic = kafka.topic("parquet-out", 2).unwrap();
     let o = run(
         tmp.path(),

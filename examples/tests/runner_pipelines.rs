@@ -44,15 +44,7 @@ fn sample_batch() -> RecordBatch {
 
 fn write_parquet(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let b = sample_batch();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(dir.join("part-0.parquet")).unwrap(),
-        b.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&b).unwrap();
-    w.close().unwrap();
+    support::write_parquet(&dir.join("part-0.parquet"), &[sample_batch()]);
 }
 
 fn write_orc(dir: &Path) {

@@ -1082,9 +1082,11 @@ impl Sink for EsSinkTask {
         if let Some(e) = w.failure.take() {
             return Err(e);
         }
+        // Rows are counted when taken into the buffer, before each flush (an await where
+        // the task may be stopped) and at the end: the counts add up also then.
+        let mut taken = 0u64;
         for (i, range) in self.row_ranges.iter().enumerate() {
-            // Counted row by row: a task stopped inside the loop has taken only these.
-            EsStats::add(&self.settings.stats.rows, 1);
+            taken += 1;
             let doc = &self.rows[range.clone()];
             if ids.is_null(i) || ids.value(i).is_empty() {
                 EsStats::add(&self.settings.stats.dead_lettered, 1);
@@ -1099,10 +1101,12 @@ impl Sink for EsSinkTask {
             }
             w.add(ids.value(i), doc);
             if w.is_full() {
+                EsStats::add(&self.settings.stats.rows, std::mem::take(&mut taken));
                 w.flush().await?;
                 Self::drain_dead(&mut w, ctx);
             }
         }
+        EsStats::add(&self.settings.stats.rows, taken);
         Ok(())
     }
 

@@ -143,3 +143,31 @@ impl Running {
         }
     }
 }
+
+/// Lets `child` run for `delay`, then SIGKILLs it (`Child::kill` sends SIGKILL on Unix:
+/// no shutdown code runs). Returns its exit status when it ended on its own first.
+/// Blocking: call it from `spawn_blocking` in async tests.
+pub fn kill_after(mut child: Child, delay: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < delay {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Writes `batches` into one Parquet file at `path`, a row group per batch.
+pub fn write_parquet(path: &Path, batches: &[arrow::record_batch::RecordBatch]) {
+    let Some(first) = batches.first() else { return };
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), first.schema(), None).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+        w.flush().unwrap();
+    }
+    w.close().unwrap();
+}
