@@ -25,8 +25,15 @@ use crate::Run;
 
 type BoxError = Box<dyn std::error::Error>;
 
-/// Partitions of the bench topics.
-pub const PARTITIONS: i32 = 4;
+/// Records per partition at most: librdkafka's mock cluster keeps only 5 MiB (or
+/// 100 000 batches) per partition and silently deletes the oldest records beyond that,
+/// so a million records in 4 partitions would lose some of their start.
+const ROWS_PER_PARTITION: u64 = 50_000;
+
+/// Partitions of the bench topics for `rows` records: at least 4.
+pub fn partitions_for(rows: u64) -> i32 {
+    i32::try_from(rows.div_ceil(ROWS_PER_PARTITION).max(4)).unwrap_or(i32::MAX)
+}
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -45,6 +52,8 @@ pub struct Fixture {
     pub input: String,
     /// Rows in it.
     pub rows: u64,
+    /// Partitions of the input and output topics.
+    pub partitions: i32,
 }
 
 /// Settings both the pipeline and the baseline use, as the toolkit's defaults.
@@ -60,7 +69,8 @@ impl Fixture {
         } else {
             TestKafka::mock()
         };
-        let input = kafka.topic("bench-in", PARTITIONS)?;
+        let partitions = partitions_for(rows);
+        let input = kafka.topic("bench-in", partitions)?;
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", kafka.bootstrap_servers()).set("queue.buffering.max.messages", "1000000");
         producer_settings(&mut cfg);
@@ -73,7 +83,7 @@ impl Fixture {
                 cities[(i % 4) as usize],
                 i % 1000
             );
-            let mut record = BaseRecord::<(), _>::to(&input).payload(&value).partition((i % PARTITIONS as u64) as i32);
+            let mut record = BaseRecord::<(), _>::to(&input).payload(&value).partition((i % partitions as u64) as i32);
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
@@ -85,12 +95,19 @@ impl Fixture {
             }
         }
         producer.flush(Duration::from_secs(120))?;
-        Ok(Self { kafka, input, rows })
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", kafka.bootstrap_servers()).create()?;
+        for p in 0..partitions {
+            let (low, high) = consumer.fetch_watermarks(&input, p, Duration::from_secs(30))?;
+            if low > 0 {
+                return Err(format!("the broker deleted records of the input {input}/{p} below {low} of {high}").into());
+            }
+        }
+        Ok(Self { kafka, input, rows, partitions })
     }
 
     /// A fresh output topic.
     pub fn output(&self) -> Result<String, BoxError> {
-        Ok(self.kafka.topic("bench-out", PARTITIONS)?)
+        Ok(self.kafka.topic("bench-out", self.partitions)?)
     }
 }
 
@@ -135,9 +152,9 @@ pub async fn baseline(f: &Fixture) -> Result<Run, BoxError> {
     let output = f.output()?;
     let bootstrap = f.kafka.bootstrap_servers().to_string();
     let input = f.input.clone();
-    let rows = f.rows;
+    let (rows, partitions) = (f.rows, f.partitions);
     let run = crate::measure(|| async move {
-        tokio::task::spawn_blocking(move || copy_loop(&bootstrap, &input, &output, rows).unwrap_or(0))
+        tokio::task::spawn_blocking(move || copy_loop(&bootstrap, &input, partitions, &output, rows).unwrap_or(0))
             .await
             .unwrap_or(0)
     })
@@ -148,14 +165,14 @@ pub async fn baseline(f: &Fixture) -> Result<Run, BoxError> {
     Ok(run)
 }
 
-fn copy_loop(bootstrap: &str, input: &str, output: &str, rows: u64) -> Result<u64, BoxError> {
+fn copy_loop(bootstrap: &str, input: &str, partitions: i32, output: &str, rows: u64) -> Result<u64, BoxError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench-baseline")
         .set("enable.auto.commit", "false")
         .create()?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         tpl.add_partition_offset(input, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;

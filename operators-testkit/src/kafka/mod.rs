@@ -140,6 +140,10 @@ impl TestKafka {
     }
 
     /// librdkafka's mock cluster with one broker, for fault-injection tests.
+    ///
+    /// It keeps at most 5 MiB or 100 000 batches per partition and deletes the oldest
+    /// records beyond that without a word; [`TestKafka::read`] fails when it finds a
+    /// partition so trimmed. Spread large inputs over more partitions.
     pub fn mock() -> Self {
         match MockCluster::new(1) {
             Ok(m) => Self { bootstrap: m.bootstrap_servers(), backend: Backend::Mock(m) },
@@ -283,6 +287,8 @@ impl TestKafka {
 
     /// Reads every record of `topic` as a consumer with `isolation` would, from the
     /// beginning to the current end of each partition, in partition then offset order.
+    /// Fails when the broker deleted records of a partition (retention), rather than
+    /// returning a read that looks complete.
     pub fn read(&self, topic: &str, isolation: Isolation) -> Res<Vec<Consumed>> {
         let consumer: BaseConsumer = self
             .client_config()
@@ -334,6 +340,21 @@ impl TestKafka {
                     at_end.insert(p, true);
                 }
                 Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
+            }
+        }
+        // A broker that deleted records (retention) would make a short read look like a
+        // short output. librdkafka's mock cluster keeps at most 5 MiB or 100 000 batches
+        // per partition and silently drops the oldest beyond that.
+        for p in &partitions {
+            let (low, _) = consumer
+                .fetch_watermarks(topic, *p, Duration::from_secs(30))
+                .map_err(|e| format!("watermarks of {topic}/{p}: {e}"))?;
+            if low > 0 {
+                return Err(format!(
+                    "reading {topic}: the broker deleted the records of partition {p} below offset {low} \
+                     (retention; the librdkafka mock cluster keeps at most 5 MiB or 100000 batches per \
+                     partition: spread the data over more partitions)"
+                ));
             }
         }
         out.sort_by_key(|c| (c.partition, c.offset));
