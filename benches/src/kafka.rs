@@ -95,7 +95,8 @@ impl Fixture {
             }
         }
         producer.flush(Duration::from_secs(120))?;
-        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", kafka.bootstrap_servers()).create()?;
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", kafka.bootstrap_servers()).create()?;
         for p in 0..partitions {
             let (low, high) = consumer.fetch_watermarks(&input, p, Duration::from_secs(30))?;
             if low > 0 {

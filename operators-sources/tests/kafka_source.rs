@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use operators_core::restart::RestartStrategy;
 use operators_core::{Error, JobConfig, Pipeline};
 use operators_sources::kafka::{KafkaConfig, KafkaSource, StartOffsets};
 use operators_testkit::kafka::{TestKafka, TestRecord};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use support::table;
 
 fn schema() -> SchemaRef {
@@ -259,4 +262,75 @@ async fn an_unbounded_source_picks_up_new_records_and_new_partitions() {
     let got: BTreeSet<i64> = ids(&out.batches()).into_iter().collect();
     assert_eq!(got.len(), 100);
     assert_eq!(out.num_rows(), 100, "no duplicates");
+}
+
+/// Writes `transactions` (ids, commit?) to `topic` with a transactional producer,
+/// alternating over two partitions.
+async fn produce_in_transactions(kafka: &TestKafka, topic: &str, id: &str, transactions: Vec<(Range<i64>, bool)>) {
+    let bootstrap = kafka.bootstrap_servers().to_string();
+    let (topic, id) = (topic.to_string(), id.to_string());
+    tokio::task::spawn_blocking(move || {
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).set("transactional.id", &id).create().unwrap();
+        let timeout = Duration::from_secs(30);
+        producer.init_transactions(timeout).unwrap();
+        for (range, commit) in transactions {
+            producer.begin_transaction().unwrap();
+            for (i, value) in rows(range.start, range.end).iter().enumerate() {
+                producer.send(BaseRecord::<(), _>::to(&topic).payload(value).partition(i as i32 % 2)).unwrap();
+            }
+            if commit {
+                producer.commit_transaction(timeout).unwrap();
+            } else {
+                producer.abort_transaction(timeout).unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_reading_of_a_transactional_topic_ends_after_the_last_commit_marker() {
+    // The last offset of each partition is a commit marker, which a consumer never sees:
+    // reading must still end, and skip the aborted records.
+    let kafka = TestKafka::start();
+    let topic = kafka.topic("src-txn", 2).unwrap();
+    produce_in_transactions(
+        &kafka,
+        &topic,
+        "src-txn-writer",
+        vec![(0..300, true), (300..400, false), (400..700, true)],
+    )
+    .await;
+    let ckpt = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), run_bounded(source(&kafka, &topic), 1, ckpt.path()))
+        .await
+        .expect("bounded reading ended")
+        .unwrap();
+    let expected: Vec<i64> = (0..300).chain(400..700).collect();
+    assert_eq!(ids(&out.batches()), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_reading_of_several_topics_reads_each_to_its_own_end() {
+    // librdkafka reports "end of partition" by partition number only. A short
+    // transactional topic ends with commit markers, so only that report ends it; it must
+    // not end the same partition number of a longer topic still being read.
+    let kafka = TestKafka::start();
+    let short = kafka.topic("src-short", 2).unwrap();
+    let long = kafka.topic("src-long", 2).unwrap();
+    produce_in_transactions(&kafka, &short, "src-short-writer", vec![(10_000..10_004, true)]).await;
+    kafka.produce_values(&long, 2, &rows(0, 4000)).unwrap();
+    // Small fetches, so that the long topic is still being read when the short one ends.
+    let cfg = KafkaConfig::new("source.kafka", kafka.bootstrap_servers())
+        .unwrap()
+        .with_property("max.partition.fetch.bytes", "2048")
+        .unwrap();
+    let source = KafkaSource::new(cfg, [short.as_str(), long.as_str()], schema()).with_batch_size(16);
+    let ckpt = tempfile::tempdir().unwrap();
+    let out = run_bounded(source, 1, ckpt.path()).await.unwrap();
+    let mut expected: Vec<i64> = (0..4000).collect();
+    expected.extend(10_000..10_004);
+    assert_eq!(ids(&out.batches()), expected);
 }

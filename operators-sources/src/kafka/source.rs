@@ -443,6 +443,37 @@ impl KafkaReader {
         self.ends.is_some() && self.positions.keys().all(|tp| self.done.contains(tp))
     }
 
+    /// Bounded reading: the partitions, among those numbered as librdkafka's end-of-partition
+    /// reports, that did reach their end. The consumer's position counts the records it
+    /// skipped (transaction markers, aborted records), so a partition whose last offsets
+    /// are such records ends here although no record at its end offset was ever seen.
+    fn reported_ends(&self, numbers: &BTreeSet<i32>) -> Result<Vec<Tp>> {
+        let Some(ends) = &self.ends else { return Ok(Vec::new()) };
+        if numbers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for tp in self.positions.keys().filter(|tp| numbers.contains(&tp.1) && !self.done.contains(*tp)) {
+            tpl.add_partition(&tp.0, tp.1);
+        }
+        if tpl.count() == 0 {
+            return Ok(Vec::new());
+        }
+        let positions = self.consumer()?.position().map_err(|e| kafka_err("reading positions", e))?;
+        Ok(positions
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let tp = (e.topic().to_string(), e.partition());
+                let at = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => return None,
+                };
+                (tpl.find_partition(&tp.0, tp.1).is_some() && ends.get(&tp).is_some_and(|end| at >= *end)).then_some(tp)
+            })
+            .collect())
+    }
+
     fn mark_done(&mut self, tp: &Tp) -> Result<()> {
         if self.done.insert(tp.clone()) {
             let mut tpl = TopicPartitionList::new();
@@ -538,6 +569,7 @@ impl Source for KafkaReader {
         self.payloads.clear();
         let mut records: Vec<(Tp, i64, std::ops::Range<usize>)> = Vec::new();
         let mut eof = Vec::new();
+        let mut eof_numbers = BTreeSet::new();
         let mut first = true;
         while records.len() < self.cfg.batch_size {
             let next = if first {
@@ -562,7 +594,9 @@ impl Source for KafkaReader {
                     records.push((tp, offset, start..self.payloads.len()));
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
-                    eof.extend(self.positions.keys().filter(|(_, q)| *q == p).cloned().collect::<Vec<_>>());
+                    // The report names the partition number, not the topic: which of the
+                    // partitions so numbered ended is decided from their positions below.
+                    eof_numbers.insert(p);
                 }
                 Err(e) if super::is_retryable(&e) => {
                     // librdkafka retries on its own (a broker restarting, a timeout).
@@ -572,6 +606,12 @@ impl Source for KafkaReader {
                 Err(e) => return Err(kafka_err("reading records", e)),
             }
         }
+        if records.is_empty() && self.ends.is_some() {
+            // Idle: look at every unfinished partition, so that an end report read before
+            // the consumer's position moved past the last markers cannot be missed.
+            eof_numbers.extend(self.positions.keys().filter(|tp| !self.done.contains(*tp)).map(|tp| tp.1));
+        }
+        eof.extend(self.reported_ends(&eof_numbers)?);
         if records.is_empty() {
             for tp in eof {
                 self.mark_done(&tp)?;
