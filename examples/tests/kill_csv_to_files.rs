@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use support::{hidden_files, json_rows, kill_after, operator, write_csv_input};
+use support::{hidden_files, json_rows, kill_after, operator, spawn_logged, write_csv_input};
 
 const KILLS: usize = 25;
 
@@ -67,17 +67,16 @@ fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     let mut interrupted_midway = 0;
     let mut kills = 0;
     while kills < KILLS {
-        let child = operator(tmp.path())
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = spawn_logged(tmp.path(), &args, &tmp.path().join(format!("run-{kills}.log")));
         let delay = Duration::from_millis(rng.random_range(200..1000));
         if let Some(status) = kill_after(child, delay) {
             // The job finished before this kill; a finished job's checkpoints are gone,
             // so launching it again would import everything again.
-            assert!(status.success(), "run {kills} failed on its own");
+            assert!(
+                status.success(),
+                "run {kills} failed on its own:\n{}",
+                std::fs::read_to_string(tmp.path().join(format!("run-{kills}.log"))).unwrap_or_default()
+            );
             break;
         }
         kills += 1;

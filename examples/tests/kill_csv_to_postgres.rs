@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use operators_sources::jdbc::test_util::TestDb;
 use rand::{Rng, SeedableRng};
-use support::{kill_after, operator, write_csv_input};
+use support::{kill_after, run_off_runtime, spawn_logged, write_csv_input};
 
 const KILLS: usize = 25;
 
@@ -65,15 +65,14 @@ async fn sigkill_at_random_moments_leaves_exactly_the_input_in_the_table() {
     let mut kills = 0;
     let mut midway = 0;
     while kills < KILLS {
-        let child = operator(tmp.path())
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = spawn_logged(tmp.path(), &args, &tmp.path().join(format!("run-{kills}.log")));
         let delay = Duration::from_millis(rng.random_range(200..1000));
         if let Some(status) = tokio::task::spawn_blocking(move || kill_after(child, delay)).await.unwrap() {
-            assert!(status.success(), "run {kills} failed on its own");
+            assert!(
+                status.success(),
+                "run {kills} failed on its own:\n{}",
+                std::fs::read_to_string(tmp.path().join(format!("run-{kills}.log"))).unwrap_or_default()
+            );
             break;
         }
         kills += 1;
@@ -87,7 +86,7 @@ async fn sigkill_at_random_moments_leaves_exactly_the_input_in_the_table() {
     assert!(kills >= 20, "only {kills} kills before the job finished");
     assert!(midway >= kills / 2, "most kills hit a job with partial output ({midway})");
     if db.scalar("select count(*) from imported").await < total || kills == KILLS {
-        let done = operator(tmp.path()).args(args).output().unwrap();
+        let done = run_off_runtime(tmp.path(), &args).await;
         assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     }
 

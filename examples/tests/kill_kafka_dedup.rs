@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use operators_testkit::kafka::{TestKafka, TestRecord};
 use rand::{Rng, SeedableRng};
-use support::{kill_after, operator};
+use support::{kill_after, operator, spawn_logged};
 
 const KILLS: usize = 22;
 const KEYS: i64 = 3000;
@@ -96,17 +96,9 @@ async fn sigkill_at_random_moments_keeps_the_first_occurrence_of_each_key_exactl
         "--progress",
         "off",
     ];
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let mut midway = 0;
     for kill in 1..=KILLS {
-        let log = std::fs::File::create(tmp.path().join(format!("run-{kill}.log"))).unwrap();
-        let child = operator(tmp.path())
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn_logged(tmp.path(), &args, &tmp.path().join(format!("run-{kill}.log")));
         let delay = Duration::from_millis(rng.random_range(1000..3000));
         if let Some(status) = tokio::task::spawn_blocking(move || kill_after(child, delay)).await.unwrap() {
             panic!("run {kill} exited on its own with {status}");
@@ -128,7 +120,7 @@ async fn sigkill_at_random_moments_keeps_the_first_occurrence_of_each_key_exactl
 
     // A last run, unkilled, until everything is out (the Kafka source never ends by itself).
     let mut child = operator(tmp.path())
-        .args(&args)
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -17,7 +17,7 @@ use arrow::record_batch::RecordBatch;
 use operators_testkit::es::{EsServerConfig, TestEs};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::{kill_after, operator, write_parquet};
+use support::{kill_after, run_off_runtime, spawn_logged, write_parquet};
 
 const KILLS: usize = 12;
 const FILES: i64 = 4;
@@ -126,17 +126,9 @@ async fn sigkill_at_random_moments_leaves_an_index_equal_to_the_input() {
         "--progress",
         "off",
     ];
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let mut midway = 0;
     for kill in 1..=KILLS {
-        let log = std::fs::File::create(tmp.path().join(format!("run-{kill}.log"))).unwrap();
-        let child = operator(tmp.path())
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn_logged(tmp.path(), &args, &tmp.path().join(format!("run-{kill}.log")));
         let delay = Duration::from_millis(rng.random_range(800..2200));
         if let Some(status) = tokio::task::spawn_blocking(move || kill_after(child, delay)).await.unwrap() {
             panic!(
@@ -165,9 +157,8 @@ async fn sigkill_at_random_moments_leaves_an_index_equal_to_the_input() {
     assert!(midway >= KILLS / 2, "most kills hit a job with a partial index ({midway})");
 
     // A last run, unkilled: it finishes by itself (PROCESS_ONCE).
-    // Blocking wait off the runtime: the Elasticsearch server runs on it.
-    let cwd = tmp.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || operator(&cwd).args(&args).output().unwrap()).await.unwrap();
+    // The Elasticsearch server runs on the test's runtime.
+    let out = run_off_runtime(tmp.path(), &args).await;
     assert!(out.status.success(), "the last run failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let got = normalised(server.documents(&index));
     assert_eq!(got.len(), expected.len(), "no missing or extra documents");

@@ -5,8 +5,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Int64Array, StringArray};
@@ -14,7 +13,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use operators_testkit::es::TestEs;
 use serde_json::json;
-use support::{operator, stderr, write_parquet};
+use support::{run_off_runtime, stderr, write_parquet};
 
 fn write_events(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
@@ -39,14 +38,6 @@ fn write_events(dir: &Path) {
     write_parquet(&dir.join("part-0.parquet"), &[batch]);
 }
 
-async fn run(cwd: PathBuf, args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || operator(&cwd).args(&args).output().unwrap()).await.unwrap()
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_to_es_full_sync_with_a_version() {
     let es = TestEs::start().await.unwrap();
@@ -54,9 +45,9 @@ async fn parquet_to_es_full_sync_with_a_version() {
     let input = tmp.path().join("in");
     write_events(&input);
     let index = es.index("lyh");
-    let o = run(
-        tmp.path().to_path_buf(),
-        args(&[
+    let o = run_off_runtime(
+        tmp.path(),
+        &[
             "--job.name",
             "es6 sink job example",
             "--source.type",
@@ -81,7 +72,7 @@ async fn parquet_to_es_full_sync_with_a_version() {
             "version",
             "--sink.es.version",
             "1586959594",
-        ]),
+        ],
     )
     .await;
     assert!(o.status.success(), "{}", stderr(&o));
@@ -105,9 +96,9 @@ async fn parquet_to_es_with_the_readme_sql_incremental() {
     write_events(&input);
     let index = es.index("sql");
     es.put(&index, "2", json!({"id": 2, "kept": true})).await.unwrap();
-    let o = run(
-        tmp.path().to_path_buf(),
-        args(&[
+    let o = run_off_runtime(
+        tmp.path(),
+        &[
             "--source.type",
             "parquet",
             "--source.path",
@@ -132,7 +123,7 @@ async fn parquet_to_es_with_the_readme_sql_incremental() {
             "id",
             "--sink.es.version",
             "7",
-        ]),
+        ],
     )
     .await;
     assert!(o.status.success(), "{}", stderr(&o));
@@ -151,9 +142,9 @@ async fn a_version_column_in_the_sql_output_is_refused_before_the_job_starts() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     write_events(&input);
-    let o = run(
-        tmp.path().to_path_buf(),
-        args(&[
+    let o = run_off_runtime(
+        tmp.path(),
+        &[
             "--source.type",
             "parquet",
             "--source.path",
@@ -179,7 +170,7 @@ async fn a_version_column_in_the_sql_output_is_refused_before_the_job_starts() {
             "id",
             "--sink.es.version",
             "1",
-        ]),
+        ],
     )
     .await;
     assert!(!o.status.success());

@@ -27,6 +27,27 @@ pub fn run(cwd: &Path, args: &[&str]) -> Output {
     operator(cwd).args(args).output().unwrap()
 }
 
+/// [`run`] off the async workers: for async tests whose services (the Elasticsearch test
+/// server, a database pool) run on the test's runtime and must not be starved by a
+/// blocking wait.
+pub async fn run_off_runtime(cwd: &Path, args: &[&str]) -> Output {
+    let cwd = cwd.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || operator(&cwd).args(&args).output().unwrap()).await.unwrap()
+}
+
+/// Starts the binary with `args`, logging at info level into `log`, for a kill test to
+/// SIGKILL it with [`kill_after`].
+pub fn spawn_logged(cwd: &Path, args: &[&str], log: &Path) -> Child {
+    operator(cwd)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
