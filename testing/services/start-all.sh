@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what is missing and starts every service the tests use, then prints the
+# environment the tests read (`eval "$(testing/services/start-all.sh)"` sets it):
+#
+#   PostgreSQL  127.0.0.1:5432   trust auth, database test, wal_level=logical
+#   MariaDB     127.0.0.1:3306   root without password, database test, binlog ROW
+#   Kafka       127.0.0.1:9092   one node (KAFKA_BROKERS)
+#   Kafka       127.0.0.1:19092,19093,19094  three nodes (KAFKA_CLUSTER_BROKERS)
+#   OpenSearch  127.0.0.1:9200   (ES_URL; basic auth ES_USER / ES_PASSWORD)
+#
+# Each service script is idempotent: what runs already is left alone. The JVM services
+# start side by side; the whole takes about half a minute once the jars are fetched.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/lib.sh"
+
+t0=$SECONDS
+"$here/postgres.sh" start
+"$here/mariadb.sh" start
+# Fetch Kafka's jars once before its two clusters start side by side.
+"$here/kafka.sh" start single &
+kafka_single=$!
+"$here/opensearch.sh" start &
+opensearch=$!
+wait $kafka_single || die "Kafka (single node) did not start"
+"$here/kafka.sh" start cluster || die "Kafka (three nodes) did not start"
+wait $opensearch || die "OpenSearch did not start"
+log "all services up in $((SECONDS - t0)) s"
+
+cat <<EOF
+export KAFKA_BROKERS=127.0.0.1:9092
+export KAFKA_CLUSTER_BROKERS=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
+export ES_URL=http://127.0.0.1:9200
+export ES_USER=${ES_USER:-operators}
+export ES_PASSWORD=${ES_PASSWORD:-operators-test-pw}
+export ES_API_KEY=${ES_API_KEY:-operators-key:operators-key-secret}
+export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test
+EOF
