@@ -944,6 +944,16 @@ fn error_text(bytes: &[u8]) -> String {
     redact(&cut)
 }
 
+/// Whether the server of this `GET /` answer takes typeless actions.
+fn typeless(info: &serde_json::Value) -> bool {
+    let number = info["version"]["number"].as_str().unwrap_or("");
+    let major: u32 = number.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    match info["version"]["distribution"].as_str() {
+        Some("opensearch") => true,
+        _ => major >= 7,
+    }
+}
+
 impl Writer {
     /// A request other than `_bulk`, resent while the cluster is busy.
     async fn request(&mut self, method: Method, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>> {
@@ -960,14 +970,15 @@ impl Writer {
         }
     }
 
-    /// Learns the server's major version: 6 needs document types, 7 and 8 are typeless.
+    /// Learns the server's API: Elasticsearch 6 needs document types; Elasticsearch 7
+    /// and 8 and every OpenSearch (forked from 7.10) are typeless.
     async fn probe(&mut self) -> Result<()> {
         let bytes = self.request(Method::Get, "", None).await?;
         let info: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let number = info["version"]["number"].as_str().unwrap_or("");
-        let major: u32 = number.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
-        if self.settings.doc_type.is_some() && major >= 7 {
-            tracing::info!(version = number, "Elasticsearch {major} is typeless: sink.es.type is not sent");
+        if self.settings.doc_type.is_some() && typeless(&info) {
+            let number = info["version"]["number"].as_str().unwrap_or("");
+            let distribution = info["version"]["distribution"].as_str().unwrap_or("elasticsearch");
+            tracing::info!(version = number, distribution, "the cluster is typeless: sink.es.type is not sent");
             self.typed = false;
             self.action_prefix = self.build_action_prefix();
         }
