@@ -1,5 +1,6 @@
 //! Kafka → SQL → Kafka and Kafka → dedup → Kafka, at least once and exactly once,
-//! against the test broker of operators-testkit (or the cluster in `KAFKA_BROKERS`).
+//! against the real Kafka in `KAFKA_BROKERS` (`testing/services/kafka.sh`); errors on
+//! chosen produce requests against librdkafka's mock cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -227,14 +228,23 @@ async fn kafka_dedup_kafka_exactly_once_survives_failures_also_between_complete_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_survives_broker_errors_on_produce() {
-    use operators_testkit::kafka::{ApiKey, Fault};
-    let kafka = TestKafka::broker_with(Default::default());
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    // Errors on chosen requests are what a real broker cannot be made to answer: this one
+    // test runs on librdkafka's mock cluster.
+    let kafka = TestKafka::mock();
     let input = kafka.topic("alo-in", 3).unwrap();
     let output = kafka.topic("alo-out", 2).unwrap();
     let first = produce_with_duplicates(&kafka, &input, 500, 1);
-    // Retriable errors (NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT) and a lost answer:
-    // librdkafka retries, the idempotent producer keeps the log free of duplicates.
-    kafka.broker().unwrap().inject(ApiKey::Produce, [Fault::Error(6), Fault::Error(7), Fault::DropResponse]);
+    // Retriable errors: librdkafka retries, the idempotent producer keeps the log free of
+    // duplicates.
+    kafka.mock_cluster().unwrap().request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        ],
+    );
     let tmp = tempfile::tempdir().unwrap();
     let p = Pipeline::new();
     p.source("kafka", source(&kafka, &input, BadRecordPolicy::Fail))
@@ -244,4 +254,105 @@ async fn at_least_once_survives_broker_errors_on_produce() {
     let ids: BTreeSet<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(ids.len(), first.len());
     assert_eq!(rows.len(), first.len(), "no duplicates from the retries");
+}
+
+/// Passes batches until `close_after` have passed, then holds every further batch (and
+/// the barriers behind it) until `open` is set: a job that stalls, as a zombie does in a
+/// long GC pause or a network partition.
+#[derive(Clone)]
+struct Gate {
+    open: Arc<std::sync::atomic::AtomicBool>,
+    passed: Arc<std::sync::atomic::AtomicUsize>,
+    close_after: usize,
+}
+
+#[async_trait::async_trait]
+impl operators_core::operator::Transform for Gate {
+    async fn process_batch(
+        &mut self,
+        batch: arrow::record_batch::RecordBatch,
+        ctx: &mut operators_core::operator::OperatorContext,
+    ) -> operators_core::Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.passed.fetch_add(1, Ordering::SeqCst) >= self.close_after {
+            while !self.open.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        ctx.emit(batch);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_job_is_fenced_by_a_newer_one_with_the_same_transactional_ids() {
+    use std::sync::atomic::Ordering;
+
+    use operators_core::builtins::GeneratorSource;
+    // The older job stalls; a newer job with the same transactional-id prefix starts and
+    // fences the transactions the older one holds open (InitProducerId: a newer epoch).
+    // When the older job resumes, its producer is fenced and the job fails; nothing of
+    // its fenced transactions becomes visible.
+    let kafka = TestKafka::start();
+    let output = kafka.topic("fenced-out", 1).unwrap();
+    let prefix = format!("fence-{:08x}", rand::random::<u32>());
+    let sink_for = |kafka: &TestKafka| sink(kafka, &output, Delivery::ExactlyOnce).with_transactional_prefix(&prefix);
+    let tmp = tempfile::tempdir().unwrap();
+
+    let gate = Gate { open: Arc::default(), passed: Arc::default(), close_after: 40 };
+    let old = Pipeline::new();
+    old.source("gen", GeneratorSource::bounded(100_000).with_batch_size(20).with_splits(1).with_rate_limit(1000))
+        .transform("gate", operators_core::operator::cloned(gate.clone()))
+        .sink("out", sink_for(&kafka));
+    let old_job = old
+        .start(JobConfig::new("fenced-old").with_restart(RestartStrategy::None).with_checkpointing(
+            CheckpointConfig::new(tmp.path().join("old")).with_interval(Duration::from_millis(100)),
+        ))
+        .unwrap();
+    while gate.passed.load(Ordering::SeqCst) <= gate.close_after {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stalled: its last checkpoints complete and commit, its open transaction stays open.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The newer job, same prefix, without a checkpoint: it fences what it finds open.
+    let new = Pipeline::new();
+    new.source("gen", GeneratorSource::bounded(500).with_batch_size(50))
+        .transform(
+            "offset",
+            MapTransform::new(|b| {
+                let ids = arrow::compute::kernels::numeric::add(
+                    b.column(0),
+                    &arrow::array::Int64Array::new_scalar(10_000_000),
+                )
+                .unwrap();
+                let mut cols = b.columns().to_vec();
+                cols[0] = ids;
+                Ok(Some(arrow::record_batch::RecordBatch::try_new(b.schema(), cols).unwrap()))
+            }),
+        )
+        .sink("out", sink_for(&kafka));
+    new.run(job("fenced-new", &tmp.path().join("new"), 0)).await.unwrap();
+
+    gate.open.store(true, Ordering::SeqCst);
+    let err = tokio::time::timeout(Duration::from_secs(60), old_job.wait())
+        .await
+        .expect("the fenced job stops")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fenced"), "{err}");
+
+    let rows = committed_json(&kafka, &output);
+    let mut seen = BTreeSet::new();
+    for r in &rows {
+        assert!(seen.insert(r["id"].as_i64().unwrap()), "{r} committed twice");
+    }
+    let newer: Vec<i64> = seen.iter().copied().filter(|id| *id >= 10_000_000).collect();
+    assert_eq!(newer, (10_000_000..10_000_500).collect::<Vec<_>>(), "the newer job's rows, exactly once");
+    let older: Vec<i64> = seen.iter().copied().filter(|id| *id < 10_000_000).collect();
+    assert!(!older.is_empty(), "the older job committed before it stalled");
+    // What the older job committed is a prefix of its input, all of it from before the
+    // stall: a fenced transaction shows nothing.
+    assert_eq!(older, (0..older.len() as i64).collect::<Vec<_>>());
+    assert!(older.len() <= 20 * (gate.close_after + 1), "{} rows", older.len());
 }

@@ -1,6 +1,6 @@
 //! Kill test: the runner deduplicates a Kafka topic into another in EXACTLY_ONCE mode
 //! and is SIGKILLed at random moments, at least 20 times, each time restarted from its
-//! checkpoints. The broker lives in this test process and outlives every run. A
+//! checkpoints, against the real Kafka in `KAFKA_BROKERS`, which outlives every run. A
 //! `read_committed` reader must never see a key twice, and in the end sees exactly the
 //! first occurrence of every key of the input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,5 +1,5 @@
-//! The Kafka source against a broker: the test broker of operators-testkit, or the
-//! cluster in `KAFKA_BROKERS`.
+//! The Kafka source against the real Kafka in `KAFKA_BROKERS`
+//! (`testing/services/kafka.sh`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -333,4 +333,68 @@ async fn bounded_reading_of_several_topics_reads_each_to_its_own_end() {
     let mut expected: Vec<i64> = (0..4000).collect();
     expected.extend(10_000..10_004);
     assert_eq!(ids(&out.batches()), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_group_rebalances_do_not_disturb_the_source() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    // The source assigns its partitions itself and is no member of its group. Another
+    // consumer of the same group joining and leaving (two rebalances on the broker) must
+    // neither take partitions from the job nor make it read a record twice; the group's
+    // offsets reach the end once the member has left.
+    let kafka = TestKafka::start();
+    let topic = kafka.topic("src-rebalance", 3).unwrap();
+    let group = format!("rebalance-{:08x}", rand_suffix());
+    kafka.produce_values(&topic, 3, &rows(0, 600)).unwrap();
+    let out = CommittedOutput::default();
+    let p = Pipeline::new();
+    p.source("kafka", source(&kafka, &topic).with_group_id(&group))
+        .parallelism(2)
+        .sink("out", TwoPhaseMemorySink::new(out.clone()));
+    let ckpt = tempfile::tempdir().unwrap();
+    let job = p
+        .start(
+            JobConfig::new("kafka-rebalance")
+                .with_restart(RestartStrategy::None)
+                .with_checkpointing(CheckpointConfig::new(ckpt.path()).with_interval(Duration::from_millis(100))),
+        )
+        .unwrap();
+
+    let (bootstrap, t, g) = (kafka.bootstrap_servers().to_string(), topic.clone(), group.clone());
+    let member = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &g)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        c.subscribe(&[&t]).unwrap();
+        // Poll until the group gave this member every partition, then a while longer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while c.assignment().map(|a| a.count()).unwrap_or(0) < 3 {
+            assert!(std::time::Instant::now() < deadline, "the member got no assignment");
+            let _ = c.poll(Duration::from_millis(100));
+        }
+        for _ in 0..20 {
+            let _ = c.poll(Duration::from_millis(100));
+        }
+        c.unsubscribe();
+        drop(c); // leaves the group: a second rebalance
+    });
+    member.await.unwrap();
+    tokio::task::block_in_place(|| kafka.produce_values(&topic, 3, &rows(600, 900))).unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let committed = tokio::task::block_in_place(|| kafka.committed_offsets(&group, &topic)).unwrap();
+        if out.num_rows() >= 900 && committed.values().sum::<i64>() == 900 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "rows {} of 900, group offsets {committed:?}", out.num_rows());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    job.cancel();
+    let _ = job.wait().await;
+    assert_eq!(ids(&out.batches()), (0..900).collect::<Vec<_>>(), "every record once, none twice");
 }

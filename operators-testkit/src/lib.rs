@@ -1,16 +1,18 @@
 //! Test support for the operators workspace. Not for production use.
 //!
-//! - [`kafka`]: a single-node Kafka broker with real transaction semantics (commit and
-//!   abort markers, last stable offset, fencing, timeouts), harnesses that run against
-//!   it, against librdkafka's mock cluster or against a real cluster in `KAFKA_BROKERS`.
-//! - [`es`]: an HTTP server with the subset of Elasticsearch's API the sink uses (bulk
-//!   with per-item statuses, versions, partial updates, delete-by-query, auth, several
-//!   nodes, injectable faults), and a harness that also runs against `ES_URL`.
+//! - [`kafka`]: harnesses for the real Apache Kafka clusters the project's service
+//!   scripts start (`testing/services/kafka.sh`: one node in `KAFKA_BROKERS`, three in
+//!   `KAFKA_CLUSTER_BROKERS`, whose nodes a test can kill), and librdkafka's mock cluster
+//!   for errors on chosen requests.
+//! - [`es`]: a harness for the real OpenSearch in `ES_URL` (`testing/services/opensearch.sh`),
+//!   and an HTTP server with the subset of Elasticsearch's API the sink uses, for the
+//!   faults a real server cannot be made to show (per-item 429/503/409, a dropped
+//!   connection after applying a bulk, slow answers, nodes going down, Elasticsearch 6).
 //!
 //! ```no_run
 //! use operators_testkit::kafka::{Isolation, TestKafka};
 //!
-//! let kafka = TestKafka::start(); // KAFKA_BROKERS, or the test broker on loopback
+//! let kafka = TestKafka::start(); // KAFKA_BROKERS, default 127.0.0.1:9092
 //! let topic = kafka.topic("input", 2).unwrap();
 //! kafka.produce_values(&topic, 2, &[r#"{"id":1}"#, r#"{"id":2}"#]).unwrap();
 //! let read = kafka.read(&topic, Isolation::ReadCommitted).unwrap();

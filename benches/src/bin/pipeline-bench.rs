@@ -73,7 +73,7 @@ enum Scenario {
         rounds: usize,
     },
     /// Kafka topic → JSON rows → Kafka topic (at least once), against a bare rdkafka
-    /// consume→produce loop (KAFKA_BROKERS, else librdkafka's mock cluster).
+    /// consume→produce loop (the Kafka in KAFKA_BROKERS, default 127.0.0.1:9092).
     KafkaPassthrough {
         /// Records in the input topic.
         #[arg(long, default_value_t = 1_000_000)]
@@ -83,7 +83,7 @@ enum Scenario {
         rounds: usize,
     },
     /// Kafka → Kafka exactly once against at least once, checkpoints every second
-    /// (KAFKA_BROKERS, else the test broker).
+    /// (the Kafka in KAFKA_BROKERS).
     KafkaExactlyOnce {
         /// Records in the input topic.
         #[arg(long, default_value_t = 500_000)]
@@ -105,7 +105,8 @@ enum Scenario {
         rounds: usize,
     },
     /// Parquet directory → Elasticsearch (full sync) against a bare parquet-read → `_bulk`
-    /// loop with the same client and batch size (ES_URL, else the test server).
+    /// loop with the same client and batch size (the OpenSearch or Elasticsearch in ES_URL,
+    /// default http://127.0.0.1:9200).
     ParquetEs {
         /// Rows in the input files.
         #[arg(long, default_value_t = 500_000)]
@@ -283,11 +284,10 @@ async fn kafka_scenario(
 ) -> Result<(), Box<dyn std::error::Error>> {
     use operators_benches::kafka::{Fixture, baseline, pipeline};
     use operators_sinks::kafka::Delivery;
-    let exactly_once = name == "kafka-exactly-once";
     // Dedup: every key distinct, so both variants write every row.
     let keys = if name == "dedup" { rows } else { 1000 };
-    // The mock cluster is not `Send`: build it on this thread.
-    let fixture = tokio::task::block_in_place(|| Fixture::new(exactly_once, rows, keys))?;
+    // The fixture's helpers block.
+    let fixture = tokio::task::block_in_place(|| Fixture::new(rows, keys))?;
     let mut with = Vec::new();
     let mut without = Vec::new();
     for _ in 0..rounds {

@@ -38,28 +38,21 @@ fn unique(prefix: &str) -> String {
 impl TestDb {
     /// A fresh schema in the local PostgreSQL.
     pub async fn postgres() -> Self {
-        let admin = connect(
-            POSTGRES_URL,
-            "PostgreSQL",
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-        )
-        .await;
+        let admin = connect(POSTGRES_URL, "PostgreSQL", "testing/services/postgres.sh start").await;
         let name = unique("t");
         exec(&admin, &format!("create schema {name}")).await;
         let url = format!("{POSTGRES_URL}?currentSchema={name}");
-        let pool = connect(&url, "PostgreSQL", "pg_ctlcluster").await;
+        let pool = connect(&url, "PostgreSQL", "testing/services/postgres.sh start").await;
         Self { kind: DbKind::Postgres, url, pool, name, admin, _dir: None }
     }
 
     /// A fresh database in the local MariaDB.
     pub async fn mysql() -> Self {
-        let admin =
-            connect(MYSQL_URL, "MariaDB", "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd")
-                .await;
+        let admin = connect(MYSQL_URL, "MariaDB", "testing/services/mariadb.sh start").await;
         let name = unique("t");
         exec(&admin, &format!("create database {name}")).await;
         let url = format!("mysql://root@127.0.0.1:3306/{name}");
-        let pool = connect(&url, "MariaDB", "start-stop-daemon").await;
+        let pool = connect(&url, "MariaDB", "testing/services/mariadb.sh start").await;
         Self { kind: DbKind::MySql, url, pool, name, admin, _dir: None }
     }
 

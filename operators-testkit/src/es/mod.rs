@@ -1,11 +1,16 @@
-//! Elasticsearch for tests: a server to run against, and helpers that read the index
-//! over HTTP with the official client, the same way against the test server and a real
-//! cluster.
+//! Elasticsearch for tests: the cluster to run against, and helpers that read the index
+//! over HTTP with the official client, the same way against a real cluster and the test
+//! server.
 //!
-//! [`TestEs::start`] uses the cluster in `ES_URL` when that variable is set (with
-//! `ES_USER`/`ES_PASSWORD` when it needs them), and otherwise starts an [`EsServer`] on
-//! loopback. Tests that inject faults or stop nodes use [`TestEs::local`], which always
-//! starts the test server.
+//! [`TestEs::start`] uses the real cluster in `ES_URL` (default the OpenSearch node of
+//! `testing/services/opensearch.sh` on `http://127.0.0.1:9200`), with basic auth
+//! `ES_USER`/`ES_PASSWORD` (default that node's `operators` / `operators-test-pw`; a
+//! cluster without security ignores them) and the API key `ES_API_KEY`. A cluster that
+//! does not answer fails the test with the command that starts it.
+//!
+//! [`TestEs::local`] starts an [`EsServer`] on loopback, for what a real server cannot be
+//! made to do: answer 429 or 503 on chosen items, drop the connection after applying a
+//! bulk, answer slowly, lose nodes of a three-node cluster, or speak Elasticsearch 6.
 
 mod server;
 
@@ -21,6 +26,19 @@ use serde_json::{Value, json};
 pub use server::{EsFault, EsServer, EsServerConfig};
 
 type Res<T> = Result<T, String>;
+
+/// The cluster when `ES_URL` is not set: the project's OpenSearch node.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:9200";
+/// Basic-auth user when `ES_USER` is not set (the project's OpenSearch node).
+pub const DEFAULT_USER: &str = "operators";
+/// Password when `ES_PASSWORD` is not set.
+pub const DEFAULT_PASSWORD: &str = "operators-test-pw";
+/// API key (`id:secret`) when `ES_API_KEY` is not set.
+pub const DEFAULT_API_KEY: &str = "operators-key:operators-key-secret";
+
+fn env_or(variable: &str, default: &str) -> String {
+    std::env::var(variable).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_string())
+}
 
 /// A cluster for one test: the test server, or `ES_URL`.
 pub struct TestEs {
@@ -49,24 +67,31 @@ fn client(url: &str, credentials: Option<&(String, String)>) -> Res<Elasticsearc
 }
 
 impl TestEs {
-    /// `ES_URL` when set, else the test server (Elasticsearch 8 behaviour, one node).
+    /// The real cluster in `ES_URL` (default [`DEFAULT_URL`]), or an error naming the
+    /// command that starts it when it does not answer.
     pub async fn start() -> Res<Self> {
-        match std::env::var("ES_URL") {
-            Ok(url) if !url.trim().is_empty() => {
-                let credentials = match (std::env::var("ES_USER"), std::env::var("ES_PASSWORD")) {
-                    (Ok(u), Ok(p)) => Some((u, p)),
-                    _ => None,
-                };
-                let first = url.split(',').next().unwrap_or_default().trim().to_string();
-                let client = client(&first, credentials.as_ref())?;
-                let es = TestEs { servers: url.clone(), credentials, server: None, client, prefix: unique_prefix() };
-                es.request(Method::Get, "", None)
-                    .await
-                    .map_err(|e| format!("ES_URL={url} is set but the cluster does not answer: {e}"))?;
-                Ok(es)
-            }
-            _ => Self::local(EsServerConfig::default()).await,
+        let url = env_or("ES_URL", DEFAULT_URL);
+        let credentials = Some((env_or("ES_USER", DEFAULT_USER), env_or("ES_PASSWORD", DEFAULT_PASSWORD)));
+        let first = url.split(',').next().unwrap_or_default().trim().to_string();
+        let client = client(&first, credentials.as_ref())?;
+        let es = TestEs { servers: url.clone(), credentials, server: None, client, prefix: unique_prefix() };
+        match es.request(Method::Get, "", None).await {
+            Ok((200, _)) => Ok(es),
+            Ok((status, body)) => Err(format!(
+                "the cluster at {url} (ES_URL) answers GET / with HTTP {status}: {body} (wrong ES_USER/ES_PASSWORD?)"
+            )),
+            // A missing service is a failed test, never a skipped one.
+            Err(e) => Err(format!(
+                "no Elasticsearch/OpenSearch answers at {url} (ES_URL): {e}. Start the project's node with \
+                 `testing/services/opensearch.sh start` (or point ES_URL at a running cluster)"
+            )),
         }
+    }
+
+    /// The API key (`id:secret`) the cluster of [`TestEs::start`] accepts: `ES_API_KEY`,
+    /// default [`DEFAULT_API_KEY`].
+    pub fn api_key(&self) -> String {
+        env_or("ES_API_KEY", DEFAULT_API_KEY)
     }
 
     /// Always the test server, configured by `config`.
@@ -109,7 +134,7 @@ impl TestEs {
 
     /// The test server, or an error saying the test needs it.
     pub fn require_server(&self) -> Res<&EsServer> {
-        self.server.as_ref().ok_or_else(|| "this test injects faults and needs the test server (unset ES_URL)".into())
+        self.server.as_ref().ok_or_else(|| "this test injects faults and needs the test server (TestEs::local)".into())
     }
 
     /// A unique index name for `name`, so tests do not see each other's documents.
@@ -161,14 +186,15 @@ impl TestEs {
         }
     }
 
-    /// Every document of `index` (at most 10 000), id → source, after a refresh.
+    /// Every document of `index`, id → source, after a refresh (read with a scroll, so
+    /// any number).
     pub async fn documents(&self, index: &str) -> Res<BTreeMap<String, Value>> {
         self.request(Method::Post, &format!("{index}/_refresh"), None).await?;
-        let (status, body) = self
+        let (status, mut body) = self
             .request(
                 Method::Post,
-                &format!("{index}/_search"),
-                Some(json!({"size": 10000, "query": {"match_all": {}}})),
+                &format!("{index}/_search?scroll=1m"),
+                Some(json!({"size": 5000, "query": {"match_all": {}}, "sort": ["_doc"]})),
             )
             .await?;
         if status == 404 {
@@ -178,21 +204,48 @@ impl TestEs {
             return Err(format!("searching {index}: HTTP {status}: {body}"));
         }
         let total = body["hits"]["total"]["value"].as_u64().unwrap_or(0);
-        let hits = body["hits"]["hits"].as_array().cloned().unwrap_or_default();
-        if total as usize > hits.len() {
-            return Err(format!("{index} holds {total} documents, more than this helper reads"));
+        let mut out = BTreeMap::new();
+        loop {
+            let hits = body["hits"]["hits"].as_array().cloned().unwrap_or_default();
+            if hits.is_empty() {
+                break;
+            }
+            for h in hits {
+                if let Some(id) = h["_id"].as_str() {
+                    out.insert(id.to_string(), h["_source"].clone());
+                }
+            }
+            let Some(scroll) = body["_scroll_id"].as_str().map(str::to_string) else { break };
+            let (status, next) = self
+                .request(Method::Post, "_search/scroll", Some(json!({"scroll": "1m", "scroll_id": scroll})))
+                .await?;
+            if status >= 300 {
+                return Err(format!("scrolling {index}: HTTP {status}: {next}"));
+            }
+            body = next;
         }
-        Ok(hits.into_iter().filter_map(|h| Some((h["_id"].as_str()?.to_string(), h["_source"].clone()))).collect())
+        if let Some(scroll) = body["_scroll_id"].as_str() {
+            let _ = self.request(Method::Delete, "_search/scroll", Some(json!({"scroll_id": [scroll]}))).await;
+        }
+        if (out.len() as u64) < total {
+            return Err(format!("{index}: read {} of {total} documents", out.len()));
+        }
+        Ok(out)
     }
 
     /// Number of documents in `index`, after a refresh.
     pub async fn count(&self, index: &str) -> Res<u64> {
-        self.request(Method::Post, &format!("{index}/_refresh"), None).await?;
-        let (status, body) = self.request(Method::Post, &format!("{index}/_count"), None).await?;
-        match status {
-            200 => Ok(body["count"].as_u64().unwrap_or(0)),
-            404 => Ok(0),
-            _ => Err(format!("counting {index}: HTTP {status}: {body}")),
+        // An index the sink has just created answers 503 until its shard has started.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            self.request(Method::Post, &format!("{index}/_refresh"), None).await?;
+            let (status, body) = self.request(Method::Post, &format!("{index}/_count"), None).await?;
+            match status {
+                200 => return Ok(body["count"].as_u64().unwrap_or(0)),
+                404 => return Ok(0),
+                503 if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => return Err(format!("counting {index}: HTTP {status}: {body}")),
+            }
         }
     }
 

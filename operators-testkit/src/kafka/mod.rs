@@ -1,21 +1,25 @@
-//! Kafka for tests: a broker to run against, and blocking helpers to set up topics,
+//! Kafka for tests: the clusters to run against, and blocking helpers to set up topics,
 //! write input and read output the way a user's consumer would.
 //!
-//! [`TestKafka::start`] connects to the cluster in `KAFKA_BROKERS` when that variable is
-//! set, and otherwise starts a [`TestBroker`] on loopback, the broker of this crate with
-//! real transaction semantics. [`TestKafka::mock`] starts librdkafka's mock cluster for
-//! tests that inject faults with its API (request errors, a broker going down).
+//! - [`TestKafka::start`]: the single-node Apache Kafka in `KAFKA_BROKERS` (default
+//!   `127.0.0.1:9092`, started by `testing/services/kafka.sh start single`).
+//! - [`TestKafka::cluster`]: the three-node cluster in `KAFKA_CLUSTER_BROKERS` (default
+//!   `127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094`, replication factor 3, min ISR 2,
+//!   started by `testing/services/kafka.sh start cluster`), whose nodes a test can SIGKILL
+//!   and start again ([`TestKafka::kill_node`], [`TestKafka::start_node`]).
+//! - [`TestKafka::mock`]: librdkafka's mock cluster, only for faults a real broker cannot
+//!   be made to show (errors on chosen requests).
+//!
+//! A cluster that does not answer fails the test with the command that starts it: a test
+//! never passes because Kafka is missing.
 //!
 //! The helpers block; call them before a job starts or after it ended, or from
 //! `spawn_blocking`.
 
-mod broker;
-
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use broker::{BrokerConfig, Fault, TestBroker, codes};
-pub use kafka_protocol::messages::ApiKey;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -26,6 +30,11 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// Bootstrap servers of the single-node cluster when `KAFKA_BROKERS` is not set.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+/// Bootstrap servers of the three-node cluster when `KAFKA_CLUSTER_BROKERS` is not set.
+pub const DEFAULT_CLUSTER_BROKERS: &str = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094";
+
 /// A Kafka cluster for one test.
 pub struct TestKafka {
     backend: Backend,
@@ -33,16 +42,19 @@ pub struct TestKafka {
 }
 
 enum Backend {
-    External,
-    Broker(TestBroker),
+    /// A real cluster; topics get this replication factor.
+    Real {
+        replication: i32,
+        nodes: bool,
+    },
     Mock(MockCluster<'static, DefaultProducerContext>),
 }
 
 impl std::fmt::Debug for TestKafka {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.backend {
-            Backend::External => "KAFKA_BROKERS",
-            Backend::Broker(_) => "test broker",
+            Backend::Real { nodes: false, .. } => "Kafka (KAFKA_BROKERS)",
+            Backend::Real { nodes: true, .. } => "Kafka, three nodes (KAFKA_CLUSTER_BROKERS)",
             Backend::Mock(_) => "librdkafka mock cluster",
         };
         f.debug_struct("TestKafka").field("kind", &kind).field("bootstrap", &self.bootstrap).finish()
@@ -120,26 +132,47 @@ pub enum Isolation {
 
 type Res<T> = Result<T, String>;
 
+/// The project's service script, which starts and stops the test clusters.
+fn kafka_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testing/services/kafka.sh")
+}
+
+/// Checks that the cluster at `bootstrap` answers, or panics saying how to start it.
+fn require(bootstrap: &str, variable: &str, start: &str) {
+    let probe: Result<BaseConsumer, _> = ClientConfig::new().set("bootstrap.servers", bootstrap).create();
+    let answer = probe.map_err(|e| e.to_string()).and_then(|c| {
+        c.fetch_metadata(None, Duration::from_secs(15)).map(|m| m.brokers().len()).map_err(|e| e.to_string())
+    });
+    if let Err(e) = answer {
+        // A missing service is a failed test, never a skipped one.
+        panic!(
+            "Kafka at {bootstrap} ({variable}) does not answer: {e}. Start it with `{} {start}` \
+             (or point {variable} at a running cluster)",
+            kafka_script().display()
+        );
+    }
+}
+
 impl TestKafka {
-    /// The cluster in `KAFKA_BROKERS`, or a [`TestBroker`] on loopback.
+    /// The single-node cluster in `KAFKA_BROKERS` (default [`DEFAULT_BROKERS`]); panics
+    /// with the command that starts it when it does not answer.
     pub fn start() -> Self {
-        match std::env::var("KAFKA_BROKERS") {
-            Ok(b) if !b.trim().is_empty() => Self { backend: Backend::External, bootstrap: b },
-            _ => Self::broker_with(BrokerConfig::default()),
-        }
+        let bootstrap = env_or("KAFKA_BROKERS", DEFAULT_BROKERS);
+        require(&bootstrap, "KAFKA_BROKERS", "start single");
+        Self { backend: Backend::Real { replication: 1, nodes: false }, bootstrap }
     }
 
-    /// Always this crate's [`TestBroker`], configured (for SASL tests and fault
-    /// injection into transactions).
-    pub fn broker_with(config: BrokerConfig) -> Self {
-        match TestBroker::start_with(config) {
-            Ok(b) => Self { bootstrap: b.bootstrap_servers(), backend: Backend::Broker(b) },
-            // A loopback listener that cannot bind is a broken machine, not a test result.
-            Err(e) => panic!("cannot start the test Kafka broker on 127.0.0.1: {e}"),
-        }
+    /// The three-node cluster in `KAFKA_CLUSTER_BROKERS` (default
+    /// [`DEFAULT_CLUSTER_BROKERS`]): topics are replicated three times with two in-sync
+    /// replicas required, and nodes can be killed and started again.
+    pub fn cluster() -> Self {
+        let bootstrap = env_or("KAFKA_CLUSTER_BROKERS", DEFAULT_CLUSTER_BROKERS);
+        require(&bootstrap, "KAFKA_CLUSTER_BROKERS", "start cluster");
+        Self { backend: Backend::Real { replication: 3, nodes: true }, bootstrap }
     }
 
-    /// librdkafka's mock cluster with one broker, for fault-injection tests.
+    /// librdkafka's mock cluster with one broker, for faults a real broker cannot be made
+    /// to show (errors on chosen requests). It does not implement transaction outcomes.
     ///
     /// It keeps at most 5 MiB or 100 000 batches per partition and deletes the oldest
     /// records beyond that without a word; [`TestKafka::read`] fails when it finds a
@@ -151,22 +184,55 @@ impl TestKafka {
         }
     }
 
+    /// SIGKILLs node `id` (1–3) of the three-node cluster, as a crash would.
+    pub fn kill_node(&self, id: i32) -> Res<()> {
+        self.node_command("kill-node", id)
+    }
+
+    /// Starts node `id` (1–3) of the three-node cluster again and waits until it runs.
+    pub fn start_node(&self, id: i32) -> Res<()> {
+        self.node_command("start-node", id)
+    }
+
+    fn node_command(&self, command: &str, id: i32) -> Res<()> {
+        if !matches!(self.backend, Backend::Real { nodes: true, .. }) {
+            return Err(format!("{command}: only the three-node cluster (TestKafka::cluster) has nodes to control"));
+        }
+        let out = std::process::Command::new(kafka_script())
+            .args([command, &id.to_string()])
+            .output()
+            .map_err(|e| format!("running {} {command} {id}: {e}", kafka_script().display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} {command} {id} failed: {}",
+                kafka_script().display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The node leading `partition` of `topic`, as the metadata says now.
+    pub fn leader(&self, topic: &str, partition: i32) -> Res<i32> {
+        let consumer: BaseConsumer =
+            self.client_config().create().map_err(|e| format!("creating a client for {}: {e}", self.bootstrap))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(|e| format!("metadata of {topic}: {e}"))?;
+        metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions())
+            .find(|p| p.id() == partition)
+            .map(|p| p.leader())
+            .filter(|l| *l >= 0)
+            .ok_or_else(|| format!("{topic}/{partition} has no leader"))
+    }
+
     /// `bootstrap.servers` of the cluster.
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap
-    }
-
-    /// Whether this is a real cluster from `KAFKA_BROKERS`.
-    pub fn is_external(&self) -> bool {
-        matches!(self.backend, Backend::External)
-    }
-
-    /// The test broker, when this is one.
-    pub fn broker(&self) -> Option<&TestBroker> {
-        match &self.backend {
-            Backend::Broker(b) => Some(b),
-            _ => None,
-        }
     }
 
     /// The mock cluster, when this is one.
@@ -184,47 +250,71 @@ impl TestKafka {
         Ok(name)
     }
 
-    /// Creates a topic.
+    /// Creates a topic and waits until every partition has a leader.
     pub fn create_topic(&self, name: &str, partitions: i32) -> Res<()> {
-        match &self.backend {
-            Backend::Broker(b) => b.create_topic(name, partitions),
-            Backend::Mock(m) => m.create_topic(name, partitions, 1).map_err(|e| e.to_string()),
-            Backend::External => {
-                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", &self.bootstrap)
-                    .create()
-                    .map_err(|e| format!("Kafka at {} (KAFKA_BROKERS) cannot be reached: {e}", self.bootstrap))?;
-                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-                let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-                let result = block_on(async { admin.create_topics([&topic], &options).await })?
-                    .map_err(|e| format!("creating topic {name}: {e}"))?;
-                for r in result {
-                    r.map_err(|(t, e)| format!("creating topic {t}: {e}"))?;
-                }
-                Ok(())
-            }
+        let replication = match &self.backend {
+            Backend::Mock(m) => return m.create_topic(name, partitions, 1).map_err(|e| e.to_string()),
+            Backend::Real { replication, .. } => *replication,
+        };
+        let admin = self.admin()?;
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let result = block_on(async { admin.create_topics([&topic], &options).await })?
+            .map_err(|e| format!("creating topic {name}: {e}"))?;
+        for r in result {
+            r.map_err(|(t, e)| format!("creating topic {t}: {e}"))?;
         }
+        self.wait_for_leaders(name, partitions)
     }
 
     /// Grows a topic to `total` partitions.
     pub fn add_partitions(&self, topic: &str, total: i32) -> Res<()> {
-        match &self.backend {
-            Backend::Broker(b) => b.add_partitions(topic, total),
-            Backend::Mock(_) => Err("librdkafka's mock cluster cannot add partitions".into()),
-            Backend::External => {
-                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", &self.bootstrap)
-                    .create()
-                    .map_err(|e| format!("Kafka at {} (KAFKA_BROKERS) cannot be reached: {e}", self.bootstrap))?;
-                let growth = rdkafka::admin::NewPartitions::new(topic, total as usize);
-                let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-                let result = block_on(async { admin.create_partitions([&growth], &options).await })?
-                    .map_err(|e| format!("adding partitions to {topic}: {e}"))?;
-                for r in result {
-                    r.map_err(|(t, e)| format!("adding partitions to {t}: {e}"))?;
-                }
-                Ok(())
+        if let Backend::Mock(_) = self.backend {
+            return Err("librdkafka's mock cluster cannot add partitions".into());
+        }
+        let admin = self.admin()?;
+        let growth = rdkafka::admin::NewPartitions::new(topic, total as usize);
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let result = block_on(async { admin.create_partitions([&growth], &options).await })?
+            .map_err(|e| format!("adding partitions to {topic}: {e}"))?;
+        for r in result {
+            r.map_err(|(t, e)| format!("adding partitions to {t}: {e}"))?;
+        }
+        self.wait_for_leaders(topic, total)
+    }
+
+    fn admin(&self) -> Res<AdminClient<DefaultClientContext>> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .map_err(|e| format!("Kafka at {} cannot be reached: {e}", self.bootstrap))
+    }
+
+    /// A new topic is known to the controller first; the brokers learn of it a moment
+    /// later. Tests that produce at once would otherwise race that.
+    fn wait_for_leaders(&self, topic: &str, partitions: i32) -> Res<()> {
+        let consumer: BaseConsumer =
+            self.client_config().create().map_err(|e| format!("creating a client for {}: {e}", self.bootstrap))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let led = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .filter(|t| t.name() == topic && t.error().is_none())
+                        .flat_map(|t| t.partitions())
+                        .filter(|p| p.leader() >= 0 && p.error().is_none())
+                        .count()
+                })
+                .unwrap_or(0);
+            if led >= partitions as usize {
+                return Ok(());
             }
+            if Instant::now() > deadline {
+                return Err(format!("{topic}: {led} of {partitions} partitions have a leader after 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -344,7 +434,8 @@ impl TestKafka {
         }
         // A broker that deleted records (retention) would make a short read look like a
         // short output. librdkafka's mock cluster keeps at most 5 MiB or 100 000 batches
-        // per partition and silently drops the oldest beyond that.
+        // per partition and silently drops the oldest beyond that; a real broker only
+        // after its retention time.
         for p in &partitions {
             let (low, _) = consumer
                 .fetch_watermarks(topic, *p, Duration::from_secs(30))
@@ -399,6 +490,10 @@ impl TestKafka {
 
 /// Runs an rdkafka future to completion on a private runtime (the helpers are blocking
 /// and may be called from inside another runtime).
+fn env_or(variable: &str, default: &str) -> String {
+    std::env::var(variable).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_string())
+}
+
 fn block_on<F: std::future::Future + Send>(f: F) -> Res<F::Output>
 where
     F::Output: Send,
