@@ -1,8 +1,9 @@
 //! `parquet-es`: a Parquet directory → the Elasticsearch sink (full sync), against a bare
 //! loop that reads the same files with the parquet crate, encodes the same bulk bodies
-//! and posts them with the same client and batch size. Both run against the test server
-//! of operators-testkit (or `ES_URL`), so the server's cost is the same on both sides and
-//! the ratio shows what the pipeline adds.
+//! and posts them with the same client and batch size. Both run against the real
+//! OpenSearch in `ES_URL` (`testing/services/opensearch.sh`), with the same credentials,
+//! so the server's cost is the same on both sides and the ratio shows what the pipeline
+//! adds.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,7 +70,10 @@ pub fn write_input(dir: &Path, rows: u64, files: u64) -> Result<Vec<PathBuf>, Bo
 /// per bulk request.
 pub async fn pipeline(es: &TestEs, dir: &Path, index: &str, batch: usize, rows: u64) -> Result<Run, BoxError> {
     let location = Location::parse("source.path", dir.to_str().ok_or("path is not UTF-8")?)?;
-    let config = EsConfig::parse("sink.es.server", es.servers())?;
+    let mut config = EsConfig::parse("sink.es.server", es.servers())?;
+    if let Some((user, password)) = es.credentials() {
+        config = config.with_basic_auth(user, password);
+    }
     let sink = EsSink::new(config, index, "id", SyncMode::Full).with_version("1586959594").with_bulk(
         batch,
         100 << 20,
@@ -98,8 +102,11 @@ pub async fn pipeline(es: &TestEs, dir: &Path, index: &str, batch: usize, rows: 
 /// action and document lines, post `_bulk` every `batch` rows with the same client.
 pub async fn baseline(es: &TestEs, files: &[PathBuf], index: &str, batch: usize) -> Result<Run, BoxError> {
     let first = es.servers().split(',').next().unwrap_or_default().to_string();
-    let transport =
-        TransportBuilder::new(SingleNodeConnectionPool::new(Url::parse(&first)?)).disable_proxy().build()?;
+    let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(Url::parse(&first)?)).disable_proxy();
+    if let Some((user, password)) = es.credentials() {
+        builder = builder.auth(elasticsearch::auth::Credentials::Basic(user.clone(), password.clone()));
+    }
+    let transport = builder.build()?;
     let client = Elasticsearch::new(transport);
     let files = files.to_vec();
     let index = index.to_string();

@@ -1,8 +1,8 @@
 //! Kill test: the runner syncs a directory of Parquet files into an Elasticsearch index
 //! (full sync, with a version) and is SIGKILLed at random moments, at least 10 times,
-//! each time restarted from its checkpoints. The Elasticsearch test server lives in
-//! this test process and outlives every run. In the end the index equals the input:
-//! the same ids, fields and version, nothing missing, nothing extra.
+//! each time restarted from its checkpoints, against the real OpenSearch in `ES_URL`
+//! (`testing/services/opensearch.sh`). In the end the index equals the input: the same
+//! ids, fields and version, nothing missing, nothing extra.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use arrow::array::{Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use operators_testkit::es::{EsServerConfig, TestEs};
+use operators_testkit::es::TestEs;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use support::{kill_after, run_off_runtime, spawn_logged, write_parquet};
@@ -58,9 +58,9 @@ fn write_input(dir: &std::path::Path) -> BTreeMap<String, Value> {
 }
 
 /// The index as id → document with explicit nulls, for comparison with the input.
-fn normalised(docs: BTreeMap<String, (Value, i64)>) -> BTreeMap<String, Value> {
+fn normalised(docs: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
     docs.into_iter()
-        .map(|(id, (mut source, _))| {
+        .map(|(id, mut source)| {
             if source.get("name").is_none() {
                 source["name"] = Value::Null;
             }
@@ -71,8 +71,8 @@ fn normalised(docs: BTreeMap<String, (Value, i64)>) -> BTreeMap<String, Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_leaves_an_index_equal_to_the_input() {
-    let es = TestEs::local(EsServerConfig::default()).await.unwrap();
-    let server = es.require_server().unwrap();
+    let es = TestEs::start().await.unwrap();
+    let (user, password) = es.credentials().cloned().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
@@ -103,6 +103,10 @@ async fn sigkill_at_random_moments_leaves_an_index_equal_to_the_input() {
         es.servers(),
         "--sink.es.index",
         &index,
+        "--sink.es.username",
+        &user,
+        "--sink.es.password",
+        &password,
         "--sink.es.type",
         "parquet",
         "--sink.es.sync.type",
@@ -136,9 +140,9 @@ async fn sigkill_at_random_moments_leaves_an_index_equal_to_the_input() {
                 std::fs::read_to_string(tmp.path().join(format!("run-{kill}.log"))).unwrap_or_default()
             );
         }
-        let docs = server.documents(&index);
+        let docs = es.documents(&index).await.unwrap();
         // Whatever is there at any moment is input, as the input says.
-        for (id, (source, _)) in &docs {
+        for (id, source) in &docs {
             let want = expected.get(id).unwrap_or_else(|| panic!("kill {kill}: document {id} is not in the input"));
             let mut got = source.clone();
             if got.get("name").is_none() {
@@ -157,10 +161,10 @@ async fn sigkill_at_random_moments_leaves_an_index_equal_to_the_input() {
     assert!(midway >= KILLS / 2, "most kills hit a job with a partial index ({midway})");
 
     // A last run, unkilled: it finishes by itself (PROCESS_ONCE).
-    // The Elasticsearch server runs on the test's runtime.
     let out = run_off_runtime(tmp.path(), &args).await;
     assert!(out.status.success(), "the last run failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let got = normalised(server.documents(&index));
+    let got = normalised(es.documents(&index).await.unwrap());
     assert_eq!(got.len(), expected.len(), "no missing or extra documents");
     assert_eq!(got, expected, "the index equals the input: ids, fields and version");
+    es.delete_index(&index).await.unwrap();
 }

@@ -1,5 +1,5 @@
-//! The runner's Elasticsearch pipelines from the toolkit's README, against the test
-//! server of operators-testkit (or `ES_URL`): Parquet → ES with and without SQL, and
+//! The runner's Elasticsearch pipelines from the toolkit's README, against the real
+//! OpenSearch in `ES_URL` (`testing/services/opensearch.sh`): Parquet → ES with and without SQL, and
 //! the combinations that must be refused before anything runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,6 +41,7 @@ fn write_events(dir: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_to_es_full_sync_with_a_version() {
     let es = TestEs::start().await.unwrap();
+    let (user, password) = es.credentials().cloned().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     write_events(&input);
@@ -60,6 +61,10 @@ async fn parquet_to_es_full_sync_with_a_version() {
             "es",
             "--sink.es.server",
             es.servers(),
+            "--sink.es.username",
+            &user,
+            "--sink.es.password",
+            &password,
             "--sink.es.index",
             &index,
             "--sink.es.type",
@@ -91,6 +96,7 @@ async fn parquet_to_es_full_sync_with_a_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parquet_to_es_with_the_readme_sql_incremental() {
     let es = TestEs::start().await.unwrap();
+    let (user, password) = es.credentials().cloned().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     write_events(&input);
@@ -115,6 +121,10 @@ async fn parquet_to_es_with_the_readme_sql_incremental() {
             "es",
             "--sink.es.server",
             es.servers(),
+            "--sink.es.username",
+            &user,
+            "--sink.es.password",
+            &password,
             "--sink.es.index",
             &index,
             "--sink.es.sync.type",

@@ -1,7 +1,10 @@
-//! The Elasticsearch sink through the official client over real HTTP, against the test
-//! server of operators-testkit (or the cluster in `ES_URL` for the tests that inject no
-//! faults): the three sync modes, versions, the collision refusal, auth, failover, every
-//! fault kind with its retries, dead letters, external versioning and the clean-up.
+//! The Elasticsearch sink through the official client over real HTTP against the real
+//! OpenSearch in `ES_URL` (`testing/services/opensearch.sh`): the three sync modes,
+//! versions, the collision refusal, auth, failover to a live node, dead letters, external
+//! versioning, the clean-up, restarts. Against the test server of operators-testkit only
+//! what a real server cannot be made to do: 429/503/409 on chosen items, a dropped
+//! connection after applying a bulk, a slow answer, nodes of a cluster going down,
+//! Elasticsearch 6's `_type` rules.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -151,35 +154,68 @@ async fn a_version_column_that_collides_with_the_data_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_and_api_key_work_and_wrong_credentials_fail_without_showing_them() {
-    let basic = EsServerConfig { basic: Some(("elastic".into(), "s3cret-pw".into())), ..Default::default() };
-    let es = TestEs::local(basic).await.unwrap();
+    let es = TestEs::start().await.unwrap();
+    let (user, password) = es.credentials().cloned().unwrap();
     let index = es.index("auth");
     run(sink(&es, &index, SyncMode::Full), 50, "auth").await;
     assert_eq!(es.count(&index).await.unwrap(), 50);
 
-    let wrong = EsConfig::parse("sink.es.server", es.servers()).unwrap().with_basic_auth("elastic", "wrong-pw-123");
+    let wrong = EsConfig::parse("sink.es.server", es.servers()).unwrap().with_basic_auth(&user, "wrong-pw-123");
     let p = Pipeline::new();
     p.source("gen", GeneratorSource::bounded(5)).sink("es", EsSink::new(wrong, &index, "id", SyncMode::Full));
     let err = p.run(job("auth-wrong")).await.unwrap_err().to_string();
     assert!(err.contains("401") && err.contains("credentials"), "{err}");
-    assert!(!err.contains("wrong-pw-123") && !err.contains("s3cret"), "{err}");
+    assert!(!err.contains("wrong-pw-123") && !err.contains(&password), "{err}");
+
+    // Without credentials the secured cluster refuses too: the sink does send them.
+    let none = EsConfig::parse("sink.es.server", es.servers()).unwrap();
+    let p = Pipeline::new();
+    p.source("gen", GeneratorSource::bounded(5)).sink("es", EsSink::new(none, &index, "id", SyncMode::Full));
+    let err = p.run(job("auth-none")).await.unwrap_err().to_string();
+    assert!(err.contains("401"), "{err}");
 
     // Credentials in the server URL are taken out of it and never shown.
-    let url = es.servers().replace("http://", "http://elastic:s3cret-pw@");
+    let url = es.servers().replace("http://", &format!("http://{user}:{password}@"));
     let c = EsConfig::parse("sink.es.server", &url).unwrap();
-    assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+    assert!(!format!("{c:?}").contains(&password), "{c:?}");
     run(EsSink::new(c, &index, "id", SyncMode::Full), 60, "auth-url").await;
     assert_eq!(es.count(&index).await.unwrap(), 60);
 
-    let keyed = EsServerConfig { api_key: Some("key-id:key-secret".into()), ..Default::default() };
-    let es = TestEs::local(keyed).await.unwrap();
-    let c = EsConfig::parse("sink.es.server", es.servers()).unwrap().with_api_key("key-id:key-secret");
-    run(EsSink::new(c, &index, "id", SyncMode::Full), 20, "api-key").await;
-    assert_eq!(es.count(&index).await.unwrap(), 20);
+    let c = EsConfig::parse("sink.es.server", es.servers()).unwrap().with_api_key(&es.api_key());
+    run(EsSink::new(c, &index, "id", SyncMode::Full), 70, "api-key").await;
+    assert_eq!(es.count(&index).await.unwrap(), 70);
+    es.delete_index(&index).await.unwrap();
+}
+
+/// A loopback address where nothing listens.
+fn dead_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fails_over_to_the_next_server_when_one_is_down() {
+async fn fails_over_to_a_live_node_when_the_first_servers_are_down() {
+    let es = TestEs::start().await.unwrap();
+    let index = es.index("failover-real");
+    let servers = format!("{},{},{}", dead_address(), dead_address(), es.servers());
+    let (user, password) = es.credentials().cloned().unwrap();
+    let c = EsConfig::parse("sink.es.server", &servers)
+        .unwrap()
+        .with_basic_auth(&user, &password)
+        .with_request_timeout(Duration::from_secs(5));
+    let s = EsSink::new(c, &index, "id", SyncMode::Full).with_bulk(300, 5 << 20, Duration::from_secs(60));
+    let stats = s.stats();
+    run(s, 1_000, "failover-real").await;
+    assert_eq!(es.count(&index).await.unwrap(), 1_000);
+    assert!(EsStats::get(&stats.failovers) >= 2, "{stats:?}");
+    es.delete_index(&index).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_to_the_next_server_when_nodes_go_down_and_gives_up_when_all_are() {
+    // Nodes of one cluster stopping while the job runs: the test server's three nodes.
     let es = TestEs::local(EsServerConfig { nodes: 3, ..Default::default() }).await.unwrap();
     let server = es.require_server().unwrap();
     server.stop_node(0);
@@ -479,6 +515,17 @@ async fn elasticsearch_6_gets_the_document_type_and_8_does_not() {
     let es = TestEs::local(EsServerConfig { major: 8, ..Default::default() }).await.unwrap();
     run(sink(&es, &index, SyncMode::Full).with_doc_type("parquet"), 50, "typed-8").await;
     assert_eq!(es.count(&index).await.unwrap(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_is_typeless_so_the_document_type_is_not_sent() {
+    // OpenSearch reports `distribution: opensearch` and version 1.x/2.x: the typeless
+    // API of Elasticsearch 7, where a `_type` in a bulk action is refused.
+    let es = TestEs::start().await.unwrap();
+    let index = es.index("typed-os");
+    run(sink(&es, &index, SyncMode::Full).with_doc_type("parquet"), 50, "typed-os").await;
+    assert_eq!(es.count(&index).await.unwrap(), 50);
+    es.delete_index(&index).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
