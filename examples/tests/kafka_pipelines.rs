@@ -356,3 +356,26 @@ async fn a_stalled_job_is_fenced_by_a_newer_one_with_the_same_transactional_ids(
     assert_eq!(older, (0..older.len() as i64).collect::<Vec<_>>());
     assert!(older.len() <= 20 * (gate.close_after + 1), "{} rows", older.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_survives_restarts_while_the_next_producer_is_initialising() {
+    use operators_core::builtins::GeneratorSource;
+    // Every restart leaves the failed attempt's next producer initialising (librdkafka's
+    // InitProducerId takes 50-500 ms). Its request must not land on a transaction the
+    // restarted attempt writes into: many quick restarts, checked row for row.
+    let kafka = TestKafka::start();
+    let output = kafka.topic("eo-restarts", 2).unwrap();
+    let faults = FaultInjector::new().fail_at("kafka.write", (1..=12).map(|i| i * 4));
+    let p = Pipeline::new();
+    p.source("gen", GeneratorSource::bounded(6_000).with_batch_size(50).with_rate_limit(4_000))
+        .sink("out", sink(&kafka, &output, Delivery::ExactlyOnce).with_faults(faults.clone()));
+    let tmp = tempfile::tempdir().unwrap();
+    let config = JobConfig::new(format!("eo-restarts-{:08x}", rand::random::<u32>()))
+        .with_restart(RestartStrategy::fixed_delay(20, Duration::from_millis(10)))
+        .with_checkpointing(CheckpointConfig::new(tmp.path()).with_interval(Duration::from_millis(30)));
+    p.run(config).await.unwrap();
+    assert_eq!(faults.fired().len(), 12);
+    let mut ids: Vec<i64> = committed_json(&kafka, &output).iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..6_000).collect::<Vec<_>>(), "every row exactly once");
+}

@@ -34,8 +34,9 @@
 //! a checkpoint's committable stays committable however late the recovery comes. A
 //! producer with an empty transaction carries over to the next checkpoint, so only
 //! checkpoints that wrote something consume an id. After the transaction of a
-//! checkpoint is flushed, the producer for the next one is already being created in the
-//! background (its `InitProducerId` round trip overlaps with processing).
+//! checkpoint begins, the producer for the next one is created in the background, so
+//! that its `InitProducerId` round trip (50–500 ms) overlaps with processing instead of
+//! stalling the stream at the barrier.
 //!
 //! Recovery after a restore, per subtask:
 //! 1. the committables of the restored checkpoint are committed: an `Ongoing`
@@ -47,9 +48,15 @@
 //!    will write again, so they are aborted: the checkpoint records `n0`, the first id
 //!    that could hold such rows; ids from `n0` are known to exist up to some `n1`
 //!    (ids are created in order), found with a galloping search of `DescribeTransactions`,
-//!    and those still open are fenced with `InitProducerId` (which aborts them). The new
-//!    run continues at `n1`. A job started without a checkpoint does the same from
-//!    `n0 = 0`, which aborts what an earlier run without checkpoints left open.
+//!    and those still open are fenced with `InitProducerId` (which aborts them). A job
+//!    started without a checkpoint does the same from `n0 = 0`, which aborts what an
+//!    earlier run without checkpoints left open;
+//! 3. `n1` itself is claimed with an `InitProducerId` and left empty, and the new run
+//!    continues at `n1 + 1`. A failed attempt of the same process may still have the
+//!    `InitProducerId` of its next producer on its way (librdkafka takes up to 500 ms);
+//!    its id is at most `n1`, and landing on a transaction the new run writes into, it
+//!    would abort it, a completed checkpoint's transaction among them. Claiming `n1`
+//!    also keeps the ids gapless for the next search.
 //!
 //! Subtasks of a previous run with a higher parallelism are recovered by subtask
 //! `old % parallelism`, like their committables. The recovery client speaks plaintext
@@ -483,7 +490,9 @@ impl Transactions {
         let config = config.clone();
         let timeout_ms = self.timeout_ms;
         self.spare = Some(tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let producer = create_producer(&config, Some((&tid, timeout_ms)))?;
+            tracing::debug!(transactional_id = %tid, ms = started.elapsed().as_millis() as u64, "transactional producer ready");
             Ok(Txn { tid, seq, producer: Arc::new(producer), open: false })
         }));
     }
@@ -495,10 +504,16 @@ impl Transactions {
                 self.prepare_spare(config);
             }
             if let Some(spare) = self.spare.take() {
+                let waited = std::time::Instant::now();
                 let txn = spare
                     .await
                     .map_err(|e| Error::Internal(format!("Kafka sink: creating a producer panicked: {e}")))??;
+                tracing::debug!(transactional_id = %txn.tid, waited_ms = waited.elapsed().as_millis() as u64, "writing into a new transaction");
                 self.current = Some(txn);
+                // The next checkpoint's producer starts now, so that it is ready when the
+                // barrier comes: librdkafka's InitProducerId takes 50 ms, and 500 ms when
+                // its first broker connection loses a race with the request timer.
+                self.prepare_spare(config);
             }
         }
         let Some(txn) = self.current.as_mut() else {
@@ -527,7 +542,15 @@ impl Transactions {
             Some(d) => match d.state.as_str() {
                 "Ongoing" => {
                     tracing::info!(transactional_id = tid, "committing a transaction pre-committed by a previous run");
-                    self.client.commit(tid, d.producer_id, d.epoch).await.map_err(recovery_error)
+                    match self.client.commit(tid, d.producer_id, d.epoch).await {
+                        Ok(()) => Ok(()),
+                        // The failed attempt's own commit may have reached the coordinator
+                        // first: then the transaction is committed, which is all we want.
+                        Err(e) => match self.client.describe(tid).await.map_err(recovery_error)? {
+                            Some(now) if matches!(now.state.as_str(), "PrepareCommit" | "CompleteCommit") => Ok(()),
+                            _ => Err(recovery_error(e)),
+                        },
+                    }
                 }
                 "PrepareCommit" | "CompleteCommit" => Ok(()),
                 "Empty" => {
@@ -661,10 +684,14 @@ impl Sink for KafkaSinkTask {
                         own_start = Some(end);
                     }
                 }
-                let start = match own_start {
+                let first_unused = match own_start {
                     Some(s) => s,
                     None => t.abort_after(t.subtask, 0).await?,
                 };
+                // Step 3 of the module docs: the first unused id is claimed, not used.
+                let claimed = t.tid(t.subtask, first_unused);
+                t.client.fence(&claimed, t.timeout_ms).await.map_err(recovery_error)?;
+                let start = first_unused + 1;
                 t.next_seq = start;
                 t.live_seq = start;
                 t.prepare_spare(&self.config);
@@ -703,7 +730,9 @@ impl Sink for KafkaSinkTask {
             }
             Mode::ExactlyOnce(t) => {
                 let Some(txn) = t.current.take_if(|c| c.open) else { return Ok(None) };
+                let started = std::time::Instant::now();
                 flush(txn.producer.clone()).await?;
+                tracing::debug!(transactional_id = %txn.tid, ms = started.elapsed().as_millis() as u64, "pre-committed (flushed)");
                 self.faults.check("kafka.pre_commit")?;
                 let committable = postcard::to_stdvec(&TxnCommittable { transactional_id: txn.tid.clone() })
                     .map_err(|e| Error::Internal(format!("Kafka sink: encoding a committable: {e}")))?;
@@ -741,12 +770,14 @@ impl Sink for KafkaSinkTask {
                 let producer = txn.producer.clone();
                 let timeout = Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(60_000));
                 let label = tid.clone();
+                let started = std::time::Instant::now();
                 blocking(move || {
                     producer
                         .commit_transaction(timeout)
                         .map_err(|e| kafka_error(&format!("committing transaction `{label}`"), e, true))
                 })
                 .await?;
+                tracing::debug!(transactional_id = %tid, ms = started.elapsed().as_millis() as u64, "committed");
                 drop_in_background(txn.producer);
                 Ok(())
             }
@@ -777,7 +808,19 @@ impl Sink for KafkaSinkTask {
                     drop_in_background(txn.producer);
                 }
                 if let Some(spare) = t.spare.take() {
-                    spare.abort();
+                    // The spare's InitProducerId may still be on its way. Left behind, it
+                    // would land after the restarted task created the same transactional
+                    // id and abort that task's transaction, a completed checkpoint's
+                    // among them. So it is waited for (bounded: a broker that does not
+                    // answer fails the restarted task's own requests too).
+                    match tokio::time::timeout(Duration::from_secs(30), spare).await {
+                        Ok(Ok(Ok(txn))) => drop_in_background(txn.producer),
+                        Ok(_) => {}
+                        Err(_) => tracing::warn!(
+                            "Kafka sink: the next transaction's producer did not finish initialising in 30 s; \
+                             closing without it"
+                        ),
+                    }
                 }
                 for (_, txn) in std::mem::take(&mut t.precommitted) {
                     drop_in_background(txn.producer);
