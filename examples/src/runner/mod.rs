@@ -28,6 +28,12 @@ pub fn dry_run(plan: &Plan, params: &Params) -> String {
     for (k, v, origin) in params.describe() {
         out.push_str(&format!("  {k} = {v}    ({origin})\n"));
     }
+    if !plan.ignored.is_empty() {
+        out.push_str("\nparameters with no effect in this pipeline:\n");
+        for i in &plan.ignored {
+            out.push_str(&format!("  warning: {i}\n"));
+        }
+    }
     out.push_str("\noperators:\n");
     match plan.pipeline.build(&plan.config) {
         Ok(graph) => {
@@ -66,6 +72,9 @@ async fn serve_rest(job: Arc<Job>, params: &Params) -> Result<bool, String> {
 /// Runs a planned job to its end, with progress, REST API and summary.
 pub async fn run(plan: Plan, params: &Params) -> ExitCode {
     let started = Instant::now();
+    for i in &plan.ignored {
+        eprintln!("warning: {i}");
+    }
     let (source_id, sink_id, unit) = (plan.source_id, plan.sink_id, plan.progress);
     let job = match plan.pipeline.start(plan.config) {
         Ok(job) => Arc::new(job),

@@ -501,6 +501,11 @@ impl Params {
         self.get(key).is_some()
     }
 
+    /// Every key given (from the environment, the command line or a file), in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.values.iter().filter(|(_, (v, _))| !v.trim().is_empty()).map(|(k, _)| k.as_str())
+    }
+
     /// Keys given under `prefix` with their values, prefix removed.
     pub fn with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
         self.values

@@ -114,6 +114,130 @@ pub enum ProgressUnit {
     Rows,
 }
 
+/// A parameter that was given but has no effect in the planned pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    /// The key as given.
+    pub key: String,
+    /// Why it has no effect here.
+    pub why: String,
+}
+
+impl std::fmt::Display for Ignored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` has no effect: {}", self.key, self.why)
+    }
+}
+
+/// What the planned pipeline is made of, for telling which parameters apply.
+struct Shape<'a> {
+    source: &'a str,
+    sink: &'a str,
+    sql: bool,
+    merge: bool,
+    checkpoints: bool,
+    dedup: bool,
+    dead_letters: bool,
+    watch_once: bool,
+    restart: &'a str,
+    upsert: bool,
+    rest: bool,
+    savepoint: bool,
+}
+
+const FILE_SOURCES: &[&str] = &["csv", "tsv", "txt", "parquet", "orc"];
+const TEXT_SOURCES: &[&str] = &["csv", "tsv", "txt"];
+const KAFKA_SOURCES: &[&str] = &["kafka", "kafka_deduplication"];
+
+impl Shape<'_> {
+    /// `None` when `key` takes part in this pipeline, else why it does not.
+    fn why_ignored(&self, key: &str) -> Option<String> {
+        let source_is = |kinds: &[&str]| kinds.contains(&self.source);
+        let source = |kinds: &[&str], what: &str| {
+            (!source_is(kinds)).then(|| format!("{what}, and source.type is {}", self.source))
+        };
+        let sink =
+            |kind: &str, what: &str| (self.sink != kind).then(|| format!("{what}, and sink.type is {}", self.sink));
+        match key {
+            "source.path" | "source.watch.type" | "source.watch.settle" => {
+                source(FILE_SOURCES, "it configures the file sources")
+            }
+            "source.watch.interval" => source(FILE_SOURCES, "it configures the file sources").or_else(|| {
+                self.watch_once.then(|| "the source reads once (source.watch.type PROCESS_ONCE)".to_string())
+            }),
+            "source.firstLine.schema"
+            | "source.line.delimiter"
+            | "source.field.delimiter"
+            | "source.charset"
+            | "source.quote" => source(TEXT_SOURCES, "it configures the text sources (csv, tsv, txt)"),
+            "source.batch.size" => (!source_is(FILE_SOURCES) && !source_is(KAFKA_SOURCES)).then(|| {
+                format!(
+                    "it sets the batch size of the file and Kafka sources (a database source batches by \
+                         source.db.fetch.size), and source.type is {}",
+                    self.source
+                )
+            }),
+            k if k.starts_with("source.db.") => source(&["jdbc"], "it configures the database source"),
+            k if k.starts_with("source.kafka.") || k == "group.id" || k == "auto.offset.reset" => {
+                source(KAFKA_SOURCES, "it configures the Kafka source")
+            }
+            "stream.sql" | "stream.sql.table" => (!self.sql)
+                .then(|| "SQL is off (stream.sql.enable is false; only the kafka source runs SQL always)".to_string()),
+            "stream.sql.schema" | "stream.sql.schema.json" => {
+                (!self.sql && !source_is(TEXT_SOURCES) && !source_is(KAFKA_SOURCES)).then(|| {
+                    format!(
+                        "it is the SQL input schema (and the schema of text files and Kafka records); SQL is off \
+                         and source.type is {}",
+                        self.source
+                    )
+                })
+            }
+            "unique.data.ttl.in.minute" => (!self.dedup).then(|| "no unique.keys: nothing is deduplicated".into()),
+            "sink.merge.nested.field" | "sink.merge.exclude.fields" => {
+                (!self.merge).then(|| "sink.merge.enable is false".to_string())
+            }
+            k if k.starts_with("sink.kafka.") || k == "sink.key.columns" => {
+                sink("kafka", "it configures the Kafka sink")
+            }
+            k if k.starts_with("sink.es.") || k == "bulk.flush.backoff.retries" => {
+                sink("es", "it configures the Elasticsearch sink")
+            }
+            "sink.path" | "sink.format" | "sink.file.roll.size.mb" | "sink.file.roll.interval.ms" => {
+                sink("file", "it configures the file sink")
+            }
+            "sink.db.key.columns" => sink("jdbc", "it configures the database sink")
+                .or_else(|| (!self.upsert).then(|| "sink.db.mode is insert; key columns are for upsert".to_string())),
+            k if k.starts_with("sink.db.") => sink("jdbc", "it configures the database sink"),
+            "dead.letter.path" => {
+                (!self.dead_letters).then(|| "source.bad.records is fail: bad records stop the job".to_string())
+            }
+            k if k.starts_with("stream.checkpoint.")
+                && k != "stream.checkpoint.enable"
+                && k != "stream.checkpoint.type" =>
+            {
+                (!self.checkpoints).then(|| "stream.checkpoint.enable is false".to_string())
+            }
+            "job.retry.maxNumberRestartAttempts" | "job.retry.backoffTimeMS" => {
+                (self.restart == "none").then(|| "job.retry.strategy is none".to_string())
+            }
+            "job.retry.maxBackoffTimeMS" => (self.restart != "exponential-backoff")
+                .then(|| format!("it is for exponential-backoff, and job.retry.strategy is {}", self.restart)),
+            "job.retry.failureRateIntervalMS" => (self.restart != "failure-rate")
+                .then(|| format!("it is for failure-rate, and job.retry.strategy is {}", self.restart)),
+            "allow-non-restored-state" => (!self.savepoint).then(|| "no savepoint to start from".to_string()),
+            "rest.address" | "rest.token" | "rest.linger.ms" => {
+                (!self.rest).then(|| "no rest.port: the REST API is off".to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The parameters given that have no effect in the pipeline `params` plan.
+fn ignored_parameters(params: &Params, shape: &Shape<'_>) -> Vec<Ignored> {
+    params.keys().filter_map(|key| shape.why_ignored(key).map(|why| Ignored { key: key.to_string(), why })).collect()
+}
+
 /// A planned job.
 pub struct Plan {
     /// The pipeline.
@@ -126,6 +250,8 @@ pub struct Plan {
     pub source_id: &'static str,
     /// The operator id of the main sink (for the summary).
     pub sink_id: &'static str,
+    /// Parameters given that have no effect in this pipeline (warned about at start).
+    pub ignored: Vec<Ignored>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -207,10 +333,9 @@ fn text_format(params: &Params, kind: &str) -> Result<TextFormat, PlanError> {
     if let Some(c) = params.get("source.charset") {
         format = format.with_charset(parse_charset("source.charset", c)?);
     }
-    // As in the toolkit, the ordered JSON schema is also the schema of text files.
-    if let Some(json) = params.get("stream.sql.schema.json") {
-        let schema = operators_core::schema::parse_schema(json)
-            .map_err(|e| PlanError::Component { key: "stream.sql.schema.json".into(), message: e.to_string() })?;
+    // As in the toolkit, the SQL input schema is also the schema of text files: the
+    // ordered JSON form or the struct form, both name the columns in order.
+    if let Some(schema) = sql_schema(params)? {
         format = format.with_schema(schema);
     }
     Ok(format.with_header(params.bool("source.firstLine.schema")?).with_bad_records(bad_records(params)?))
@@ -406,6 +531,15 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         ));
     }
 
+    // Two values that cannot both hold are refused, naming both.
+    if !params.bool("stream.checkpoint.enable")?
+        && params.choice("stream.checkpoint.mode")?.as_deref() == Some("exactly_once")
+    {
+        return Err(conflict(
+            "stream.checkpoint.mode",
+            "EXACTLY_ONCE needs checkpoints, and stream.checkpoint.enable is false",
+        ));
+    }
     let config = job_config(params)?;
     let sink_parallelism = usize::try_from(params.int("stream.sink.parallelism")?.unwrap_or(1)).unwrap_or(usize::MAX);
     if sink_parallelism == 0 {
@@ -514,8 +648,14 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
     if let Some(rate) = params.int("stream.rate.limit")? {
         stream = stream.transform("rate-limit", RateLimitTransform::new(rate));
     }
-    if source_type == "kafka_deduplication" {
+    // Deduplication applies to any source: over a bounded input "the first row of each
+    // key within the TTL" is the same rule as over a stream. kafka_deduplication is the
+    // toolkit's name for Kafka with it.
+    if params.has("unique.keys") {
         let keys = list(&params.required("unique.keys", "the key columns to deduplicate on")?);
+        if keys.is_empty() {
+            return Err(conflict("unique.keys", "names no column"));
+        }
         let minutes = params.int("unique.data.ttl.in.minute")?.unwrap_or(60);
         if minutes == 0 {
             return Err(conflict("unique.data.ttl.in.minute", "must be at least 1"));
@@ -593,9 +733,16 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
             let topic = params.required("sink.kafka.topic", "the Kafka sink writes one topic")?;
             let kafka = kafka_config(params, "sink.kafka")?;
             let exactly_once = config.checkpointing.as_ref().is_some_and(|c| c.mode == CheckpointingMode::ExactlyOnce);
-            let sink = KafkaSink::new(kafka, &topic)
+            let mut sink = KafkaSink::new(kafka, &topic)
                 .map_err(component("sink.kafka.topic"))?
                 .with_delivery(if exactly_once { Delivery::ExactlyOnce } else { Delivery::AtLeastOnce });
+            if let Some(keys) = params.get("sink.key.columns") {
+                let keys = list(keys);
+                if keys.is_empty() {
+                    return Err(conflict("sink.key.columns", "names no column"));
+                }
+                sink = sink.with_key_columns(keys);
+            }
             stream.sink("sink", sink).parallelism(sink_parallelism);
         }
         "es" => {
@@ -621,5 +768,27 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
     }
     // Check the graph now, so that a bad combination is reported before the job starts.
     pipeline.build(&config)?;
-    Ok(Plan { pipeline, config, progress, source_id: "source", sink_id: "sink" })
+    let restart = params.choice("job.retry.strategy")?.unwrap_or_else(|| "fixed-delay".into());
+    let shape = Shape {
+        source: &source_type,
+        sink: &sink_type,
+        sql: sql_on,
+        merge: params.bool("sink.merge.enable")?,
+        checkpoints: config.checkpointing.is_some(),
+        dedup: params.has("unique.keys"),
+        dead_letters: policy == BadRecordPolicy::DeadLetter,
+        watch_once: watch == WatchMode::ProcessOnce,
+        restart: &restart,
+        upsert: params.choice("sink.db.mode")?.as_deref() == Some("upsert"),
+        rest: params.has("rest.port"),
+        savepoint: params.has("savepoint"),
+    };
+    let mut ignored = ignored_parameters(params, &shape);
+    if source_type == "kafka" && params.has("stream.sql.enable") && !params.bool("stream.sql.enable")? {
+        ignored.push(Ignored {
+            key: "stream.sql.enable".into(),
+            why: "the kafka source always runs stream.sql (default `select * from t1`)".into(),
+        });
+    }
+    Ok(Plan { pipeline, config, progress, source_id: "source", sink_id: "sink", ignored })
 }
