@@ -83,3 +83,47 @@ async fn files_appearing_while_running_arrive_exactly_once() {
     assert_eq!(ids.len(), expected, "no duplicates");
     assert_eq!(ids, (0..expected as i64).collect::<Vec<_>>());
 }
+
+async fn run_once(input: &std::path::Path, settle: Duration) -> (usize, Duration) {
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("s", DataType::Utf8, true)]));
+    let source = DirectorySource::new(
+        Location::parse("source.path", input.to_str().unwrap()).unwrap(),
+        TextFormat::csv().with_schema(schema),
+    )
+    .with_watch(WatchMode::ProcessOnce)
+    .with_settle(settle);
+    let output = CommittedOutput::default();
+    let p = Pipeline::new();
+    p.source("dir", source).sink("out", TwoPhaseMemorySink::new(output.clone()));
+    let started = std::time::Instant::now();
+    p.run(JobConfig::new("once").with_restart(RestartStrategy::None)).await.unwrap();
+    (output.num_rows(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_unchanged_for_the_settle_time_is_read_without_a_second_look() {
+    // Its modification time is older than the settle time: it is complete now. (Before,
+    // every file waited one settle time for a second listing: a fixed idle second for
+    // every bounded job.) A minute of settle time would show as a minute here.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.csv");
+    std::fs::write(&file, rows(0, 10)).unwrap();
+    let two_minutes_ago = std::time::SystemTime::now() - Duration::from_secs(120);
+    std::fs::File::options().append(true).open(&file).unwrap().set_modified(two_minutes_ago).unwrap();
+    let (n, took) = tokio::time::timeout(Duration::from_secs(30), run_once(dir.path(), Duration::from_secs(60)))
+        .await
+        .expect("read without waiting for the settle time");
+    assert_eq!(n, 10);
+    assert!(took < Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_just_written_is_read_once_it_has_not_changed_for_the_settle_time() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("new.csv"), rows(0, 10)).unwrap();
+    let written = std::time::Instant::now();
+    let (n, _) = run_once(dir.path(), Duration::from_millis(800)).await;
+    assert_eq!(n, 10);
+    assert!(written.elapsed() >= Duration::from_millis(800), "read {:?} after it was written", written.elapsed());
+}

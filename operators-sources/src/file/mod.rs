@@ -3,14 +3,22 @@
 //!
 //! Every `watch interval` the directory is listed. A file is taken only once it is
 //! complete: hidden (`.x`), `_`-prefixed and `*.inprogress` files are ignored, and a file
-//! must keep the same size and modification time for the *settle* time before it is read.
-//! Files are read in name order; with parallelism > 1 each subtask reads the files whose
-//! name hashes to it. A nested directory is an error that names it.
+//! must not have changed for the *settle* time before it is read (its modification time
+//! tells, so a file written earlier is read at once). A nested directory is an error that
+//! names it.
+//!
+//! Files are taken in name order. A subtask reads up to
+//! [`DirectorySource::with_concurrent_files`] files at once (default: the number of
+//! cores, at most 4), each on its own task, so that decoding uses every core even when
+//! the rest of the job runs with parallelism 1; the rows of one file keep their order,
+//! the files' rows interleave. With one file at a time, rows come in name order then file
+//! order. With parallelism > 1 each subtask reads the files whose name hashes to it.
 //!
 //! The checkpointed state holds the names of the files already read and the position
-//! inside the one being read (byte offset and line for text, rows for Parquet and ORC),
-//! so a restored job neither re-reads a row nor skips one. Reads are streamed in chunks,
-//! so memory does not grow with file size.
+//! inside each file being read (byte offset and line for text, rows for Parquet and ORC)
+//! after the last batch the source emitted, so a restored job neither re-reads a row nor
+//! skips one. Reads are streamed in chunks and at most two batches per file wait to be
+//! emitted, so memory does not grow with file size.
 
 pub mod location;
 #[cfg(feature = "orc")]
@@ -190,6 +198,13 @@ pub struct DirectorySource {
     format: Arc<dyn FileFormat>,
     watch: WatchMode,
     settle: Duration,
+    concurrent_files: usize,
+}
+
+/// Files read at once by default: one per core, at most 4 (beyond that, the rest of the
+/// job is the limit).
+fn default_concurrent_files() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
 }
 
 impl DirectorySource {
@@ -201,7 +216,15 @@ impl DirectorySource {
             format: Arc::new(format),
             watch: WatchMode::ProcessContinuously { interval: Duration::from_secs(60) },
             settle: Duration::from_secs(1),
+            concurrent_files: default_concurrent_files(),
         }
+    }
+
+    /// How many files a subtask reads at once (at least 1). With 1, rows come in file
+    /// name order, which deduplication ("the first row of each key") relies on.
+    pub fn with_concurrent_files(mut self, files: usize) -> Self {
+        self.concurrent_files = files.max(1);
+        self
     }
 
     /// Sets the watch mode.
@@ -224,12 +247,17 @@ impl DirectorySource {
 
 impl SourceFactory for DirectorySource {
     fn create(&self, info: &TaskInfo) -> Result<Box<dyn Source>> {
+        // Two batches per file in flight at most: enough to keep a reader busy while
+        // the source emits another file's batch.
+        let (events_tx, events) = tokio::sync::mpsc::channel(2 * self.concurrent_files);
         Ok(Box::new(DirectoryReader {
             cfg: self.clone(),
             subtask: info.subtask,
             parallelism: info.parallelism,
             done: BTreeSet::new(),
-            current: None,
+            active: BTreeMap::new(),
+            events,
+            events_tx,
             resume: HashMap::new(),
             candidates: BTreeMap::new(),
             ready: BTreeSet::new(),
@@ -252,9 +280,83 @@ struct Observation {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct DirectoryState {
     done: Vec<String>,
+    /// Files being read and where to go on in each.
+    reading: Vec<(String, FilePosition)>,
+    initial: Option<Vec<String>>,
+    schema: SchemaGuard,
+}
+
+/// The state as written before several files could be read at once (one `current`).
+#[derive(Debug, Deserialize)]
+struct DirectoryStateV1 {
+    done: Vec<String>,
     current: Option<(String, FilePosition)>,
     initial: Option<Vec<String>>,
     schema: SchemaGuard,
+}
+
+impl DirectoryState {
+    fn decode(bytes: &[u8]) -> std::result::Result<Self, postcard::Error> {
+        match postcard::from_bytes::<DirectoryState>(bytes) {
+            Ok(s) => Ok(s),
+            Err(e) => match postcard::from_bytes::<DirectoryStateV1>(bytes) {
+                Ok(v1) => Ok(DirectoryState {
+                    done: v1.done,
+                    reading: v1.current.into_iter().collect(),
+                    initial: v1.initial,
+                    schema: v1.schema,
+                }),
+                Err(_) => Err(e),
+            },
+        }
+    }
+}
+
+/// What a file's reader task tells the source.
+enum FileEvent {
+    /// A batch, the dead letters found before it, and the position after it.
+    Batch { name: String, batch: RecordBatch, dead: Vec<DeadLetter>, position: FilePosition, bytes_done: u64 },
+    /// The file is read to its end.
+    End { name: String, dead: Vec<DeadLetter> },
+    /// Reading failed (the error names the file).
+    Failed { error: Error },
+}
+
+/// A file being read by its own task.
+struct ActiveFile {
+    /// Where a restored job goes on: after the last batch emitted (or the restored
+    /// position, or the start when `None`).
+    position: Option<FilePosition>,
+    bytes_done: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ActiveFile {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads `reader` to its end, sending what it finds; stops when the source is gone.
+async fn read_file(name: String, mut reader: Box<dyn FileReader>, events: tokio::sync::mpsc::Sender<FileEvent>) {
+    loop {
+        let mut dead = Vec::new();
+        let event = match reader.next_batch(&mut dead).await {
+            Ok(Some(batch)) => FileEvent::Batch {
+                name: name.clone(),
+                batch,
+                dead,
+                position: reader.position(),
+                bytes_done: reader.bytes_done(),
+            },
+            Ok(None) => FileEvent::End { name: name.clone(), dead },
+            Err(error) => FileEvent::Failed { error },
+        };
+        let last = !matches!(event, FileEvent::Batch { .. });
+        if events.send(event).await.is_err() || last {
+            return;
+        }
+    }
 }
 
 struct DirectoryReader {
@@ -262,7 +364,10 @@ struct DirectoryReader {
     subtask: usize,
     parallelism: usize,
     done: BTreeSet<String>,
-    current: Option<(FileMeta, Box<dyn FileReader>)>,
+    /// Files being read, by name.
+    active: BTreeMap<String, ActiveFile>,
+    events: tokio::sync::mpsc::Receiver<FileEvent>,
+    events_tx: tokio::sync::mpsc::Sender<FileEvent>,
     resume: HashMap<String, FilePosition>,
     candidates: BTreeMap<String, Observation>,
     ready: BTreeSet<String>,
@@ -305,6 +410,7 @@ impl DirectoryReader {
             }
         }
         let now = Instant::now();
+        let wall_now = chrono::Utc::now();
         let mut listed = BTreeSet::new();
         for meta in listing.objects {
             let Some(name) = meta.location.filename().map(str::to_string) else { continue };
@@ -312,7 +418,7 @@ impl DirectoryReader {
                 continue;
             }
             listed.insert(name.clone());
-            if self.current.as_ref().is_some_and(|(f, _)| f.name == name) || self.ready.contains(&name) {
+            if self.active.contains_key(&name) || self.ready.contains(&name) {
                 continue;
             }
             if self.initial.as_ref().is_some_and(|i| !i.contains(&name)) {
@@ -320,21 +426,24 @@ impl DirectoryReader {
                 continue;
             }
             let modified = meta.last_modified.timestamp_nanos_opt().unwrap_or(i64::MAX);
-            let seen = Observation { size: meta.size, modified, since: now };
-            match self.candidates.get(&name) {
-                Some(prev)
-                    if prev.size == meta.size
-                        && prev.modified == modified
-                        && now.duration_since(prev.since) >= self.cfg.settle =>
-                {
-                    self.candidates.remove(&name);
-                    self.sizes.insert(name.clone(), meta.size);
-                    self.ready.insert(name);
-                }
-                Some(prev) if prev.size == meta.size && prev.modified == modified => {}
+            // The modification time says how long the file has not changed: a file last
+            // written `settle` ago or earlier is complete now, without a second listing
+            // (which cost every bounded job a fixed `settle` of idle time). A clock
+            // ahead of ours counts as "just written".
+            let unchanged_for = (wall_now - meta.last_modified).to_std().unwrap_or(Duration::ZERO);
+            let since = now.checked_sub(unchanged_for).unwrap_or(now);
+            let stable = |o: &Observation| o.size == meta.size && o.modified == modified;
+            let settled = match self.candidates.get(&name) {
+                Some(prev) if stable(prev) => now.duration_since(prev.since) >= self.cfg.settle,
                 _ => {
-                    self.candidates.insert(name, seen);
+                    self.candidates.insert(name.clone(), Observation { size: meta.size, modified, since });
+                    unchanged_for >= self.cfg.settle
                 }
+            };
+            if settled {
+                self.candidates.remove(&name);
+                self.sizes.insert(name.clone(), meta.size);
+                self.ready.insert(name);
             }
         }
         if self.initial.is_none() && self.cfg.watch == WatchMode::ProcessOnce {
@@ -347,7 +456,7 @@ impl DirectoryReader {
             let gone: Vec<String> = initial
                 .iter()
                 .filter(|n| !listed.contains(*n) && !self.done.contains(*n))
-                .filter(|n| self.current.as_ref().is_none_or(|(f, _)| &f.name != *n))
+                .filter(|n| !self.active.contains_key(*n))
                 .cloned()
                 .collect();
             for name in gone {
@@ -360,13 +469,20 @@ impl DirectoryReader {
             WatchMode::ProcessOnce => self.cfg.settle,
             WatchMode::ProcessContinuously { interval } => interval,
         };
-        self.next_scan = if self.candidates.is_empty() { now + interval } else { now + self.cfg.settle.min(interval) };
+        // Look again when the first candidate will have settled.
+        let first_settled = self
+            .candidates
+            .values()
+            .map(|o| self.cfg.settle.saturating_sub(now.duration_since(o.since)))
+            .min()
+            .map(|wait| wait.max(Duration::from_millis(10)));
+        self.next_scan = now + first_settled.map_or(interval, |w| w.min(interval));
         Ok(())
     }
 
     fn initial_done(&self) -> bool {
         self.initial.as_ref().is_some_and(|i| i.iter().all(|n| self.done.contains(n)))
-            && self.current.is_none()
+            && self.active.is_empty()
             && self.ready.is_empty()
     }
 
@@ -374,7 +490,7 @@ impl DirectoryReader {
         if let Some(initial) = &self.initial {
             let total: u64 = initial.iter().filter_map(|n| self.sizes.get(n)).sum();
             let done: u64 = initial.iter().filter(|n| self.done.contains(*n)).filter_map(|n| self.sizes.get(n)).sum();
-            let current = self.current.as_ref().map_or(0, |(_, r)| r.bytes_done());
+            let current: u64 = self.active.values().map(|a| a.bytes_done).sum();
             let known = initial.iter().all(|n| self.sizes.contains_key(n));
             ctx.set_progress(done + current, known.then_some(total));
         }
@@ -387,8 +503,14 @@ impl DirectoryReader {
         let file = FileMeta { display: loc.file_display(&name), name: name.clone(), path, size: meta.size };
         self.sizes.insert(name.clone(), meta.size);
         let position = self.resume.remove(&name);
-        let reader = self.cfg.format.open(loc, &file, position, &mut self.schema).await?;
-        self.current = Some((file, reader));
+        let bytes_done = match &position {
+            Some(FilePosition::Text { offset, .. }) => *offset,
+            _ => 0,
+        };
+        // Opened here, in name order: the schema check compares each file with the first.
+        let reader = self.cfg.format.open(loc, &file, position.clone(), &mut self.schema).await?;
+        let task = tokio::spawn(read_file(name.clone(), reader, self.events_tx.clone()));
+        self.active.insert(name, ActiveFile { position, bytes_done, task });
         Ok(())
     }
 }
@@ -397,29 +519,39 @@ impl DirectoryReader {
 impl Source for DirectoryReader {
     async fn poll_next(&mut self, ctx: &mut SourceContext) -> Result<SourcePoll> {
         loop {
-            if let Some((file, reader)) = &mut self.current {
-                let mut dead = Vec::new();
-                let batch = reader.next_batch(&mut dead).await;
-                for d in dead {
-                    ctx.dead_letter(d);
-                }
-                match batch? {
-                    Some(b) => {
+            while self.active.len() < self.cfg.concurrent_files {
+                let Some(name) = self.ready.pop_first() else { break };
+                self.open_next(name).await?;
+            }
+            if !self.active.is_empty() {
+                // The readers are busy on their own tasks; the next thing one finds.
+                let Some(event) = self.events.recv().await else {
+                    return Err(Error::Internal("directory source: the file readers' channel closed".into()));
+                };
+                match event {
+                    FileEvent::Batch { name, batch, dead, position, bytes_done } => {
+                        for d in dead {
+                            ctx.dead_letter(d);
+                        }
+                        if let Some(a) = self.active.get_mut(&name) {
+                            a.position = Some(position);
+                            a.bytes_done = bytes_done;
+                        }
                         self.report_progress(ctx);
-                        return Ok(SourcePoll::Batch(b));
+                        return Ok(SourcePoll::Batch(batch));
                     }
-                    None => {
-                        tracing::debug!(file = %file.display, "file read");
-                        self.done.insert(file.name.clone());
-                        self.current = None;
+                    FileEvent::End { name, dead } => {
+                        for d in dead {
+                            ctx.dead_letter(d);
+                        }
+                        tracing::debug!(file = %self.cfg.location.file_display(&name), "file read");
+                        self.active.remove(&name);
+                        self.done.insert(name);
                         self.report_progress(ctx);
                         continue;
                     }
+                    FileEvent::Failed { error } => return Err(error),
                 }
-            }
-            if let Some(name) = self.ready.pop_first() {
-                self.open_next(name).await?;
-                continue;
             }
             if Instant::now() >= self.next_scan {
                 self.scan().await?;
@@ -438,16 +570,16 @@ impl Source for DirectoryReader {
     async fn restore(&mut self, _ctx: &mut SourceContext, state: RestoredState) -> Result<()> {
         let mut initial: Option<BTreeSet<String>> = None;
         for (_, bytes) in &state.snapshots {
-            let s: DirectoryState = postcard::from_bytes(bytes).map_err(|e| Error::State {
+            let s = DirectoryState::decode(bytes).map_err(|e| Error::State {
                 operator: "directory source".into(),
                 message: format!("cannot read the checkpointed file positions: {e}"),
             })?;
             let mine: Vec<String> = s.done.into_iter().filter(|n| self.owns(n)).collect();
             self.done.extend(mine);
-            if let Some((name, pos)) = s.current
-                && self.owns(&name)
-            {
-                self.resume.insert(name, pos);
+            for (name, pos) in s.reading {
+                if self.owns(&name) {
+                    self.resume.insert(name, pos);
+                }
             }
             if let Some(i) = s.initial {
                 let mine: Vec<String> = i.into_iter().filter(|n| self.owns(n)).collect();
@@ -464,22 +596,26 @@ impl Source for DirectoryReader {
     }
 
     fn snapshot(&mut self, _checkpoint_id: CheckpointId) -> Result<Option<Vec<u8>>> {
-        let mut current = self.current.as_ref().map(|(f, r)| (f.name.clone(), r.position()));
-        // A file opened from restored state but not yet reopened keeps its position.
-        if current.is_none()
-            && let Some((n, p)) = self.resume.iter().next()
-        {
-            current = Some((n.clone(), p.clone()));
-        }
+        // Files being read, at the position after their last emitted batch; restored
+        // positions of files not reopened yet are kept as they are.
+        let mut reading: Vec<(String, FilePosition)> =
+            self.active.iter().filter_map(|(n, a)| Some((n.clone(), a.position.clone()?))).collect();
+        reading.extend(self.resume.iter().map(|(n, p)| (n.clone(), p.clone())));
         let state = DirectoryState {
             done: self.done.iter().cloned().collect(),
-            current,
+            reading,
             initial: self.initial.as_ref().map(|i| i.iter().cloned().collect()),
             schema: self.schema.clone(),
         };
         postcard::to_allocvec(&state)
             .map(Some)
             .map_err(|e| Error::Internal(format!("serializing directory state: {e}")))
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        // Dropping a file stops its reader task.
+        self.active.clear();
+        Ok(())
     }
 }
 
@@ -498,6 +634,36 @@ mod tests {
         let e = g.check("/d/b.parquet", &b).unwrap_err().to_string();
         assert!(e.contains("/d/b.parquet") && e.contains("/d/a.parquet") && e.contains("column 2"), "{e}");
         assert!(e.contains("`x` Utf8 vs `x` Int32"), "{e}");
+    }
+
+    #[test]
+    fn state_of_a_single_current_file_still_restores() {
+        // The layout before several files could be read at once.
+        #[derive(Serialize)]
+        struct V1 {
+            done: Vec<String>,
+            current: Option<(String, FilePosition)>,
+            initial: Option<Vec<String>>,
+            schema: SchemaGuard,
+        }
+        let position = FilePosition::Text { offset: 42, line: 3, encoding: "UTF-8".into(), header_done: true };
+        let old = V1 {
+            done: vec!["a.csv".into()],
+            current: Some(("b.csv".into(), position.clone())),
+            initial: None,
+            schema: SchemaGuard::default(),
+        };
+        let s = DirectoryState::decode(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        assert_eq!(s.done, ["a.csv"]);
+        assert_eq!(s.reading, [("b.csv".to_string(), position.clone())]);
+        let new = DirectoryState {
+            done: vec![],
+            reading: vec![("c.csv".into(), position.clone()), ("d.csv".into(), position)],
+            initial: Some(vec!["c.csv".into(), "d.csv".into()]),
+            schema: SchemaGuard::default(),
+        };
+        let again = DirectoryState::decode(&postcard::to_allocvec(&new).unwrap()).unwrap();
+        assert_eq!(again.reading.len(), 2);
     }
 
     #[test]

@@ -244,6 +244,41 @@ struct Segment {
     identity: bool,
 }
 
+/// The UTF-8 text not yet emitted. Emitting a batch consumes a prefix; the bytes after
+/// it are moved to the front only once the consumed part outweighs them, so the cost of
+/// consuming stays linear in the text (a `drain` per batch moved the whole remaining
+/// read-ahead every time: a tenth of a CSV job's CPU).
+#[derive(Default)]
+struct TextBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl TextBuf {
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start >= 64 << 10 && self.start >= self.buf.len() - self.start {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
+impl std::ops::Deref for TextBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
 struct TextReader {
     format: TextFormat,
     location: Location,
@@ -258,13 +293,18 @@ struct TextReader {
     raw_start: u64,
     raw_line: u64,
     /// UTF-8 text of complete lines not yet emitted; `text[0]` is at `text_base`.
-    text: Vec<u8>,
+    text: TextBuf,
     text_base: u64,
     segments: VecDeque<Segment>,
     /// Bad lines found while transcoding, released once the position passes them.
     held_dead: VecDeque<(u64, DeadLetter)>,
     header_pending: bool,
     text_schema: Option<SchemaRef>,
+    /// What the fast decoder produces: the declared type where arrow-csv parses it as
+    /// this source would (integers, floats, text), text elsewhere (timestamps, dates and
+    /// booleans in the toolkit's forms). A batch arrow-csv refuses is read again record
+    /// by record as text, with this source's own rules and errors per row.
+    decode_schema: Option<SchemaRef>,
     out_schema: Option<SchemaRef>,
     decoder: Option<Decoder>,
     fed: usize,
@@ -302,11 +342,12 @@ impl TextReader {
             raw: Vec::new(),
             raw_start: read_pos,
             raw_line: line,
-            text: Vec::new(),
+            text: TextBuf::default(),
             text_base: 0,
             segments: VecDeque::new(),
             held_dead: VecDeque::new(),
             text_schema: None,
+            decode_schema: None,
             out_schema: None,
             decoder: None,
             fed: 0,
@@ -361,8 +402,12 @@ impl TextReader {
         let cut = self.last_line_end(&self.raw);
         match cut {
             Some(cut) => {
-                let complete: Vec<u8> = self.raw.drain(..cut).collect();
-                self.ingest(&complete)?;
+                // Ingest in place; only the partial last line moves to the front.
+                let mut raw = std::mem::take(&mut self.raw);
+                let ingested = self.ingest(&raw[..cut]);
+                raw.drain(..cut);
+                self.raw = raw;
+                ingested?;
             }
             None if self.raw.len() > self.format.max_line_bytes => {
                 return Err(Error::bad_record(
@@ -519,7 +564,7 @@ impl TextReader {
             first.orig_start = orig;
             first.line = line;
         }
-        self.text.drain(..consumed);
+        self.text.consume(consumed);
         self.text_base = new_base;
         self.fed = self.fed.saturating_sub(consumed);
         while self.held_dead.front().is_some_and(|(p, _)| *p <= new_base) {
@@ -607,8 +652,26 @@ impl TextReader {
         let text_schema = Arc::new(Schema::new(
             out.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
         ));
-        self.decoder = Some(self.format.decoder(&text_schema));
+        let decode_schema = Arc::new(Schema::new(
+            out.fields()
+                .iter()
+                .map(|f| {
+                    let direct = matches!(
+                        f.data_type(),
+                        DataType::Utf8
+                            | DataType::Int16
+                            | DataType::Int32
+                            | DataType::Int64
+                            | DataType::Float32
+                            | DataType::Float64
+                    );
+                    Field::new(f.name(), if direct { f.data_type().clone() } else { DataType::Utf8 }, true)
+                })
+                .collect::<Vec<_>>(),
+        ));
+        self.decoder = Some(self.format.decoder(&decode_schema));
         self.text_schema = Some(text_schema);
+        self.decode_schema = Some(decode_schema);
         self.out_schema = Some(out);
         Ok(())
     }
@@ -655,7 +718,13 @@ impl TextReader {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(out.fields().len());
         let mut bad: BTreeMap<usize, String> = BTreeMap::new();
         for (i, field) in out.fields().iter().enumerate() {
-            let converted = convert_strings(strings.column(i).as_string::<i32>(), field.data_type());
+            let column = strings.column(i);
+            if column.data_type() == field.data_type() {
+                // Decoded to its type already (the fast decoder).
+                columns.push(column.clone());
+                continue;
+            }
+            let converted = convert_strings(column.as_string::<i32>(), field.data_type());
             for (row, why) in converted.errors {
                 bad.entry(row).or_insert_with(|| format!("column `{}`: {why}", field.name()));
             }
@@ -766,7 +835,8 @@ impl TextReader {
         }
         let strings = self.strings_batch(&text_schema, &mut builders, starts.len())?;
         // A fresh decoder continues after the records handled here.
-        self.decoder = Some(self.format.decoder(&text_schema));
+        let fast = self.decode_schema.clone().unwrap_or(text_schema);
+        self.decoder = Some(self.format.decoder(&fast));
         self.fed = 0;
         self.eof_signalled = false;
         let batch = self.finish(strings, consumed, Some(starts), dead)?;
@@ -834,7 +904,7 @@ impl FileReader for TextReader {
                             return Ok(None);
                         }
                         // Start over on a fresh decoder once more text is in.
-                        if let Some(schema) = self.text_schema.clone() {
+                        if let Some(schema) = self.decode_schema.clone() {
                             self.decoder = Some(self.format.decoder(&schema));
                             self.fed = 0;
                         }
