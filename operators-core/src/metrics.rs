@@ -127,3 +127,37 @@ impl OperatorMetrics {
         self.subtasks.iter().map(|s| s.snapshot()).collect()
     }
 }
+
+/// CPU time and peak memory of this process, as the kernel accounts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessUsage {
+    /// User plus system CPU time since the process started.
+    pub cpu: std::time::Duration,
+    /// Peak resident set size (`VmHWM`), in bytes.
+    pub peak_rss_bytes: u64,
+}
+
+impl ProcessUsage {
+    /// Reads `/proc/self`. `None` where there is no such file system (not Linux).
+    ///
+    /// ```
+    /// if let Some(u) = operators_core::metrics::ProcessUsage::now() {
+    ///     assert!(u.peak_rss_bytes > 0);
+    /// }
+    /// ```
+    pub fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let peak_kib: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse().ok())?;
+        // Linux counts CPU time in clock ticks of 1/100 s on every common configuration.
+        Some(Self { cpu: std::time::Duration::from_millis((utime + stime) * 10), peak_rss_bytes: peak_kib * 1024 })
+    }
+}

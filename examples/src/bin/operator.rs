@@ -30,6 +30,10 @@ fn main() -> ExitCode {
         print!("{}", help());
         return ExitCode::SUCCESS;
     }
+    if invocation.version {
+        println!("operator {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let planned = match plan(&invocation.params) {
         Ok(p) => p,
         Err(e) => {

@@ -117,8 +117,12 @@ pub async fn run(plan: Plan, params: &Params) -> ExitCode {
     }
     let s = summary(&job, source_id, sink_id);
     let secs = started.elapsed().as_secs_f64();
+    // Where the kernel tells: the CPU the job took and the memory it needed at most.
+    let usage = operators_core::metrics::ProcessUsage::now().map_or_else(String::new, |u| {
+        format!(", cpu {:.2}s, peak memory {} MiB", u.cpu.as_secs_f64(), u.peak_rss_bytes >> 20)
+    });
     eprintln!(
-        "summary: rows in {}, rows out {}, dead-lettered {}, filtered {}, duration {:.1}s, {:.0} rows/s",
+        "summary: rows in {}, rows out {}, dead-lettered {}, filtered {}, duration {:.3}s, {:.0} rows/s{usage}",
         s.rows_in,
         s.rows_out,
         s.dead_lettered,

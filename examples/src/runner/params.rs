@@ -105,6 +105,12 @@ pub const PARAMS: &[ParamSpec] = &[
     ),
     ext("source.quote", Some("\" (tsv, txt: none)"), Kind::Text, "text sources: quote character, or `none`"),
     ext(
+        "source.concurrent.files",
+        Some("cores, at most 4; 1 with unique.keys"),
+        Kind::Int,
+        "file sources: files read at once; rows of a file keep their order, files interleave (1: name order)",
+    ),
+    ext(
         "source.batch.size",
         Some("8192"),
         Kind::Int,
@@ -628,6 +634,8 @@ pub struct Invocation {
     pub help: bool,
     /// `--dry-run`.
     pub dry_run: bool,
+    /// `--version` (or `-V`).
+    pub version: bool,
 }
 
 /// Reads a Java properties file.
@@ -661,6 +669,10 @@ pub fn resolve(
                 inv.help = true;
                 continue;
             }
+            if arg == "-V" {
+                inv.version = true;
+                continue;
+            }
             return Err(ParamError::Usage(format!("unexpected argument `{arg}`: parameters are `--key value`")));
         };
         let (key, inline) = match body.split_once('=') {
@@ -669,6 +681,7 @@ pub fn resolve(
         };
         match key.as_str() {
             "help" => inv.help = true,
+            "version" => inv.version = true,
             "dry-run" => inv.dry_run = true,
             "allow-non-restored-state" if inline.is_none() => cli.push((key, "true".into())),
             _ => {
@@ -733,7 +746,7 @@ pub fn help() -> String {
     let mut out = String::from(
         "operator: run an ingestion job with the original toolkit's parameters\n\n\
          usage: operator --source.type TYPE [--key value ...] [--config FILE] [--savepoint PATH]\n\
-         \x20                [--allow-non-restored-state] [--dry-run] [--help]\n\n\
+         \x20                [--allow-non-restored-state] [--dry-run] [--help] [--version]\n\n\
          Precedence: environment > command line > properties file (--config FILE, or\n\
          application.properties in the working directory) > default. Environment names are\n\
          the key itself or OPERATOR_<KEY> (upper case, dots as underscores).\n\

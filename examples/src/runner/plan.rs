@@ -159,7 +159,7 @@ impl Shape<'_> {
         let sink =
             |kind: &str, what: &str| (self.sink != kind).then(|| format!("{what}, and sink.type is {}", self.sink));
         match key {
-            "source.path" | "source.watch.type" | "source.watch.settle" => {
+            "source.path" | "source.watch.type" | "source.watch.settle" | "source.concurrent.files" => {
                 source(FILE_SOURCES, "it configures the file sources")
             }
             "source.watch.interval" => source(FILE_SOURCES, "it configures the file sources").or_else(|| {
@@ -556,24 +556,41 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         "csv" | "tsv" | "txt" | "parquet" | "orc" => {
             let path = params.required("source.path", "file sources read one directory")?;
             let location = Location::parse("source.path", &path)?;
+            // Files at once: deduplication keeps "the first row of each key" in file name
+            // order, so it reads one at a time unless told otherwise.
+            let concurrent = match params.int("source.concurrent.files")? {
+                Some(0) => return Err(conflict("source.concurrent.files", "must be at least 1")),
+                Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                None => params.has("unique.keys").then_some(1),
+            };
+            let files = |s: DirectorySource| match concurrent {
+                Some(n) => s.with_concurrent_files(n),
+                None => s,
+            };
             let stream = match source_type.as_str() {
                 "parquet" => pipeline.source(
                     "source",
-                    DirectorySource::new(location, ParquetFormat::new().with_batch_size(batch))
-                        .with_watch(watch)
-                        .with_settle(settle),
+                    files(
+                        DirectorySource::new(location, ParquetFormat::new().with_batch_size(batch))
+                            .with_watch(watch)
+                            .with_settle(settle),
+                    ),
                 ),
                 "orc" => pipeline.source(
                     "source",
-                    DirectorySource::new(location, OrcFormat::new().with_batch_size(batch))
-                        .with_watch(watch)
-                        .with_settle(settle),
+                    files(
+                        DirectorySource::new(location, OrcFormat::new().with_batch_size(batch))
+                            .with_watch(watch)
+                            .with_settle(settle),
+                    ),
                 ),
                 kind => pipeline.source(
                     "source",
-                    DirectorySource::new(location, text_format(params, kind)?.with_batch_size(batch))
-                        .with_watch(watch)
-                        .with_settle(settle),
+                    files(
+                        DirectorySource::new(location, text_format(params, kind)?.with_batch_size(batch))
+                            .with_watch(watch)
+                            .with_settle(settle),
+                    ),
                 ),
             };
             (stream, (watch == WatchMode::ProcessOnce).then_some(ProgressUnit::Bytes))
