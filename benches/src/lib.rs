@@ -8,6 +8,7 @@ pub mod csv;
 pub mod db;
 pub mod es;
 pub mod kafka;
+pub mod runner;
 
 use std::time::{Duration, Instant};
 
@@ -39,29 +40,12 @@ pub fn report(scenario: &str, rows_per_s: f64, baseline_rows_per_s: f64) {
 
 /// Peak resident set size of this process, in bytes (Linux; 0 elsewhere).
 pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    operators_core::metrics::ProcessUsage::now().map_or(0, |u| u.peak_rss_bytes)
 }
 
-/// CPU time (user + system) this process has used so far, from `/proc/self/stat`.
+/// CPU time (user + system) this process has used so far (Linux; zero elsewhere).
 pub fn cpu_time() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let rest = s.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        Some(utime + stime)
-    });
-    // Linux reports clock ticks of 1/100 s on every common configuration.
-    Duration::from_millis(ticks.unwrap_or(0) * 10)
+    operators_core::metrics::ProcessUsage::now().map_or(Duration::ZERO, |u| u.cpu)
 }
 
 /// Wall time, CPU time and rows of one measured run.

@@ -72,6 +72,33 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The `operator` binary on the csv-sql-json job (CSV → the toolkit's SQL → JSON
+    /// files, PROCESS_ONCE, default checkpointing), against the same bare single-threaded
+    /// decode → SQL → encode loop; with the child's CPU time and peak memory.
+    RunnerCsvSqlJson {
+        /// Directory of CSV files (8 columns: id, name, city, x, y, tags, score, ts).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Generate this many rows into the input directory first.
+        #[arg(long)]
+        generate: Option<u64>,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The operator binary (default: next to this one).
+        #[arg(long)]
+        operator: Option<PathBuf>,
+    },
+    /// A one-row CSV → JSON job through the `operator` binary against `operator --version`:
+    /// what a bounded job costs beyond starting a process.
+    RunnerStartup {
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// The operator binary (default: next to this one).
+        #[arg(long)]
+        operator: Option<PathBuf>,
+    },
     /// Kafka topic → JSON rows → Kafka topic (at least once), against a bare rdkafka
     /// consume→produce loop (the Kafka in KAFKA_BROKERS, default 127.0.0.1:9092).
     KafkaPassthrough {
@@ -250,6 +277,165 @@ async fn csv_scenario(
     Ok(())
 }
 
+fn runner_csv_sql_json(
+    input: Option<PathBuf>,
+    generate: Option<u64>,
+    rounds: usize,
+    operator: Option<PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use operators_benches::runner::{ChildRun, SCHEMA_JSON, operator_binary, run_operator};
+    let binary = operator_binary(operator)?;
+    let scratch = tempfile::tempdir()?;
+    let input = match input {
+        Some(dir) => dir,
+        None => scratch.path().join("input"),
+    };
+    if let Some(rows) = generate.or_else(|| (!input.exists()).then_some(2_000_000)) {
+        let bytes = operators_benches::csv::generate(&input, rows)?;
+        eprintln!("generated {rows} rows, {} MiB, into {}", bytes >> 20, input.display());
+    }
+    let input_s = input.to_str().ok_or("input path is not UTF-8")?;
+    let mut with: Vec<ChildRun> = Vec::new();
+    let mut without: Vec<Run> = Vec::new();
+    for round in 0..rounds {
+        let out = scratch.path().join(format!("out-{round}"));
+        let args = [
+            "--source.type",
+            "csv",
+            "--source.path",
+            input_s,
+            "--source.watch.type",
+            "PROCESS_ONCE",
+            "--stream.sql.enable",
+            "true",
+            "--stream.sql.schema.json",
+            SCHEMA_JSON,
+            "--stream.sql",
+            operators_benches::csv::SQL,
+            "--sink.type",
+            "file",
+            "--sink.path",
+            out.to_str().ok_or("output path is not UTF-8")?,
+            "--progress",
+            "off",
+        ];
+        let run = run_operator(&binary, scratch.path(), &args)?;
+        let base_out = scratch.path().join(format!("base-{round}"));
+        let base = {
+            let cpu0 = operators_benches::cpu_time();
+            let started = std::time::Instant::now();
+            let rows = operators_benches::csv::bare_loop(&input, &base_out, true)?;
+            Run { rows, wall: started.elapsed(), cpu: operators_benches::cpu_time().saturating_sub(cpu0) }
+        };
+        if run.rows_out != base.rows || base.rows == 0 {
+            return Err(format!("the runner wrote {} rows, the baseline {}", run.rows_out, base.rows).into());
+        }
+        with.push(run);
+        without.push(base);
+        let _ = std::fs::remove_dir_all(&out);
+        let _ = std::fs::remove_dir_all(&base_out);
+    }
+    // Rates over the rows read, the same count on both sides.
+    let rows_in = with.first().map_or(0, |r| r.rows_in);
+    let rate = |wall: Duration| operators_benches::rate(rows_in, wall);
+    let best_run = with.iter().min_by_key(|r| r.wall).copied().unwrap_or_default();
+    let best_base = without.iter().min_by_key(|r| r.wall).copied().ok_or("no rounds")?;
+    report("runner-csv-sql-json", rate(best_run.wall), rate(best_base.wall));
+    println!(
+        "runner-csv-sql-json rows={rows_in} wall_s={:.3} cpu_s={:.2} peak_rss_mib={} baseline_wall_s={:.3} \
+         baseline_cpu_s={:.2} max_peak_rss_mib={}",
+        best_run.wall.as_secs_f64(),
+        best_run.cpu.as_secs_f64(),
+        best_run.peak_rss_bytes >> 20,
+        best_base.wall.as_secs_f64(),
+        best_base.cpu.as_secs_f64(),
+        with.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0) >> 20,
+    );
+    Ok(())
+}
+
+fn runner_startup(rounds: usize, operator: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+    use operators_benches::runner::{operator_binary, run_operator, version_wall};
+    let binary = operator_binary(operator)?;
+    let scratch = tempfile::tempdir()?;
+    let input = scratch.path().join("input");
+    std::fs::create_dir_all(&input)?;
+    std::fs::write(input.join("one.csv"), "1,alice,3.5\n")?;
+    // A file written a while ago, as input files are: last modified a minute before.
+    // (One just written is read once it has not changed for source.watch.settle, 1 s by
+    // default; the `fresh_file_job_ms` figure below shows that wait.)
+    let minute_ago = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options().append(true).open(input.join("one.csv"))?.set_modified(minute_ago)?;
+    let mut jobs = Vec::new();
+    let mut versions = Vec::new();
+    for round in 0..rounds {
+        let out = scratch.path().join(format!("out-{round}"));
+        let args = [
+            "--source.type",
+            "csv",
+            "--source.path",
+            input.to_str().ok_or("input path is not UTF-8")?,
+            "--source.watch.type",
+            "PROCESS_ONCE",
+            "--stream.checkpoint.enable",
+            "false",
+            "--sink.type",
+            "file",
+            "--sink.path",
+            out.to_str().ok_or("output path is not UTF-8")?,
+            "--progress",
+            "off",
+        ];
+        let run = run_operator(&binary, scratch.path(), &args)?;
+        if run.rows_out != 1 {
+            return Err(format!("the one-row job wrote {} rows", run.rows_out).into());
+        }
+        jobs.push(run);
+        versions.push(version_wall(&binary)?);
+    }
+    let fresh = {
+        let dir = scratch.path().join("fresh");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("one.csv"), "2,bob,4.5\n")?;
+        let out = scratch.path().join("out-fresh");
+        let args = [
+            "--source.type",
+            "csv",
+            "--source.path",
+            dir.to_str().ok_or("input path is not UTF-8")?,
+            "--source.watch.type",
+            "PROCESS_ONCE",
+            "--stream.checkpoint.enable",
+            "false",
+            "--sink.type",
+            "file",
+            "--sink.path",
+            out.to_str().ok_or("output path is not UTF-8")?,
+            "--progress",
+            "off",
+        ];
+        run_operator(&binary, scratch.path(), &args)?.wall
+    };
+    let job = jobs.iter().map(|r| r.wall).min().unwrap_or_default();
+    let version = versions.iter().copied().min().unwrap_or_default();
+    let median_job = {
+        let mut w: Vec<Duration> = jobs.iter().map(|r| r.wall).collect();
+        w.sort();
+        w[w.len() / 2]
+    };
+    // One row per run: the rate is runs per second.
+    report("runner-startup", 1.0 / job.as_secs_f64().max(1e-9), 1.0 / version.as_secs_f64().max(1e-9));
+    println!(
+        "runner-startup job_ms={:.1} median_job_ms={:.1} job_cpu_ms={} version_ms={:.1} fresh_file_job_ms={:.1}",
+        job.as_secs_f64() * 1e3,
+        median_job.as_secs_f64() * 1e3,
+        jobs.iter().map(|r| r.cpu.as_millis()).min().unwrap_or(0),
+        version.as_secs_f64() * 1e3,
+        fresh.as_secs_f64() * 1e3,
+    );
+    Ok(())
+}
+
 async fn db_scenario(sink: bool, rows: u64, size: usize, rounds: usize) -> Result<(), Box<dyn std::error::Error>> {
     use operators_benches::db;
     let scratch = db::Scratch::new(if sink { 0 } else { rows }).await?;
@@ -361,6 +547,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Scenario::CsvJson { input, generate, rounds } => csv_scenario("csv-json", input, generate, rounds, false).await,
         Scenario::CsvSqlJson { input, generate, rounds } => {
             csv_scenario("csv-sql-json", input, generate, rounds, true).await
+        }
+        Scenario::RunnerCsvSqlJson { input, generate, rounds, operator } => {
+            tokio::task::block_in_place(|| runner_csv_sql_json(input, generate, rounds, operator))
+        }
+        Scenario::RunnerStartup { rounds, operator } => {
+            tokio::task::block_in_place(|| runner_startup(rounds, operator))
         }
         Scenario::KafkaPassthrough { rows, rounds } => kafka_scenario("kafka-passthrough", rows, rounds, None).await,
         Scenario::KafkaExactlyOnce { rows, rounds, interval_ms } => {
