@@ -14,16 +14,21 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/lib.sh"
 
+# Only the environment below goes to stdout: whatever the installers and service
+# scripts print (apt, Maven, a JVM) goes to stderr, so `eval` never runs it. (Not by
+# moving stdout to another descriptor: the services started in the background would
+# inherit it and keep a caller's `$(...)` waiting for ever.)
+
 t0=$SECONDS
-"$here/postgres.sh" start
-"$here/mariadb.sh" start
+"$here/postgres.sh" start >&2
+"$here/mariadb.sh" start >&2
 # Fetch Kafka's jars once before its two clusters start side by side.
-"$here/kafka.sh" start single &
+"$here/kafka.sh" start single >&2 &
 kafka_single=$!
-"$here/opensearch.sh" start &
+"$here/opensearch.sh" start >&2 &
 opensearch=$!
 wait $kafka_single || die "Kafka (single node) did not start"
-"$here/kafka.sh" start cluster || die "Kafka (three nodes) did not start"
+"$here/kafka.sh" start cluster >&2 || die "Kafka (three nodes) did not start"
 wait $opensearch || die "OpenSearch did not start"
 log "all services up in $((SECONDS - t0)) s"
 
