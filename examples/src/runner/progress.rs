@@ -47,6 +47,15 @@ fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
 
+/// Waits `period`, or less when the job ends first: the runner awaits this task before
+/// its summary, so a bare sleep here would add up to a period to every job's time.
+async fn tick(job: &Job, period: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(period) => {}
+        _ = job.wait_for_status(|s| s.is_terminal()) => {}
+    }
+}
+
 /// Shows progress until the job ends.
 pub async fn show_progress(job: Arc<Job>, source_id: &'static str, unit: ProgressUnit, mode: ProgressMode) {
     match mode {
@@ -80,14 +89,14 @@ pub async fn show_progress(job: Arc<Job>, source_id: &'static str, unit: Progres
                     bar.finish();
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tick(&job, Duration::from_millis(100)).await;
             }
         }
         ProgressMode::Log => {
             let started = Instant::now();
             let mut last = Instant::now();
             while !job.status().is_terminal() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tick(&job, Duration::from_millis(200)).await;
                 if last.elapsed() < Duration::from_secs(5) {
                     continue;
                 }
