@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::channel::{DOWNSTREAM_CLOSED, EdgeOutput, InputGate, OutputRouter};
 use crate::checkpoint::stats::{CheckpointStats, RestoredRecord, StatsTracker};
@@ -83,6 +84,9 @@ pub struct JobConfig {
     /// How long a source that has nothing to read waits before it is polled again.
     /// Default 20 ms.
     pub idle_wait: Duration,
+    /// The id of this run (32 lower-case hex characters). Default: a random one. A
+    /// job server sets it to resume a job under the id its clients know.
+    pub job_id: Option<String>,
 }
 
 impl JobConfig {
@@ -102,6 +106,7 @@ impl JobConfig {
             savepoint_dir: None,
             clock: Arc::new(SystemClock),
             idle_wait: Duration::from_millis(20),
+            job_id: None,
         }
     }
 
@@ -165,6 +170,12 @@ impl JobConfig {
         self
     }
 
+    /// Sets the job id (32 lower-case hex characters, as Flink's).
+    pub fn with_job_id(mut self, id: impl Into<String>) -> Self {
+        self.job_id = Some(id.into());
+        self
+    }
+
     /// Sets the clock.
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -197,6 +208,11 @@ impl JobConfig {
         if let Some(cp) = &self.checkpointing {
             cp.validate()?;
             cp.check_dir()?;
+        }
+        if let Some(id) = &self.job_id
+            && !is_job_id(id)
+        {
+            return Err(Error::config("job-id", format!("`{id}` is not 32 lower-case hex characters")));
         }
         self.restart.validate()?;
         Ok(())
@@ -237,7 +253,7 @@ impl JobStatus {
 pub struct JobOutcome {
     /// `Finished` or `Canceled`.
     pub status: JobStatus,
-    /// The savepoint written by stop-with-savepoint.
+    /// The savepoint written by stop-with-savepoint or cancel-with-savepoint.
     pub savepoint: Option<PathBuf>,
     /// Restarts that happened.
     pub restarts: u32,
@@ -305,12 +321,28 @@ struct StatusState {
     status: JobStatus,
     timestamps: BTreeMap<JobStatus, i64>,
     failure: Option<String>,
+    /// Every failure so far, newest last (at most [`MAX_EXCEPTIONS`]).
+    exceptions: VecDeque<JobException>,
     end_ms: Option<i64>,
     restarts: u32,
 }
 
+/// Failures kept per job for [`Job::exceptions`].
+const MAX_EXCEPTIONS: usize = 16;
+
+/// One failure of a job: one that it restarted after, or the one it ended with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobException {
+    /// When, ms since epoch.
+    pub timestamp: i64,
+    /// The error.
+    pub message: String,
+}
+
 pub(crate) struct JobShared {
     id: String,
+    /// Unique to this start of the job, even when `id` is kept across starts.
+    run_id: String,
     name: String,
     start_ms: i64,
     status: Mutex<StatusState>,
@@ -336,8 +368,12 @@ impl JobShared {
         let mut s = lock(&self.status);
         s.status = status;
         s.timestamps.insert(status, now);
-        if failure.is_some() {
-            s.failure = failure;
+        if let Some(message) = failure {
+            if s.exceptions.len() == MAX_EXCEPTIONS {
+                s.exceptions.pop_front();
+            }
+            s.exceptions.push_back(JobException { timestamp: now, message: message.clone() });
+            s.failure = Some(message);
         }
         if status.is_terminal() {
             s.end_ms = Some(now);
@@ -357,6 +393,9 @@ pub(crate) struct SavepointRequest {
     target: PathBuf,
     terminal: bool,
     drain: bool,
+    /// A terminal savepoint after which the job counts as canceled, not finished
+    /// (Flink's `cancel-job`).
+    cancel: bool,
 }
 
 enum JobCommand {
@@ -454,7 +493,7 @@ impl Job {
         if graph.nodes.iter().any(|n| n.key.is_some()) && backend.name() == "sled" {
             probe_dir(&config.local_state_dir, "state.local-dir")?;
         }
-        let job_id = format!("{:032x}", rand::random::<u128>());
+        let job_id = config.job_id.clone().unwrap_or_else(new_job_id);
         let metrics = graph
             .nodes
             .iter()
@@ -470,12 +509,14 @@ impl Job {
         let (savepoint_tx, _) = watch::channel(0);
         let shared = Arc::new(JobShared {
             id: job_id,
+            run_id: new_job_id(),
             name: config.name.clone(),
             start_ms: now,
             status: Mutex::new(StatusState {
                 status: JobStatus::Created,
                 timestamps: BTreeMap::from([(JobStatus::Created, now)]),
                 failure: None,
+                exceptions: VecDeque::new(),
                 end_ms: None,
                 restarts: 0,
             }),
@@ -503,21 +544,23 @@ impl Job {
             clock: config.clock.clone(),
         });
         let (commands, commands_rx) = mpsc::unbounded_channel();
-        let supervisor = tokio::spawn(supervise(
-            graph,
-            config.clone(),
-            shared.clone(),
-            commands_rx,
-            initial_restore,
-            storage,
-            backend,
-        ));
+        // Every task of the job runs inside this span, so a log subscriber can tell the
+        // lines of one job from another's (a job server keeps a log per job).
+        let span = tracing::info_span!("job", job_id = %shared.id, job_name = %config.name);
+        let supervisor = tokio::spawn(
+            supervise(graph, config.clone(), shared.clone(), commands_rx, initial_restore, storage, backend)
+                .instrument(span),
+        );
         Ok(Job { shared, commands, supervisor: Mutex::new(Some(supervisor)), config })
     }
 
     /// Id of this run (32 hex characters, like Flink's).
     pub fn id(&self) -> &str {
         &self.shared.id
+    }
+    /// The configuration the job was started with.
+    pub fn config(&self) -> &JobConfig {
+        &self.config
     }
 
     /// Job name.
@@ -563,6 +606,12 @@ impl Job {
         }
     }
 
+    /// The failures of this job so far, oldest first: each one it restarted after, and
+    /// the one it failed with.
+    pub fn exceptions(&self) -> Vec<JobException> {
+        lock(&self.shared.status).exceptions.iter().cloned().collect()
+    }
+
     /// The operators of the job.
     pub fn vertices(&self) -> &[VertexInfo] {
         &self.shared.vertices
@@ -602,6 +651,18 @@ impl Job {
     /// (see [`Job::savepoint_status`]). `stop`: the job stops after it (stop-with-
     /// savepoint); `drain`: sources end their streams first so operators flush.
     pub fn request_savepoint(&self, target_dir: Option<PathBuf>, stop: bool, drain: bool) -> Result<String> {
+        self.savepoint_request(target_dir, stop, drain, false)
+    }
+
+    /// Requests a savepoint after which the job stops and ends `Canceled` (Flink's
+    /// `cancel-job: true`, `flink cancel -s`); returns its request id. Unlike
+    /// [`Job::cancel`], every row read before the savepoint is committed and the job
+    /// can go on from it.
+    pub fn request_cancel_with_savepoint(&self, target_dir: Option<PathBuf>) -> Result<String> {
+        self.savepoint_request(target_dir, true, false, true)
+    }
+
+    fn savepoint_request(&self, target_dir: Option<PathBuf>, stop: bool, drain: bool, cancel: bool) -> Result<String> {
         let base = match target_dir.or_else(|| self.config.savepoint_target()) {
             Some(b) => b,
             None => {
@@ -621,7 +682,7 @@ impl Job {
         let target =
             base.join(format!("savepoint-{}-{:012x}", &self.shared.id[..6], rand::random::<u64>() & 0xFFFF_FFFF_FFFF));
         self.shared.set_savepoint(&request_id, SavepointStatus::InProgress);
-        let req = SavepointRequest { request_id: request_id.clone(), target, terminal: stop, drain };
+        let req = SavepointRequest { request_id: request_id.clone(), target, terminal: stop, drain, cancel };
         if self.commands.send(JobCommand::Savepoint(req)).is_err() {
             self.shared.set_savepoint(&request_id, SavepointStatus::Failed { reason: "the job has ended".into() });
         }
@@ -700,6 +761,16 @@ fn has_state(op: &OperatorSnapshot) -> bool {
 }
 
 /// Checks that a snapshot can be restored into `graph`.
+/// A fresh random job id: 32 lower-case hex characters.
+pub fn new_job_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Whether `id` has the shape of a job id (32 lower-case hex characters).
+pub fn is_job_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 fn validate_restore(
     graph: &JobGraph,
     loaded: &LoadedCheckpoint,
@@ -814,6 +885,7 @@ fn plan_restore(
 enum AttemptOutcome {
     Finished { savepoint: Option<PathBuf> },
     Canceled,
+    CanceledWithSavepoint(PathBuf),
     Failed(Error),
 }
 
@@ -881,15 +953,19 @@ async fn supervise(
                 shared.set_status(JobStatus::Finished, None);
                 return Ok(JobOutcome { status: JobStatus::Finished, savepoint, restarts });
             }
-            AttemptOutcome::Canceled => {
+            AttemptOutcome::Canceled | AttemptOutcome::CanceledWithSavepoint(_) => {
                 if let (Some(storage), Some(cp)) = (&storage, &config.checkpointing)
                     && !cp.retain_on_cancel
                     && let Err(e) = storage.discard_all()
                 {
                     tracing::warn!(error = %e, "could not remove the checkpoints of the canceled job");
                 }
+                let savepoint = match outcome {
+                    AttemptOutcome::CanceledWithSavepoint(s) => Some(s),
+                    _ => None,
+                };
                 shared.set_status(JobStatus::Canceled, None);
-                return Ok(JobOutcome { status: JobStatus::Canceled, savepoint: None, restarts });
+                return Ok(JobOutcome { status: JobStatus::Canceled, savepoint, restarts });
             }
             AttemptOutcome::Failed(err) => {
                 let Some(delay) = tracker.on_failure(Instant::now(), started, &err) else {
@@ -955,7 +1031,8 @@ struct Coordinator<'a> {
     sources_finished: HashSet<TaskId>,
     terminal_triggered: bool,
     savepoints: VecDeque<SavepointRequest>,
-    stop_savepoint: Option<PathBuf>,
+    /// The terminal savepoint taken, and whether the job then counts as canceled.
+    stop_savepoint: Option<(PathBuf, bool)>,
 }
 
 impl Coordinator<'_> {
@@ -1175,7 +1252,7 @@ impl Coordinator<'_> {
                 Ok(Ok(_)) => {
                     location = sp.target.clone();
                     if sp.terminal {
-                        self.stop_savepoint = Some(sp.target.clone());
+                        self.stop_savepoint = Some((sp.target.clone(), sp.cancel));
                     }
                 }
                 Ok(Err(e)) => {
@@ -1333,6 +1410,7 @@ async fn run_attempt(
             let info = Arc::new(TaskInfo {
                 job_name: Arc::from(config.name.as_str()),
                 job_id: Arc::from(shared.id.as_str()),
+                run_id: Arc::from(shared.run_id.as_str()),
                 operator_id: Arc::from(node.id.as_str()),
                 subtask,
                 parallelism: node.parallelism,
@@ -1363,9 +1441,13 @@ async fn run_attempt(
                 idle_wait: config.idle_wait,
             };
             let handle = match &node.kind {
-                NodeKind::Source(f) => join_set.spawn(run_source_task(env, f.clone())),
-                NodeKind::Transform(f) => join_set.spawn(run_operator_task(env, OperatorFactory::Transform(f.clone()))),
-                NodeKind::Sink(f) => join_set.spawn(run_operator_task(env, OperatorFactory::Sink(f.clone()))),
+                NodeKind::Source(f) => join_set.spawn(run_source_task(env, f.clone()).in_current_span()),
+                NodeKind::Transform(f) => {
+                    join_set.spawn(run_operator_task(env, OperatorFactory::Transform(f.clone())).in_current_span())
+                }
+                NodeKind::Sink(f) => {
+                    join_set.spawn(run_operator_task(env, OperatorFactory::Sink(f.clone())).in_current_span())
+                }
             };
             task_of.insert(handle.id(), id);
         }
@@ -1413,7 +1495,10 @@ async fn run_attempt(
             },
             res = join_set.join_next_with_id() => match res {
                 None => {
-                    return AttemptOutcome::Finished { savepoint: coord.stop_savepoint.take() };
+                    return match coord.stop_savepoint.take() {
+                        Some((savepoint, true)) => AttemptOutcome::CanceledWithSavepoint(savepoint),
+                        other => AttemptOutcome::Finished { savepoint: other.map(|(s, _)| s) },
+                    };
                 }
                 Some(Ok((_, Ok(())))) => {}
                 Some(Ok((_, Err(e)))) => break e,

@@ -83,7 +83,7 @@ pub mod state;
 mod task;
 
 pub use error::{Error, ErrorKind, Result};
-pub use job::{Job, JobConfig, JobOutcome, JobStatus};
+pub use job::{Job, JobConfig, JobException, JobOutcome, JobStatus, is_job_id, new_job_id};
 pub use message::{Barrier, CheckpointId, Message};
 pub use operator::{OperatorContext, Sink, Source, SourceContext, SourcePoll, TaskInfo, Transform};
 pub use pipeline::{Pipeline, Stream};

@@ -45,8 +45,13 @@ use crate::state::KeyedStateStore;
 pub struct TaskInfo {
     /// Job name.
     pub job_name: Arc<str>,
-    /// Id of this run of the job.
+    /// The job's id (32 lower-case hex). A job server keeps it across its own
+    /// restarts, so it does not tell two runs apart: see `run_id`.
     pub job_id: Arc<str>,
+    /// Unique to this start of the job (32 lower-case hex): what a sink puts in the
+    /// names of what it writes so that no later run, even one of the same job id
+    /// resumed after a crash, can collide with them.
+    pub run_id: Arc<str>,
     /// Stable operator id.
     pub operator_id: Arc<str>,
     /// Index of this subtask, `0..parallelism`.

@@ -7,6 +7,7 @@
 //! | `GET /jobs` | `{"jobs":[{"id","status"}]}` |
 //! | `GET /jobs/overview` | `{"jobs":[{"jid","name","state","start-time","end-time","duration","last-modification","tasks"}]}` |
 //! | `GET /jobs/:id` | job details with `vertices[].metrics.read-records` etc. and the `plan` |
+//! | `GET /jobs/:id/exceptions` | `root-exception`, `timestamp`, `exceptionHistory.entries[]` |
 //! | `GET /jobs/:id/checkpoints` | `counts`, `summary`, `latest`, `history` |
 //! | `GET /jobs/:id/checkpoints/config` | `mode`, `interval`, `timeout`, `min_pause`, `externalization`... |
 //! | `POST /jobs/:id/savepoints` | `{"target-directory","cancel-job"}` → `{"request-id"}` |
@@ -71,7 +72,6 @@ impl JobRegistry {
 #[derive(Clone)]
 struct AppState {
     jobs: JobRegistry,
-    token: Option<Arc<str>>,
 }
 
 fn not_found() -> Response {
@@ -88,30 +88,49 @@ fn status_name(s: JobStatus) -> Value {
 
 /// The router; with `token`, every request needs `Authorization: Bearer <token>`.
 pub fn router(jobs: JobRegistry, token: Option<String>) -> Router {
-    let state = AppState { jobs, token: token.map(Arc::from) };
+    require_token(routes(jobs), token)
+}
+
+/// The routes of the table above without authentication, for an application that adds
+/// routes of its own (a job server's `/jars`) and then wraps the whole in
+/// [`require_token`].
+pub fn routes(jobs: JobRegistry) -> Router {
     Router::new()
         .route("/jobs", get(list))
         .route("/jobs/overview", get(overview))
         .route("/jobs/{id}", get(details).patch(cancel))
+        .route("/jobs/{id}/exceptions", get(exceptions))
         .route("/jobs/{id}/checkpoints", get(checkpoints))
         .route("/jobs/{id}/checkpoints/config", get(checkpoint_config))
         .route("/jobs/{id}/savepoints", post(trigger_savepoint))
         .route("/jobs/{id}/savepoints/{request}", get(savepoint_status))
         .route("/jobs/{id}/stop", post(stop))
-        .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .with_state(state)
+        .with_state(AppState { jobs })
 }
 
-async fn authorize(State(state): State<AppState>, headers: HeaderMap, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_ref()) {
-            return (StatusCode::UNAUTHORIZED, axum::Json(json!({"errors": ["Missing or wrong bearer token."]})))
-                .into_response();
-        }
+/// With `token`, every route of `router` answers 401 unless the request carries
+/// `Authorization: Bearer <token>`; without, `router` unchanged. Routes added to the
+/// result afterwards are not covered.
+pub fn require_token(router: Router, token: Option<String>) -> Router {
+    match token {
+        None => router,
+        Some(token) => router.layer(middleware::from_fn_with_state(Arc::<str>::from(token), authorize)),
+    }
+}
+
+async fn authorize(State(token): State<Arc<str>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compared in constant time: the answer's timing must not tell how much of a guess
+    // was right.
+    let matches = given.is_some_and(|g| {
+        g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if !matches {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"errors": ["Missing or wrong bearer token."]})))
+            .into_response();
     }
     next.run(request).await
 }
@@ -235,6 +254,35 @@ async fn details(State(s): State<AppState>, Path(id): Path<String>) -> Response 
     .into_response()
 }
 
+async fn exceptions(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(job) = s.jobs.get(&id) else { return not_found() };
+    let all = job.exceptions();
+    let entries: Vec<Value> = all
+        .iter()
+        .rev()
+        .map(|e| {
+            json!({
+                "exceptionName": "JobFailure",
+                "stacktrace": e.message,
+                "timestamp": e.timestamp,
+                "taskName": null,
+                "location": null,
+                "concurrentExceptions": [],
+            })
+        })
+        .collect();
+    let newest = all.last();
+    // Flink's older fields (`root-exception`, `all-exceptions`) beside its newer history.
+    axum::Json(json!({
+        "root-exception": newest.map(|e| e.message.clone()),
+        "timestamp": newest.map(|e| e.timestamp),
+        "all-exceptions": [],
+        "truncated": false,
+        "exceptionHistory": { "entries": entries, "truncated": false },
+    }))
+    .into_response()
+}
+
 async fn checkpoints(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let Some(job) = s.jobs.get(&id) else { return not_found() };
     axum::Json(job.checkpoint_stats()).into_response()
@@ -292,7 +340,12 @@ async fn trigger_savepoint(State(s): State<AppState>, Path(id): Path<String>, bo
         Ok(r) => r,
         Err(message) => return bad_request(message),
     };
-    match job.request_savepoint(req.target_directory, req.cancel_job, false) {
+    let requested = if req.cancel_job {
+        job.request_cancel_with_savepoint(req.target_directory)
+    } else {
+        job.request_savepoint(req.target_directory, false, false)
+    };
+    match requested {
         Ok(request_id) => (StatusCode::ACCEPTED, axum::Json(json!({ "request-id": request_id }))).into_response(),
         Err(e) => bad_request(e.to_string()),
     }

@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -168,38 +169,41 @@ impl TaskEnv {
         let events = self.events.clone();
         let task = self.id;
         let checkpoint_id = job.checkpoint_id;
-        tokio::spawn(async move {
-            let result = tokio::task::spawn_blocking(move || persist(job)).await;
-            let result = match result {
-                Ok(r) => r,
-                Err(e) => Err(Error::Internal(format!("snapshot writer panicked: {e}"))),
-            };
-            match result {
-                Ok((snapshot, written)) => {
-                    if let Some(tx) = chain_tx {
-                        let _ = tx.send(Some(snapshot.keyed_state.clone()));
+        tokio::spawn(
+            async move {
+                let result = tokio::task::spawn_blocking(move || persist(job)).await;
+                let result = match result {
+                    Ok(r) => r,
+                    Err(e) => Err(Error::Internal(format!("snapshot writer panicked: {e}"))),
+                };
+                match result {
+                    Ok((snapshot, written)) => {
+                        if let Some(tx) = chain_tx {
+                            let _ = tx.send(Some(snapshot.keyed_state.clone()));
+                        }
+                        let _ = events.send(TaskEvent::Ack(Box::new(Ack {
+                            task,
+                            checkpoint_id,
+                            snapshot,
+                            written,
+                            sync_ms: timing.0,
+                            align_ms: timing.1,
+                        })));
                     }
-                    let _ = events.send(TaskEvent::Ack(Box::new(Ack {
-                        task,
-                        checkpoint_id,
-                        snapshot,
-                        written,
-                        sync_ms: timing.0,
-                        align_ms: timing.1,
-                    })));
-                }
-                Err(e) => {
-                    if let Some(tx) = chain_tx {
-                        let _ = tx.send(None);
+                    Err(e) => {
+                        if let Some(tx) = chain_tx {
+                            let _ = tx.send(None);
+                        }
+                        let _ = events.send(TaskEvent::Decline {
+                            task,
+                            checkpoint_id,
+                            reason: format!("writing the snapshot failed: {e}"),
+                        });
                     }
-                    let _ = events.send(TaskEvent::Decline {
-                        task,
-                        checkpoint_id,
-                        reason: format!("writing the snapshot failed: {e}"),
-                    });
                 }
             }
-        });
+            .in_current_span(),
+        );
     }
 }
 

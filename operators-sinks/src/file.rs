@@ -127,7 +127,9 @@ impl FileSink {
 impl SinkFactory for FileSink {
     fn create(&self, info: &TaskInfo) -> Result<Box<dyn Sink>> {
         self.validate()?;
-        let run = info.job_id.get(..8).unwrap_or(&info.job_id);
+        // The run, not the job id: a job resumed under its id by a job server must not
+        // reuse the names of files the crashed run committed.
+        let run = info.run_id.get(..8).unwrap_or(&info.run_id);
         Ok(Box::new(FileSinkWriter {
             cfg: Arc::new(self.clone()),
             token: format!("{run}a{}", info.attempt),

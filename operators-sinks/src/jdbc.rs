@@ -149,7 +149,7 @@ impl SinkFactory for JdbcSink {
         Ok(Box::new(JdbcWriter {
             cfg: self.clone(),
             sink_id: format!("{}/{}/{}", info.job_name, info.operator_id, self.table),
-            run_id: info.job_id.to_string(),
+            run_id: info.run_id.to_string(),
             subtask: info.subtask,
             pool: None,
             table_columns: Vec::new(),

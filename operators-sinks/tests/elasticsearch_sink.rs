@@ -536,6 +536,7 @@ async fn buffered_actions_are_flushed_by_interval_without_a_checkpoint() {
     let info = TaskInfo {
         job_name: "t".into(),
         job_id: "t".into(),
+        run_id: "t".into(),
         operator_id: "es".into(),
         subtask: 0,
         parallelism: 1,

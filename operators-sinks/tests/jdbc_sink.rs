@@ -117,6 +117,7 @@ fn info(run: &str) -> TaskInfo {
     TaskInfo {
         job_name: "recovery".into(),
         job_id: run.into(),
+        run_id: run.into(),
         operator_id: "db".into(),
         subtask: 0,
         parallelism: 1,
