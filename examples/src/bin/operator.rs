@@ -1,4 +1,6 @@
-//! `operator`: runs one ingestion job from the original toolkit's parameters.
+//! `operator`: runs one ingestion job from the original toolkit's parameters, or serves
+//! jobs over Flink's REST API (`operator serve`), or talks to such a server (`operator
+//! run|list|cancel|stop|savepoint`).
 //!
 //! `operator --help` lists every parameter with its default.
 
@@ -7,19 +9,77 @@ use std::process::ExitCode;
 use operators_examples::runner::params::{help, resolve};
 use operators_examples::runner::plan::plan;
 use operators_examples::runner::{EXIT_USAGE, dry_run, run};
+use operators_examples::server::{self, ServerConfig, cli, logs::Logs};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+fn env_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn serve(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{}", server::SERVE_HELP);
+        return ExitCode::SUCCESS;
+    }
+    let config = match ServerConfig::from_args(args, std::env::var("OPERATOR_REST_TOKEN").ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // Every line goes to stderr and, sorted by job, to the logs the REST API serves.
+    let logs = Logs::default();
+    tracing_subscriber::registry()
+        .with(env_filter())
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(logs.layer())
+        .init();
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(server::serve(config, logs)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("serve") => return serve(&args[1..]),
+        Some(command) if cli::COMMANDS.contains(&command) => {
+            if args[1..].iter().any(|a| a == "--help" || a == "-h") {
+                print!("{}", cli::CLI_HELP);
+                return ExitCode::SUCCESS;
+            }
+            return match cli::main(command, &args[1..], std::env::var("OPERATOR_REST_TOKEN").ok()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
+    }
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(env_filter()).init();
     let cwd = std::env::current_dir().unwrap_or_default();
     // Variables that are not Unicode cannot hold a parameter; skip them.
     let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    let invocation = match resolve(std::env::args().skip(1), env, &cwd) {
+    let invocation = match resolve(args, env, &cwd) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: {e}\n(operator --help lists the parameters)");
@@ -28,6 +88,9 @@ fn main() -> ExitCode {
     };
     if invocation.help {
         print!("{}", help());
+        println!(
+            "\nAs a job server: operator serve --help; its client: operator run|list|cancel|stop|savepoint --help"
+        );
         return ExitCode::SUCCESS;
     }
     if invocation.version {
@@ -45,12 +108,9 @@ fn main() -> ExitCode {
         print!("{}", dry_run(&planned, &invocation.params));
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(run(planned, &invocation.params))
 }

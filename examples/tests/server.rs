@@ -1,0 +1,455 @@
+//! `operator serve`, driven as a data platform drives a Flink session cluster: jobs
+//! submitted over `POST /jars/:jarid/run`, listed, canceled with a savepoint and
+//! resubmitted from it, many side by side with one failing, behind a token, and resumed
+//! under the same id after the server is SIGKILLed. The `operator` client commands
+//! against the same server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Running, json_rows, operator, write_csv_input};
+
+const SCHEMA: &str = r#"{"id":"BigInt","name":"String","score":"Double"}"#;
+
+/// A server running on a free port with its state in `state`.
+struct Server {
+    running: Running,
+    api: Api,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// Calls to a server, with or without its token.
+struct Api {
+    base: String,
+    token: Option<String>,
+}
+
+impl Server {
+    fn start(cwd: &Path, state: &Path, token: Option<&str>) -> Self {
+        let mut cmd = operator(cwd);
+        cmd.args(["serve", "--rest.port", "0", "--state.dir", state.to_str().unwrap()]).env("RUST_LOG", "info");
+        if let Some(t) = token {
+            cmd.env("OPERATOR_REST_TOKEN", t);
+        }
+        let mut running = Running::start(cmd);
+        let line = running.wait_for_line("operator server listening on", Duration::from_secs(30));
+        let base = line.split("listening on ").nth(1).unwrap().trim().to_string();
+        Self { running, api: Api { base, token: token.map(String::from) } }
+    }
+
+    fn kill(&mut self) {
+        self.running.child.kill().unwrap();
+        let _ = self.running.child.wait();
+    }
+}
+
+impl Api {
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    }
+
+    fn auth(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
+    }
+
+    /// `(status, body)`; a body that is not JSON comes back as a JSON string.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let agent = Self::agent();
+        let mut response = match method {
+            "GET" => {
+                let mut r = agent.get(&url);
+                if let Some(a) = self.auth() {
+                    r = r.header("Authorization", &a);
+                }
+                r.call()
+            }
+            "PATCH" => {
+                let mut r = agent.patch(&url);
+                if let Some(a) = self.auth() {
+                    r = r.header("Authorization", &a);
+                }
+                r.send_empty()
+            }
+            _ => {
+                let mut r = agent.post(&url);
+                if let Some(a) = self.auth() {
+                    r = r.header("Authorization", &a);
+                }
+                r.send_json(body.unwrap_or_else(|| json!({})))
+            }
+        }
+        .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call("GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    fn run(&self, body: Value) -> String {
+        let (status, answer) = self.call("POST", "/jars/operator.jar/run", Some(body));
+        assert_eq!(status, 200, "{answer}");
+        answer["jobid"].as_str().unwrap().to_string()
+    }
+
+    fn state(&self, jid: &str) -> String {
+        self.get(&format!("/jobs/{jid}"))["state"].as_str().unwrap().to_string()
+    }
+
+    fn wait_state(&self, jid: &str, want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.state(jid);
+            if state == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "job {jid} is {state}, not {want}; log:\n{}", self.log(jid));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self, jid: &str) -> String {
+        self.call("GET", &format!("/jobs/{jid}/log"), None).1.as_str().unwrap_or_default().to_string()
+    }
+
+    fn completed_checkpoints(&self, jid: &str) -> u64 {
+        self.get(&format!("/jobs/{jid}/checkpoints"))["counts"]["completed"].as_u64().unwrap()
+    }
+
+    fn wait_checkpoints(&self, jid: &str, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.completed_checkpoints(jid) < n {
+            assert!(Instant::now() < deadline, "job {jid} completed no {n} checkpoints; log:\n{}", self.log(jid));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn savepoint(&self, jid: &str, request: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.get(&format!("/jobs/{jid}/savepoints/{request}"));
+            match status["status"]["id"].as_str() {
+                Some("COMPLETED") => {
+                    return status["operation"]["location"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("savepoint failed: {status}"))
+                        .to_string();
+                }
+                Some("IN_PROGRESS") => {}
+                other => panic!("unexpected savepoint status {other:?}: {status}"),
+            }
+            assert!(Instant::now() < deadline, "savepoint did not complete");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The client command against this server.
+    fn client(&self, cwd: &Path, args: &[&str]) -> Output {
+        let server = self.base.trim_start_matches("http://").to_string();
+        let mut cmd = operator(cwd);
+        cmd.arg(args[0]).args(["-m", &server]).args(&args[1..]);
+        if let Some(t) = &self.token {
+            cmd.env("OPERATOR_REST_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+/// A continuously watched CSV directory into JSON files, exactly once.
+fn job_args(name: &str, input: &Path, out: &Path, rate: u32) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--job.name",
+        name,
+        "--source.type",
+        "csv",
+        "--source.path",
+        input.to_str().unwrap(),
+        "--source.watch.interval",
+        "100",
+        "--source.watch.settle",
+        "50",
+        "--source.batch.size",
+        "500",
+        "--stream.sql.schema.json",
+        SCHEMA,
+        "--sink.type",
+        "file",
+        "--sink.path",
+        out.to_str().unwrap(),
+        "--stream.checkpoint.mode",
+        "EXACTLY_ONCE",
+        "--stream.checkpoint.interval",
+        "200",
+        "--stream.checkpoint.min.pause",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if rate > 0 {
+        args.extend(["--stream.rate.limit".to_string(), rate.to_string()]);
+    }
+    args
+}
+
+fn ids(out: &Path) -> (usize, BTreeSet<i64>) {
+    let rows = json_rows(out);
+    (rows.len(), rows.iter().map(|r| r["id"].as_i64().unwrap()).collect())
+}
+
+fn wait_rows(out: &Path, expected: &BTreeMap<i64, (String, f64)>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (n, seen) = ids(out);
+        if n >= expected.len() {
+            assert_eq!(n, seen.len(), "{what}: no row twice");
+            assert_eq!(seen, expected.keys().copied().collect::<BTreeSet<_>>(), "{what}: no row lost");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {n} of {} rows", expected.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn submit_cancel_with_a_savepoint_and_resubmit_from_it_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, out, state, sp) =
+        (tmp.path().join("in"), tmp.path().join("out"), tmp.path().join("state"), tmp.path().join("sp"));
+    let expected = write_csv_input(&input, 20, 5000, false);
+    let server = Server::start(tmp.path(), &state, None);
+
+    let jars = server.get("/jars");
+    assert_eq!(jars["files"][0]["id"], "operator.jar");
+    assert_eq!(jars["files"][0]["entry"][0]["name"], "com._4paradigm.csp.operator.Main");
+
+    // Refusals create nothing.
+    let (status, body) = server.call(
+        "POST",
+        "/jars/operator.jar/run",
+        Some(json!({"programArgs": "--job.name a", "programArgsList": ["--job.name", "a"]})),
+    );
+    assert_eq!(status, 400);
+    assert!(body["errors"][0].as_str().unwrap().contains("programArgsList"), "{body}");
+    let (status, body) =
+        server.call("POST", "/jars/operator.jar/run", Some(json!({"programArgs": "--source.type nosuch"})));
+    assert_eq!(status, 400);
+    assert!(body["errors"][0].as_str().unwrap().contains("source.type"), "{body}");
+    let (status, _) = server.call("POST", "/jars/other.jar/run", Some(json!({})));
+    assert_eq!(status, 400);
+    assert_eq!(server.get("/jobs")["jobs"], json!([]));
+    assert_eq!(std::fs::read_dir(state.join("jobs")).unwrap().count(), 0, "no job recorded");
+
+    // The toolkit's call: the entry class as jar id, one quoted programArgs string.
+    let program_args = format!(
+        "--job.name 'server job' --source.type csv --source.path {} --source.watch.interval 100 \
+         --source.watch.settle 50 --source.batch.size 500 --stream.sql.schema.json '{SCHEMA}' \
+         --stream.rate.limit 20000 --sink.type file --sink.path {} --stream.checkpoint.mode EXACTLY_ONCE \
+         --stream.checkpoint.interval 200 --stream.checkpoint.min.pause 0",
+        input.display(),
+        out.display()
+    );
+    let (status, answer) = server.call(
+        "POST",
+        "/jars/com._4paradigm.csp.operator.Main/run",
+        Some(json!({"programArgs": program_args, "entryClass": "com._4paradigm.csp.operator.Main"})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let jid = answer["jobid"].as_str().unwrap().to_string();
+    assert_eq!(jid.len(), 32);
+    let overview = server.get("/jobs/overview");
+    assert_eq!(overview["jobs"][0]["name"], "server job");
+    server.wait_checkpoints(&jid, 2);
+    let details = server.get(&format!("/jobs/{jid}"));
+    assert!(details["vertices"][0]["metrics"]["write-records"].as_u64().unwrap() > 0, "{details}");
+
+    // Cancel with a savepoint, midway.
+    let (status, body) = server.call(
+        "POST",
+        &format!("/jobs/{jid}/savepoints"),
+        Some(json!({"target-directory": sp, "cancel-job": true})),
+    );
+    assert_eq!(status, 202, "{body}");
+    let location = server.savepoint(&jid, body["request-id"].as_str().unwrap());
+    let name = Path::new(&location).file_name().unwrap().to_string_lossy().into_owned();
+    let suffix = name.strip_prefix(&format!("savepoint-{}-", &jid[..6])).unwrap_or_else(|| panic!("{name}"));
+    assert!(suffix.len() == 12 && suffix.chars().all(|c| c.is_ascii_hexdigit()), "{name}");
+    assert!(Path::new(&location).starts_with(&sp));
+    server.wait_state(&jid, "CANCELED", Duration::from_secs(30));
+    let (midway, _) = ids(&out);
+    assert!(midway > 0 && midway < expected.len(), "canceled midway: {midway}");
+    assert!(server.log(&jid).contains("submitted"));
+
+    // Resubmitted from the savepoint, as a list, bounded: a new job id, every row once.
+    let mut args = job_args("server job", &input, &out, 0);
+    args.extend(["--source.watch.type".into(), "PROCESS_ONCE".into()]);
+    let again = server.run(json!({"programArgsList": args, "savepointPath": location}));
+    assert_ne!(again, jid);
+    server.wait_state(&again, "FINISHED", Duration::from_secs(60));
+    wait_rows(&out, &expected, "resubmitted from the savepoint");
+    let all = server.get("/jobs")["jobs"].as_array().unwrap().len();
+    assert_eq!(all, 2);
+}
+
+#[test]
+fn ten_jobs_side_by_side_one_failing_and_the_client_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let server = Server::start(tmp.path(), &state, None);
+    let mut good = Vec::new();
+    for i in 0..9 {
+        let (input, out) = (tmp.path().join(format!("in{i}")), tmp.path().join(format!("out{i}")));
+        let expected = write_csv_input(&input, 2, 300, false);
+        let jid = server.run(json!({"programArgsList": job_args(&format!("job {i}"), &input, &out, 0)}));
+        good.push((jid, out, expected));
+    }
+    let bad_input = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad_input).unwrap();
+    std::fs::write(bad_input.join("broken.csv"), "1,a,1.5\nnot-a-number,b,2\n").unwrap();
+    let mut bad_args = job_args("broken", &bad_input, &tmp.path().join("bad-out"), 0);
+    bad_args.extend(["--job.retry.strategy".into(), "none".into()]);
+    let bad = server.run(json!({"programArgsList": bad_args}));
+
+    server.wait_state(&bad, "FAILED", Duration::from_secs(60));
+    let exceptions = server.get(&format!("/jobs/{bad}/exceptions"));
+    let root = exceptions["root-exception"].as_str().unwrap();
+    assert!(root.contains("broken.csv"), "the failure names the file: {exceptions}");
+    assert!(!exceptions["exceptionHistory"]["entries"].as_array().unwrap().is_empty());
+    for (jid, out, expected) in &good {
+        wait_rows(out, expected, jid);
+        assert_eq!(server.state(jid), "RUNNING");
+    }
+    let cluster = server.get("/overview");
+    assert_eq!((cluster["jobs-running"].as_u64(), cluster["jobs-failed"].as_u64()), (Some(9), Some(1)), "{cluster}");
+
+    // The client: list, savepoint, stop, cancel.
+    let cwd = tmp.path();
+    let listed = stdout(&server.client(cwd, &["list", "-r"]));
+    assert!(good.iter().all(|(jid, _, _)| listed.contains(jid.as_str())), "{listed}");
+    assert!(!listed.contains(&bad) && listed.contains("job 3") && listed.contains("(RUNNING)"), "{listed}");
+    let listed = stdout(&server.client(cwd, &["list", "--json"]));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 10);
+
+    let sp = tmp.path().join("sp");
+    let (first, second, third) = (&good[0].0, &good[1].0, &good[2].0);
+    let printed = stdout(&server.client(cwd, &["savepoint", first, sp.to_str().unwrap()]));
+    let location = printed.trim().strip_prefix("Savepoint completed. Path: ").unwrap_or_else(|| panic!("{printed}"));
+    assert!(Path::new(location).join("_metadata").is_file(), "{printed}");
+    assert_eq!(server.state(first), "RUNNING");
+    let printed = stdout(&server.client(cwd, &["stop", "-p", sp.to_str().unwrap(), second]));
+    assert!(printed.starts_with("Savepoint completed. Path: "), "{printed}");
+    server.wait_state(second, "FINISHED", Duration::from_secs(30));
+    let printed = stdout(&server.client(cwd, &["cancel", third]));
+    assert_eq!(printed.trim(), format!("Cancelled job {third}."));
+    server.wait_state(third, "CANCELED", Duration::from_secs(30));
+
+    // A client run, with a savepoint from the first job, is a new job.
+    let (input, out) = (tmp.path().join("in0"), tmp.path().join("out-run"));
+    let mut args: Vec<String> = vec!["run".into(), "-s".into(), location.into(), "--".into()];
+    args.extend(job_args("from the client", &input, &out, 0));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let printed = stdout(&server.client(cwd, &args));
+    let new = printed.trim().strip_prefix("Job has been submitted with JobID ").unwrap_or_else(|| panic!("{printed}"));
+    server.wait_state(new, "RUNNING", Duration::from_secs(10));
+    let refused = server.client(cwd, &["cancel", "00000000000000000000000000000000"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("404"), "{refused:?}");
+}
+
+#[test]
+fn the_token_guards_the_api_and_no_secret_reaches_a_log_or_an_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, out, state) = (tmp.path().join("in"), tmp.path().join("out"), tmp.path().join("state"));
+    write_csv_input(&input, 1, 10, false);
+    let server = Server::start(tmp.path(), &state, Some("tok-5d1e"));
+    let anonymous = Api { base: server.base.clone(), token: None };
+    assert_eq!(anonymous.call("GET", "/jobs", None).0, 401);
+    assert_eq!(anonymous.call("POST", "/jars/operator.jar/run", Some(json!({}))).0, 401);
+    let (status, page) = anonymous.call("GET", "/", None);
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("<html"), "the page asks for the token itself");
+
+    let mut args = job_args("with secrets", &input, &out, 0);
+    args.extend(["--sink.es.password".into(), "hunter2-very-secret".into()]);
+    let jid = server.run(json!({"programArgsList": args}));
+    server.wait_checkpoints(&jid, 1);
+    let config = server.get(&format!("/jobs/{jid}/config"));
+    assert_eq!(config["execution-config"]["user-config"]["sink.es.password"], "****", "{config}");
+    assert_eq!(config["execution-config"]["user-config"]["job.name"], "with secrets");
+    let log = server.log(&jid);
+    assert!(log.contains("sink.es.password"), "the ignored parameter is named: {log}");
+    let server_log = server.call("GET", "/jobmanager/log", None).1;
+    for text in [config.to_string(), log, server_log.to_string()] {
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(state.join("jobs").join(&jid).join("job.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the job record is its owner's only");
+    }
+    let refused = anonymous.client(tmp.path(), &["list"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("token"), "{refused:?}");
+    assert!(stdout(&server.client(tmp.path(), &["list"])).contains(&jid));
+
+    let Server { mut running, .. } = server;
+    running.child.kill().unwrap();
+    let (_, stderr) = running.finish(Duration::from_secs(10));
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn a_server_killed_and_started_again_resumes_its_jobs_under_the_same_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, out, state) = (tmp.path().join("in"), tmp.path().join("out"), tmp.path().join("state"));
+    let expected = write_csv_input(&input, 20, 5000, false);
+    let mut server = Server::start(tmp.path(), &state, None);
+    let jid = server.run(json!({"programArgsList": job_args("resumed", &input, &out, 20000)}));
+    let mut kills = 0;
+    loop {
+        server.wait_checkpoints(&jid, 1);
+        // A random moment after the first checkpoint of this run.
+        std::thread::sleep(Duration::from_millis(rand::random_range(100..900)));
+        let (written, _) = ids(&out);
+        server.kill();
+        kills += 1;
+        server = Server::start(tmp.path(), &state, None);
+        let jobs = server.get("/jobs");
+        assert_eq!(jobs["jobs"], json!([{"id": jid, "status": "RUNNING"}]), "resumed under the same id");
+        assert!(server.log(&jid).contains("resumed after a server restart"));
+        if kills == 3 || written >= expected.len() {
+            break;
+        }
+    }
+    wait_rows(&out, &expected, "across server kills");
+    let (status, _) = server.call("PATCH", &format!("/jobs/{jid}?mode=cancel"), None);
+    assert_eq!(status, 202);
+    server.wait_state(&jid, "CANCELED", Duration::from_secs(30));
+    // Ended jobs stay ended: a new start resumes nothing.
+    server.kill();
+    let server = Server::start(tmp.path(), &state, None);
+    assert_eq!(server.get("/jobs")["jobs"], json!([]));
+}
