@@ -13,164 +13,10 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Running, json_rows, operator, write_csv_input};
+use support::server::{Api, Server};
+use support::{json_rows, write_csv_input};
 
 const SCHEMA: &str = r#"{"id":"BigInt","name":"String","score":"Double"}"#;
-
-/// A server running on a free port with its state in `state`.
-struct Server {
-    running: Running,
-    api: Api,
-}
-
-impl std::ops::Deref for Server {
-    type Target = Api;
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
-
-/// Calls to a server, with or without its token.
-struct Api {
-    base: String,
-    token: Option<String>,
-}
-
-impl Server {
-    fn start(cwd: &Path, state: &Path, token: Option<&str>) -> Self {
-        let mut cmd = operator(cwd);
-        cmd.args(["serve", "--rest.port", "0", "--state.dir", state.to_str().unwrap()]).env("RUST_LOG", "info");
-        if let Some(t) = token {
-            cmd.env("OPERATOR_REST_TOKEN", t);
-        }
-        let mut running = Running::start(cmd);
-        let line = running.wait_for_line("operator server listening on", Duration::from_secs(30));
-        let base = line.split("listening on ").nth(1).unwrap().trim().to_string();
-        Self { running, api: Api { base, token: token.map(String::from) } }
-    }
-
-    fn kill(&mut self) {
-        self.running.child.kill().unwrap();
-        let _ = self.running.child.wait();
-    }
-}
-
-impl Api {
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder().http_status_as_error(false).build().into()
-    }
-
-    fn auth(&self) -> Option<String> {
-        self.token.as_ref().map(|t| format!("Bearer {t}"))
-    }
-
-    /// `(status, body)`; a body that is not JSON comes back as a JSON string.
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let agent = Self::agent();
-        let mut response = match method {
-            "GET" => {
-                let mut r = agent.get(&url);
-                if let Some(a) = self.auth() {
-                    r = r.header("Authorization", &a);
-                }
-                r.call()
-            }
-            "PATCH" => {
-                let mut r = agent.patch(&url);
-                if let Some(a) = self.auth() {
-                    r = r.header("Authorization", &a);
-                }
-                r.send_empty()
-            }
-            _ => {
-                let mut r = agent.post(&url);
-                if let Some(a) = self.auth() {
-                    r = r.header("Authorization", &a);
-                }
-                r.send_json(body.unwrap_or_else(|| json!({})))
-            }
-        }
-        .unwrap();
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let (status, body) = self.call("GET", path, None);
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    fn run(&self, body: Value) -> String {
-        let (status, answer) = self.call("POST", "/jars/operator.jar/run", Some(body));
-        assert_eq!(status, 200, "{answer}");
-        answer["jobid"].as_str().unwrap().to_string()
-    }
-
-    fn state(&self, jid: &str) -> String {
-        self.get(&format!("/jobs/{jid}"))["state"].as_str().unwrap().to_string()
-    }
-
-    fn wait_state(&self, jid: &str, want: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let state = self.state(jid);
-            if state == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "job {jid} is {state}, not {want}; log:\n{}", self.log(jid));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self, jid: &str) -> String {
-        self.call("GET", &format!("/jobs/{jid}/log"), None).1.as_str().unwrap_or_default().to_string()
-    }
-
-    fn completed_checkpoints(&self, jid: &str) -> u64 {
-        self.get(&format!("/jobs/{jid}/checkpoints"))["counts"]["completed"].as_u64().unwrap()
-    }
-
-    fn wait_checkpoints(&self, jid: &str, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.completed_checkpoints(jid) < n {
-            assert!(Instant::now() < deadline, "job {jid} completed no {n} checkpoints; log:\n{}", self.log(jid));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn savepoint(&self, jid: &str, request: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let status = self.get(&format!("/jobs/{jid}/savepoints/{request}"));
-            match status["status"]["id"].as_str() {
-                Some("COMPLETED") => {
-                    return status["operation"]["location"]
-                        .as_str()
-                        .unwrap_or_else(|| panic!("savepoint failed: {status}"))
-                        .to_string();
-                }
-                Some("IN_PROGRESS") => {}
-                other => panic!("unexpected savepoint status {other:?}: {status}"),
-            }
-            assert!(Instant::now() < deadline, "savepoint did not complete");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The client command against this server.
-    fn client(&self, cwd: &Path, args: &[&str]) -> Output {
-        let server = self.base.trim_start_matches("http://").to_string();
-        let mut cmd = operator(cwd);
-        cmd.arg(args[0]).args(["-m", &server]).args(&args[1..]);
-        if let Some(t) = &self.token {
-            cmd.env("OPERATOR_REST_TOKEN", t);
-        }
-        cmd.output().unwrap()
-    }
-}
 
 /// A continuously watched CSV directory into JSON files, exactly once.
 fn job_args(name: &str, input: &Path, out: &Path, rate: u32) -> Vec<String> {
@@ -411,6 +257,34 @@ fn the_token_guards_the_api_and_no_secret_reaches_a_log_or_an_answer() {
         let mode = std::fs::metadata(state.join("jobs").join(&jid).join("job.json")).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the job record is its owner's only");
     }
+    for path in [
+        "/jars".to_string(),
+        "/jobs/overview".into(),
+        format!("/jobs/{jid}"),
+        format!("/jobs/{jid}/config"),
+        format!("/jobs/{jid}/exceptions"),
+        format!("/jobs/{jid}/checkpoints"),
+        format!("/jobs/{jid}/log"),
+        "/jobmanager/log".into(),
+        "/taskmanagers".into(),
+        "/overview".into(),
+        "/config".into(),
+    ] {
+        assert_eq!(anonymous.call("GET", &path, None).0, 401, "GET {path}");
+    }
+    for path in ["/jars/upload".to_string(), format!("/jobs/{jid}/savepoints"), format!("/jobs/{jid}/stop")] {
+        assert_eq!(anonymous.call("POST", &path, Some(json!({}))).0, 401, "POST {path}");
+    }
+    assert_eq!(anonymous.call("PATCH", &format!("/jobs/{jid}?mode=cancel"), None).0, 401);
+    assert_eq!(server.state(&jid), "RUNNING");
+    // A refused submission names the parameter, not the password beside it.
+    let (status, refusal) = server.call(
+        "POST",
+        "/jars/operator.jar/run",
+        Some(json!({"programArgs": "--sink.es.password hunter2-very-secret --source.type nosuch"})),
+    );
+    assert_eq!(status, 400);
+    assert!(refusal.to_string().contains("source.type") && !refusal.to_string().contains("hunter2"), "{refusal}");
     let refused = anonymous.client(tmp.path(), &["list"]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("token"), "{refused:?}");
     assert!(stdout(&server.client(tmp.path(), &["list"])).contains(&jid));
@@ -424,30 +298,46 @@ fn the_token_guards_the_api_and_no_secret_reaches_a_log_or_an_answer() {
 #[test]
 fn a_server_killed_and_started_again_resumes_its_jobs_under_the_same_ids() {
     let tmp = tempfile::tempdir().unwrap();
-    let (input, out, state) = (tmp.path().join("in"), tmp.path().join("out"), tmp.path().join("state"));
-    let expected = write_csv_input(&input, 20, 5000, false);
+    let state = tmp.path().join("state");
     let mut server = Server::start(tmp.path(), &state, None);
-    let jid = server.run(json!({"programArgsList": job_args("resumed", &input, &out, 20000)}));
-    let mut kills = 0;
-    loop {
-        server.wait_checkpoints(&jid, 1);
-        // A random moment after the first checkpoint of this run.
-        std::thread::sleep(Duration::from_millis(rand::random_range(100..900)));
-        let (written, _) = ids(&out);
+    // Three exactly-once jobs, slowed so that the kills land while they run.
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        let (input, out) = (tmp.path().join(format!("in{i}")), tmp.path().join(format!("out{i}")));
+        let expected = write_csv_input(&input, 20, 2000, false);
+        let jid = server.run(json!({"programArgsList": job_args(&format!("resumed {i}"), &input, &out, 8000)}));
+        jobs.push((jid, out, expected));
+    }
+    let mut want: Vec<Value> = jobs.iter().map(|(jid, _, _)| json!({"id": jid, "status": "RUNNING"})).collect();
+    want.sort_by_key(|j| j["id"].to_string());
+    for _ in 0..3 {
+        for (jid, _, _) in &jobs {
+            server.wait_checkpoints(jid, 1);
+        }
+        // A random moment after the first checkpoint of each job in this run.
+        std::thread::sleep(Duration::from_millis(rand::random_range(100..1500)));
         server.kill();
-        kills += 1;
         server = Server::start(tmp.path(), &state, None);
-        let jobs = server.get("/jobs");
-        assert_eq!(jobs["jobs"], json!([{"id": jid, "status": "RUNNING"}]), "resumed under the same id");
-        assert!(server.log(&jid).contains("resumed after a server restart"));
-        if kills == 3 || written >= expected.len() {
-            break;
+        let mut listed = server.get("/jobs")["jobs"].as_array().unwrap().clone();
+        listed.sort_by_key(|j| j["id"].to_string());
+        assert_eq!(listed, want, "resumed under the same ids");
+        for (jid, _, _) in &jobs {
+            assert!(server.log(jid).contains("resumed after a server restart"));
         }
     }
-    wait_rows(&out, &expected, "across server kills");
-    let (status, _) = server.call("PATCH", &format!("/jobs/{jid}?mode=cancel"), None);
-    assert_eq!(status, 202);
-    server.wait_state(&jid, "CANCELED", Duration::from_secs(30));
+    for (jid, out, expected) in &jobs {
+        wait_rows(out, expected, &format!("job {jid} across server kills"));
+        let (status, _) = server.call("PATCH", &format!("/jobs/{jid}?mode=cancel"), None);
+        assert_eq!(status, 202);
+        server.wait_state(jid, "CANCELED", Duration::from_secs(30));
+        // The record follows the job's end (a server killed in between would resume it).
+        let record = state.join("jobs").join(jid).join("job.json");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&record).unwrap().contains("\"CANCELED\"") {
+            assert!(Instant::now() < deadline, "the record of {jid} still says it runs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     // Ended jobs stay ended: a new start resumes nothing.
     server.kill();
     let server = Server::start(tmp.path(), &state, None);

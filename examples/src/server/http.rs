@@ -9,7 +9,7 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::jobs::{Jobs, Submission, SubmitError, split_program_args};
+use super::jobs::{Jobs, Submission, SubmitError, program_args_list, split_program_args};
 use super::logs::Logs;
 
 /// The id of the one built-in jar, stable across restarts, so a platform that stored it
@@ -142,7 +142,7 @@ async fn run_jar(State(s): State<ServerState>, Path(jar): Path<String>, body: ax
             Ok(args) => args,
             Err(e) => return error(StatusCode::BAD_REQUEST, e),
         },
-        (None, Some(list)) => list,
+        (None, Some(list)) => program_args_list(list),
         (None, None) => Vec::new(),
     };
     let submission = Submission {

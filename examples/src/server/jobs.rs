@@ -330,6 +330,24 @@ pub fn split_program_args(args: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Flink's `programArgsList`, with one leniency: an element holding a key and its value
+/// (`"--source.path hdfs:///data"`, as the toolkit's README writes one) counts as the two.
+/// A value that holds spaces (`"--stream.sql", "select * from t1"`) stays whole: only an
+/// element that starts with `--` is split.
+pub fn program_args_list(list: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(list.len());
+    for arg in list {
+        match arg.strip_prefix("--").and_then(|rest| rest.split_once(char::is_whitespace)) {
+            Some((key, value)) if !key.is_empty() && !key.contains('=') => {
+                out.push(format!("--{key}"));
+                out.push(value.trim().to_string());
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +375,14 @@ mod tests {
         );
         assert!(split_program_args("--stream.sql 'select 1").unwrap_err().contains("not closed"));
         assert!(split_program_args("   ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_list_element_with_key_and_value_counts_as_both() {
+        let list = ["--source.path hdfs:///user/p", "--stream.sql", "select * from t1", "--x=a b"];
+        assert_eq!(
+            program_args_list(list.map(String::from).to_vec()),
+            ["--source.path", "hdfs:///user/p", "--stream.sql", "select * from t1", "--x=a b"]
+        );
     }
 }
