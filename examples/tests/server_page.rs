@@ -77,6 +77,12 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        self.try_call(method, path, body).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `Err` for any error but a stale element: the page rebuilds its rows every two
+    /// seconds, so an element found a moment ago may be gone; callers look again.
+    fn try_call(&self, method: &str, path: &str, body: Value) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let mut response = match method {
@@ -87,8 +93,11 @@ impl Browser {
         .unwrap();
         let status = response.status().as_u16();
         let answer: Value = response.body_mut().read_json().unwrap();
-        assert_eq!(status, 200, "WebDriver {method} {path}: {answer}");
-        answer["value"].clone()
+        if status == 200 {
+            return Ok(answer["value"].clone());
+        }
+        assert_eq!(answer["value"]["error"], "stale element reference", "WebDriver {method} {path}: {answer}");
+        Err(format!("WebDriver {method} {path}: stale element"))
     }
 
     fn session(&self, path: &str) -> String {
@@ -108,16 +117,29 @@ impl Browser {
         found.as_array().unwrap().iter().map(|e| reference(e).unwrap_or_else(|| panic!("no element in {e}"))).collect()
     }
 
+    /// The element's text; empty when it went stale.
     fn text(&self, element: &str) -> String {
-        self.call("GET", &self.session(&format!("/element/{element}/text")), Value::Null).as_str().unwrap().to_string()
+        self.try_call("GET", &self.session(&format!("/element/{element}/text")), Value::Null)
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
     }
 
     fn displayed(&self, element: &str) -> bool {
-        self.call("GET", &self.session(&format!("/element/{element}/displayed")), Value::Null) == true
+        self.try_call("GET", &self.session(&format!("/element/{element}/displayed")), Value::Null)
+            .is_ok_and(|v| v == true)
     }
 
-    fn click(&self, element: &str) {
-        self.call("POST", &self.session(&format!("/element/{element}/click")), json!({}));
+    fn click(&self, element: &str) -> bool {
+        self.try_call("POST", &self.session(&format!("/element/{element}/click")), json!({})).is_ok()
+    }
+
+    /// Clicks the element `css` matches, looking again while the page replaces it.
+    fn click_css(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.find_all(css).first().is_some_and(|e| self.click(e)) {
+            assert!(Instant::now() < deadline, "cannot click {css}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn type_text(&self, element: &str, text: &str) {
@@ -192,8 +214,7 @@ fn the_page_asks_for_the_token_lists_the_jobs_and_stops_one_with_a_savepoint() {
         .wait_for("#token", "token field", |b, _| b.find_all("#token-form").first().is_some_and(|f| b.displayed(f)));
     assert!(browser.find_all("tr[data-job-id]").is_empty());
     browser.type_text(&input, "page-token-3f");
-    let submit = browser.find_all("#token-form button").remove(0);
-    browser.click(&submit);
+    browser.click_css("#token-form button");
 
     // Both jobs listed, running.
     for jid in &jobs {
@@ -207,8 +228,7 @@ fn the_page_asks_for_the_token_lists_the_jobs_and_stops_one_with_a_savepoint() {
     server.wait_checkpoints(&jobs[0], 1);
 
     // The stop button: a savepoint, then the job ends.
-    let stop = browser.find_all(&format!("tr[data-job-id='{}'] button[data-action='stop']", jobs[0])).remove(0);
-    browser.click(&stop);
+    browser.click_css(&format!("tr[data-job-id='{}'] button[data-action='stop']", jobs[0]));
     server.wait_state(&jobs[0], "FINISHED", Duration::from_secs(30));
     let message = browser.wait_for("#message", "savepoint message", |b, m| b.text(m).contains(" at "));
     let message = browser.text(&message);
