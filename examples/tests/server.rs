@@ -13,47 +13,8 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::server::{Api, Server};
+use support::server::{Api, SCHEMA, Server, job_args};
 use support::{json_rows, write_csv_input};
-
-const SCHEMA: &str = r#"{"id":"BigInt","name":"String","score":"Double"}"#;
-
-/// A continuously watched CSV directory into JSON files, exactly once.
-fn job_args(name: &str, input: &Path, out: &Path, rate: u32) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--job.name",
-        name,
-        "--source.type",
-        "csv",
-        "--source.path",
-        input.to_str().unwrap(),
-        "--source.watch.interval",
-        "100",
-        "--source.watch.settle",
-        "50",
-        "--source.batch.size",
-        "500",
-        "--stream.sql.schema.json",
-        SCHEMA,
-        "--sink.type",
-        "file",
-        "--sink.path",
-        out.to_str().unwrap(),
-        "--stream.checkpoint.mode",
-        "EXACTLY_ONCE",
-        "--stream.checkpoint.interval",
-        "200",
-        "--stream.checkpoint.min.pause",
-        "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if rate > 0 {
-        args.extend(["--stream.rate.limit".to_string(), rate.to_string()]);
-    }
-    args
-}
 
 fn ids(out: &Path) -> (usize, BTreeSet<i64>) {
     let rows = json_rows(out);

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::server::Server;
+use support::server::{Server, job_args};
 use support::write_csv_input;
 
 /// The W3C name of an element reference in WebDriver answers.
@@ -171,30 +171,6 @@ impl Drop for Browser {
     }
 }
 
-fn job_args(name: &str, input: &Path, out: &Path) -> Vec<String> {
-    [
-        "--job.name",
-        name,
-        "--source.type",
-        "csv",
-        "--source.path",
-        input.to_str().unwrap(),
-        "--source.watch.interval",
-        "100",
-        "--stream.sql.schema.json",
-        r#"{"id":"BigInt","name":"String","score":"Double"}"#,
-        "--sink.type",
-        "file",
-        "--sink.path",
-        out.to_str().unwrap(),
-        "--stream.checkpoint.interval",
-        "500",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 #[test]
 fn the_page_asks_for_the_token_lists_the_jobs_and_stops_one_with_a_savepoint() {
     let tmp = tempfile::tempdir().unwrap();
@@ -204,7 +180,7 @@ fn the_page_asks_for_the_token_lists_the_jobs_and_stops_one_with_a_savepoint() {
         let (input, out) =
             (tmp.path().join(format!("in-{}", jobs.len())), tmp.path().join(format!("out-{}", jobs.len())));
         write_csv_input(&input, 1, 100, false);
-        jobs.push(server.run(json!({"programArgsList": job_args(name, &input, &out)})));
+        jobs.push(server.run(json!({"programArgsList": job_args(name, &input, &out, 0)})));
     }
     let browser = Browser::start();
     browser.open(&format!("{}/", server.base));

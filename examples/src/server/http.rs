@@ -102,8 +102,6 @@ struct RunBody {
     parallelism: Option<u64>,
     savepoint_path: Option<String>,
     allow_non_restored_state: Option<bool>,
-    #[allow(dead_code)]
-    job_id: Option<String>,
 }
 
 async fn run_jar(State(s): State<ServerState>, Path(jar): Path<String>, body: axum::body::Bytes) -> Response {

@@ -240,8 +240,11 @@ impl Jobs {
                 },
                 Err(e) => jobs.logs.job_line(&record.id, format!("job failed: {e}")),
             }
-            if let Err(e) = jobs.write_record(&record) {
-                tracing::error!(job_id = %record.id, error = %e, "cannot record the end of the job");
+            // A file write and fsync: off the async workers that serve the API.
+            let id = record.id.clone();
+            let written = tokio::task::spawn_blocking(move || jobs.write_record(&record)).await;
+            if let Ok(Err(e)) = written {
+                tracing::error!(job_id = %id, error = %e, "cannot record the end of the job");
             }
         });
     }

@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 
 use super::{Running, operator};
 
+/// The schema of the rows `write_csv_input` writes.
+pub const SCHEMA: &str = r#"{"id":"BigInt","name":"String","score":"Double"}"#;
+
 /// A server running on a free port with its state in `state`.
 pub struct Server {
     pub running: Running,
@@ -163,4 +166,41 @@ impl Api {
         }
         cmd.output().unwrap()
     }
+}
+
+/// A continuously watched CSV directory into JSON files, exactly once.
+pub fn job_args(name: &str, input: &Path, out: &Path, rate: u32) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--job.name",
+        name,
+        "--source.type",
+        "csv",
+        "--source.path",
+        input.to_str().unwrap(),
+        "--source.watch.interval",
+        "100",
+        "--source.watch.settle",
+        "50",
+        "--source.batch.size",
+        "500",
+        "--stream.sql.schema.json",
+        SCHEMA,
+        "--sink.type",
+        "file",
+        "--sink.path",
+        out.to_str().unwrap(),
+        "--stream.checkpoint.mode",
+        "EXACTLY_ONCE",
+        "--stream.checkpoint.interval",
+        "200",
+        "--stream.checkpoint.min.pause",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if rate > 0 {
+        args.extend(["--stream.rate.limit".to_string(), rate.to_string()]);
+    }
+    args
 }
