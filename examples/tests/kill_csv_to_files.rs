@@ -43,8 +43,9 @@ fn sigkill_at_random_moments_loses_and_repeats_nothing() {
         "2",
         "--stream.sink.parallelism",
         "2",
-        // About 13 000 rows a run at this rate: the 600 000 input rows outlast the 25
-        // kills about 1.8 times over (at 40 000/s 25 kills reached 510 000 rows here).
+        // About 11 000 rows a run at this rate: 25 kills reached 268 000 of the 600 000
+        // input rows here, so the input outlasts them about 2 times over (at 40 000/s
+        // they reached 510 000, too close to running out before the 20 kills required).
         "--stream.rate.limit",
         "25000",
         "--source.batch.size",

@@ -41,9 +41,9 @@ async fn sigkill_at_random_moments_leaves_exactly_the_input_in_the_table() {
         "500",
         "--stream.sql.schema.json",
         r#"{"id":"BigInt","name":"String","score":"Double"}"#,
-        // About 6 000 rows a run at this rate (runs last 200..1000 ms, start-up
-        // included): the 240 000 input rows outlast the 25 kills about 1.6 times over.
-        // At 20 000 rows/s a run took 12 500 and the input ran out after 19 kills.
+        // About 4 600 rows a run at this rate (runs last 200..1000 ms, start-up
+        // included): 25 kills reached 115 500 of the 240 000 input rows here, about 2
+        // times over. At 20 000 rows/s a run took 12 500 and the input ran out after 19.
         "--stream.rate.limit",
         "10000",
         "--sink.type",
