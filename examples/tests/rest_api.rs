@@ -92,7 +92,14 @@ fn read_savepoint_stop_and_restart_without_loss_or_repeat() {
     let mut job = Running::start(cmd);
     let base = base_url(&job.wait_for_line("REST API listening on", Duration::from_secs(30)));
 
-    let overview = get(&format!("{base}/jobs/overview"));
+    // The API listens before the job's tasks are up, so the job may still be CREATED
+    // (Flink's state for that moment) on the first look.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut overview = get(&format!("{base}/jobs/overview"));
+    while overview["jobs"][0]["state"] == "CREATED" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        overview = get(&format!("{base}/jobs/overview"));
+    }
     let jid = overview["jobs"][0]["jid"].as_str().unwrap().to_string();
     assert_eq!(overview["jobs"][0]["name"], "rest-job");
     assert_eq!(overview["jobs"][0]["state"], "RUNNING");
