@@ -44,6 +44,7 @@
 //! | `rest` | (feature `rest`) a Flink-shaped REST API to mount in an axum app |
 //! | [`schema`] | the toolkit's schema strings (`struct<id:BigInt>`, ordered JSON) and value rules |
 //! | [`codec`] | JSON objects ⇄ Arrow batches, with bad records as dead letters |
+//! | [`window`] | event time: watermarks, keyed tumbling/sliding/session/count windows, lateness |
 //! | [`builtins`] | generator, map/filter, dedup, nest, in-memory exactly-once sink, fault injection |
 //!
 //! ## Delivery guarantees
@@ -81,6 +82,7 @@ pub mod restart;
 pub mod schema;
 pub mod state;
 mod task;
+pub mod window;
 
 pub use error::{Error, ErrorKind, Result};
 pub use job::{Job, JobConfig, JobException, JobOutcome, JobStatus, is_job_id, new_job_id};

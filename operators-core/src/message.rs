@@ -49,6 +49,10 @@ pub enum Message {
     Barrier(Barrier),
     /// Event time has advanced to this value on this channel.
     Watermark(Watermark),
+    /// The producer of this channel has had no records for a while (an idle partition):
+    /// the receiver leaves the channel out of its watermark minimum until the channel
+    /// sends a record or a watermark again, so one quiet input does not stall event time.
+    Idle,
     /// No more records will follow on this channel (barriers still may, until a terminal one).
     EndOfStream,
 }

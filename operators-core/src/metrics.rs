@@ -16,6 +16,7 @@ pub struct TaskMetrics {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     dead_letters: AtomicU64,
+    late_records: AtomicU64,
     backpressure_ns: AtomicU64,
     progress_done: AtomicU64,
     progress_total: AtomicU64,
@@ -34,6 +35,10 @@ impl TaskMetrics {
 
     pub(crate) fn add_dead_letters(&self, n: usize) {
         self.dead_letters.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_late_records(&self, n: usize) {
+        self.late_records.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn add_backpressure_ns(&self, ns: u64) {
@@ -55,6 +60,7 @@ impl TaskMetrics {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            late_records: self.late_records.load(Ordering::Relaxed),
             backpressure_ms: self.backpressure_ns.load(Ordering::Relaxed) / 1_000_000,
             progress_done: self.progress_done.load(Ordering::Relaxed),
             progress_total: total.checked_sub(1),
@@ -75,6 +81,9 @@ pub struct MetricsSnapshot {
     pub bytes_out: u64,
     /// Records sent to the dead-letter output.
     pub dead_letters: u64,
+    /// Records that arrived after their window's allowed lateness (event-time windows),
+    /// sent to the late-records output or, with none connected, dropped and counted here.
+    pub late_records: u64,
     /// Time spent waiting for space in a full downstream channel, ms.
     pub backpressure_ms: u64,
     /// Units of work done (sources that know their input size).
@@ -90,6 +99,7 @@ impl MetricsSnapshot {
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.dead_letters += o.dead_letters;
+        self.late_records += o.late_records;
         self.backpressure_ms += o.backpressure_ms;
         self.progress_done += o.progress_done;
         self.progress_total = match (self.progress_total, o.progress_total) {

@@ -39,6 +39,9 @@ pub enum Port {
     Main,
     /// Records the operator could not process, with their provenance.
     DeadLetter,
+    /// Input records that arrived after their event-time window's allowed lateness, in
+    /// the input's schema (see [`crate::window`]).
+    Late,
 }
 
 /// How records are distributed between the subtasks of two connected operators.
@@ -232,6 +235,14 @@ impl Stream {
         Stream { graph: self.graph.clone(), node: self.node, port: Port::DeadLetter, partitioning: None }
     }
 
+    /// The late-records output of the operator producing this stream: the input rows an
+    /// event-time [window](crate::window) received after its allowed lateness, in the
+    /// input's schema. Connect it like any stream; unconnected, late rows are counted in
+    /// the operator's `late_records` metric and dropped.
+    pub fn late_records(&self) -> Stream {
+        Stream { graph: self.graph.clone(), node: self.node, port: Port::Late, partitioning: None }
+    }
+
     /// Adds a transform reading this stream.
     pub fn transform(self, id: &str, factory: impl TransformFactory) -> Stream {
         let graph = self.graph.clone();
@@ -248,6 +259,28 @@ impl Stream {
         S: Into<String>,
     {
         self.key_by(columns).transform(id, crate::builtins::DedupTransform::new(ttl))
+    }
+
+    /// Groups the rows of each key into windows and emits one result row per key and
+    /// window (see [`crate::window`]). The stream must be keyed ([`Stream::key_by`]);
+    /// event-time windows need watermarks upstream ([`Stream::assign_watermarks`]). Rows
+    /// later than the allowed lateness come out of [`Stream::late_records`] on the
+    /// returned stream.
+    pub fn window(self, id: &str, spec: crate::window::Windows) -> Stream {
+        self.transform(id, crate::window::WindowTransform::new(spec))
+    }
+
+    /// Adds a [`WatermarkGenerator`](crate::window::WatermarkGenerator). Unless an
+    /// exchange was set on this stream, it gets the upstream operator's parallelism and a
+    /// forward exchange, so each subtask tracks the event time of the partitions its
+    /// upstream subtask reads.
+    pub fn assign_watermarks(self, id: &str, generator: crate::window::WatermarkGenerator) -> Stream {
+        let parallelism = lock(&self.graph).nodes[self.node].parallelism;
+        match (parallelism, &self.partitioning) {
+            // An exchange chosen explicitly stays, and so does the default parallelism.
+            (Some(p), None) => self.forward().transform(id, generator).parallelism(p),
+            _ => self.transform(id, generator),
+        }
     }
 
     /// Adds a sink reading this stream.
@@ -462,6 +495,7 @@ impl JobGraph {
                             match edge.port {
                                 Port::Main => "main".to_string(),
                                 Port::DeadLetter => "dead-letters".to_string(),
+                                Port::Late => "late-records".to_string(),
                             },
                             edge.partitioning.name(),
                         )

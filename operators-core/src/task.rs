@@ -276,6 +276,15 @@ fn persist(job: PersistJob) -> Result<(SubtaskSnapshot, u64)> {
     ))
 }
 
+/// Sleeps until a timer at `at` (job-clock ms) may be due. The sleep is capped at 100 ms
+/// because the job clock need not be the wall clock (a manual clock in tests moves in
+/// jumps): the task re-reads the clock at least that often while a timer is pending.
+async fn timer_sleep(at: Option<i64>, clock: &SharedClock) {
+    let Some(at) = at else { return std::future::pending().await };
+    let wait = at.saturating_sub(clock.now_ms()).clamp(0, 100);
+    tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -488,7 +497,14 @@ struct OperatorTask {
     eos: Vec<bool>,
     eos_count: usize,
     watermarks: Vec<Watermark>,
+    /// Inputs that declared themselves idle ([`Message::Idle`]); left out of the minimum.
+    idle: Vec<bool>,
+    /// Minimum over the active inputs, as last handed to the operator.
     current_watermark: Watermark,
+    /// Highest watermark sent downstream: the output never goes backwards.
+    output_watermark: Watermark,
+    /// Whether the last status sent downstream is idle.
+    output_idle: bool,
     align_started: Option<Instant>,
     terminal: Option<CheckpointId>,
     terminal_committed: bool,
@@ -562,7 +578,10 @@ pub(crate) async fn run_operator_task(mut env: TaskEnv, factory: OperatorFactory
         eos: vec![false; n],
         eos_count: 0,
         watermarks: vec![Watermark::MIN; n],
+        idle: vec![false; n],
         current_watermark: Watermark::MIN,
+        output_watermark: Watermark::MIN,
+        output_idle: false,
         align_started: None,
         terminal: None,
         terminal_committed: false,
@@ -596,6 +615,10 @@ impl OperatorTask {
                         }
                     }
                 }
+                // Before the inputs, so that a busy input cannot starve processing-time timers.
+                _ = timer_sleep(self.ctx.timer, &self.env.clock), if self.timers_enabled() => {
+                    self.fire_timer().await?;
+                }
                 ev = self.env.inputs.next(&self.aligner), if !inputs_done => {
                     match ev {
                         None => {
@@ -618,6 +641,27 @@ impl OperatorTask {
                     }
                 }
             }
+        }
+    }
+
+    /// Timers fire for transforms that asked for one, until every input has ended.
+    fn timers_enabled(&self) -> bool {
+        self.ctx.timer.is_some() && self.eos_count < self.eos.len() && !self.is_sink()
+    }
+
+    async fn fire_timer(&mut self) -> Result<()> {
+        let now = self.env.clock.now_ms();
+        match self.ctx.timer {
+            Some(at) if at <= now => {
+                self.ctx.timer = None;
+                let wrap = self.env.wrap();
+                if let OperatorImpl::Transform(t) = &mut self.op {
+                    t.on_timer(now, &mut self.ctx).await.map_err(&wrap)?;
+                }
+                self.flush().await
+            }
+            // Not due yet by the job clock (the sleep is capped; see `timer_sleep`).
+            _ => Ok(()),
         }
     }
 
@@ -687,6 +731,7 @@ impl OperatorTask {
     async fn on_message(&mut self, input: usize, msg: Message) -> Result<()> {
         match msg {
             Message::Data(batch) => {
+                self.idle[input] = false;
                 self.env.metrics.add_in(batch.num_rows(), batch.get_array_memory_size());
                 let wrap = self.env.wrap();
                 match &mut self.op {
@@ -709,13 +754,26 @@ impl OperatorTask {
                 self.on_step(step).await?;
             }
             Message::Watermark(w) => {
+                self.idle[input] = false;
                 self.watermarks[input] = self.watermarks[input].max(w);
                 self.advance_watermark().await?;
+            }
+            Message::Idle => {
+                self.idle[input] = true;
+                self.advance_watermark().await?;
+                // With every open input idle this task has nothing to say about event
+                // time either: pass the status on so downstream does not wait for it.
+                let all_idle = self.idle.iter().zip(&self.eos).all(|(idle, eos)| *idle || *eos);
+                if all_idle && !self.output_idle {
+                    self.output_idle = true;
+                    self.env.output.broadcast(Message::Idle).await?;
+                }
             }
             Message::EndOfStream => {
                 if !self.eos[input] {
                     self.eos[input] = true;
                     self.eos_count += 1;
+                    self.idle[input] = false;
                     self.watermarks[input] = MAX_WATERMARK;
                     if self.env.checkpointing.is_none() {
                         self.may_close[input] = true;
@@ -744,16 +802,42 @@ impl OperatorTask {
         Ok(())
     }
 
+    /// The minimum over the inputs that are not idle moved forward: tell the operator,
+    /// then forward it.
+    ///
+    /// When every input is idle, event time advances to the highest watermark of any
+    /// input (as Flink's valve does): each input has promised nothing older than its own
+    /// watermark, and none is expected to send soon. Without this, the order in which two
+    /// inputs fall quiet would decide whether their last watermarks ever take effect.
     async fn advance_watermark(&mut self) -> Result<()> {
-        let min = self.watermarks.iter().copied().min().unwrap_or(Watermark::MIN);
-        if min > self.current_watermark {
+        let active = self.watermarks.iter().zip(&self.idle).filter(|(_, idle)| !**idle).map(|(w, _)| *w).min();
+        let min = active.or_else(|| self.watermarks.iter().copied().max());
+        if let Some(min) = min
+            && min > self.current_watermark
+        {
             self.current_watermark = min;
             let wrap = self.env.wrap();
             if let OperatorImpl::Transform(t) = &mut self.op {
                 t.on_watermark(min, &mut self.ctx).await.map_err(&wrap)?;
                 self.flush().await?;
             }
-            self.env.output.broadcast(Message::Watermark(min)).await?;
+            self.forward_watermark(min).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `w` downstream if it is an advance.
+    ///
+    /// The output watermark is the running maximum of the inputs' minimum and of what the
+    /// operator generated itself ([`OperatorContext::emit_watermark`]). An operator that
+    /// generates none therefore forwards exactly the minimum of its inputs; a watermark
+    /// assigner may run ahead of its inputs (they usually carry none) but its output still
+    /// never goes backwards, and end of input (the maximum) always passes.
+    async fn forward_watermark(&mut self, w: Watermark) -> Result<()> {
+        if w > self.output_watermark {
+            self.output_watermark = w;
+            self.output_idle = false;
+            self.env.output.broadcast(Message::Watermark(w)).await?;
         }
         Ok(())
     }
@@ -768,11 +852,32 @@ impl OperatorTask {
                 });
             }
             for batch in std::mem::take(&mut self.ctx.out) {
+                self.output_idle = false;
                 self.env.output.send_batch(Port::Main, batch).await?;
             }
         }
         let mut dead = std::mem::take(&mut self.ctx.dead);
-        self.env.flush_dead_letters(&mut dead).await
+        self.env.flush_dead_letters(&mut dead).await?;
+        for batch in std::mem::take(&mut self.ctx.late) {
+            self.env.metrics.add_late_records(batch.num_rows());
+            if self.env.output.has_port(Port::Late) {
+                self.env.output.send_batch(Port::Late, batch).await?;
+            } else {
+                tracing::warn!(
+                    operator = %self.env.info.operator_id,
+                    rows = batch.num_rows(),
+                    "late records dropped (no late-records output is connected; counted in metrics)"
+                );
+            }
+        }
+        if let Some(w) = self.ctx.watermark.take() {
+            self.forward_watermark(w).await?;
+        }
+        if std::mem::take(&mut self.ctx.idle) && !self.output_idle {
+            self.output_idle = true;
+            self.env.output.broadcast(Message::Idle).await?;
+        }
+        Ok(())
     }
 
     async fn on_step(&mut self, step: AlignStep) -> Result<()> {

@@ -407,6 +407,10 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
     }
 }
 
+/// One entry of a map state found by [`MapState::scan_all`]:
+/// `(key group, key bytes, user key, value)`.
+pub type MapStateEntry<K, V> = (u16, Vec<u8>, K, V);
+
 /// A handle to a map state: a map from `K` to `V` per key.
 #[derive(Debug)]
 pub struct MapState<K, V> {
@@ -474,6 +478,45 @@ where
             let k = decode(store, &full[prefix.len()..])?;
             let v = decode(store, payload)?;
             out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    /// Every live entry of this state in the subtask's key groups, as
+    /// `(key group, key bytes, user key, value)`, in store order.
+    ///
+    /// Reads the whole state: it is meant for rebuilding an operator's in-memory index
+    /// once after a restore (the event-time timers of a window operator), not for the
+    /// processing path.
+    pub fn scan_all(&self, store: &mut KeyedStateStore) -> Result<Vec<MapStateEntry<K, V>>> {
+        let now = store.clock.now_ms();
+        let range = store.key_groups;
+        let mut out = Vec::new();
+        for kg in range.start..range.end {
+            let mut prefix = Vec::with_capacity(6);
+            prefix.extend_from_slice(&kg.to_be_bytes());
+            prefix.extend_from_slice(&self.id.to_be_bytes());
+            let end = prefix_end(&prefix);
+            for (full, value) in store.store.scan(&prefix, &end, usize::MAX)? {
+                let rest = &full[prefix.len()..];
+                let (key_bytes, user_key) = match rest.get(..4) {
+                    Some(len) => {
+                        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                        match (rest.get(4..4 + len), rest.get(4 + len..)) {
+                            (Some(k), Some(u)) => (k, u),
+                            _ => return Err(store.err("a map state entry has a truncated key".into())),
+                        }
+                    }
+                    None => return Err(store.err("a map state entry has a truncated key".into())),
+                };
+                let Some((expiry, payload)) = split_envelope(&value) else {
+                    return Err(store.err("a map state entry has an unknown envelope".into()));
+                };
+                if matches!(expiry, Some(e) if e <= now) {
+                    continue;
+                }
+                out.push((kg, key_bytes.to_vec(), decode(store, user_key)?, decode(store, payload)?));
+            }
         }
         Ok(out)
     }
@@ -558,6 +601,23 @@ mod tests {
         m.clear(&mut s, key(b"a")).unwrap();
         assert!(m.entries(&mut s, key(b"a")).unwrap().is_empty());
         assert_eq!(m.get(&mut s, key(b"b"), &"x".to_string()).unwrap(), Some(3));
+    }
+
+    #[test]
+    fn map_state_scan_all_sees_every_key() {
+        let clock = ManualClock::new(0);
+        let mut s = store(&clock);
+        let m: MapState<(i64, i64), u8> = s.map_state("m", None).unwrap();
+        let other: MapState<(i64, i64), u8> = s.map_state("other", None).unwrap();
+        m.put(&mut s, KeyRef { key_group: 1, bytes: b"a" }, &(0, 10), &1).unwrap();
+        m.put(&mut s, KeyRef { key_group: 7, bytes: b"bb" }, &(10, 20), &2).unwrap();
+        m.put(&mut s, KeyRef { key_group: 7, bytes: b"bb" }, &(20, 30), &3).unwrap();
+        other.put(&mut s, KeyRef { key_group: 1, bytes: b"a" }, &(0, 10), &9).unwrap();
+        let all = m.scan_all(&mut s).unwrap();
+        assert_eq!(
+            all,
+            vec![(1, b"a".to_vec(), (0, 10), 1), (7, b"bb".to_vec(), (10, 20), 2), (7, b"bb".to_vec(), (20, 30), 3)]
+        );
     }
 
     #[test]
