@@ -362,7 +362,7 @@ async fn an_idle_subtask_does_not_hold_event_time_back() {
     assert_eq!(counts, 180, "windows [0, 900) of both users");
 }
 
-fn restart_pipeline(events: &[Event], faults: FaultInjector, output: CommittedOutput) -> Pipeline {
+fn restart_pipeline(events: &[Event], faults: FaultInjector, output: CommittedOutput, windows: usize) -> Pipeline {
     let mut source = Events::new(to_batches(events, 40));
     source.pause = Duration::from_millis(2);
     source.faults = faults;
@@ -378,7 +378,7 @@ fn restart_pipeline(events: &[Event], faults: FaultInjector, output: CommittedOu
                 .allowed_lateness(Duration::from_millis(100))
                 .aggregate([Agg::count(), Agg::sum("amount"), Agg::max("id").alias("max_id")]),
         )
-        .parallelism(2)
+        .parallelism(windows)
         .sink("sink", TwoPhaseMemorySink::new(output));
     pipeline
 }
@@ -394,7 +394,7 @@ async fn run_with_restarts(events: &[Event], faults: FaultInjector, backend: Sta
         .with_checkpointing(
             CheckpointConfig::new(dir.path().join("checkpoints")).with_interval(Duration::from_millis(40)),
         );
-    let job = restart_pipeline(events, faults, output.clone()).start(config).unwrap();
+    let job = restart_pipeline(events, faults, output.clone(), 2).start(config).unwrap();
     let outcome =
         tokio::time::timeout(Duration::from_secs(120), job.wait()).await.expect("in time").expect("job succeeds");
     assert_eq!(outcome.status, JobStatus::Finished);
@@ -508,4 +508,44 @@ fn timestamps_of_other_units_and_int64_millis_are_event_time() {
     assert_eq!(last.data_type(), &DataType::Timestamp(TimeUnit::Second, Some("UTC".into())), "last keeps the type");
     assert_eq!(last.as_primitive::<arrow::datatypes::TimestampSecondType>().value(0), 59);
     assert!(last.is_valid(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_with_savepoint_at_2_resume_windows_at_3() {
+    let events = ordered_events(16_000, 13, 1, 50);
+    let expected = reference(&events, |t| vec![(t - t % 200, t - t % 200 + 200)]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        JobConfig::new("window-rescale")
+            .with_parallelism(2)
+            .with_state_backend(StateBackendKind::Sled)
+            .with_local_state_dir(dir.path().join("local"))
+            .with_restart(RestartStrategy::None)
+            .with_checkpointing(
+                CheckpointConfig::new(dir.path().join("checkpoints")).with_interval(Duration::from_millis(40)),
+            )
+            .with_savepoint_dir(dir.path().join("savepoints"))
+    };
+    let output = CommittedOutput::default();
+    let job = restart_pipeline(&events, FaultInjector::new(), output.clone(), 2).start(config()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while output.num_rows() < 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("windows committed in time");
+    let savepoint = job.stop_with_savepoint(None, false).await.unwrap();
+    assert_eq!(job.wait().await.unwrap().status, JobStatus::Finished);
+    let before = output.num_rows();
+    assert!(before > 0 && before < expected.len(), "stopped midway: {before} of {}", expected.len());
+
+    // The window operator at parallelism 3: its keyed state moves by key group.
+    let resumed = restart_pipeline(&events, FaultInjector::new(), output.clone(), 3)
+        .start(config().with_restore(&savepoint, false))
+        .unwrap();
+    assert_eq!(resumed.wait().await.unwrap().status, JobStatus::Finished);
+    let res = results(&output.batches());
+    assert_eq!(res.len(), expected.len(), "every window once");
+    assert_eq!(final_results(&res), expected);
 }

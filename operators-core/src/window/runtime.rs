@@ -64,6 +64,9 @@ type Timer = (i64, u16, Vec<u8>, i64, i64);
 
 const COUNT_WINDOW: WindowId = (0, 0);
 
+/// Most result rows in one emitted batch.
+const MAX_RESULT_ROWS: usize = 8192;
+
 /// What is kept per key and window.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct WindowState {
@@ -288,8 +291,8 @@ impl WindowTask {
         Ok(())
     }
 
-    /// Fires (and drops) every window whose fire time is at most `time`; with `all`, every
-    /// pending window (end of input).
+    /// Fires every window whose fire time is at most `time` (`i64::MAX`: every pending
+    /// window, at end of input), then drops fired windows whose lateness has passed.
     fn fire_due(&mut self, time: i64, ctx: &mut OperatorContext) -> Result<()> {
         let handle = self.state_handle()?;
         while let Some(first) = self.fires.first() {
@@ -301,12 +304,16 @@ impl WindowTask {
             let w = (start, end);
             let store = ctx.keyed_state()?;
             let Some(mut state) = handle.get(store, key_ref, &w)? else { continue };
-            let row = self.result_row(
-                &state,
-                if w == COUNT_WINDOW { self.count_bounds(&state, ctx) } else { w },
-                state.fired,
-            )?;
+            let bounds = match self.spec.kind {
+                WindowKind::TumblingCount { .. } => self.count_bounds(&state, ctx),
+                _ => w,
+            };
+            let row = self.result_row(&state, bounds, state.fired)?;
             self.out.push(row);
+            if self.out.len() >= MAX_RESULT_ROWS {
+                // End of input can fire every key's windows at once: keep batches bounded.
+                self.emit_out(ctx)?;
+            }
             let cleanup = self.cleanup_time(end);
             let store = ctx.keyed_state()?;
             if !self.spec.kind.is_event_time() || cleanup <= time {
@@ -480,15 +487,7 @@ impl WindowTask {
         let mut late = vec![false; batch.num_rows()];
         let mut by_key: HashMap<&[u8], Vec<u32>> = HashMap::new();
         let mut order = Vec::new();
-        for row in 0..batch.num_rows() {
-            if !valid[row] {
-                continue;
-            }
-            let t = times[row];
-            if self.cleanup_time(t.saturating_add(gap)) <= self.watermark {
-                late[row] = true;
-                continue;
-            }
+        for row in (0..batch.num_rows()).filter(|&r| valid[r]) {
             let rows = by_key.entry(keys.key(row).bytes).or_default();
             if rows.is_empty() {
                 order.push(row);
@@ -519,6 +518,14 @@ impl WindowTask {
                 // Sessions that touch [s, e] merge with the new row (as Flink's do).
                 let mut hit: Vec<usize> =
                     (0..sessions.len()).filter(|&i| sessions[i].start <= e && sessions[i].end >= s).collect();
+                // Lateness is judged after merging (as Flink does): a row that joins a live
+                // session is not late even if its own `[t, t + gap)` would be. Sessions in
+                // state are all live (dropped at their cleanup time), so only a row that
+                // joins none can be late.
+                if hit.is_empty() && self.cleanup_time(e) <= self.watermark {
+                    late[row as usize] = true;
+                    continue;
+                }
                 let idx = match hit.first().copied() {
                     None => {
                         let state = bound.new_state(readers.keys.iter().map(|r| r.get(row as usize)).collect(), now);
@@ -679,9 +686,22 @@ impl Transform for WindowTask {
         };
         if let Some(s) = self.restored_types.take()
             && let (Some(key_types), Some(agg_types)) = (s.key_types, s.agg_types)
-            && key_types.len() == selector.columns().len()
-            && agg_types.len() == self.spec.aggregates.len()
         {
+            // The accumulators in state are positional: the same keys and aggregations are
+            // needed to read them.
+            if key_types.len() != selector.columns().len() || agg_types.len() != self.spec.aggregates.len() {
+                return Err(Error::State {
+                    operator: self.operator.clone(),
+                    message: format!(
+                        "the restored window state has {} key column(s) and {} aggregation(s), this job has {} and \
+                         {}; restore it with the same key_by columns and aggregations, or under a new operator id",
+                        key_types.len(),
+                        agg_types.len(),
+                        selector.columns().len(),
+                        self.spec.aggregates.len()
+                    ),
+                });
+            }
             self.bound = Some(Bound::new(selector.columns().to_vec(), key_types, &self.spec, agg_types)?);
         }
         let store = ctx.keyed_state()?;
@@ -934,6 +954,22 @@ mod tests {
         assert_eq!(results(&mut ctx), vec![row("a", 0, 10, 1, 1, false), row("b", 2, 12, 1, 5, false)]);
         t.on_watermark(i64::MAX, &mut ctx).await.unwrap();
         assert_eq!(results(&mut ctx), vec![row("a", 15, 40, 3, 3, false)]);
+    }
+
+    #[tokio::test]
+    async fn a_row_joining_a_live_session_is_not_late() {
+        let clock = ManualClock::new(0);
+        let mut ctx = context(&clock, None);
+        let mut t = task(Windows::session_event_time("ts", Duration::from_millis(10)), &mut ctx).await;
+        t.process_batch(batch(&[("a", 0, 1), ("a", 8, 1), ("a", 16, 1)]), &mut ctx).await.unwrap();
+        // [0, 26) fires at 25. At 20, a row at 5 has its own [5, 15) past, but it is
+        // inside the live session.
+        t.on_watermark(20, &mut ctx).await.unwrap();
+        t.process_batch(batch(&[("a", 5, 1), ("b", 5, 1)]), &mut ctx).await.unwrap();
+        let late = std::mem::take(&mut ctx.late);
+        assert_eq!(late.iter().map(RecordBatch::num_rows).sum::<usize>(), 1, "only b's row is late");
+        t.on_watermark(i64::MAX, &mut ctx).await.unwrap();
+        assert_eq!(results(&mut ctx), vec![row("a", 0, 26, 4, 4, false)]);
     }
 
     #[tokio::test]
