@@ -549,3 +549,63 @@ async fn stop_with_savepoint_at_2_resume_windows_at_3() {
     assert_eq!(res.len(), expected.len(), "every window once");
     assert_eq!(final_results(&res), expected);
 }
+
+/// Emits one row per poll and after it the next of its scripted watermarks.
+struct WatermarkScript {
+    marks: Vec<i64>,
+    next: usize,
+    pause: Duration,
+}
+
+#[async_trait]
+impl Source for WatermarkScript {
+    async fn poll_next(&mut self, ctx: &mut SourceContext) -> Result<SourcePoll> {
+        let Some(&w) = self.marks.get(self.next) else { return Ok(SourcePoll::Finished) };
+        self.next += 1;
+        ctx.emit_watermark(w);
+        tokio::time::sleep(self.pause).await;
+        Ok(SourcePoll::Batch(to_batches(&[(0, 0, w, 0)], 1).remove(0)))
+    }
+}
+
+/// Records the watermarks it is given.
+#[derive(Clone, Default)]
+struct WatermarkLog(Arc<Mutex<Vec<i64>>>);
+
+#[async_trait]
+impl operators_core::Transform for WatermarkLog {
+    async fn process_batch(&mut self, _batch: RecordBatch, _ctx: &mut OperatorContext) -> Result<()> {
+        Ok(())
+    }
+
+    async fn on_watermark(&mut self, w: i64, _ctx: &mut OperatorContext) -> Result<()> {
+        self.0.lock().unwrap().push(w);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermarks_merge_as_the_minimum_and_never_go_back() {
+    // Subtask 0 goes 10, 20, 30 quickly and ends; subtask 1 slowly goes 5, 25 and then
+    // back to 15.
+    let scripts = [(vec![10, 20, 30], 1), (vec![5, 25, 15], 30)];
+    let log = WatermarkLog::default();
+    let pipeline = Pipeline::new();
+    pipeline
+        .source("marks", move |info: &TaskInfo| {
+            let (marks, pause) = scripts[info.subtask].clone();
+            Ok(WatermarkScript { marks, next: 0, pause: Duration::from_millis(pause) })
+        })
+        .parallelism(2)
+        .rebalance()
+        .transform("log", cloned(log.clone()))
+        .parallelism(1)
+        .sink("discard", operators_core::builtins::DiscardSink::default());
+    pipeline.run(memory_config("watermarks").with_parallelism(2)).await.unwrap();
+    let seen = log.0.lock().unwrap().clone();
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "strictly rising: {seen:?}");
+    assert_eq!(seen.last(), Some(&i64::MAX), "end of input is the maximum");
+    let before_end = &seen[..seen.len() - 1];
+    assert!(before_end.iter().all(|w| *w <= 25), "never above the smaller input's highest: {seen:?}");
+    assert!(before_end.contains(&25), "25 = min(30, 25) is reached: {seen:?}");
+}
