@@ -67,6 +67,21 @@ const COUNT_WINDOW: WindowId = (0, 0);
 /// Most result rows in one emitted batch.
 const MAX_RESULT_ROWS: usize = 8192;
 
+/// Most window states kept decoded in memory (tumbling and sliding windows).
+const CACHE_LIMIT: usize = 65_536;
+
+/// `(key group, key bytes, window start, window end)`.
+type CacheKey = (u16, Vec<u8>, i64, i64);
+
+/// A window state kept decoded between batches.
+struct Cached {
+    state: WindowState,
+    /// Changed since it was last written to keyed state.
+    dirty: bool,
+    /// Keyed state holds a version of it (else dropping it needs no delete).
+    in_store: bool,
+}
+
 /// What is kept per key and window.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct WindowState {
@@ -181,6 +196,13 @@ struct WindowTask {
     /// When each fired event-time window is dropped (end − 1 + allowed lateness).
     cleanups: BTreeSet<Timer>,
     out: Vec<OutRow>,
+    /// Write-back cache of tumbling and sliding window states: the rows of a window
+    /// arrive over many batches, and decoding and re-encoding its state for each would
+    /// dominate the cost of a window count. Written to keyed state before every
+    /// snapshot (so checkpoints see it) and whenever it outgrows `CACHE_LIMIT`; a
+    /// failure loses only changes after the last checkpoint, which are replayed.
+    cache: HashMap<CacheKey, Cached>,
+    cache_limit: usize,
     /// Column types from the checkpoint, bound in `open`.
     restored_types: Option<Snapshot>,
 }
@@ -202,6 +224,8 @@ impl WindowTask {
             fires: BTreeSet::new(),
             cleanups: BTreeSet::new(),
             out: Vec::new(),
+            cache: HashMap::new(),
+            cache_limit: CACHE_LIMIT,
             restored_types: None,
         }
     }
@@ -302,8 +326,7 @@ impl WindowTask {
             let Some((_, kg, key, start, end)) = self.fires.pop_first() else { break };
             let key_ref = KeyRef { key_group: kg, bytes: &key };
             let w = (start, end);
-            let store = ctx.keyed_state()?;
-            let Some(mut state) = handle.get(store, key_ref, &w)? else { continue };
+            let Some((mut state, in_store)) = self.take_state(key_ref, w, ctx)? else { continue };
             let bounds = match self.spec.kind {
                 WindowKind::TumblingCount { .. } => self.count_bounds(&state, ctx),
                 _ => w,
@@ -317,7 +340,9 @@ impl WindowTask {
             let cleanup = self.cleanup_time(end);
             let store = ctx.keyed_state()?;
             if !self.spec.kind.is_event_time() || cleanup <= time {
-                handle.remove(store, key_ref, &w)?;
+                if in_store {
+                    handle.remove(store, key_ref, &w)?;
+                }
             } else {
                 state.fired = true;
                 handle.put(store, key_ref, &w, &state)?;
@@ -332,7 +357,11 @@ impl WindowTask {
         let handle = self.state_handle()?;
         while self.cleanups.first().is_some_and(|t| t.0 <= time) {
             let Some((_, kg, key, start, end)) = self.cleanups.pop_first() else { break };
-            handle.remove(ctx.keyed_state()?, KeyRef { key_group: kg, bytes: &key }, &(start, end))?;
+            let key_ref = KeyRef { key_group: kg, bytes: &key };
+            // Fired windows are written through, but a late update may have cached one.
+            if let Some((_, true)) = self.take_state(key_ref, (start, end), ctx)? {
+                handle.remove(ctx.keyed_state()?, key_ref, &(start, end))?;
+            }
         }
         Ok(())
     }
@@ -382,8 +411,15 @@ impl WindowTask {
     ) -> Result<()> {
         let handle = self.state_handle()?;
         let now = ctx.clock().now_ms();
-        let store = ctx.keyed_state()?;
-        let existing = handle.get(store, key, &w)?;
+        let cache_key: CacheKey = (key.key_group, key.bytes.to_vec(), w.0, w.1);
+        let (existing, in_store) = match self.cache.remove(&cache_key) {
+            Some(cached) => (Some(cached.state), cached.in_store),
+            None => {
+                let stored = handle.get(ctx.keyed_state()?, key, &w)?;
+                let found = stored.is_some();
+                (stored, found)
+            }
+        };
         let is_new = existing.is_none();
         let mut state = match existing {
             Some(s) => s,
@@ -408,7 +444,41 @@ impl WindowTask {
         } else if is_new {
             self.fires.insert(Self::timer(fire, key, w));
         }
-        handle.put(ctx.keyed_state()?, key, &w, &state)
+        self.cache.insert(cache_key, Cached { state, dirty: true, in_store });
+        if self.cache.len() > self.cache_limit {
+            // Beyond the limit state lives in the backend only (sled spills to disk).
+            self.write_back(ctx)?;
+            self.cache.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the cached states changed since the last write-back to keyed state.
+    fn write_back(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        let handle = self.state_handle()?;
+        let store = ctx.keyed_state()?;
+        for ((kg, key, start, end), cached) in self.cache.iter_mut().filter(|(_, c)| c.dirty) {
+            handle.put(store, KeyRef { key_group: *kg, bytes: key }, &(*start, *end), &cached.state)?;
+            cached.dirty = false;
+            cached.in_store = true;
+        }
+        Ok(())
+    }
+
+    /// The state of a window, from the cache (taking it out) or from keyed state, and
+    /// whether keyed state holds a version of it.
+    fn take_state(
+        &mut self,
+        key: KeyRef<'_>,
+        w: WindowId,
+        ctx: &mut OperatorContext,
+    ) -> Result<Option<(WindowState, bool)>> {
+        if !self.cache.is_empty()
+            && let Some(cached) = self.cache.remove(&(key.key_group, key.bytes.to_vec(), w.0, w.1))
+        {
+            return Ok(Some((cached.state, cached.in_store)));
+        }
+        Ok(self.state_handle()?.get(ctx.keyed_state()?, key, &w)?.map(|s| (s, true)))
     }
 
     fn context(&self, e: Error) -> Error {
@@ -795,7 +865,9 @@ impl Transform for WindowTask {
         self.emit_out(ctx)
     }
 
-    fn snapshot(&mut self, _checkpoint_id: CheckpointId, _ctx: &mut OperatorContext) -> Result<Option<Vec<u8>>> {
+    fn snapshot(&mut self, _checkpoint_id: CheckpointId, ctx: &mut OperatorContext) -> Result<Option<Vec<u8>>> {
+        // Before the runtime takes the keyed-state changelog for this checkpoint.
+        self.write_back(ctx)?;
         let (key_types, agg_types) = match &self.bound {
             Some(b) => (Some(b.key_types.clone()), Some(b.aggs.iter().map(|a| a.input.clone()).collect())),
             None => (None, None),
@@ -925,6 +997,39 @@ mod tests {
         t.on_end_of_input(&mut ctx).await.unwrap();
         assert_eq!(results(&mut ctx), vec![row("a", 10, 20, 2, 5, false)]);
         assert!(t.fires.is_empty() && t.cleanups.is_empty(), "the index is empty once all windows are gone");
+    }
+
+    #[tokio::test]
+    async fn results_are_the_same_when_the_cache_overflows_into_keyed_state() {
+        let clock = ManualClock::new(0);
+        let mut ctx = context(&clock, None);
+        let spec =
+            Windows::tumbling_event_time("ts", Duration::from_millis(10)).allowed_lateness(Duration::from_millis(10));
+        let mut t = task(spec, &mut ctx).await;
+        t.cache_limit = 2;
+        t.process_batch(batch(&[("a", 1, 1), ("b", 2, 1), ("c", 3, 1), ("d", 11, 1)]), &mut ctx).await.unwrap();
+        assert!(t.cache.len() <= 2);
+        t.process_batch(batch(&[("a", 4, 1), ("c", 5, 1), ("e", 6, 1)]), &mut ctx).await.unwrap();
+        t.on_watermark(9, &mut ctx).await.unwrap();
+        let mut fired = results(&mut ctx);
+        fired.sort();
+        assert_eq!(
+            fired,
+            vec![
+                row("a", 0, 10, 2, 2, false),
+                row("b", 0, 10, 1, 1, false),
+                row("c", 0, 10, 2, 2, false),
+                row("e", 0, 10, 1, 1, false)
+            ]
+        );
+        t.process_batch(batch(&[("b", 7, 5)]), &mut ctx).await.unwrap();
+        assert_eq!(results(&mut ctx), vec![row("b", 0, 10, 2, 6, true)]);
+        t.on_watermark(i64::MAX, &mut ctx).await.unwrap();
+        assert_eq!(results(&mut ctx), vec![row("d", 10, 20, 1, 1, false)]);
+        assert!(t.cache.is_empty() && t.fires.is_empty() && t.cleanups.is_empty());
+        // Nothing is left in keyed state either.
+        let handle = t.state_handle().unwrap();
+        assert!(handle.scan_all(ctx.keyed_state().unwrap()).unwrap().is_empty());
     }
 
     #[tokio::test]
