@@ -217,11 +217,12 @@ pub struct SourceContext {
     metrics: Arc<TaskMetrics>,
     pub(crate) dead: Vec<DeadLetter>,
     pub(crate) watermark: Option<Watermark>,
+    pub(crate) idle: bool,
 }
 
 impl SourceContext {
     pub(crate) fn new(info: Arc<TaskInfo>, clock: SharedClock, metrics: Arc<TaskMetrics>) -> Self {
-        Self { info, clock, metrics, dead: Vec::new(), watermark: None }
+        Self { info, clock, metrics, dead: Vec::new(), watermark: None, idle: false }
     }
 
     /// Identity of this subtask.
@@ -242,6 +243,14 @@ impl SourceContext {
     /// Emits a watermark after the current batch.
     pub fn emit_watermark(&mut self, watermark: Watermark) {
         self.watermark = Some(self.watermark.map_or(watermark, |w| w.max(watermark)));
+        self.idle = false;
+    }
+
+    /// Declares this subtask idle (no partition assigned, or all quiet): downstream
+    /// operators leave it out of their watermark minimum until it emits a batch or a
+    /// watermark again. Sent after the current poll.
+    pub fn mark_idle(&mut self) {
+        self.idle = true;
     }
 
     /// Reports progress of a bounded source (bytes, files or rows done of total).

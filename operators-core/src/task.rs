@@ -302,6 +302,8 @@ pub(crate) async fn run_source_task(mut env: TaskEnv, factory: Arc<dyn SourceFac
     source.open(&mut ctx).await.map_err(&wrap)?;
     let mut finished = false;
     let mut terminal = None;
+    // Whether the last status sent downstream is idle (`SourceContext::mark_idle`).
+    let mut idle = false;
     loop {
         // Control messages first, so barriers are injected between two batches.
         loop {
@@ -329,15 +331,24 @@ pub(crate) async fn run_source_task(mut env: TaskEnv, factory: Arc<dyn SourceFac
         let poll = source.poll_next(&mut ctx).await.map_err(&wrap)?;
         let mut dead = std::mem::take(&mut ctx.dead);
         env.flush_dead_letters(&mut dead).await?;
+        // Idle goes out (once per quiet spell) before anything of this poll; a batch or
+        // watermark that follows makes the channel active again downstream.
+        if std::mem::take(&mut ctx.idle) && !idle {
+            idle = true;
+            env.output.broadcast(Message::Idle).await?;
+        }
         match poll {
             SourcePoll::Batch(batch) => {
+                idle &= batch.num_rows() == 0;
                 env.output.send_batch(Port::Main, batch).await?;
                 if let Some(w) = ctx.watermark.take() {
+                    idle = false;
                     env.output.broadcast(Message::Watermark(w)).await?;
                 }
             }
             SourcePoll::Idle => {
                 if let Some(w) = ctx.watermark.take() {
+                    idle = false;
                     env.output.broadcast(Message::Watermark(w)).await?;
                 }
                 tokio::select! {

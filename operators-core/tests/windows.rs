@@ -609,3 +609,59 @@ async fn watermarks_merge_as_the_minimum_and_never_go_back() {
     assert!(before_end.iter().all(|w| *w <= 25), "never above the smaller input's highest: {seen:?}");
     assert!(before_end.contains(&25), "25 = min(30, 25) is reached: {seen:?}");
 }
+
+/// Rows `ts = 0, 10, ..` with a watermark after each, then quiet forever; optionally
+/// declaring itself idle once quiet.
+struct QuietSource {
+    rows: i64,
+    next: i64,
+    declare_idle: bool,
+}
+
+#[async_trait]
+impl Source for QuietSource {
+    async fn poll_next(&mut self, ctx: &mut SourceContext) -> Result<SourcePoll> {
+        if self.next >= self.rows {
+            if self.declare_idle {
+                ctx.mark_idle();
+            }
+            return Ok(SourcePoll::Idle);
+        }
+        let ts = self.next * 10;
+        self.next += 1;
+        ctx.emit_watermark(ts);
+        Ok(SourcePoll::Batch(to_batches(&[(self.next, 1, ts, 1)], 1).remove(0)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_declares_itself_idle_does_not_hold_event_time_back() {
+    let out = Recorder::default();
+    let pipeline = Pipeline::new();
+    pipeline
+        .source("quiet", |info: &TaskInfo| {
+            // Subtask 1 has nothing to read (no partition assigned, say).
+            let rows = if info.subtask == 0 { 50 } else { 0 };
+            Ok(QuietSource { rows, next: 0, declare_idle: info.subtask == 1 })
+        })
+        .parallelism(2)
+        .key_by(["user"])
+        .window("windows", Windows::tumbling_event_time("ts", Duration::from_millis(100)).aggregate([Agg::count()]))
+        .parallelism(1)
+        .sink("out", cloned(out.clone()));
+    let job = pipeline.start(memory_config("idle-source").with_parallelism(2)).unwrap();
+    // Rows span [0, 500) and the watermark reaches 490: [0, 100) .. [300, 400) fire.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while out.batches().iter().map(RecordBatch::num_rows).sum::<usize>() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "windows did not fire: event time is stalled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    job.cancel();
+    let _ = job.wait().await;
+    let counts: Vec<i64> = out
+        .batches()
+        .iter()
+        .flat_map(|b| b.column_by_name("count").unwrap().as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(counts, vec![10, 10, 10, 10]);
+}
