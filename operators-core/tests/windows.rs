@@ -448,6 +448,23 @@ proptest! {
         prop_assert_eq!(final_results(&res), expected);
     }
 
+    /// The same with sliding windows, two source subtasks and two window subtasks (hash
+    /// exchange, watermarks merged over inputs).
+    #[test]
+    fn sliding_windows_equal_a_group_by(events in disordered(30), slide in 3..20i64, slides in 1..4i64, batch in 1..50usize) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let size = slide * slides;
+        let spec = Windows::sliding_event_time("ts", Duration::from_millis(size as u64), Duration::from_millis(slide as u64));
+        let (res, late) = rt.block_on(run_windows(&events, batch, 30, spec, 2));
+        prop_assert!(late.is_empty());
+        prop_assert_eq!(res.len(), final_results(&res).len());
+        let windows_of = |t: i64| {
+            let last = t - t % slide;
+            (0..slides).map(|i| (last - i * slide, last - i * slide + size)).collect::<Vec<_>>()
+        };
+        prop_assert_eq!(final_results(&res), reference(&events, windows_of));
+    }
+
     /// Disorder beyond the delay makes rows late: the final results count exactly the
     /// rows that were not late, and with the side output every input row is accounted
     /// for once.

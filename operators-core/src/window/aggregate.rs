@@ -106,7 +106,8 @@ impl AggKind {
 /// | `count()` | none (rows) | Int64 |
 /// | `sum` | integers, floats | Int64 (UInt64 for UInt64), Float64 |
 /// | `min`, `max`, `first`, `last` | numbers, strings, binary, booleans, dates, timestamps | the input's type |
-/// | `avg`, `custom` | integers, floats | Float64 |
+/// | `avg`, `custom` | integers, floats | Float64 |///
+/// String and binary views come out as Utf8 and Binary, Float16 as Float32.
 #[derive(Debug, Clone)]
 pub struct Agg {
     pub(crate) kind: AggKind,

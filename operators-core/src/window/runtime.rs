@@ -674,8 +674,9 @@ impl WindowTask {
             rows.push(row as u32);
         }
         let now = ctx.clock().now_ms();
-        // Arrival order stands in for time in first/last.
-        let arrival: Vec<i64> = (0..batch.num_rows() as i64).collect();
+        // The position in the window stands in for time in first/last: it keeps rising
+        // across batches, where a row index would start over.
+        let mut arrival: Vec<i64> = vec![0; batch.num_rows()];
         for first in order {
             let key = keys.key(first);
             let rows = by_key.get(key.bytes).cloned().unwrap_or_default();
@@ -688,6 +689,9 @@ impl WindowTask {
             while !rest.is_empty() {
                 let room = usize::try_from(count.saturating_sub(state.rows)).unwrap_or(usize::MAX).max(1);
                 let (chunk, tail) = rest.split_at(room.min(rest.len()));
+                for (k, &r) in chunk.iter().enumerate() {
+                    arrival[r as usize] = i64::try_from(state.rows).unwrap_or(i64::MAX).saturating_add(k as i64);
+                }
                 let bound = self.bound()?;
                 for ((agg, acc), reader) in bound.aggs.iter().zip(state.accs.iter_mut()).zip(&readers.aggs) {
                     agg.add_rows(acc, reader.as_ref(), chunk, &arrival).map_err(|e| self.context(e))?;
@@ -1089,6 +1093,21 @@ mod tests {
         assert_eq!(results(&mut ctx), vec![row("a", 1_000, 1_005, 2, 7, false)]);
         t.on_end_of_input(&mut ctx).await.unwrap();
         assert_eq!(results(&mut ctx), vec![row("b", 1_000, 1_005, 1, 4, false)]);
+    }
+
+    #[tokio::test]
+    async fn first_and_last_of_count_windows_follow_arrival_across_batches() {
+        let clock = ManualClock::new(0);
+        let mut ctx = context(&clock, None);
+        let spec = Windows::tumbling_count(4).aggregate([Agg::first("v"), Agg::last("v")]);
+        let mut t = WindowTask::new(Arc::new(spec), "win");
+        t.open(&mut ctx).await.unwrap();
+        t.process_batch(batch(&[("a", 0, 1), ("a", 0, 2), ("a", 0, 3)]), &mut ctx).await.unwrap();
+        t.process_batch(batch(&[("a", 0, 4), ("a", 0, 5)]), &mut ctx).await.unwrap();
+        let (out, _) = ctx.take_output();
+        let first = out[0].column_by_name("first_v").unwrap().as_primitive::<Int64Type>().value(0);
+        let last = out[0].column_by_name("last_v").unwrap().as_primitive::<Int64Type>().value(0);
+        assert_eq!((first, last), (1, 4));
     }
 
     #[tokio::test]
