@@ -291,7 +291,10 @@ struct TextReader {
     /// Bytes read but not yet cut into complete lines, starting at `raw_start`.
     raw: Vec<u8>,
     raw_start: u64,
+    /// Line number at `raw_start`; while `lines_pending`, the lines of the text after
+    /// the last segment's start are still to be added (see [`TextReader::raw_line`]).
     raw_line: u64,
+    lines_pending: bool,
     /// UTF-8 text of complete lines not yet emitted; `text[0]` is at `text_base`.
     text: TextBuf,
     text_base: u64,
@@ -309,6 +312,20 @@ struct TextReader {
     decoder: Option<Decoder>,
     fed: usize,
     eof_signalled: bool,
+    /// The file on the local file system, when it is local; opened at the first read.
+    local_path: Option<std::path::PathBuf>,
+    local_file: Option<Arc<std::fs::File>>,
+}
+
+/// An I/O error of a local file in the object store's terms, so that both paths report
+/// (and classify for retries) alike.
+#[cfg(unix)]
+fn local_err(path: &std::path::Path, e: std::io::Error) -> object_store::Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        object_store::Error::NotFound { path: path.display().to_string(), source: Box::new(e) }
+    } else {
+        object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) }
+    }
 }
 
 fn decode_err(file: &str, e: impl std::fmt::Display) -> Error {
@@ -331,6 +348,7 @@ impl TextReader {
             None => (0, 1, format.charset, false),
         };
         let unit = if encoding == encoding_rs::UTF_16LE || encoding == encoding_rs::UTF_16BE { 2 } else { 1 };
+        let local_path = location.local_file(&file.name);
         Ok(Self {
             header_pending: format.header && !header_done,
             format,
@@ -342,6 +360,7 @@ impl TextReader {
             raw: Vec::new(),
             raw_start: read_pos,
             raw_line: line,
+            lines_pending: false,
             text: TextBuf::default(),
             text_base: 0,
             segments: VecDeque::new(),
@@ -352,6 +371,8 @@ impl TextReader {
             decoder: None,
             fed: 0,
             eof_signalled: false,
+            local_path,
+            local_file: None,
         })
     }
 
@@ -378,24 +399,16 @@ impl TextReader {
             return Ok(false);
         }
         let end = (self.read_pos + self.format.chunk_bytes as u64).min(self.file.size);
-        let bytes = self
-            .location
-            .store
-            .get_range(&self.file.path, self.read_pos..end)
-            .await
-            .map_err(|e| Error::from(SourceError::Storage { path: self.file.display.clone(), source: e }))?;
+        let appended_at = self.raw.len();
+        self.fetch(end).await?;
         if self.read_pos == 0 {
             // A byte-order mark decides the charset and is not data.
-            if let Some((enc, len)) = Encoding::for_bom(&bytes) {
+            if let Some((enc, len)) = Encoding::for_bom(&self.raw[appended_at..]) {
                 self.encoding = enc;
                 self.unit = if enc == encoding_rs::UTF_16LE || enc == encoding_rs::UTF_16BE { 2 } else { 1 };
                 self.raw_start = len as u64;
-                self.raw.extend_from_slice(&bytes[len..]);
-            } else {
-                self.raw.extend_from_slice(&bytes);
+                self.raw.drain(appended_at..appended_at + len);
             }
-        } else {
-            self.raw.extend_from_slice(&bytes);
         }
         self.read_pos = end;
         // Cut after the last complete line.
@@ -411,7 +424,7 @@ impl TextReader {
             }
             None if self.raw.len() > self.format.max_line_bytes => {
                 return Err(Error::bad_record(
-                    format!("{}:{} (byte {})", self.file.display, self.raw_line, self.raw_start),
+                    format!("{}:{} (byte {})", self.file.display, self.raw_line(), self.raw_start),
                     format!(
                         "a line longer than {} MiB; is the line delimiter (source.line.delimiter) right?",
                         self.format.max_line_bytes >> 20
@@ -421,6 +434,44 @@ impl TextReader {
             None => {}
         }
         Ok(true)
+    }
+
+    /// Appends the file's bytes `read_pos..end` to `raw`.
+    async fn fetch(&mut self, end: u64) -> Result<()> {
+        let storage_err = |source| Error::from(SourceError::Storage { path: self.file.display.clone(), source });
+        #[cfg(unix)]
+        if let Some(path) = &self.local_path {
+            use std::os::unix::fs::FileExt;
+            let file = match &self.local_file {
+                Some(f) => f.clone(),
+                None => {
+                    let f = Arc::new(std::fs::File::open(path).map_err(|e| storage_err(local_err(path, e)))?);
+                    self.local_file = Some(f.clone());
+                    f
+                }
+            };
+            // Read straight into the reused `raw` buffer on a blocking thread: no
+            // allocation and no copy per chunk.
+            let mut raw = std::mem::take(&mut self.raw);
+            let (pos, path) = (self.read_pos, path.clone());
+            let len = (end - pos) as usize;
+            let (raw, read) = tokio::task::spawn_blocking(move || {
+                let at = raw.len();
+                raw.resize(at + len, 0);
+                let read = file.read_exact_at(&mut raw[at..], pos);
+                if read.is_err() {
+                    raw.truncate(at);
+                }
+                (raw, read)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("reading `{}`: {e}", self.file.display)))?;
+            self.raw = raw;
+            return read.map_err(|e| storage_err(local_err(&path, e)));
+        }
+        let bytes = self.location.store.get_range(&self.file.path, self.read_pos..end).await.map_err(storage_err)?;
+        self.raw.extend_from_slice(&bytes);
+        Ok(())
     }
 
     /// End (exclusive) of the last complete line in `raw`.
@@ -474,17 +525,42 @@ impl TextReader {
         self.text_base + self.text.len() as u64
     }
 
+    /// The line number at `raw_start`. UTF-8 chunks that continue the last segment are
+    /// appended without counting their lines (the count is only needed for positions and
+    /// messages, and `advance` counts the emitted text anyway): that count is made here,
+    /// when asked for.
+    fn raw_line(&self) -> u64 {
+        match self.segments.back() {
+            Some(seg) if self.lines_pending => {
+                let from = (seg.text_start.max(self.text_base) - self.text_base) as usize;
+                let from = from.min(self.text.len());
+                let base = if seg.text_start < self.text_base { self.locate(self.text_base).1 } else { seg.line };
+                base + memchr::memchr_iter(self.format.terminator(), &self.text[from..]).count() as u64
+            }
+            _ => self.raw_line,
+        }
+    }
+
     /// Appends complete raw lines to the text, setting bad ones aside.
     fn ingest(&mut self, raw: &[u8]) -> Result<()> {
         let orig = self.raw_start;
-        let line = self.raw_line;
+        let line = self.raw_line();
+        self.raw_line = line;
+        self.lines_pending = false;
         self.raw_start += raw.len() as u64;
-        let term = self.format.terminator();
-        if self.encoding == encoding_rs::UTF_8 && std::str::from_utf8(raw).is_ok() {
-            // The common case: valid UTF-8 goes through as it is.
-            self.segments.push_back(Segment { text_start: self.text_end(), orig_start: orig, line, identity: true });
+        if self.encoding == encoding_rs::UTF_8 && simdutf8::basic::from_utf8(raw).is_ok() {
+            // The common case: valid UTF-8 goes through as it is, and a chunk that follows
+            // the last one without a gap extends its segment.
+            let text_end = self.text_end();
+            let continues = self
+                .segments
+                .back()
+                .is_some_and(|s| s.identity && s.orig_start + (text_end - s.text_start) == orig);
+            if !continues {
+                self.segments.push_back(Segment { text_start: text_end, orig_start: orig, line, identity: true });
+            }
             self.text.extend_from_slice(raw);
-            self.raw_line += memchr::memchr_iter(term, raw).count() as u64;
+            self.lines_pending = true;
             return Ok(());
         }
         let mut offset = orig;
@@ -921,7 +997,7 @@ impl FileReader for TextReader {
 
     fn position(&self) -> FilePosition {
         let (offset, line) = self.locate(self.text_base);
-        let (offset, line) = if self.segments.is_empty() { (self.raw_start, self.raw_line) } else { (offset, line) };
+        let (offset, line) = if self.segments.is_empty() { (self.raw_start, self.raw_line()) } else { (offset, line) };
         FilePosition::Text {
             offset,
             line,
