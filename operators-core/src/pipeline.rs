@@ -270,6 +270,15 @@ impl Stream {
         self.transform(id, crate::window::WindowTransform::new(spec))
     }
 
+    /// Runs a [`KeyedProcessFunction`](crate::window::KeyedProcessFunction) (cloned for
+    /// every subtask) with keyed state and per-key timers. The stream must be keyed.
+    pub fn process<F>(self, id: &str, function: F) -> Stream
+    where
+        F: crate::window::KeyedProcessFunction + Clone + Sync,
+    {
+        self.transform(id, crate::window::KeyedProcessTransform::new(function))
+    }
+
     /// Adds a [`WatermarkGenerator`](crate::window::WatermarkGenerator). Unless an
     /// exchange was set on this stream, it gets the upstream operator's parallelism and a
     /// forward exchange, so each subtask tracks the event time of the partitions its

@@ -13,12 +13,13 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use operators_core::builtins::{CommittedOutput, FaultInjector, TwoPhaseMemorySink};
 use operators_core::checkpoint::CheckpointConfig;
+use operators_core::key::KeyRef;
 use operators_core::operator::{
     OperatorContext, RestoredState, Sink, Source, SourceContext, SourcePoll, TaskInfo, cloned,
 };
 use operators_core::restart::RestartStrategy;
 use operators_core::state::StateBackendKind;
-use operators_core::window::{Agg, WatermarkGenerator, Windows};
+use operators_core::window::{Agg, KeyedProcessFunction, ProcessContext, TimeDomain, WatermarkGenerator, Windows};
 use operators_core::{CheckpointId, JobConfig, JobStatus, Pipeline, Result};
 use proptest::prelude::*;
 
@@ -681,4 +682,103 @@ async fn a_source_that_declares_itself_idle_does_not_hold_event_time_back() {
         .flat_map(|b| b.column_by_name("count").unwrap().as_primitive::<Int64Type>().values().to_vec())
         .collect();
     assert_eq!(counts, vec![10, 10, 10, 10]);
+}
+
+/// Sets an event-time timer at `ts + 100` for every row and, when one fires, emits
+/// `(user, time)`; the user id comes from keyed state, as a process function would keep it.
+#[derive(Clone, Default)]
+struct Alarms {
+    user: Option<operators_core::state::ValueState<i64>>,
+}
+
+fn alarm_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("user", DataType::Int64, false), Field::new("time", DataType::Int64, false)]))
+}
+
+impl KeyedProcessFunction for Alarms {
+    fn open(&mut self, state: &mut operators_core::state::KeyedStateStore) -> Result<()> {
+        self.user = Some(state.value_state("alarms.user", None)?);
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, ctx: &mut ProcessContext<'_>) -> Result<()> {
+        let users = batch.column_by_name("user").unwrap().as_primitive::<Int64Type>().clone();
+        let ts = batch.column_by_name("ts").unwrap().as_primitive::<TimestampMillisecondType>().clone();
+        let user_state = self.user.clone().unwrap();
+        for row in 0..batch.num_rows() {
+            let key = ctx.key(row)?;
+            user_state.put(ctx.keyed_state()?, key, &users.value(row))?;
+            ctx.register_timer(key, TimeDomain::EventTime, ts.value(row) + 100)?;
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        key: KeyRef<'_>,
+        time: i64,
+        _domain: TimeDomain,
+        ctx: &mut ProcessContext<'_>,
+    ) -> Result<()> {
+        let user_state = self.user.clone().unwrap();
+        let user = user_state.get(ctx.keyed_state()?, key)?.unwrap();
+        let batch = RecordBatch::try_new(
+            alarm_schema(),
+            vec![Arc::new(Int64Array::from(vec![user])), Arc::new(Int64Array::from(vec![time]))],
+        )?;
+        ctx.emit(batch);
+        Ok(())
+    }
+}
+
+async fn run_alarms(events: &[Event], faults: FaultInjector) -> (Vec<(i64, i64)>, u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = CommittedOutput::default();
+    let mut source = Events::new(to_batches(events, 40));
+    source.pause = Duration::from_millis(2);
+    source.faults = faults;
+    let pipeline = Pipeline::new();
+    pipeline
+        .source("events", source.factory())
+        .parallelism(2)
+        .assign_watermarks("watermarks", WatermarkGenerator::bounded_out_of_orderness("ts", Duration::from_millis(50)))
+        .key_by(["user"])
+        .process("alarms", Alarms::default())
+        .parallelism(2)
+        .sink("sink", TwoPhaseMemorySink::new(output.clone()));
+    let config = JobConfig::new("alarms")
+        .with_parallelism(2)
+        .with_state_backend(StateBackendKind::Sled)
+        .with_local_state_dir(dir.path().join("local"))
+        .with_restart(RestartStrategy::fixed_delay(20, Duration::from_millis(10)))
+        .with_checkpointing(
+            CheckpointConfig::new(dir.path().join("checkpoints")).with_interval(Duration::from_millis(40)),
+        );
+    let outcome = tokio::time::timeout(Duration::from_secs(120), pipeline.run(config)).await.expect("in time").unwrap();
+    let mut alarms: Vec<(i64, i64)> = output
+        .batches()
+        .iter()
+        .flat_map(|b| {
+            let u = b.column(0).as_primitive::<Int64Type>().clone();
+            let t = b.column(1).as_primitive::<Int64Type>().clone();
+            (0..b.num_rows()).map(move |r| (u.value(r), t.value(r))).collect::<Vec<_>>()
+        })
+        .collect();
+    alarms.sort_unstable();
+    (alarms, outcome.restarts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_timers_fire_once_each_across_failures() {
+    let events = ordered_events(8_000, 11, 3, 50);
+    let expected: Vec<(i64, i64)> =
+        events.iter().map(|e| (e.1, e.2 + 100)).collect::<BTreeSet<_>>().into_iter().collect();
+    let (clean, restarts) = run_alarms(&events, FaultInjector::new()).await;
+    assert_eq!(restarts, 0);
+    assert_eq!(clean, expected, "one alarm per user and distinct time");
+    let faults = FaultInjector::new().fail_at("events.poll", [40, 110, 170]);
+    let (restored, restarts) = run_alarms(&events, faults.clone()).await;
+    assert_eq!(faults.fired().len(), 3);
+    assert!(restarts >= 3, "{restarts}");
+    assert_eq!(restored, expected);
 }

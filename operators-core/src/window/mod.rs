@@ -90,6 +90,13 @@
 //! `late_records` metric and dropped. Rows without an event time (null) go to the
 //! dead-letter output.
 //!
+//! ## Timers
+//!
+//! For logic windows do not cover, [`KeyedProcessFunction`] (via
+//! [`Stream::process`](crate::pipeline::Stream::process)) runs user code per batch with
+//! keyed state and per-key event-time and processing-time timers, kept in keyed state
+//! like the windows' accumulators.
+//!
 //! ## State
 //!
 //! One accumulator per key and window lives in keyed state (memory or sled), so it is in
@@ -102,6 +109,7 @@
 //! when a subtask starts, so it always agrees with the state it points to.
 
 mod aggregate;
+mod process;
 mod runtime;
 mod time;
 mod watermark;
@@ -109,6 +117,7 @@ mod watermark;
 use std::time::Duration;
 
 pub use aggregate::{Agg, Aggregate};
+pub use process::{KeyedProcessFunction, KeyedProcessTransform, ProcessContext, TimeDomain};
 pub use runtime::WindowTransform;
 pub use watermark::WatermarkGenerator;
 
