@@ -44,7 +44,7 @@
 //! | `rest` | (feature `rest`) a Flink-shaped REST API to mount in an axum app |
 //! | [`schema`] | the toolkit's schema strings (`struct<id:BigInt>`, ordered JSON) and value rules |
 //! | [`codec`] | JSON objects ⇄ Arrow batches, with bad records as dead letters |
-//! | [`window`] | event time: watermarks, keyed tumbling/sliding/session/count windows, lateness |
+//! | [`window`] | event time: watermarks, keyed tumbling/sliding/session/count windows, lateness, keyed timers |
 //! | [`builtins`] | generator, map/filter, dedup, nest, in-memory exactly-once sink, fault injection |
 //!
 //! ## Delivery guarantees
