@@ -87,6 +87,14 @@ pub fn best(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
 }
 
+/// Writes every dirty page of the machine to disk (`sync`) before a measured run, so
+/// that the write-back of what the previous run wrote (the baseline's output is never
+/// fsynced) is not paid by the next one: a run that fsyncs its output waited behind the
+/// other variant's 100 MB otherwise.
+pub fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 /// Resets the peak-RSS counter (Linux), so the next [`peak_rss_bytes`] covers only what
 /// follows.
 pub fn reset_peak_rss() {

@@ -156,3 +156,23 @@ fn an_unwritable_directory_names_the_setting() {
     let err = FileSink::new(f.path().join("x"), FileFormat::JsonLines).validate().unwrap_err().to_string();
     assert!(err.contains("sink.path"), "{err}");
 }
+
+/// A part larger than the write-behind step (8 MiB) is synced in the background while
+/// it is written; what is committed is still every row, once, in whole lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_past_the_write_behind_step_holds_every_row() {
+    let out = tempfile::tempdir().unwrap();
+    let p = Pipeline::new();
+    p.source("gen", GeneratorSource::bounded(400_000))
+        .sink("files", FileSink::new(out.path(), FileFormat::JsonLines).with_roll_size(1 << 30));
+    let job = p.start(JobConfig::new("write-behind").with_restart(RestartStrategy::None)).unwrap();
+    job.wait().await.unwrap();
+    let (visible, hidden) = files(out.path());
+    assert!(hidden.is_empty(), "no in-progress files left: {hidden:?}");
+    assert_eq!(visible.len(), 1, "one part: {visible:?}");
+    let size = std::fs::metadata(out.path().join(&visible[0])).unwrap().len();
+    assert!(size > 2 * (8 << 20), "the part ({size} bytes) spans several write-behind steps");
+    let mut ids = json_ids(out.path());
+    ids.sort_unstable();
+    assert_eq!(ids, (0..400_000).collect::<Vec<_>>());
+}

@@ -246,10 +246,12 @@ async fn csv_scenario(
     for round in 0..rounds {
         let out = scratch.path().join(format!("out-{round}"));
         let base_out = scratch.path().join(format!("base-{round}"));
+        operators_benches::settle_disk();
         reset_peak_rss();
         let run =
             measure(|| async { operators_benches::csv::pipeline(&input, &out, with_sql).await.unwrap_or(0) }).await;
         rss_with = rss_with.max(peak_rss_bytes());
+        operators_benches::settle_disk();
         reset_peak_rss();
         let base =
             measure(|| async { operators_benches::csv::bare_loop(&input, &base_out, with_sql).unwrap_or(0) }).await;
@@ -319,8 +321,10 @@ fn runner_csv_sql_json(
             "--progress",
             "off",
         ];
+        operators_benches::settle_disk();
         let run = run_operator(&binary, scratch.path(), &args)?;
         let base_out = scratch.path().join(format!("base-{round}"));
+        operators_benches::settle_disk();
         let base = {
             let cpu0 = operators_benches::cpu_time();
             let started = std::time::Instant::now();
