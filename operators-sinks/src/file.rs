@@ -152,7 +152,11 @@ struct PendingPart {
 enum PartWriter {
     /// `scratch` is the encode buffer, kept across batches: a fresh one per batch (about
     /// a MiB) was page-faulted in anew every time.
-    Lines { out: BufWriter<File>, csv_header: bool, scratch: Vec<u8> },
+    Lines {
+        out: BufWriter<File>,
+        csv_header: bool,
+        scratch: Vec<u8>,
+    },
     Parquet(Box<ArrowWriter<File>>),
 }
 
@@ -196,12 +200,16 @@ impl OpenPart {
     ) -> std::result::Result<Self, SinkError> {
         let file = File::create(&temp).map_err(|e| SinkError::io(&temp, e))?;
         let writer = match cfg.format {
-            FileFormat::JsonLines => {
-                PartWriter::Lines { out: BufWriter::with_capacity(1 << 20, file), csv_header: false, scratch: Vec::new() }
-            }
-            FileFormat::Csv => {
-                PartWriter::Lines { out: BufWriter::with_capacity(1 << 20, file), csv_header: true, scratch: Vec::new() }
-            }
+            FileFormat::JsonLines => PartWriter::Lines {
+                out: BufWriter::with_capacity(1 << 20, file),
+                csv_header: false,
+                scratch: Vec::new(),
+            },
+            FileFormat::Csv => PartWriter::Lines {
+                out: BufWriter::with_capacity(1 << 20, file),
+                csv_header: true,
+                scratch: Vec::new(),
+            },
             FileFormat::Parquet => {
                 let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
                 let w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| encode_err(&temp, e))?;

@@ -552,10 +552,8 @@ impl TextReader {
             // The common case: valid UTF-8 goes through as it is, and a chunk that follows
             // the last one without a gap extends its segment.
             let text_end = self.text_end();
-            let continues = self
-                .segments
-                .back()
-                .is_some_and(|s| s.identity && s.orig_start + (text_end - s.text_start) == orig);
+            let continues =
+                self.segments.back().is_some_and(|s| s.identity && s.orig_start + (text_end - s.text_start) == orig);
             if !continues {
                 self.segments.push_back(Segment { text_start: text_end, orig_start: orig, line, identity: true });
             }
