@@ -315,6 +315,8 @@ struct TextReader {
     /// The file on the local file system, when it is local; opened at the first read.
     local_path: Option<std::path::PathBuf>,
     local_file: Option<Arc<std::fs::File>>,
+    #[cfg(unix)]
+    read_ahead: Option<ReadAhead>,
 }
 
 /// An I/O error of a local file in the object store's terms, so that both paths report
@@ -326,6 +328,28 @@ fn local_err(path: &std::path::Path, e: std::io::Error) -> object_store::Error {
     } else {
         object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) }
     }
+}
+
+/// A read of a local file's `pos..end` appended to `raw`, for a blocking thread (the
+/// buffer travels there and back, so no chunk is allocated or copied).
+#[cfg(unix)]
+fn pread(file: &std::fs::File, mut raw: Vec<u8>, pos: u64, end: u64) -> (Vec<u8>, std::io::Result<()>) {
+    use std::os::unix::fs::FileExt;
+    let at = raw.len();
+    raw.resize(at + (end - pos) as usize, 0);
+    let read = file.read_exact_at(&mut raw[at..], pos);
+    if read.is_err() {
+        raw.truncate(at);
+    }
+    (raw, read)
+}
+
+/// A chunk being read while the previous one is decoded.
+#[cfg(unix)]
+struct ReadAhead {
+    /// File offset the read ends at.
+    end: u64,
+    handle: tokio::task::JoinHandle<(Vec<u8>, std::io::Result<()>)>,
 }
 
 fn decode_err(file: &str, e: impl std::fmt::Display) -> Error {
@@ -373,6 +397,8 @@ impl TextReader {
             eof_signalled: false,
             local_path,
             local_file: None,
+            #[cfg(unix)]
+            read_ahead: None,
         })
     }
 
@@ -399,6 +425,8 @@ impl TextReader {
             return Ok(false);
         }
         let end = (self.read_pos + self.format.chunk_bytes as u64).min(self.file.size);
+        #[cfg(unix)]
+        let end = self.read_ahead.as_ref().map_or(end, |ahead| ahead.end);
         let appended_at = self.raw.len();
         self.fetch(end).await?;
         if self.read_pos == 0 {
@@ -421,6 +449,8 @@ impl TextReader {
                 raw.drain(..cut);
                 self.raw = raw;
                 ingested?;
+                #[cfg(unix)]
+                self.start_read_ahead();
             }
             None if self.raw.len() > self.format.max_line_bytes => {
                 return Err(Error::bad_record(
@@ -436,42 +466,50 @@ impl TextReader {
         Ok(true)
     }
 
-    /// Appends the file's bytes `read_pos..end` to `raw`.
+    /// Appends the file's bytes `read_pos..end` to `raw`: the read started ahead when
+    /// there is one, else a read now.
     async fn fetch(&mut self, end: u64) -> Result<()> {
         let storage_err = |source| Error::from(SourceError::Storage { path: self.file.display.clone(), source });
         #[cfg(unix)]
         if let Some(path) = &self.local_path {
-            use std::os::unix::fs::FileExt;
-            let file = match &self.local_file {
-                Some(f) => f.clone(),
+            // `read_more` reads up to the read-ahead's end when there is one.
+            let (raw, read) = match self.read_ahead.take() {
+                Some(ahead) => ahead.handle.await,
                 None => {
-                    let f = Arc::new(std::fs::File::open(path).map_err(|e| storage_err(local_err(path, e)))?);
-                    self.local_file = Some(f.clone());
-                    f
+                    let file = match &self.local_file {
+                        Some(f) => f.clone(),
+                        None => {
+                            let f = Arc::new(std::fs::File::open(path).map_err(|e| storage_err(local_err(path, e)))?);
+                            self.local_file = Some(f.clone());
+                            f
+                        }
+                    };
+                    let (raw, pos) = (std::mem::take(&mut self.raw), self.read_pos);
+                    tokio::task::spawn_blocking(move || pread(&file, raw, pos, end)).await
                 }
-            };
-            // Read straight into the reused `raw` buffer on a blocking thread: no
-            // allocation and no copy per chunk.
-            let mut raw = std::mem::take(&mut self.raw);
-            let (pos, path) = (self.read_pos, path.clone());
-            let len = (end - pos) as usize;
-            let (raw, read) = tokio::task::spawn_blocking(move || {
-                let at = raw.len();
-                raw.resize(at + len, 0);
-                let read = file.read_exact_at(&mut raw[at..], pos);
-                if read.is_err() {
-                    raw.truncate(at);
-                }
-                (raw, read)
-            })
-            .await
+            }
             .map_err(|e| Error::Internal(format!("reading `{}`: {e}", self.file.display)))?;
             self.raw = raw;
-            return read.map_err(|e| storage_err(local_err(&path, e)));
+            return read.map_err(|e| storage_err(local_err(path, e)));
         }
         let bytes = self.location.store.get_range(&self.file.path, self.read_pos..end).await.map_err(storage_err)?;
         self.raw.extend_from_slice(&bytes);
         Ok(())
+    }
+
+    /// Starts reading the next chunk of a local file into `raw` (which then holds only
+    /// the partial last line) while the text read so far is decoded: without it the
+    /// decoder waited for every chunk's read.
+    #[cfg(unix)]
+    fn start_read_ahead(&mut self) {
+        let Some(file) = self.local_file.clone() else { return };
+        if self.read_ahead.is_some() || self.read_pos >= self.file.size {
+            return;
+        }
+        let end = (self.read_pos + self.format.chunk_bytes as u64).min(self.file.size);
+        let (raw, pos) = (std::mem::take(&mut self.raw), self.read_pos);
+        let handle = tokio::task::spawn_blocking(move || pread(&file, raw, pos, end));
+        self.read_ahead = Some(ReadAhead { end, handle });
     }
 
     /// End (exclusive) of the last complete line in `raw`.
@@ -544,23 +582,25 @@ impl TextReader {
     /// Appends complete raw lines to the text, setting bad ones aside.
     fn ingest(&mut self, raw: &[u8]) -> Result<()> {
         let orig = self.raw_start;
-        let line = self.raw_line();
-        self.raw_line = line;
-        self.lines_pending = false;
-        self.raw_start += raw.len() as u64;
         if self.encoding == encoding_rs::UTF_8 && simdutf8::basic::from_utf8(raw).is_ok() {
             // The common case: valid UTF-8 goes through as it is, and a chunk that follows
-            // the last one without a gap extends its segment.
+            // the last one without a gap extends its segment (its lines are not counted).
             let text_end = self.text_end();
             let continues =
                 self.segments.back().is_some_and(|s| s.identity && s.orig_start + (text_end - s.text_start) == orig);
             if !continues {
+                let line = self.raw_line();
                 self.segments.push_back(Segment { text_start: text_end, orig_start: orig, line, identity: true });
             }
+            self.raw_start += raw.len() as u64;
             self.text.extend_from_slice(raw);
             self.lines_pending = true;
             return Ok(());
         }
+        let line = self.raw_line();
+        self.raw_line = line;
+        self.lines_pending = false;
+        self.raw_start += raw.len() as u64;
         let mut offset = orig;
         let mut line_no = line;
         let mut contiguous = false;
