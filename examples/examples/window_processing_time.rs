@@ -10,32 +10,12 @@
 
 use std::time::Duration;
 
-use arrow::record_batch::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use operators_core::builtins::{CommittedOutput, GeneratorSource, TwoPhaseMemorySink};
 use operators_core::window::{Agg, Windows};
 use operators_core::{JobConfig, Pipeline};
 
-/// Prints every row of `batches`, one line per row, `name=value` for each column.
-fn print(title: &str, batches: &[RecordBatch]) -> Result<(), arrow::error::ArrowError> {
-    println!("{title}:");
-    let options = FormatOptions::default();
-    for b in batches {
-        let schema = b.schema();
-        let formatters =
-            b.columns().iter().map(|c| ArrayFormatter::try_new(c, &options)).collect::<Result<Vec<_>, _>>()?;
-        for row in 0..b.num_rows() {
-            let cells: Vec<String> = schema
-                .fields()
-                .iter()
-                .zip(&formatters)
-                .map(|(f, v)| format!("{}={}", f.name(), v.value(row)))
-                .collect();
-            println!("  {}", cells.join(" "));
-        }
-    }
-    Ok(())
-}
+mod support;
+use support::print;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

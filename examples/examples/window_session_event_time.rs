@@ -5,68 +5,19 @@
 //! cargo run -p operators-examples --example window_session_event_time
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use arrow::record_batch::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
-use async_trait::async_trait;
 use operators_core::builtins::{CommittedOutput, TwoPhaseMemorySink};
-use operators_core::operator::{Source, SourceContext, SourcePoll, TaskInfo};
+use operators_core::operator::TaskInfo;
 use operators_core::window::{Agg, WatermarkGenerator, Windows};
 use operators_core::{JobConfig, Pipeline};
 
-/// Emits its batches in order, then finishes.
-struct Batches(std::vec::IntoIter<RecordBatch>);
-
-#[async_trait]
-impl Source for Batches {
-    async fn poll_next(&mut self, _ctx: &mut SourceContext) -> operators_core::Result<SourcePoll> {
-        Ok(self.0.next().map_or(SourcePoll::Finished, SourcePoll::Batch))
-    }
-}
-
-fn clicks(schema: &SchemaRef, rows: &[(&str, i64, i64)]) -> arrow::error::Result<RecordBatch> {
-    RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.1))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
-        ],
-    )
-}
-
-/// Prints every row of `batches`, one line per row, `name=value` for each column.
-fn print(title: &str, batches: &[RecordBatch]) -> Result<(), arrow::error::ArrowError> {
-    println!("{title}:");
-    let options = FormatOptions::default();
-    for b in batches {
-        let schema = b.schema();
-        let formatters =
-            b.columns().iter().map(|c| ArrayFormatter::try_new(c, &options)).collect::<Result<Vec<_>, _>>()?;
-        for row in 0..b.num_rows() {
-            let cells: Vec<String> = schema
-                .fields()
-                .iter()
-                .zip(&formatters)
-                .map(|(f, v)| format!("{}={}", f.name(), v.value(row)))
-                .collect();
-            println!("  {}", cells.join(" "));
-        }
-    }
-    Ok(())
-}
+mod support;
+use support::{Batches, clicks, clicks_schema, print};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("user", DataType::Utf8, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), false),
-        Field::new("amount", DataType::Int64, false),
-    ]));
+    let schema = clicks_schema();
     let batches = vec![
         clicks(&schema, &[("ann", 100, 5), ("bob", 100, 7), ("ann", 300, 1)])?,
         clicks(&schema, &[("ann", 700, 2), ("bob", 900, 3)])?,
