@@ -570,10 +570,10 @@ impl TextReader {
     fn raw_line(&self) -> u64 {
         match self.segments.back() {
             Some(seg) if self.lines_pending => {
-                let from = (seg.text_start.max(self.text_base) - self.text_base) as usize;
-                let from = from.min(self.text.len());
-                let base = if seg.text_start < self.text_base { self.locate(self.text_base).1 } else { seg.line };
-                base + memchr::memchr_iter(self.format.terminator(), &self.text[from..]).count() as u64
+                // `advance` keeps the first segment starting at the text's base, so the
+                // last one never starts before it.
+                let from = (seg.text_start.saturating_sub(self.text_base) as usize).min(self.text.len());
+                seg.line + memchr::memchr_iter(self.format.terminator(), &self.text[from..]).count() as u64
             }
             _ => self.raw_line,
         }
