@@ -224,7 +224,8 @@ impl OpenPart {
     /// failed fsync the kernel may have dropped the pages and a later fsync can succeed
     /// anyway, so the first error must not be lost.
     fn write_behind(&mut self) -> std::result::Result<(), SinkError> {
-        if self.bytes - self.synced_at < WRITE_BEHIND_BYTES {
+        // Saturating: a Parquet part's size estimate can shrink when a row group is encoded.
+        if self.bytes.saturating_sub(self.synced_at) < WRITE_BEHIND_BYTES {
             return Ok(());
         }
         if self.syncing.as_ref().is_some_and(|h| !h.is_finished()) {
