@@ -34,6 +34,10 @@ pub enum SqlError {
     #[error("the stream does not match the SQL input schema: {0}")]
     Input(String),
 
+    /// A watermark declaration is malformed or does not fit the query.
+    #[error("bad watermark: {0}")]
+    Watermark(String),
+
     /// Evaluating the query on a batch failed.
     #[error("evaluating the SQL failed: {message}\n  in: {sql}")]
     Execution {
@@ -49,6 +53,7 @@ impl From<SqlError> for operators_core::Error {
         let key = match &e {
             SqlError::Schema(_) | SqlError::Input(_) => "sql.schema",
             SqlError::Plan { .. } | SqlError::Unsupported { .. } => "sql",
+            SqlError::Watermark(_) => "sql.watermark",
             SqlError::Execution { .. } => {
                 return operators_core::Error::external("SQL transform", false, e);
             }

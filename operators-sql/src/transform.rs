@@ -28,6 +28,7 @@ use operators_core::schema::{convert_strings, parse_schema};
 
 use crate::error::SqlError;
 use crate::udf::builtin_udfs;
+use crate::window::{SqlPlan, misplaced_window_function, plan_windowed, windowed_select};
 
 /// Builds a [`SqlTransform`].
 ///
@@ -109,6 +110,44 @@ impl SqlTransformBuilder {
 
     /// Async form of [`SqlTransformBuilder::build`].
     pub async fn build_async(self) -> Result<SqlTransform, SqlError> {
+        match self.plan_async(false).await? {
+            SqlPlan::Stateless(t) => Ok(t),
+            // `plan_async(false)` refuses windowed queries before planning them.
+            SqlPlan::Windowed(w) => Err(SqlError::Unsupported {
+                clause: "GROUP BY tumble(...) / hop(...)",
+                reason: "is a windowed aggregation: plan it with SqlTransformBuilder::build_plan".into(),
+                sql: w.sql().to_string(),
+            }),
+        }
+    }
+
+    /// Plans the query, per-batch or windowed: a query whose top-level `GROUP BY` has
+    /// `tumble(ts, size)` or `hop(ts, slide, size)` becomes a [`WindowedSql`](crate::WindowedSql)
+    /// (see [`crate::window`]), any other a [`SqlTransform`] as [`build`](Self::build) makes.
+    pub fn build_plan(self) -> Result<SqlPlan, SqlError> {
+        let mut future = std::pin::pin!(self.plan_async(true));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..10_000 {
+            if let std::task::Poll::Ready(result) = future.as_mut().poll(&mut cx) {
+                return result;
+            }
+            std::thread::yield_now();
+        }
+        Err(SqlError::Input("planning did not complete; use `build_plan_async` from async code".into()))
+    }
+
+    /// Async form of [`SqlTransformBuilder::build_plan`].
+    pub async fn build_plan_async(self) -> Result<SqlPlan, SqlError> {
+        self.plan_async(true).await
+    }
+
+    /// The same builder with another query (the windowed path's pre-projection).
+    pub(crate) fn with_sql(mut self, sql: String) -> Self {
+        self.sql = sql;
+        self
+    }
+
+    async fn plan_async(self, windows: bool) -> Result<SqlPlan, SqlError> {
         let sql = self.sql.trim().trim_end_matches(';').to_string();
         let plan_err =
             |e: datafusion::error::DataFusionError| SqlError::Plan { message: e.to_string(), sql: sql.clone() };
@@ -127,6 +166,23 @@ impl SqlTransformBuilder {
         let table = MemTable::try_new(schema.clone(), vec![vec![]]).map_err(plan_err)?;
         ctx.register_table(self.table.as_str(), Arc::new(table)).map_err(plan_err)?;
         let state = ctx.state();
+        // Windowed queries are recognised on the AST; DataFusion plans their parts.
+        if let Ok(statement) = state.sql_to_statement(&sql, &state.config_options().sql_parser.dialect) {
+            if let Some((query, select)) = windowed_select(&statement) {
+                if !windows {
+                    return Err(SqlError::Unsupported {
+                        clause: "GROUP BY tumble(...) / hop(...)",
+                        reason: "is a windowed aggregation, which runs on the window operator: plan it with \
+                                 SqlTransformBuilder::build_plan"
+                            .into(),
+                        sql,
+                    });
+                }
+                let windowed = plan_windowed(&self, &state, schema.clone(), query, select, &sql).await?;
+                return Ok(SqlPlan::Windowed(Box::new(windowed)));
+            }
+            misplaced_window_function(&statement, &sql)?;
+        }
         let plan = state.create_logical_plan(&sql).await.map_err(plan_err)?;
         check_stateless(&plan, &sql)?;
         let optimized = state.optimize(&plan).map_err(plan_err)?;
@@ -147,9 +203,9 @@ impl SqlTransformBuilder {
             ));
             steps.push(Step::Cast(output.clone()));
         }
-        Ok(SqlTransform {
+        Ok(SqlPlan::Stateless(SqlTransform {
             query: Arc::new(CompiledQuery { sql, input: schema, output, steps, bad_records: self.bad_records }),
-        })
+        }))
     }
 }
 
@@ -157,9 +213,11 @@ impl SqlTransformBuilder {
 fn stateful_clause(plan: &LogicalPlan) -> Option<(&'static str, &'static str)> {
     const STATE: &str = "needs state across batches, which the SQL transform does not keep";
     Some(match plan {
-        LogicalPlan::Aggregate(_) => {
-            ("GROUP BY / aggregate functions", "need state across batches (windowed aggregation is not supported yet)")
-        }
+        LogicalPlan::Aggregate(_) => (
+            "GROUP BY / aggregate functions",
+            "need state across batches; a windowed aggregation groups by a window too: \
+                 GROUP BY k, tumble(ts, INTERVAL '1' SECOND) or hop(ts, <slide>, <size>)",
+        ),
         LogicalPlan::Join(_) => ("JOIN", "between streams needs state across batches"),
         LogicalPlan::Sort(_) => ("ORDER BY", "over an unbounded stream needs all of it"),
         LogicalPlan::Window(_) => ("window functions (OVER ...)", STATE),
