@@ -179,7 +179,18 @@ pub const PARAMS: &[ParamSpec] = &[
         "run stream.sql on every record (always on for the kafka source)",
     ),
     p("stream.sql.table", Some("t1"), Kind::Text, "the table name the SQL reads"),
-    p("stream.sql", Some("select * from t1"), Kind::Text, "the SQL: SELECT ... FROM <table> [WHERE ...]"),
+    p(
+        "stream.sql",
+        Some("select * from t1"),
+        Kind::Text,
+        "the SQL: SELECT ... FROM <table> [WHERE ...] [GROUP BY keys, tumble(ts, INTERVAL '1' SECOND) | hop(ts, slide, size)]",
+    ),
+    ext(
+        "stream.sql.watermark",
+        None,
+        Kind::Text,
+        "windowed stream.sql: event-time column and out-of-orderness, <column>,<delay> (ts,200ms; ms/s/m/h) or ts - INTERVAL '5' SECOND",
+    ),
     p("stream.sql.schema", None, Kind::Text, "input schema: struct<_col0:BigInt,_col1:String>"),
     p(
         "stream.sql.schema.json",

@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use operators_core::builtins::{NestTransform, RateLimitTransform};
 use operators_core::checkpoint::{CheckpointConfig, CheckpointingMode};
 use operators_core::operator::BadRecordPolicy;
 use operators_core::restart::RestartStrategy;
 use operators_core::state::StateBackendKind;
+use operators_core::window::WatermarkGenerator;
 use operators_core::{JobConfig, Pipeline, Stream};
 use operators_sinks::elasticsearch::{Backoff, BackoffKind, EsConfig, EsSink, SyncMode};
 use operators_sinks::file::{FileFormat, FileSink};
@@ -25,7 +26,7 @@ use operators_sources::file::text::{TextFormat, parse_charset, parse_delimiter};
 use operators_sources::file::{DirectorySource, Location, WatchMode};
 use operators_sources::jdbc::{DbConfig, DbKind, JdbcSource};
 use operators_sources::kafka::{KafkaConfig, KafkaSource};
-use operators_sql::SqlTransformBuilder;
+use operators_sql::{SqlPlan, SqlTransformBuilder};
 use thiserror::Error;
 
 use super::params::{ParamError, Params};
@@ -134,6 +135,8 @@ struct Shape<'a> {
     source: &'a str,
     sink: &'a str,
     sql: bool,
+    /// The SQL groups by a window (tumble/hop).
+    windowed: bool,
     merge: bool,
     checkpoints: bool,
     dedup: bool,
@@ -183,6 +186,16 @@ impl Shape<'_> {
             }
             "stream.sql" | "stream.sql.table" => (!self.sql)
                 .then(|| "SQL is off (stream.sql.enable is false; only the kafka source runs SQL always)".to_string()),
+            "stream.sql.watermark" => {
+                if !self.sql {
+                    Some("SQL is off (stream.sql.enable is false; only the kafka source runs SQL always)".to_string())
+                } else {
+                    (!self.windowed).then(|| {
+                        "the stream.sql query groups by no window (tumble/hop), so nothing waits for watermarks"
+                            .to_string()
+                    })
+                }
+            }
             "stream.sql.schema" | "stream.sql.schema.json" => {
                 (!self.sql && !source_is(TEXT_SOURCES) && !source_is(KAFKA_SOURCES)).then(|| {
                     format!(
@@ -282,6 +295,38 @@ fn sql_schema(params: &Params) -> Result<Option<SchemaRef>, PlanError> {
         }
     }
     Ok(None)
+}
+
+/// The watermarks a windowed `stream.sql` needs: `stream.sql.watermark` on a Timestamp
+/// column of the SQL input schema.
+fn sql_watermark(params: &Params, schema: &SchemaRef) -> Result<WatermarkGenerator, PlanError> {
+    const KEY: &str = "stream.sql.watermark";
+    let text = params.text(KEY).ok_or_else(|| {
+        missing(
+            KEY,
+            "the stream.sql query groups by a window (tumble/hop), which fires as watermarks pass its end: give the \
+             event-time column and its out-of-orderness, e.g. ts,200ms or ts - INTERVAL '5' SECOND",
+        )
+    })?;
+    let generator = operators_sql::parse_watermark(&text).map_err(component(KEY))?;
+    let column = generator.column();
+    match schema.field_with_name(column).map(|f| f.data_type()) {
+        Ok(DataType::Timestamp(_, _)) => Ok(generator),
+        Ok(other) => Err(PlanError::Component {
+            key: KEY.into(),
+            message: format!(
+                "column `{column}` is {} in the SQL input schema; the watermark column must be a Timestamp",
+                operators_core::schema::type_name_of(other)
+            ),
+        }),
+        Err(_) => {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            Err(PlanError::Component {
+                key: KEY.into(),
+                message: format!("column `{column}` is not in the SQL input schema (columns: {})", names.join(", ")),
+            })
+        }
+    }
 }
 
 /// The Kafka client settings under `prefix` (`source.kafka`, `sink.kafka`).
@@ -682,6 +727,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
     }
     let sql_on = params.bool("stream.sql.enable")? || source_type == "kafka";
     let mut known_schema = None;
+    let mut windowed = false;
     if sql_on {
         let schema = sql_schema(params)?.ok_or_else(|| {
             missing("stream.sql.schema", "the SQL needs the input schema (or stream.sql.schema.json)")
@@ -690,7 +736,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
             .with_table(params.text("stream.sql.table").unwrap_or_else(|| "t1".into()))
             .with_schema(Arc::clone(&schema))
             .with_bad_records(policy)
-            .build()
+            .build_plan()
             .map_err(|e| {
                 let key = match e {
                     operators_sql::SqlError::Schema(_) | operators_sql::SqlError::Input(_) => "stream.sql.schema",
@@ -698,9 +744,19 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
                 };
                 PlanError::Component { key: key.into(), message: e.to_string() }
             })?;
+        let sql = match sql {
+            SqlPlan::Windowed(w) => {
+                windowed = true;
+                SqlPlan::from(
+                    w.with_watermark(sql_watermark(params, &schema)?).map_err(component("stream.sql.watermark"))?,
+                )
+            }
+            stateless => stateless,
+        };
         known_schema = Some(sql.output_schema());
-        stream = stream.transform("sql", sql);
-        dead_letters.push(stream.dead_letters());
+        let out = sql.apply(stream, "sql");
+        stream = out.rows;
+        dead_letters.extend(out.dead_letters);
     }
     if params.bool("sink.merge.enable")? {
         let nest = NestTransform::new()
@@ -790,6 +846,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         source: &source_type,
         sink: &sink_type,
         sql: sql_on,
+        windowed,
         merge: params.bool("sink.merge.enable")?,
         checkpoints: config.checkpointing.is_some(),
         dedup: params.has("unique.keys"),
