@@ -97,7 +97,20 @@ fn a_tumble_query_with_a_watermark_counts_every_window_of_a_csv_file() {
     let out = tmp.path().join("out");
     let sql = "select id, window_start, window_end, count(*) as cnt, sum(v) as total \
                from t1 where v <> 3 group by id, tumble(ts, interval '1' second)";
-    let o = job(tmp.path(), &input, &out, sql, &["--stream.sql.watermark", "ts,200ms", "--stream.parallelism", "2"]);
+    let o = job(
+        tmp.path(),
+        &input,
+        &out,
+        sql,
+        &[
+            "--stream.sql.watermark",
+            "ts,200ms",
+            "--stream.sql.watermark.idle.timeout",
+            "30000",
+            "--stream.parallelism",
+            "2",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 
     let mut windows: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
@@ -183,6 +196,15 @@ fn a_watermark_without_a_window_is_warned_about_and_a_bad_one_is_refused() {
     let err = stderr(&o);
     let line = err.lines().find(|l| l.contains("warning") && l.contains("`stream.sql.watermark`"));
     assert!(line.is_some_and(|l| l.contains("no window")), "{err}");
+    let o = job(
+        tmp.path(),
+        &input,
+        &out,
+        "select id, v from t1",
+        &["--stream.sql.watermark.idle.timeout", "100", "--dry-run"],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("`stream.sql.watermark.idle.timeout` has no effect"), "{text}");
     assert_eq!(json_rows(&out).len(), 10);
 
     let windowed = "select id, count(*) as cnt from t1 group by id, tumble(ts, interval '1' second)";

@@ -191,6 +191,12 @@ pub const PARAMS: &[ParamSpec] = &[
         Kind::Text,
         "windowed stream.sql: event-time column and out-of-orderness, <column>,<delay> (ts,200ms; ms/s/m/h) or ts - INTERVAL '5' SECOND",
     ),
+    ext(
+        "stream.sql.watermark.idle.timeout",
+        None,
+        Kind::Int,
+        "windowed stream.sql: ms without rows after which a source subtask stops holding back event time (default: never)",
+    ),
     p("stream.sql.schema", None, Kind::Text, "input schema: struct<_col0:BigInt,_col1:String>"),
     p(
         "stream.sql.schema.json",

@@ -186,7 +186,7 @@ impl Shape<'_> {
             }
             "stream.sql" | "stream.sql.table" => (!self.sql)
                 .then(|| "SQL is off (stream.sql.enable is false; only the kafka source runs SQL always)".to_string()),
-            "stream.sql.watermark" => {
+            "stream.sql.watermark" | "stream.sql.watermark.idle.timeout" => {
                 if !self.sql {
                     Some("SQL is off (stream.sql.enable is false; only the kafka source runs SQL always)".to_string())
                 } else {
@@ -308,7 +308,12 @@ fn sql_watermark(params: &Params, schema: &SchemaRef) -> Result<WatermarkGenerat
              event-time column and its out-of-orderness, e.g. ts,200ms or ts - INTERVAL '5' SECOND",
         )
     })?;
-    let generator = operators_sql::parse_watermark(&text).map_err(component(KEY))?;
+    let mut generator = operators_sql::parse_watermark(&text).map_err(component(KEY))?;
+    match params.int("stream.sql.watermark.idle.timeout")? {
+        Some(0) => return Err(conflict("stream.sql.watermark.idle.timeout", "must be at least 1 (ms)")),
+        Some(ms) => generator = generator.with_idle_timeout(Duration::from_millis(ms)),
+        None => {}
+    }
     let column = generator.column();
     match schema.field_with_name(column).map(|f| f.data_type()) {
         Ok(DataType::Timestamp(_, _)) => Ok(generator),
