@@ -1,16 +1,18 @@
 //! Windowed `stream.sql` through the `operator` binary: a tumble and a hop query with
-//! `stream.sql.watermark` over a CSV file against counts computed here, the window
-//! operators in `--dry-run`, and the watermark parameter refused or warned about when it
-//! is missing, wrong or has no effect.
+//! `stream.sql.watermark` over a CSV file against counts computed here, Kafka → windowed
+//! SQL → Kafka, the window operators in `--dry-run`, and the watermark parameter refused
+//! or warned about when it is missing, wrong or has no effect.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use operators_testkit::kafka::TestKafka;
 use serde_json::{Value, json};
-use support::{json_rows, run, stderr};
+use support::{json_rows, operator, run, stderr};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -230,4 +232,91 @@ fn a_watermark_without_a_window_is_warned_about_and_a_bad_one_is_refused() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("`stream.sql`") && err.contains("HAVING"), "{err}");
+}
+
+#[test]
+fn kafka_to_a_tumble_count_to_kafka() {
+    let kafka = TestKafka::start();
+    // One partition: the watermark trails the highest time its source subtask has read,
+    // so the disorder across partitions read by one subtask would count as lateness.
+    let input = kafka.topic("window-in", 1).unwrap();
+    let output = kafka.topic("window-out", 1).unwrap();
+    let mut expected: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    let mut records = Vec::new();
+    for i in 0..400i64 {
+        let offset = i * 11 + (i * 7919) % 120;
+        let id = i % 3;
+        // Both forms the JSON decoder reads for a Timestamp: epoch ms and the text form.
+        records.push(if i % 2 == 0 {
+            format!(r#"{{"id":{id},"ts":{}}}"#, EPOCH_2026 + offset)
+        } else {
+            format!(r#"{{"id":{id},"ts":"{}"}}"#, stamp(offset))
+        });
+        *expected.entry((id, offset / 1000)).or_default() += 1;
+    }
+    // A later record moves the watermark past every window above; its own stays open.
+    records.push(format!(r#"{{"id":0,"ts":{}}}"#, EPOCH_2026 + 30_000));
+    kafka.produce_values(&input, 1, &records).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = operator(tmp.path())
+        .args([
+            "--source.type",
+            "kafka",
+            "--source.kafka.brokers",
+            kafka.bootstrap_servers(),
+            "--source.kafka.topic",
+            &input,
+            "--group.id",
+            "runner-window",
+            "--stream.sql.schema.json",
+            r#"{"id":"BigInt","ts":"Timestamp"}"#,
+            "--stream.sql",
+            "select id, window_start, window_end, count(*) as cnt from t1 group by id, tumble(ts, interval '1' second)",
+            "--stream.sql.watermark",
+            "ts,200ms",
+            "--sink.kafka.brokers",
+            kafka.bootstrap_servers(),
+            "--sink.kafka.topic",
+            &output,
+            "--stream.checkpoint.enable",
+            "true",
+            "--stream.checkpoint.mode",
+            "EXACTLY_ONCE",
+            "--stream.checkpoint.interval",
+            "200",
+            "--stream.checkpoint.dir",
+            tmp.path().join("ck").to_str().unwrap(),
+            "--progress",
+            "off",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rows = |kafka: &TestKafka| -> Vec<Value> {
+        kafka.read_committed_values(&output).unwrap().iter().map(|v| serde_json::from_str(v).unwrap()).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got = rows(&kafka);
+        if got.len() >= expected.len() || Instant::now() > deadline {
+            break got;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the job ended on its own");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let expected: Vec<Value> = expected
+        .iter()
+        .map(|(&(id, second), &cnt)| {
+            json!({
+                "id": id,
+                "window_start": stamp(second * 1000),
+                "window_end": stamp((second + 1) * 1000),
+                "cnt": cnt,
+            })
+        })
+        .collect();
+    assert_eq!(sorted(got), sorted(expected));
 }
