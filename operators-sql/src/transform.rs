@@ -5,7 +5,9 @@
 //! the resulting projection and filter expressions are compiled into physical
 //! expressions. Per batch, only those expressions are evaluated — no planning on the hot
 //! path. A query that would need state across batches (GROUP BY, JOIN, ORDER BY, window
-//! functions, DISTINCT, LIMIT) is refused at build time, naming the clause.
+//! functions, DISTINCT, LIMIT) is refused at build time, naming the clause — except a
+//! `GROUP BY` with `tumble`/`hop`, which [`SqlTransformBuilder::build_plan`] plans onto the
+//! window operator ([`crate::window`]).
 
 use std::future::Future;
 use std::sync::Arc;
