@@ -189,10 +189,13 @@ pub(crate) fn partition_by_key(
     parallelism: usize,
     max_parallelism: u16,
 ) -> Result<Vec<(usize, RecordBatch)>> {
-    let keys = key.extract(batch, max_parallelism)?;
     if parallelism == 1 {
+        // One receiver: nothing to route, but a missing key column fails here as it would
+        // at any parallelism.
+        key.check(batch)?;
         return Ok(vec![(0, batch.clone())]);
     }
+    let keys = key.extract(batch, max_parallelism)?;
     let mut rows: Vec<Vec<u32>> = vec![Vec::new(); parallelism];
     for (row, kg) in keys.key_groups().iter().enumerate() {
         rows[subtask_for_key_group(*kg, parallelism, max_parallelism)].push(row as u32);

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray,
     types::{
         Date32Type, Date64Type, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
         TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type,
@@ -105,6 +105,9 @@ pub struct BatchKeys {
     data: Vec<u8>,
     offsets: Vec<usize>,
     groups: Vec<u16>,
+    /// `hash_key` of every row's key: computed for the key group anyway, and kept so
+    /// that operators indexing keys in hash tables need not hash them again.
+    hashes: Vec<u64>,
 }
 
 impl BatchKeys {
@@ -130,6 +133,11 @@ impl BatchKeys {
     pub fn key_groups(&self) -> &[u16] {
         &self.groups
     }
+
+    /// [`hash_key`] of every row's key.
+    pub fn hashes(&self) -> &[u64] {
+        &self.hashes
+    }
 }
 
 /// Selects the key columns of a stream by name.
@@ -153,8 +161,13 @@ impl KeySelector {
         &self.columns
     }
 
-    /// Encodes the key of every row of `batch` and computes its key group.
-    pub fn extract(&self, batch: &RecordBatch, max_parallelism: u16) -> Result<BatchKeys> {
+    /// Checks that `batch` has the key columns, in types keys can be made of, without
+    /// encoding any row (for a hash exchange with one receiver, which routes nothing).
+    pub fn check(&self, batch: &RecordBatch) -> Result<()> {
+        self.columns_of(batch).map(drop)
+    }
+
+    fn columns_of<'a>(&self, batch: &'a RecordBatch) -> Result<Vec<KeyColumn<'a>>> {
         let schema = batch.schema();
         let mut cols = Vec::with_capacity(self.columns.len());
         for name in self.columns.iter() {
@@ -167,11 +180,18 @@ impl KeySelector {
             })?;
             cols.push(KeyColumn::prepare(batch.column(idx))?);
         }
+        Ok(cols)
+    }
+
+    /// Encodes the key of every row of `batch` and computes its key group.
+    pub fn extract(&self, batch: &RecordBatch, max_parallelism: u16) -> Result<BatchKeys> {
+        let cols = self.columns_of(batch)?;
         let rows = batch.num_rows();
         let mut keys = BatchKeys {
             data: Vec::with_capacity(rows * 12 * cols.len().max(1)),
             offsets: Vec::with_capacity(rows + 1),
             groups: Vec::with_capacity(rows),
+            hashes: Vec::with_capacity(rows),
         };
         keys.offsets.push(0);
         for row in 0..rows {
@@ -182,6 +202,7 @@ impl KeySelector {
             keys.offsets.push(keys.data.len());
             let hash = hash_key(&keys.data[start..]);
             keys.groups.push(key_group_of_hash(hash, max_parallelism));
+            keys.hashes.push(hash);
         }
         Ok(keys)
     }
@@ -204,6 +225,8 @@ enum KeyColumn<'a> {
     Null,
     Bool(&'a BooleanArray),
     Int(&'a dyn Array, fn(&dyn Array, usize) -> i64),
+    /// The common key type, read without a downcast per row.
+    Int64(&'a Int64Array),
     UInt64(&'a dyn Array),
     Float(&'a dyn Array, fn(&dyn Array, usize) -> f64),
     Str(&'a dyn Array, fn(&dyn Array, usize) -> &[u8]),
@@ -222,7 +245,7 @@ impl<'a> KeyColumn<'a> {
             DataType::Int8 => KeyColumn::Int(a, |a, i| i64::from(a.as_primitive::<Int8Type>().value(i))),
             DataType::Int16 => KeyColumn::Int(a, |a, i| i64::from(a.as_primitive::<Int16Type>().value(i))),
             DataType::Int32 => KeyColumn::Int(a, |a, i| i64::from(a.as_primitive::<Int32Type>().value(i))),
-            DataType::Int64 => KeyColumn::Int(a, |a, i| a.as_primitive::<Int64Type>().value(i)),
+            DataType::Int64 => KeyColumn::Int64(a.as_primitive::<Int64Type>()),
             DataType::UInt8 => KeyColumn::Int(a, |a, i| i64::from(a.as_primitive::<UInt8Type>().value(i))),
             DataType::UInt16 => KeyColumn::Int(a, |a, i| i64::from(a.as_primitive::<UInt16Type>().value(i))),
             DataType::UInt32 => KeyColumn::Int(a, |a, i| i64::from(a.as_primitive::<UInt32Type>().value(i))),
@@ -272,6 +295,7 @@ impl<'a> KeyColumn<'a> {
                 return;
             }
             KeyColumn::Bool(a) => *a,
+            KeyColumn::Int64(a) => *a,
             KeyColumn::Int(a, _)
             | KeyColumn::UInt64(a)
             | KeyColumn::Float(a, _)
@@ -294,6 +318,10 @@ impl<'a> KeyColumn<'a> {
             KeyColumn::Int(a, get) => {
                 out.push(TAG_INT);
                 out.extend_from_slice(&get(*a, row).to_be_bytes());
+            }
+            KeyColumn::Int64(a) => {
+                out.push(TAG_INT);
+                out.extend_from_slice(&a.value(row).to_be_bytes());
             }
             KeyColumn::UInt64(a) => {
                 let v = a.as_primitive::<UInt64Type>().value(row);

@@ -485,6 +485,20 @@ impl BoundAgg {
         }
     }
 
+    /// Whether it folds rows without reading them (a count): then only how many rows
+    /// fall into a window matters, not which.
+    pub(crate) fn counts_only(&self) -> bool {
+        matches!(self.kind, AggKind::Count)
+    }
+
+    /// Folds `n` rows into the accumulator of an aggregation that [counts
+    /// only](Self::counts_only).
+    pub(crate) fn add_count(&self, acc: &mut Acc, n: u32) {
+        if let Acc::Count(c) = acc {
+            *c += i64::from(n);
+        }
+    }
+
     /// Folds `rows` (with their event times `times`, indexed by row) into `acc`.
     pub(crate) fn add_rows(
         &self,

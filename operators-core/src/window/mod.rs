@@ -111,6 +111,7 @@
 mod aggregate;
 mod process;
 mod runtime;
+mod table;
 mod time;
 mod watermark;
 

@@ -4,12 +4,17 @@
 //! Accumulators live in one keyed map state, `window → state`, per key, so the runtime
 //! checkpoints, restores and re-partitions them like any keyed state. Firing needs the
 //! opposite direction, time → (key, window), which keyed state does not index; the
-//! operator keeps that index in memory (two ordered sets of timers: when each window
-//! fires and when it is dropped) and rebuilds it in `open` by scanning its own key
+//! operator keeps that index in memory and rebuilds it in `open` by scanning its own key
 //! groups' entries. Rebuilding from state rather than checkpointing the index separately
 //! means the index can never disagree with the state it points to, also after the key
 //! groups moved to another subtask. The index costs one entry per key and open window,
 //! the same bound as the state.
+//!
+//! Aligned windows (tumbling, sliding) share their bounds across keys, so their index is
+//! a [`WindowTable`] of panes that also holds the decoded states between batches and
+//! writes them to keyed state before each snapshot. Session and count windows, whose
+//! bounds are per key, keep ordered sets of timers and read and write keyed state per
+//! batch.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -22,10 +27,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::{Acc, BoundAgg, ColumnReader, Scalar, ScalarType, build_column};
+use super::table::{Mark, WindowTable};
 use super::time::{event_times, sliding_windows, tumbling_start};
 use super::{IS_UPDATE, WINDOW_END, WINDOW_START, WindowKind, Windows};
 use crate::error::{Error, Result};
-use crate::key::{BatchKeys, KeyRef};
+use crate::key::{BatchKeys, KeyRef, hash_key};
 use crate::message::{CheckpointId, Watermark};
 use crate::operator::{DeadLetter, OperatorContext, RestoredState, TaskInfo, Transform, TransformFactory};
 use crate::state::MapState;
@@ -67,33 +73,34 @@ const COUNT_WINDOW: WindowId = (0, 0);
 /// Most result rows in one emitted batch.
 const MAX_RESULT_ROWS: usize = 8192;
 
-/// Most window states kept decoded in memory (tumbling and sliding windows).
-const CACHE_LIMIT: usize = 65_536;
-
-/// `(key group, key bytes, window start, window end)`.
-type CacheKey = (u16, Vec<u8>, i64, i64);
-
-/// A window state kept decoded between batches.
-struct Cached {
-    state: WindowState,
-    /// Changed since it was last written to keyed state.
-    dirty: bool,
-    /// Keyed state holds a version of it (else dropping it needs no delete).
-    in_store: bool,
-}
+/// Most window states kept decoded in memory (tumbling and sliding windows); beyond it
+/// they are written to keyed state and dropped from memory (sled spills them to disk).
+const CACHE_LIMIT: usize = 262_144;
 
 /// What is kept per key and window.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct WindowState {
+pub(super) struct WindowState {
     /// The key's column values, to put in the result row.
-    key: Vec<Option<Scalar>>,
-    accs: Vec<Acc>,
+    pub(super) key: Vec<Option<Scalar>>,
+    pub(super) accs: Vec<Acc>,
     /// The window's result was emitted (later results are updates).
-    fired: bool,
+    pub(super) fired: bool,
     /// Rows folded in (count windows fire on it).
-    rows: u64,
+    pub(super) rows: u64,
     /// Count windows: job clock when the first row came.
-    first_ms: i64,
+    pub(super) first_ms: i64,
+}
+
+/// Buffers reused across batches by the aligned-window path.
+#[derive(Default)]
+struct Scratch {
+    /// Table entries the batch touches.
+    touched: Vec<u32>,
+    /// `(entry, row)` for every row and window it belongs to.
+    pairs: Vec<(u32, u32)>,
+    /// Rows ordered by entry.
+    rows: Vec<u32>,
+    windows: Vec<WindowId>,
 }
 
 /// The operator's own checkpointed state: where event time stood and the column types.
@@ -162,6 +169,11 @@ impl Bound {
         Self::new(key_columns, key_types, spec, agg_types)
     }
 
+    fn result_row(&self, state: &WindowState, w: WindowId, is_update: bool) -> OutRow {
+        let results = self.aggs.iter().zip(&state.accs).map(|(a, acc)| a.result(acc)).collect();
+        OutRow { key: state.key.clone(), start: w.0, end: w.1, results, is_update }
+    }
+
     fn new_state(&self, key: Vec<Option<Scalar>>, now_ms: i64) -> WindowState {
         WindowState {
             key,
@@ -171,6 +183,18 @@ impl Bound {
             first_ms: now_ms,
         }
     }
+}
+
+/// Names the operator in a state error from an aggregation.
+fn state_context(operator: &str, e: Error) -> Error {
+    match e {
+        Error::State { message, .. } => Error::State { operator: operator.to_string(), message },
+        other => other,
+    }
+}
+
+fn unbound(operator: &str) -> Error {
+    Error::Internal(format!("window `{operator}`: window state exists but the column types are unknown"))
 }
 
 /// One result row waiting to be emitted.
@@ -196,13 +220,17 @@ struct WindowTask {
     /// When each fired event-time window is dropped (end − 1 + allowed lateness).
     cleanups: BTreeSet<Timer>,
     out: Vec<OutRow>,
-    /// Write-back cache of tumbling and sliding window states: the rows of a window
-    /// arrive over many batches, and decoding and re-encoding its state for each would
-    /// dominate the cost of a window count. Written to keyed state before every
-    /// snapshot (so checkpoints see it) and whenever it outgrows `CACHE_LIMIT`; a
-    /// failure loses only changes after the last checkpoint, which are replayed.
-    cache: HashMap<CacheKey, Cached>,
+    /// Tumbling and sliding windows: the index of open windows and a write-back copy of
+    /// their states. The rows of a window arrive over many batches, and decoding and
+    /// re-encoding its state for each would dominate the cost of a window count. Written
+    /// to keyed state before every snapshot (so checkpoints see it) and whenever it holds
+    /// more than `cache_limit` decoded states; a failure loses only changes after the
+    /// last checkpoint, which are replayed.
+    table: WindowTable,
     cache_limit: usize,
+    /// Counts batches, to group rows per table entry (see `Entry::stamp`).
+    generation: u32,
+    scratch: Scratch,
     /// Column types from the checkpoint, bound in `open`.
     restored_types: Option<Snapshot>,
 }
@@ -224,8 +252,10 @@ impl WindowTask {
             fires: BTreeSet::new(),
             cleanups: BTreeSet::new(),
             out: Vec::new(),
-            cache: HashMap::new(),
+            table: WindowTable::default(),
             cache_limit: CACHE_LIMIT,
+            generation: 0,
+            scratch: Scratch::default(),
             restored_types: None,
         }
     }
@@ -235,13 +265,16 @@ impl WindowTask {
     }
 
     fn bound(&self) -> Result<&Bound> {
-        self.bound.as_ref().ok_or_else(|| {
-            Error::Internal(format!("window `{}`: window state exists but the column types are unknown", self.operator))
-        })
+        self.bound.as_ref().ok_or_else(|| unbound(&self.operator))
     }
 
     fn lateness(&self) -> i64 {
         self.spec.allowed_lateness
+    }
+
+    /// Tumbling or sliding (their index is the window table).
+    fn is_aligned(&self) -> bool {
+        !matches!(self.spec.kind, WindowKind::TumblingCount { .. } | WindowKind::SessionEventTime { .. })
     }
 
     /// When window `(start, end)` fires: event time `end − 1` (its last millisecond), the
@@ -285,9 +318,7 @@ impl WindowTask {
     }
 
     fn result_row(&self, state: &WindowState, w: WindowId, is_update: bool) -> Result<OutRow> {
-        let bound = self.bound()?;
-        let results = bound.aggs.iter().zip(&state.accs).map(|(a, acc)| a.result(acc)).collect();
-        Ok(OutRow { key: state.key.clone(), start: w.0, end: w.1, results, is_update })
+        Ok(self.bound()?.result_row(state, w, is_update))
     }
 
     /// Emits the pending result rows as one batch.
@@ -318,6 +349,9 @@ impl WindowTask {
     /// Fires every window whose fire time is at most `time` (`i64::MAX`: every pending
     /// window, at end of input), then drops fired windows whose lateness has passed.
     fn fire_due(&mut self, time: i64, ctx: &mut OperatorContext) -> Result<()> {
+        if self.is_aligned() {
+            return self.fire_panes(time, ctx);
+        }
         let handle = self.state_handle()?;
         while let Some(first) = self.fires.first() {
             if first.0 > time {
@@ -326,7 +360,7 @@ impl WindowTask {
             let Some((_, kg, key, start, end)) = self.fires.pop_first() else { break };
             let key_ref = KeyRef { key_group: kg, bytes: &key };
             let w = (start, end);
-            let Some((mut state, in_store)) = self.take_state(key_ref, w, ctx)? else { continue };
+            let Some(mut state) = handle.get(ctx.keyed_state()?, key_ref, &w)? else { continue };
             let bounds = match self.spec.kind {
                 WindowKind::TumblingCount { .. } => self.count_bounds(&state, ctx),
                 _ => w,
@@ -340,9 +374,7 @@ impl WindowTask {
             let cleanup = self.cleanup_time(end);
             let store = ctx.keyed_state()?;
             if !self.spec.kind.is_event_time() || cleanup <= time {
-                if in_store {
-                    handle.remove(store, key_ref, &w)?;
-                }
+                handle.remove(store, key_ref, &w)?;
             } else {
                 state.fired = true;
                 handle.put(store, key_ref, &w, &state)?;
@@ -357,12 +389,82 @@ impl WindowTask {
         let handle = self.state_handle()?;
         while self.cleanups.first().is_some_and(|t| t.0 <= time) {
             let Some((_, kg, key, start, end)) = self.cleanups.pop_first() else { break };
-            let key_ref = KeyRef { key_group: kg, bytes: &key };
-            // Fired windows are written through, but a late update may have cached one.
-            if let Some((_, true)) = self.take_state(key_ref, (start, end), ctx)? {
-                handle.remove(ctx.keyed_state()?, key_ref, &(start, end))?;
+            handle.remove(ctx.keyed_state()?, KeyRef { key_group: kg, bytes: &key }, &(start, end))?;
+        }
+        Ok(())
+    }
+
+    /// Aligned windows: fires every pane due at `time` that has not fired, and drops the
+    /// fired panes whose lateness has passed (processing-time panes at once).
+    fn fire_panes(&mut self, time: i64, ctx: &mut OperatorContext) -> Result<()> {
+        let handle = self.state_handle()?;
+        let event_time = self.spec.kind.is_event_time();
+        let due = {
+            let fire_time = |end| self.fire_time(end);
+            self.table.panes_while(|end| fire_time(end) <= time)
+        };
+        for (w, fired) in due {
+            let drop = !event_time || self.cleanup_time(w.1) <= time;
+            if fired && !drop {
+                continue;
+            }
+            for e in self.table.pane_entries(w) {
+                if !fired {
+                    self.make_resident(e, &handle, ctx, None)?;
+                    let entry = self.table.get_mut(e);
+                    let Some(state) = entry.state.as_mut() else { continue };
+                    let is_update = state.fired;
+                    state.fired = true;
+                    entry.dirty = true;
+                    let bound = self.bound.as_ref().ok_or_else(|| unbound(&self.operator))?;
+                    self.out.push(bound.result_row(state, w, is_update));
+                    if self.out.len() >= MAX_RESULT_ROWS {
+                        // End of input can fire every key's windows at once: keep batches bounded.
+                        self.emit_out(ctx)?;
+                    }
+                }
+                if drop && self.table.get(e).in_store {
+                    handle.remove(ctx.keyed_state()?, self.table.key(e), &w)?;
+                }
+            }
+            if drop {
+                self.table.remove_pane(w);
+            } else {
+                self.table.mark_fired(w);
             }
         }
+        Ok(())
+    }
+
+    /// Gives table entry `e` its decoded state: from keyed state when it was evicted, else
+    /// a new one with the key values of `new_key` (or of the stored copy).
+    fn make_resident(
+        &mut self,
+        e: u32,
+        handle: &MapState<WindowId, WindowState>,
+        ctx: &mut OperatorContext,
+        new_key: Option<(&BatchReaders, usize)>,
+    ) -> Result<()> {
+        let entry = self.table.get(e);
+        if entry.state.is_some() {
+            return Ok(());
+        }
+        let w = entry.window();
+        let stored = if entry.in_store { handle.get(ctx.keyed_state()?, self.table.key(e), &w)? } else { None };
+        let state = match (stored, new_key) {
+            (Some(s), _) => s,
+            (None, Some((readers, row))) => {
+                let now = ctx.clock().now_ms();
+                self.bound()?.new_state(readers.keys.iter().map(|r| r.get(row)).collect(), now)
+            }
+            (None, None) => {
+                return Err(Error::State {
+                    operator: self.operator.clone(),
+                    message: format!("window [{}, {}) of a key is indexed but not in keyed state", w.0, w.1),
+                });
+            }
+        };
+        self.table.set_state(e, state);
         Ok(())
     }
 
@@ -397,95 +499,15 @@ impl WindowTask {
         }
     }
 
-    /// Folds a group of rows (one key, one window) into the window's state.
-    #[allow(clippy::too_many_arguments)]
-    fn apply_group(
-        &mut self,
-        key: KeyRef<'_>,
-        key_row: usize,
-        w: WindowId,
-        rows: &[u32],
-        times: &[i64],
-        readers: &BatchReaders,
-        ctx: &mut OperatorContext,
-    ) -> Result<()> {
-        let handle = self.state_handle()?;
-        let now = ctx.clock().now_ms();
-        let cache_key: CacheKey = (key.key_group, key.bytes.to_vec(), w.0, w.1);
-        let (existing, in_store) = match self.cache.remove(&cache_key) {
-            Some(cached) => (Some(cached.state), cached.in_store),
-            None => {
-                let stored = handle.get(ctx.keyed_state()?, key, &w)?;
-                let found = stored.is_some();
-                (stored, found)
-            }
-        };
-        let is_new = existing.is_none();
-        let mut state = match existing {
-            Some(s) => s,
-            None => self.bound()?.new_state(readers.keys.iter().map(|r| r.get(key_row)).collect(), now),
-        };
-        let bound = self.bound()?;
-        for ((agg, acc), reader) in bound.aggs.iter().zip(state.accs.iter_mut()).zip(&readers.aggs) {
-            agg.add_rows(acc, reader.as_ref(), rows, times).map_err(|e| self.context(e))?;
-        }
-        state.rows += rows.len() as u64;
-        let fire = self.fire_time(w.1);
-        if self.spec.kind.is_event_time() && fire <= self.watermark {
-            // The window is due already (a row within the allowed lateness): emit now,
-            // as an update when it was emitted before.
-            let row = self.result_row(&state, w, state.fired)?;
-            self.out.push(row);
-            if is_new || !state.fired {
-                self.fires.remove(&Self::timer(fire, key, w));
-                self.cleanups.insert(Self::timer(self.cleanup_time(w.1), key, w));
-            }
-            state.fired = true;
-        } else if is_new {
-            self.fires.insert(Self::timer(fire, key, w));
-        }
-        self.cache.insert(cache_key, Cached { state, dirty: true, in_store });
-        if self.cache.len() > self.cache_limit {
-            // Beyond the limit state lives in the backend only (sled spills to disk).
-            self.write_back(ctx)?;
-            self.cache.clear();
-        }
-        Ok(())
-    }
-
-    /// Writes the cached states changed since the last write-back to keyed state.
+    /// Writes the table's states changed since the last write-back to keyed state.
     fn write_back(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         let handle = self.state_handle()?;
         let store = ctx.keyed_state()?;
-        for ((kg, key, start, end), cached) in self.cache.iter_mut().filter(|(_, c)| c.dirty) {
-            handle.put(store, KeyRef { key_group: *kg, bytes: key }, &(*start, *end), &cached.state)?;
-            cached.dirty = false;
-            cached.in_store = true;
-        }
-        Ok(())
-    }
-
-    /// The state of a window, from the cache (taking it out) or from keyed state, and
-    /// whether keyed state holds a version of it.
-    fn take_state(
-        &mut self,
-        key: KeyRef<'_>,
-        w: WindowId,
-        ctx: &mut OperatorContext,
-    ) -> Result<Option<(WindowState, bool)>> {
-        if !self.cache.is_empty()
-            && let Some(cached) = self.cache.remove(&(key.key_group, key.bytes.to_vec(), w.0, w.1))
-        {
-            return Ok(Some((cached.state, cached.in_store)));
-        }
-        Ok(self.state_handle()?.get(ctx.keyed_state()?, key, &w)?.map(|s| (s, true)))
+        self.table.write_dirty(|key, w, state| handle.put(store, key, &w, state))
     }
 
     fn context(&self, e: Error) -> Error {
-        match e {
-            Error::State { message, .. } => Error::State { operator: self.operator.clone(), message },
-            other => other,
-        }
+        state_context(&self.operator, e)
     }
 
     /// Tumbling and sliding windows (event or processing time).
@@ -498,6 +520,7 @@ impl WindowTask {
         ctx: &mut OperatorContext,
     ) -> Result<Vec<bool>> {
         let readers = self.readers(batch)?;
+        let handle = self.state_handle()?;
         let event_time = self.spec.kind.is_event_time();
         let (size, slide) = match self.spec.kind {
             WindowKind::TumblingEventTime { size } | WindowKind::TumblingProcessingTime { size } => (size, size),
@@ -506,39 +529,134 @@ impl WindowTask {
             }
             _ => return Err(Error::Internal("aligned windows of another kind".into())),
         };
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.table.reset_stamps();
+            self.generation = 1;
+        }
+        let generation = self.generation;
+        // A count needs how many rows each window gets, not which: no row lists.
+        let counts_only = self.bound()?.aggs.iter().all(BoundAgg::counts_only);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.touched.clear();
+        scratch.pairs.clear();
         let mut late = vec![false; batch.num_rows()];
-        // Group rows by (key, window) so state is read and written once per group.
-        let mut key_slots: HashMap<&[u8], usize> = HashMap::new();
-        let mut groups: HashMap<(usize, i64, i64), Vec<u32>> = HashMap::new();
-        let mut assigned = Vec::new();
+        let hashes = keys.hashes();
+        // Rows whose windows have all passed their lateness are late; a window is live
+        // while its cleanup time is after the watermark.
+        let live_after = if event_time { self.watermark.saturating_sub(self.lateness()) } else { i64::MIN };
         for row in 0..batch.num_rows() {
             if !valid[row] {
                 continue;
             }
             let t = times[row];
-            let key_row = *key_slots.entry(keys.key(row).bytes).or_insert(row);
+            scratch.windows.clear();
             if size == slide {
-                assigned.clear();
                 let start = tumbling_start(t, size);
-                assigned.push((start, start.saturating_add(size)));
+                scratch.windows.push((start, start.saturating_add(size)));
             } else {
-                sliding_windows(t, size, slide, &mut assigned);
+                sliding_windows(t, size, slide, &mut scratch.windows);
             }
+            let key = keys.key(row);
             let mut any = false;
-            for &(start, end) in &assigned {
-                if event_time && self.cleanup_time(end) <= self.watermark {
+            for &w in &scratch.windows {
+                // cleanup_time(end) <= watermark, without the call per row.
+                if event_time && w.1.saturating_sub(1) <= live_after {
                     continue;
                 }
                 any = true;
-                groups.entry((key_row, start, end)).or_default().push(row as u32);
+                let (e, _) = self.table.entry(hashes[row], key.key_group, key.bytes, w);
+                let mark = &mut self.table.marks()[e as usize];
+                if mark.stamp != generation {
+                    *mark = Mark { stamp: generation, count: 0, first_row: row as u32 };
+                    scratch.touched.push(e);
+                }
+                mark.count += 1;
+                if !counts_only {
+                    scratch.pairs.push((e, row as u32));
+                }
             }
             late[row] = !any;
         }
-        // Deterministic order: by first row of the key, then window.
-        let mut ordered: Vec<((usize, i64, i64), Vec<u32>)> = groups.into_iter().collect();
-        ordered.sort_unstable_by_key(|(k, _)| *k);
-        for ((key_row, start, end), rows) in ordered {
-            self.apply_group(keys.key(key_row), key_row, (start, end), &rows, times, &readers, ctx)?;
+        // Entries in id order: ids are handed out as windows open, so neighbouring ids are
+        // neighbours in memory and folding in this order streams through the states.
+        // Scanning the marks costs one pass over the table, worth it while the batch
+        // touches a good part of it; otherwise sorting the touched ids is cheaper.
+        if self.table.capacity() <= 4 * scratch.touched.len() {
+            scratch.touched.clear();
+            let marks = self.table.marks();
+            scratch.touched.extend((0..marks.len() as u32).filter(|&e| marks[e as usize].stamp == generation));
+        } else {
+            scratch.touched.sort_unstable();
+        }
+        // Rows by entry (a counting sort): each entry's rows are folded in one call.
+        if !counts_only {
+            let mut next = 0u32;
+            let marks = self.table.marks();
+            for &e in &scratch.touched {
+                let mark = &mut marks[e as usize];
+                let count = mark.count;
+                mark.count = next;
+                next += count;
+            }
+            scratch.rows.clear();
+            scratch.rows.resize(scratch.pairs.len(), 0);
+            for &(e, row) in &scratch.pairs {
+                let at = &mut marks[e as usize].count;
+                scratch.rows[*at as usize] = row;
+                *at += 1;
+            }
+        }
+        let mut due = Vec::new();
+        let mut begin = 0usize;
+        for &e in &scratch.touched {
+            let mark = self.table.marks()[e as usize];
+            let end = mark.count as usize;
+            let (rows, n) = if counts_only {
+                // No scatter ran: `count` is still the entry's number of rows.
+                (&[][..], mark.count)
+            } else {
+                (&scratch.rows[begin..end], (end - begin) as u32)
+            };
+            begin = end;
+            self.make_resident(e, &handle, ctx, Some((&readers, mark.first_row as usize)))?;
+            let w = self.table.get(e).window();
+            let fire = self.fire_time(w.1);
+            let bound = self.bound.as_ref().ok_or_else(|| unbound(&self.operator))?;
+            let entry = self.table.get_mut(e);
+            let Some(state) = entry.state.as_mut() else { continue };
+            if counts_only {
+                for (agg, acc) in bound.aggs.iter().zip(state.accs.iter_mut()) {
+                    agg.add_count(acc, n);
+                }
+            } else {
+                for ((agg, acc), reader) in bound.aggs.iter().zip(state.accs.iter_mut()).zip(&readers.aggs) {
+                    agg.add_rows(acc, reader.as_ref(), rows, times).map_err(|e| state_context(&self.operator, e))?;
+                }
+            }
+            state.rows += u64::from(n);
+            entry.dirty = true;
+            if event_time && fire <= self.watermark {
+                due.push((mark.first_row, w.0, e));
+            }
+        }
+        // Windows due already (rows within the allowed lateness) emit now, as updates when
+        // they were emitted before; in the order of their keys' first rows.
+        due.sort_unstable();
+        for (_, _, e) in due {
+            let bound = self.bound.as_ref().ok_or_else(|| unbound(&self.operator))?;
+            let entry = self.table.get_mut(e);
+            let w = entry.window();
+            let Some(state) = entry.state.as_mut() else { continue };
+            self.out.push(bound.result_row(state, w, state.fired));
+            state.fired = true;
+            self.table.mark_fired(w);
+        }
+        self.scratch = scratch;
+        if self.table.resident() > self.cache_limit {
+            // Beyond the limit state lives in the backend only (sled spills to disk).
+            self.write_back(ctx)?;
+            self.table.evict();
         }
         Ok(late)
     }
@@ -721,9 +839,9 @@ impl WindowTask {
         if matches!(
             self.spec.kind,
             WindowKind::TumblingProcessingTime { .. } | WindowKind::SlidingProcessingTime { .. }
-        ) && let Some(first) = self.fires.first()
+        ) && let Some(((_, end), _)) = self.table.first_pane()
         {
-            ctx.request_timer(first.0);
+            ctx.request_timer(self.fire_time(end));
         }
     }
 }
@@ -780,9 +898,12 @@ impl Transform for WindowTask {
         }
         let store = ctx.keyed_state()?;
         let handle: MapState<WindowId, WindowState> = store.map_state("window.windows", None)?;
+        let aligned = self.is_aligned();
         for (kg, key, w, state) in handle.scan_all(store)? {
             let key_ref = KeyRef { key_group: kg, bytes: &key };
-            if self.spec.kind.is_event_time() && state.fired {
+            if aligned {
+                self.table.insert_restored(hash_key(&key), key_ref, w, state);
+            } else if self.spec.kind.is_event_time() && state.fired {
                 self.cleanups.insert(Self::timer(self.cleanup_time(w.1), key_ref, w));
             } else {
                 self.fires.insert(Self::timer(self.fire_time(w.1), key_ref, w));
@@ -1000,7 +1121,10 @@ mod tests {
         t.on_watermark(i64::MAX, &mut ctx).await.unwrap();
         t.on_end_of_input(&mut ctx).await.unwrap();
         assert_eq!(results(&mut ctx), vec![row("a", 10, 20, 2, 5, false)]);
-        assert!(t.fires.is_empty() && t.cleanups.is_empty(), "the index is empty once all windows are gone");
+        assert!(
+            t.fires.is_empty() && t.cleanups.is_empty() && t.table.is_empty(),
+            "the index is empty once all windows are gone"
+        );
     }
 
     #[tokio::test]
@@ -1012,7 +1136,7 @@ mod tests {
         let mut t = task(spec, &mut ctx).await;
         t.cache_limit = 2;
         t.process_batch(batch(&[("a", 1, 1), ("b", 2, 1), ("c", 3, 1), ("d", 11, 1)]), &mut ctx).await.unwrap();
-        assert!(t.cache.len() <= 2);
+        assert!(t.table.resident() <= 2);
         t.process_batch(batch(&[("a", 4, 1), ("c", 5, 1), ("e", 6, 1)]), &mut ctx).await.unwrap();
         t.on_watermark(9, &mut ctx).await.unwrap();
         let mut fired = results(&mut ctx);
@@ -1030,7 +1154,7 @@ mod tests {
         assert_eq!(results(&mut ctx), vec![row("b", 0, 10, 2, 6, true)]);
         t.on_watermark(i64::MAX, &mut ctx).await.unwrap();
         assert_eq!(results(&mut ctx), vec![row("d", 10, 20, 1, 1, false)]);
-        assert!(t.cache.is_empty() && t.fires.is_empty() && t.cleanups.is_empty());
+        assert!(t.table.is_empty() && t.fires.is_empty() && t.cleanups.is_empty());
         // Nothing is left in keyed state either.
         let handle = t.state_handle().unwrap();
         assert!(handle.scan_all(ctx.keyed_state().unwrap()).unwrap().is_empty());

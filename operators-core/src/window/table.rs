@@ -1,0 +1,483 @@
+//! The in-memory index of aligned (tumbling and sliding) windows: which keys have which
+//! windows open, their decoded states, and the windows in the order they fire.
+//!
+//! Aligned windows are shared by every key: all keys' `[start, end)` windows fire at the
+//! same watermark. So the firing index is per window (a *pane*: the entries of every key
+//! in one window), not per key and window, and a watermark pops whole panes. Keys are
+//! interned once into slots in a hash table probed with the hash the key extraction
+//! computed already ([`BatchKeys::hashes`](crate::key::BatchKeys::hashes)); a row then
+//! finds its window's entry in its slot's short list of open windows (one or two for a
+//! tumbling window, `size / slide` for a sliding one). This is what makes a window count
+//! cost a few hash probes per row instead of a map lookup keyed by owned key bytes.
+//!
+//! The table is not the durable copy: the window operator writes changed entries to keyed
+//! state before every snapshot and can evict decoded states (keeping only the index) when
+//! they outgrow its limit, so a large state spills to the state backend.
+
+use std::collections::BTreeMap;
+
+use hashbrown::HashTable;
+
+use super::runtime::WindowState;
+use crate::key::KeyRef;
+
+/// Window id: `(start, end)` in ms.
+pub(super) type WindowId = (i64, i64);
+
+/// Key bytes: most keys (an integer is 9 bytes) are kept in the slot itself, so that
+/// comparing a row's key with a slot's touches one cache line and no second allocation.
+#[derive(Clone)]
+enum KeyBytes {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY],
+    },
+    /// A thin pointer, so that the enum stays 16 bytes and the slot one cache line
+    /// (`Box<[u8]>` is two words); the extra allocation is only for keys that are long.
+    #[allow(clippy::box_collection)]
+    Heap(Box<Vec<u8>>),
+}
+
+/// Keys up to this long are kept inline (an integer key is 9 bytes, two are 18).
+const INLINE_KEY: usize = 14;
+
+impl KeyBytes {
+    fn new(bytes: &[u8]) -> Self {
+        if bytes.len() <= INLINE_KEY {
+            let mut inline = [0u8; INLINE_KEY];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            KeyBytes::Inline { len: bytes.len() as u8, bytes: inline }
+        } else {
+            KeyBytes::Heap(Box::new(bytes.to_vec()))
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            KeyBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            KeyBytes::Heap(b) => b,
+        }
+    }
+}
+
+/// `a == b`, without a `memcmp` call for short keys: two (overlapping) 8-byte loads per
+/// side cover 8 to 16 bytes.
+#[inline]
+fn key_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        let word = |s: &[u8], at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&s[at..at + 8]);
+            u64::from_ne_bytes(w)
+        };
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    a == b
+}
+
+/// An interned key and its open windows, in one cache line: finding a row's entry reads
+/// only this line (and the hash table's control bytes).
+#[repr(align(64))]
+struct Slot {
+    hash: u64,
+    bytes: KeyBytes,
+    /// The first open windows, by start, and their entries; the rest are in the table's
+    /// `overflow`. A tumbling window keeps one or two open per key, a sliding one
+    /// `size / slide`. All windows of one table have one size, so the start identifies one.
+    windows: [(i64, u32); INLINE_WINDOWS],
+    open: u32,
+    key_group: u16,
+}
+
+const INLINE_WINDOWS: usize = 2;
+
+/// Per entry, the batch that last touched it, its rows in that batch and the first of
+/// them: grouping rows per entry without a per-batch map, in an array small enough to
+/// stay in cache.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Mark {
+    pub(super) stamp: u32,
+    /// Rows of the entry in the batch; then where they start in the rows sorted by entry.
+    pub(super) count: u32,
+    pub(super) first_row: u32,
+}
+
+/// The state of one key in one window.
+pub(super) struct Entry {
+    slot: u32,
+    window: WindowId,
+    /// The decoded state; `None` while it lives in keyed state only (evicted).
+    pub(super) state: Option<WindowState>,
+    /// Changed since it was last written to keyed state.
+    pub(super) dirty: bool,
+    /// Keyed state holds a version of it (so dropping it needs a delete).
+    pub(super) in_store: bool,
+}
+
+impl Entry {
+    /// The window of this entry.
+    pub(super) fn window(&self) -> WindowId {
+        self.window
+    }
+}
+
+/// The entries of every key in one window.
+#[derive(Default)]
+struct Pane {
+    entries: Vec<u32>,
+    /// Its results were emitted (it is kept for the allowed lateness).
+    fired: bool,
+}
+
+/// Entry ids index a slab; a freed entry has this slot.
+const FREE: u32 = u32::MAX;
+
+/// See the module docs.
+#[derive(Default)]
+pub(super) struct WindowTable {
+    index: HashTable<u32>,
+    slots: Vec<Slot>,
+    /// Windows of a slot beyond its inline ones (sliding windows), by slot.
+    overflow: Vec<Vec<(i64, u32)>>,
+    marks: Vec<Mark>,
+    free_slots: Vec<u32>,
+    entries: Vec<Entry>,
+    free_entries: Vec<u32>,
+    /// Panes by `(end, start)`: fire and cleanup times both grow with the end.
+    panes: BTreeMap<(i64, i64), Pane>,
+    live: usize,
+    resident: usize,
+}
+
+impl WindowTable {
+    /// Entries (key and window pairs) in the table.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no window is open.
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.live == 0 && self.panes.is_empty()
+    }
+
+    /// Entries whose state is decoded in memory.
+    pub(super) fn resident(&self) -> usize {
+        self.resident
+    }
+
+    /// The entry of `key` in window `w`, created (stateless) when there is none; and
+    /// whether it was created.
+    pub(super) fn entry(&mut self, hash: u64, key_group: u16, bytes: &[u8], w: WindowId) -> (u32, bool) {
+        let slots = &self.slots;
+        let found = self.index.find(hash, |&s| {
+            let slot = &slots[s as usize];
+            slot.hash == hash && slot.key_group == key_group && key_eq(slot.bytes.as_slice(), bytes)
+        });
+        let slot_id = match found {
+            Some(&s) => s,
+            None => self.new_slot(hash, key_group, bytes),
+        };
+        if let Some(e) = self.find_window(slot_id, w.0) {
+            return (e, false);
+        }
+        let entry = Entry { slot: slot_id, window: w, state: None, dirty: false, in_store: false };
+        let e = match self.free_entries.pop() {
+            Some(e) => {
+                self.entries[e as usize] = entry;
+                self.marks[e as usize] = Mark::default();
+                e
+            }
+            None => {
+                self.entries.push(entry);
+                self.marks.push(Mark::default());
+                (self.entries.len() - 1) as u32
+            }
+        };
+        self.push_window(slot_id, w.0, e);
+        self.panes.entry((w.1, w.0)).or_default().entries.push(e);
+        self.live += 1;
+        (e, true)
+    }
+
+    fn find_window(&self, slot_id: u32, start: i64) -> Option<u32> {
+        let slot = &self.slots[slot_id as usize];
+        let open = slot.open as usize;
+        if let Some(&(_, e)) = slot.windows[..open.min(INLINE_WINDOWS)].iter().find(|(s, _)| *s == start) {
+            return Some(e);
+        }
+        if open > INLINE_WINDOWS {
+            return self.overflow[slot_id as usize].iter().find(|(s, _)| *s == start).map(|&(_, e)| e);
+        }
+        None
+    }
+
+    fn push_window(&mut self, slot_id: u32, start: i64, e: u32) {
+        let slot = &mut self.slots[slot_id as usize];
+        let open = slot.open as usize;
+        slot.open += 1;
+        if open < INLINE_WINDOWS {
+            slot.windows[open] = (start, e);
+            return;
+        }
+        if self.overflow.len() <= slot_id as usize {
+            self.overflow.resize_with(slot_id as usize + 1, Vec::new);
+        }
+        self.overflow[slot_id as usize].push((start, e));
+    }
+
+    /// Takes entry `e` out of its slot's windows; true when the slot has none left.
+    fn remove_window(&mut self, slot_id: u32, e: u32) -> bool {
+        let slot = &mut self.slots[slot_id as usize];
+        let open = slot.open as usize;
+        let spill = if open > INLINE_WINDOWS { self.overflow.get_mut(slot_id as usize) } else { None };
+        match slot.windows[..open.min(INLINE_WINDOWS)].iter().position(|&(_, x)| x == e) {
+            Some(i) => {
+                // The last window takes its place.
+                let last = match spill {
+                    Some(rest) => rest.pop(),
+                    None => Some(slot.windows[open - 1]),
+                };
+                if let Some(last) = last {
+                    slot.windows[i] = last;
+                }
+            }
+            None => {
+                if let Some(rest) = spill {
+                    rest.retain(|&(_, x)| x != e);
+                }
+            }
+        }
+        slot.open -= 1;
+        slot.open == 0
+    }
+
+    fn new_slot(&mut self, hash: u64, key_group: u16, bytes: &[u8]) -> u32 {
+        let slot = Slot { hash, key_group, bytes: KeyBytes::new(bytes), windows: [(0, 0); INLINE_WINDOWS], open: 0 };
+        let id = match self.free_slots.pop() {
+            Some(id) => {
+                self.slots[id as usize] = slot;
+                id
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.index.insert_unique(hash, id, |&s| slots[s as usize].hash);
+        id
+    }
+
+    /// An entry restored from keyed state.
+    pub(super) fn insert_restored(&mut self, hash: u64, key: KeyRef<'_>, w: WindowId, state: WindowState) {
+        let fired = state.fired;
+        let (e, _) = self.entry(hash, key.key_group, key.bytes, w);
+        self.set_state(e, state);
+        let entry = &mut self.entries[e as usize];
+        entry.in_store = true;
+        entry.dirty = false;
+        if fired {
+            self.mark_fired(w);
+        }
+    }
+
+    /// The entry with id `e`.
+    pub(super) fn get(&self, e: u32) -> &Entry {
+        &self.entries[e as usize]
+    }
+
+    /// The entry with id `e`, to change.
+    pub(super) fn get_mut(&mut self, e: u32) -> &mut Entry {
+        &mut self.entries[e as usize]
+    }
+
+    /// The key of entry `e`.
+    pub(super) fn key(&self, e: u32) -> KeyRef<'_> {
+        let slot = &self.slots[self.entries[e as usize].slot as usize];
+        KeyRef { key_group: slot.key_group, bytes: slot.bytes.as_slice() }
+    }
+
+    /// Gives entry `e` its decoded state.
+    pub(super) fn set_state(&mut self, e: u32, state: WindowState) {
+        let entry = &mut self.entries[e as usize];
+        if entry.state.is_none() {
+            self.resident += 1;
+        }
+        entry.state = Some(state);
+    }
+
+    /// Forgets every batch stamp (when the batch counter wraps around).
+    pub(super) fn reset_stamps(&mut self) {
+        self.marks.fill(Mark::default());
+    }
+
+    /// The batch marks of all entries (by entry id).
+    pub(super) fn marks(&mut self) -> &mut [Mark] {
+        &mut self.marks
+    }
+
+    /// Entry ids in use are below this.
+    pub(super) fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Marks window `w`'s pane as fired.
+    pub(super) fn mark_fired(&mut self, w: WindowId) {
+        if let Some(pane) = self.panes.get_mut(&(w.1, w.0)) {
+            pane.fired = true;
+        }
+    }
+
+    /// The first pane (smallest end): its window and whether it fired.
+    pub(super) fn first_pane(&self) -> Option<(WindowId, bool)> {
+        self.panes.iter().next().map(|(&(end, start), p)| ((start, end), p.fired))
+    }
+
+    /// The panes whose end satisfies `due`, in firing order, as long as it holds (the
+    /// fire and cleanup times grow with the end).
+    pub(super) fn panes_while(&self, mut due: impl FnMut(i64) -> bool) -> Vec<(WindowId, bool)> {
+        self.panes
+            .iter()
+            .take_while(|((end, _), _)| due(*end))
+            .map(|(&(end, start), p)| ((start, end), p.fired))
+            .collect()
+    }
+
+    /// The entries of window `w`, ordered by key group and key bytes (the order results
+    /// are emitted in, independent of arrival).
+    pub(super) fn pane_entries(&self, w: WindowId) -> Vec<u32> {
+        let mut entries = self.panes.get(&(w.1, w.0)).map(|p| p.entries.clone()).unwrap_or_default();
+        entries.sort_unstable_by(|&a, &b| {
+            let (ka, kb) = (self.key(a), self.key(b));
+            (ka.key_group, ka.bytes).cmp(&(kb.key_group, kb.bytes))
+        });
+        entries
+    }
+
+    /// Drops window `w` with every key's entry in it; a key left with no open window is
+    /// forgotten.
+    pub(super) fn remove_pane(&mut self, w: WindowId) {
+        let Some(pane) = self.panes.remove(&(w.1, w.0)) else { return };
+        for e in pane.entries {
+            let entry = &mut self.entries[e as usize];
+            if entry.state.take().is_some() {
+                self.resident -= 1;
+            }
+            let slot_id = std::mem::replace(&mut entry.slot, FREE);
+            self.free_entries.push(e);
+            self.live -= 1;
+            if self.remove_window(slot_id, e) {
+                let slot = &mut self.slots[slot_id as usize];
+                let hash = slot.hash;
+                if let Ok(found) = self.index.find_entry(hash, |&s| s == slot_id) {
+                    found.remove();
+                }
+                slot.bytes = KeyBytes::Inline { len: 0, bytes: [0; INLINE_KEY] };
+                self.free_slots.push(slot_id);
+            }
+        }
+    }
+
+    /// Calls `write` with every changed decoded entry, then marks it written.
+    pub(super) fn write_dirty<E>(
+        &mut self,
+        mut write: impl FnMut(KeyRef<'_>, WindowId, &WindowState) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for entry in self.entries.iter_mut().filter(|e| e.slot != FREE && e.dirty) {
+            let Some(state) = &entry.state else { continue };
+            let slot = &self.slots[entry.slot as usize];
+            write(KeyRef { key_group: slot.key_group, bytes: slot.bytes.as_slice() }, entry.window, state)?;
+            entry.dirty = false;
+            entry.in_store = true;
+        }
+        Ok(())
+    }
+
+    /// Drops every decoded state that is written to keyed state, keeping the index.
+    pub(super) fn evict(&mut self) {
+        for entry in self.entries.iter_mut().filter(|e| e.slot != FREE && !e.dirty && e.in_store) {
+            if entry.state.take().is_some() {
+                self.resident -= 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(rows: u64) -> WindowState {
+        WindowState { key: Vec::new(), accs: Vec::new(), fired: false, rows, first_ms: 0 }
+    }
+
+    #[test]
+    fn keys_and_windows_are_interned_and_freed_with_their_panes() {
+        let mut t = WindowTable::default();
+        let (a0, new) = t.entry(1, 0, b"a", (0, 10));
+        assert!(new);
+        assert_eq!(t.entry(1, 0, b"a", (0, 10)), (a0, false));
+        // Same hash, other bytes: another key.
+        let (b0, new) = t.entry(1, 0, b"b", (0, 10));
+        assert!(new && b0 != a0);
+        let (a1, _) = t.entry(1, 0, b"a", (10, 20));
+        t.set_state(a0, state(1));
+        assert_eq!((t.len(), t.resident()), (3, 1));
+        assert_eq!(t.panes_while(|end| end <= 10), vec![((0, 10), false)]);
+        assert_eq!(t.pane_entries((0, 10)), vec![a0, b0]);
+        t.remove_pane((0, 10));
+        assert_eq!((t.len(), t.resident()), (1, 0));
+        assert_eq!(t.key(a1).bytes, b"a");
+        // "b" has no window left and was forgotten; a new entry reuses the slab.
+        let (b1, new) = t.entry(1, 0, b"b", (10, 20));
+        assert!(new);
+        assert!([a0, b0].contains(&b1));
+        t.remove_pane((10, 20));
+        assert!(t.is_empty());
+        assert!(t.index.is_empty());
+    }
+
+    #[test]
+    fn short_and_long_keys_compare_by_content() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n as u8).collect();
+            assert!(key_eq(&a, &a.clone()));
+            assert_eq!(KeyBytes::new(&a).as_slice(), &a[..]);
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] ^= 1;
+                assert!(!key_eq(&a, &b), "{n} bytes differing at {i}");
+            }
+            assert!(!key_eq(&a, &[a.as_slice(), &[0]].concat()));
+        }
+    }
+
+    #[test]
+    fn only_written_states_are_evicted() {
+        let mut t = WindowTable::default();
+        let (a, _) = t.entry(7, 3, b"a", (0, 10));
+        let (b, _) = t.entry(8, 3, b"b", (0, 10));
+        t.set_state(a, state(1));
+        t.set_state(b, state(2));
+        t.get_mut(a).dirty = true;
+        t.get_mut(b).dirty = true;
+        let mut written = Vec::new();
+        t.write_dirty(|key, w, s| {
+            written.push((key.bytes.to_vec(), w, s.rows));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        written.sort();
+        assert_eq!(written, vec![(b"a".to_vec(), (0, 10), 1), (b"b".to_vec(), (0, 10), 2)]);
+        t.get_mut(b).dirty = true;
+        t.evict();
+        assert_eq!(t.resident(), 1, "the changed state stays until written");
+        assert!(t.get(a).state.is_none() && t.get(a).in_store);
+    }
+}
