@@ -170,8 +170,12 @@ impl Bound {
     }
 
     fn result_row(&self, state: &WindowState, w: WindowId, is_update: bool) -> OutRow {
-        let results = self.aggs.iter().zip(&state.accs).map(|(a, acc)| a.result(acc)).collect();
-        OutRow { key: state.key.clone(), start: w.0, end: w.1, results, is_update }
+        self.result_row_of(&state.key, &state.accs, w, is_update)
+    }
+
+    fn result_row_of(&self, key: &[Option<Scalar>], accs: &[Acc], w: WindowId, is_update: bool) -> OutRow {
+        let results = self.aggs.iter().zip(accs).map(|(a, acc)| a.result(acc)).collect();
+        OutRow { key: key.to_vec(), start: w.0, end: w.1, results, is_update }
     }
 
     fn new_state(&self, key: Vec<Option<Scalar>>, now_ms: i64) -> WindowState {
@@ -411,13 +415,13 @@ impl WindowTask {
             for e in self.table.pane_entries(w) {
                 if !fired {
                     self.make_resident(e, &handle, ctx, None)?;
-                    let entry = self.table.get_mut(e);
+                    let bound = self.bound.as_ref().ok_or_else(|| unbound(&self.operator))?;
+                    let Some((entry, accs)) = self.table.state_mut(e) else { continue };
+                    entry.dirty = true;
                     let Some(state) = entry.state.as_mut() else { continue };
                     let is_update = state.fired;
                     state.fired = true;
-                    entry.dirty = true;
-                    let bound = self.bound.as_ref().ok_or_else(|| unbound(&self.operator))?;
-                    self.out.push(bound.result_row(state, w, is_update));
+                    self.out.push(bound.result_row_of(&state.key, accs, w, is_update));
                     if self.out.len() >= MAX_RESULT_ROWS {
                         // End of input can fire every key's windows at once: keep batches bounded.
                         self.emit_out(ctx)?;
@@ -623,19 +627,19 @@ impl WindowTask {
             let w = self.table.get(e).window();
             let fire = self.fire_time(w.1);
             let bound = self.bound.as_ref().ok_or_else(|| unbound(&self.operator))?;
-            let entry = self.table.get_mut(e);
-            let Some(state) = entry.state.as_mut() else { continue };
+            let Some((entry, accs)) = self.table.state_mut(e) else { continue };
             if counts_only {
-                for (agg, acc) in bound.aggs.iter().zip(state.accs.iter_mut()) {
+                for (agg, acc) in bound.aggs.iter().zip(accs.iter_mut()) {
                     agg.add_count(acc, n);
                 }
             } else {
-                for ((agg, acc), reader) in bound.aggs.iter().zip(state.accs.iter_mut()).zip(&readers.aggs) {
+                for ((agg, acc), reader) in bound.aggs.iter().zip(accs.iter_mut()).zip(&readers.aggs) {
                     agg.add_rows(acc, reader.as_ref(), rows, times).map_err(|e| state_context(&self.operator, e))?;
                 }
             }
-            state.rows += u64::from(n);
             entry.dirty = true;
+            let Some(state) = entry.state.as_mut() else { continue };
+            state.rows += u64::from(n);
             if event_time && fire <= self.watermark {
                 due.push((mark.first_row, w.0, e));
             }
@@ -645,10 +649,10 @@ impl WindowTask {
         due.sort_unstable();
         for (_, _, e) in due {
             let bound = self.bound.as_ref().ok_or_else(|| unbound(&self.operator))?;
-            let entry = self.table.get_mut(e);
+            let Some((entry, accs)) = self.table.state_mut(e) else { continue };
             let w = entry.window();
             let Some(state) = entry.state.as_mut() else { continue };
-            self.out.push(bound.result_row(state, w, state.fired));
+            self.out.push(bound.result_row_of(&state.key, accs, w, state.fired));
             state.fired = true;
             self.table.mark_fired(w);
         }

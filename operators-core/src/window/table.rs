@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use hashbrown::HashTable;
 
+use super::aggregate::Acc;
 use super::runtime::WindowState;
 use crate::key::KeyRef;
 
@@ -110,7 +111,8 @@ pub(super) struct Mark {
 pub(super) struct Entry {
     slot: u32,
     window: WindowId,
-    /// The decoded state; `None` while it lives in keyed state only (evicted).
+    /// The decoded state; `None` while it lives in keyed state only (evicted). Its
+    /// accumulators are not in it but in the table's flat `accs`, by entry id.
     pub(super) state: Option<WindowState>,
     /// Changed since it was last written to keyed state.
     pub(super) dirty: bool,
@@ -144,6 +146,10 @@ pub(super) struct WindowTable {
     /// Windows of a slot beyond its inline ones (sliding windows), by slot.
     overflow: Vec<Vec<(i64, u32)>>,
     marks: Vec<Mark>,
+    /// The accumulators of every entry, `stride` per entry, by entry id: folding a batch
+    /// walks them in id order through one array rather than one allocation per entry.
+    accs: Vec<Acc>,
+    stride: usize,
     free_slots: Vec<u32>,
     entries: Vec<Entry>,
     free_entries: Vec<u32>,
@@ -293,6 +299,7 @@ impl WindowTable {
     }
 
     /// The entry with id `e`, to change.
+    #[cfg(test)]
     pub(super) fn get_mut(&mut self, e: u32) -> &mut Entry {
         &mut self.entries[e as usize]
     }
@@ -304,12 +311,39 @@ impl WindowTable {
     }
 
     /// Gives entry `e` its decoded state.
-    pub(super) fn set_state(&mut self, e: u32, state: WindowState) {
+    pub(super) fn set_state(&mut self, e: u32, mut state: WindowState) {
+        if self.stride == 0 {
+            self.stride = state.accs.len();
+        }
+        let at = e as usize * self.stride;
+        if self.accs.len() < at + self.stride {
+            self.accs.resize(self.entries.len() * self.stride, Acc::Count(0));
+        }
+        for (slot, acc) in self.accs[at..at + self.stride].iter_mut().zip(state.accs.drain(..)) {
+            *slot = acc;
+        }
         let entry = &mut self.entries[e as usize];
         if entry.state.is_none() {
             self.resident += 1;
         }
         entry.state = Some(state);
+    }
+
+    /// The decoded state of entry `e` (if resident) and its accumulators, to change.
+    pub(super) fn state_mut(&mut self, e: u32) -> Option<(&mut Entry, &mut [Acc])> {
+        let at = e as usize * self.stride;
+        let entry = &mut self.entries[e as usize];
+        entry.state.as_ref()?;
+        Some((entry, &mut self.accs[at..at + self.stride]))
+    }
+
+    /// The decoded state of entry `e` with its accumulators put back: the form kept in
+    /// keyed state.
+    pub(super) fn full_state(&self, e: u32) -> Option<WindowState> {
+        let mut state = self.entries[e as usize].state.clone()?;
+        let at = e as usize * self.stride;
+        state.accs = self.accs[at..at + self.stride].to_vec();
+        Some(state)
     }
 
     /// Forgets every batch stamp (when the batch counter wraps around).
@@ -389,10 +423,15 @@ impl WindowTable {
         &mut self,
         mut write: impl FnMut(KeyRef<'_>, WindowId, &WindowState) -> Result<(), E>,
     ) -> Result<(), E> {
-        for entry in self.entries.iter_mut().filter(|e| e.slot != FREE && e.dirty) {
-            let Some(state) = &entry.state else { continue };
+        for e in 0..self.entries.len() {
+            let entry = &self.entries[e];
+            if entry.slot == FREE || !entry.dirty {
+                continue;
+            }
+            let Some(state) = self.full_state(e as u32) else { continue };
             let slot = &self.slots[entry.slot as usize];
-            write(KeyRef { key_group: slot.key_group, bytes: slot.bytes.as_slice() }, entry.window, state)?;
+            write(KeyRef { key_group: slot.key_group, bytes: slot.bytes.as_slice() }, entry.window, &state)?;
+            let entry = &mut self.entries[e];
             entry.dirty = false;
             entry.in_store = true;
         }
