@@ -320,3 +320,34 @@ fn kafka_to_a_tumble_count_to_kafka() {
         .collect();
     assert_eq!(sorted(got), sorted(expected));
 }
+
+#[test]
+fn rows_later_than_their_window_go_to_the_late_path_and_are_not_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // Key 1 in order over 5 s; then one row of key 2 at 0.05 s, when the watermark stands
+    // near 4.7 s: its window [0, 1) closed long ago.
+    let mut text = String::new();
+    for i in 0..50 {
+        text.push_str(&format!("1,{},1\n", EPOCH_2026 + i * 100));
+    }
+    text.push_str(&format!("2,{},7\n", EPOCH_2026 + 50));
+    for i in 50..60 {
+        text.push_str(&format!("1,{},1\n", EPOCH_2026 + i * 100));
+    }
+    std::fs::write(input.join("events.csv"), text).unwrap();
+    let out = tmp.path().join("out");
+    let late = tmp.path().join("late");
+    let sql = "select id, window_start, count(*) as cnt from t1 group by id, tumble(ts, interval '1' second)";
+    let o =
+        job(tmp.path(), &input, &out, sql, &["--stream.sql.watermark", "ts,200ms", "--stream.sql.late.path", s(&late)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected: Vec<Value> =
+        (0..6).map(|second| json!({"id": 1, "window_start": stamp(second * 1000), "cnt": 10})).collect();
+    assert_eq!(sorted(json_rows(&out)), sorted(expected));
+    let late_rows = json_rows(&late);
+    assert_eq!(late_rows.len(), 1, "{late_rows:?}");
+    let row = late_rows[0].to_string();
+    assert!(row.contains('2') && row.contains("00:00:00.050"), "{row}");
+}

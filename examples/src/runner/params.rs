@@ -192,6 +192,12 @@ pub const PARAMS: &[ParamSpec] = &[
         "windowed stream.sql: event-time column and out-of-orderness, <column>,<delay> (ts,200ms; ms/s/m/h) or ts - INTERVAL '5' SECOND",
     ),
     ext(
+        "stream.sql.late.path",
+        None,
+        Kind::Text,
+        "windowed stream.sql: directory where rows later than their window are written as JSON lines (else they are only counted in late_records)",
+    ),
+    ext(
         "stream.sql.watermark.idle.timeout",
         None,
         Kind::Int,

@@ -186,7 +186,7 @@ impl Shape<'_> {
             }
             "stream.sql" | "stream.sql.table" => (!self.sql)
                 .then(|| "SQL is off (stream.sql.enable is false; only the kafka source runs SQL always)".to_string()),
-            "stream.sql.watermark" | "stream.sql.watermark.idle.timeout" => {
+            "stream.sql.watermark" | "stream.sql.watermark.idle.timeout" | "stream.sql.late.path" => {
                 if !self.sql {
                     Some("SQL is off (stream.sql.enable is false; only the kafka source runs SQL always)".to_string())
                 } else {
@@ -762,6 +762,12 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         let out = sql.apply(stream, "sql");
         stream = out.rows;
         dead_letters.extend(out.dead_letters);
+        if let (Some(late), Some(path)) = (out.late_records, params.text("stream.sql.late.path")) {
+            // Rows past their window's lateness, as the window's input saw them.
+            let sink = FileSink::new(&path, FileFormat::JsonLines).with_prefix("late");
+            sink.validate().map_err(component("stream.sql.late.path"))?;
+            late.sink("late-records", sink);
+        }
     }
     if params.bool("sink.merge.enable")? {
         let nest = NestTransform::new()
