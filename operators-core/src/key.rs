@@ -208,6 +208,24 @@ impl KeySelector {
     }
 }
 
+/// The encoding [`KeySelector::extract`] gives a key of one non-null integer column, so
+/// that an operator keyed on such a column can index rows by the integer and encode only
+/// the keys it has not seen.
+pub fn int_key_bytes(v: i64) -> [u8; 9] {
+    let mut out = [0u8; 9];
+    out[0] = TAG_INT;
+    out[1..].copy_from_slice(&v.to_be_bytes());
+    out
+}
+
+/// The integer of a key encoded by [`int_key_bytes`], if it is one.
+pub fn int_key_of(bytes: &[u8]) -> Option<i64> {
+    match bytes {
+        [TAG_INT, rest @ ..] => <[u8; 8]>::try_from(rest).ok().map(i64::from_be_bytes),
+        _ => None,
+    }
+}
+
 // Tags of the key encoding. Integers of every width share one tag so that a key keeps its
 // identity when a column's integer type changes (Int32 5 == Int64 5).
 const TAG_NULL: u8 = 0;
@@ -410,6 +428,19 @@ mod tests {
         assert_eq!(k32.key(0), k64.key(0));
         assert_ne!(k32.key(0).bytes, ks.key(0).bytes);
         assert_eq!(k32.key(1), ks.key(1), "nulls encode alike");
+    }
+
+    #[test]
+    fn integer_keys_encode_as_extract_does() {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let b = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![-3, 0, i64::MAX]))]).unwrap();
+        let keys = KeySelector::new(["id"]).extract(&b, 128).unwrap();
+        for (row, v) in [-3, 0, i64::MAX].into_iter().enumerate() {
+            assert_eq!(keys.key(row).bytes, int_key_bytes(v));
+            assert_eq!(int_key_of(keys.key(row).bytes), Some(v));
+            assert_eq!(keys.hashes()[row], hash_key(&int_key_bytes(v)));
+        }
+        assert_eq!(int_key_of(&int_key_bytes(5)[..8]), None);
     }
 
     #[test]

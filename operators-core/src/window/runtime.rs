@@ -19,8 +19,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
@@ -518,12 +518,26 @@ impl WindowTask {
     fn process_aligned(
         &mut self,
         batch: &RecordBatch,
-        keys: &BatchKeys,
         times: &[i64],
         valid: &[bool],
         ctx: &mut OperatorContext,
     ) -> Result<Vec<bool>> {
         let readers = self.readers(batch)?;
+        // Keyed on one Int64 column without nulls (the common case): rows find their key
+        // by the integer; the general case encodes every row's key.
+        let int_keys = match self.bound()?.key_columns.as_slice() {
+            [column] => batch
+                .column_by_name(column)
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                .filter(|a| a.null_count() == 0)
+                .cloned(),
+            _ => None,
+        };
+        let keys = match int_keys {
+            Some(_) => None,
+            None => Some(ctx.keys(batch)?),
+        };
+        let max_parallelism = ctx.info().max_parallelism;
         let handle = self.state_handle()?;
         let event_time = self.spec.kind.is_event_time();
         let (size, slide) = match self.spec.kind {
@@ -545,7 +559,6 @@ impl WindowTask {
         scratch.touched.clear();
         scratch.pairs.clear();
         let mut late = vec![false; batch.num_rows()];
-        let hashes = keys.hashes();
         // Rows whose windows have all passed their lateness are late; a window is live
         // while its cleanup time is after the watermark.
         let live_after = if event_time { self.watermark.saturating_sub(self.lateness()) } else { i64::MIN };
@@ -561,7 +574,6 @@ impl WindowTask {
             } else {
                 sliding_windows(t, size, slide, &mut scratch.windows);
             }
-            let key = keys.key(row);
             let mut any = false;
             for &w in &scratch.windows {
                 // cleanup_time(end) <= watermark, without the call per row.
@@ -569,7 +581,14 @@ impl WindowTask {
                     continue;
                 }
                 any = true;
-                let (e, _) = self.table.entry(hashes[row], key.key_group, key.bytes, w);
+                let (e, _) = match (&int_keys, &keys) {
+                    (Some(ints), _) => self.table.int_entry(ints.value(row), max_parallelism, w),
+                    (None, Some(keys)) => {
+                        let key = keys.key(row);
+                        self.table.entry(keys.hashes()[row], key.key_group, key.bytes, w)
+                    }
+                    (None, None) => return Err(Error::Internal("window rows without keys".into())),
+                };
                 let mark = &mut self.table.marks()[e as usize];
                 if mark.stamp != generation {
                     *mark = Mark { stamp: generation, count: 0, first_row: row as u32 };
@@ -926,10 +945,10 @@ impl Transform for WindowTask {
             let key_columns = ctx.key_selector().map(|k| k.columns().to_vec()).unwrap_or_default();
             self.bound = Some(Bound::from_batch(&batch, key_columns, &self.spec, &self.operator)?);
         }
-        let keys = ctx.keys(&batch)?;
         let now = ctx.clock().now_ms();
         let late = match self.spec.kind {
             WindowKind::TumblingCount { count } => {
+                let keys = ctx.keys(&batch)?;
                 self.process_count(&batch, &keys, count, ctx)?;
                 None
             }
@@ -938,7 +957,7 @@ impl Transform for WindowTask {
                 self.fire_due(now, ctx)?;
                 let times = vec![now; batch.num_rows()];
                 let valid = vec![true; batch.num_rows()];
-                self.process_aligned(&batch, &keys, &times, &valid, ctx)?;
+                self.process_aligned(&batch, &times, &valid, ctx)?;
                 self.request_processing_timer(ctx);
                 None
             }
@@ -952,9 +971,10 @@ impl Transform for WindowTask {
                 let times: Vec<i64> = times_array.values().to_vec();
                 let late = match kind {
                     WindowKind::SessionEventTime { gap } => {
+                        let keys = ctx.keys(&batch)?;
                         self.process_sessions(&batch, &keys, &times, &valid, gap, ctx)?
                     }
-                    _ => self.process_aligned(&batch, &keys, &times, &valid, ctx)?,
+                    _ => self.process_aligned(&batch, &times, &valid, ctx)?,
                 };
                 Some(late)
             }

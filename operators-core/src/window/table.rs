@@ -20,7 +20,7 @@ use hashbrown::HashTable;
 
 use super::aggregate::Acc;
 use super::runtime::WindowState;
-use crate::key::KeyRef;
+use crate::key::{KeyRef, hash_key, int_key_bytes, int_key_of, key_group_of_hash};
 
 /// Window id: `(start, end)` in ms.
 pub(super) type WindowId = (i64, i64);
@@ -96,6 +96,20 @@ struct Slot {
 
 const INLINE_WINDOWS: usize = 2;
 
+impl Slot {
+    /// The integer, when the key is one integer column.
+    fn int_key(&self) -> Option<i64> {
+        int_key_of(self.bytes.as_slice())
+    }
+}
+
+/// Hash of an integer key for the integer index (a multiplicative mix: hashbrown takes
+/// its bucket from the low bits and its tag from the top seven).
+fn int_hash(v: i64) -> u64 {
+    let h = (v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 29)
+}
+
 /// Per entry, the batch that last touched it, its rows in that batch and the first of
 /// them: grouping rows per entry without a per-batch map, in an array small enough to
 /// stay in cache.
@@ -142,6 +156,9 @@ const FREE: u32 = u32::MAX;
 #[derive(Default)]
 pub(super) struct WindowTable {
     index: HashTable<u32>,
+    /// The slots whose key is one integer, by the integer: rows keyed on one Int64
+    /// column find their slot without encoding or hashing the key bytes.
+    int_index: HashTable<u32>,
     slots: Vec<Slot>,
     /// Windows of a slot beyond its inline ones (sliding windows), by slot.
     overflow: Vec<Vec<(i64, u32)>>,
@@ -189,6 +206,26 @@ impl WindowTable {
             Some(&s) => s,
             None => self.new_slot(hash, key_group, bytes),
         };
+        self.entry_in_slot(slot_id, w)
+    }
+
+    /// [`entry`](Self::entry) for the key of one integer column, `v` (its bytes, hash and
+    /// key group computed only when the key is new).
+    pub(super) fn int_entry(&mut self, v: i64, max_parallelism: u16, w: WindowId) -> (u32, bool) {
+        let slots = &self.slots;
+        let found = self.int_index.find(int_hash(v), |&s| slots[s as usize].int_key() == Some(v));
+        let slot_id = match found {
+            Some(&s) => s,
+            None => {
+                let bytes = int_key_bytes(v);
+                let hash = hash_key(&bytes);
+                self.new_slot(hash, key_group_of_hash(hash, max_parallelism), &bytes)
+            }
+        };
+        self.entry_in_slot(slot_id, w)
+    }
+
+    fn entry_in_slot(&mut self, slot_id: u32, w: WindowId) -> (u32, bool) {
         if let Some(e) = self.find_window(slot_id, w.0) {
             return (e, false);
         }
@@ -277,6 +314,9 @@ impl WindowTable {
         };
         let slots = &self.slots;
         self.index.insert_unique(hash, id, |&s| slots[s as usize].hash);
+        if let Some(v) = slots[id as usize].int_key() {
+            self.int_index.insert_unique(int_hash(v), id, |&s| slots[s as usize].int_key().map_or(0, int_hash));
+        }
         id
     }
 
@@ -412,6 +452,11 @@ impl WindowTable {
                 if let Ok(found) = self.index.find_entry(hash, |&s| s == slot_id) {
                     found.remove();
                 }
+                if let Some(v) = slot.int_key()
+                    && let Ok(found) = self.int_index.find_entry(int_hash(v), |&s| s == slot_id)
+                {
+                    found.remove();
+                }
                 slot.bytes = KeyBytes::Inline { len: 0, bytes: [0; INLINE_KEY] };
                 self.free_slots.push(slot_id);
             }
@@ -480,6 +525,23 @@ mod tests {
         t.remove_pane((10, 20));
         assert!(t.is_empty());
         assert!(t.index.is_empty());
+    }
+
+    #[test]
+    fn integer_keys_meet_the_same_slots_as_their_encoded_bytes() {
+        let mut t = WindowTable::default();
+        let bytes = int_key_bytes(42);
+        let hash = hash_key(&bytes);
+        let kg = key_group_of_hash(hash, 128);
+        let (by_int, new) = t.int_entry(42, 128, (0, 10));
+        assert!(new);
+        assert_eq!(t.entry(hash, kg, &bytes, (0, 10)), (by_int, false));
+        assert_eq!(t.key(by_int), KeyRef { key_group: kg, bytes: &bytes });
+        let (other, new) = t.entry(hash_key(&int_key_bytes(7)), 0, &int_key_bytes(7), (0, 10));
+        assert!(new);
+        assert_eq!(t.int_entry(7, 128, (0, 10)), (other, false));
+        t.remove_pane((0, 10));
+        assert!(t.int_index.is_empty() && t.index.is_empty());
     }
 
     #[test]
