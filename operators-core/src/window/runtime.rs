@@ -416,12 +416,11 @@ impl WindowTask {
                 if !fired {
                     self.make_resident(e, &handle, ctx, None)?;
                     let bound = self.bound.as_ref().ok_or_else(|| unbound(&self.operator))?;
-                    let Some((entry, accs)) = self.table.state_mut(e) else { continue };
+                    let Some((entry, accs, key)) = self.table.state_mut(e) else { continue };
                     entry.dirty = true;
-                    let Some(state) = entry.state.as_mut() else { continue };
-                    let is_update = state.fired;
-                    state.fired = true;
-                    self.out.push(bound.result_row_of(&state.key, accs, w, is_update));
+                    let is_update = entry.fired;
+                    entry.fired = true;
+                    self.out.push(bound.result_row_of(key, accs, w, is_update));
                     if self.out.len() >= MAX_RESULT_ROWS {
                         // End of input can fire every key's windows at once: keep batches bounded.
                         self.emit_out(ctx)?;
@@ -450,7 +449,7 @@ impl WindowTask {
         new_key: Option<(&BatchReaders, usize)>,
     ) -> Result<()> {
         let entry = self.table.get(e);
-        if entry.state.is_some() {
+        if entry.resident() {
             return Ok(());
         }
         let w = entry.window();
@@ -664,7 +663,7 @@ impl WindowTask {
             let w = self.table.get(e).window();
             let fire = self.fire_time(w.1);
             let bound = self.bound.as_ref().ok_or_else(|| unbound(&self.operator))?;
-            let Some((entry, accs)) = self.table.state_mut(e) else { continue };
+            let Some((entry, accs, _)) = self.table.state_mut(e) else { continue };
             if counts_only {
                 for (agg, acc) in bound.aggs.iter().zip(accs.iter_mut()) {
                     agg.add_count(acc, n);
@@ -675,8 +674,7 @@ impl WindowTask {
                 }
             }
             entry.dirty = true;
-            let Some(state) = entry.state.as_mut() else { continue };
-            state.rows += u64::from(n);
+            entry.rows += u64::from(n);
             if event_time && fire <= self.watermark {
                 due.push((mark.first_row, w.0, e));
             }
@@ -686,11 +684,10 @@ impl WindowTask {
         due.sort_unstable();
         for (_, _, e) in due {
             let bound = self.bound.as_ref().ok_or_else(|| unbound(&self.operator))?;
-            let Some((entry, accs)) = self.table.state_mut(e) else { continue };
+            let Some((entry, accs, key)) = self.table.state_mut(e) else { continue };
             let w = entry.window();
-            let Some(state) = entry.state.as_mut() else { continue };
-            self.out.push(bound.result_row_of(&state.key, accs, w, state.fired));
-            state.fired = true;
+            self.out.push(bound.result_row_of(key, accs, w, entry.fired));
+            entry.fired = true;
             self.table.mark_fired(w);
         }
         self.scratch = scratch;

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use hashbrown::HashTable;
 
-use super::aggregate::Acc;
+use super::aggregate::{Acc, Scalar};
 use super::runtime::WindowState;
 use crate::key::{KeyRef, hash_key, int_key_bytes, int_key_of, key_group_of_hash};
 
@@ -121,23 +121,34 @@ pub(super) struct Mark {
     pub(super) first_row: u32,
 }
 
-/// The state of one key in one window.
+/// The state of one key in one window, as far as folding rows needs it: 40 bytes, so
+/// that a batch's walk through the entries stays in cache. The rest of the keyed-state
+/// form ([`WindowState`]) is kept aside: the accumulators in the table's flat `accs`, the
+/// key's column values once per key (slot), the count-window clock in `first_ms`.
 pub(super) struct Entry {
     slot: u32,
-    window: WindowId,
-    /// The decoded state; `None` while it lives in keyed state only (evicted). Its
-    /// accumulators are not in it but in the table's flat `accs`, by entry id.
-    pub(super) state: Option<WindowState>,
+    /// The state is decoded in memory; otherwise it lives in keyed state only (evicted).
+    resident: bool,
     /// Changed since it was last written to keyed state.
     pub(super) dirty: bool,
     /// Keyed state holds a version of it (so dropping it needs a delete).
     pub(super) in_store: bool,
+    /// The window's result was emitted (later results are updates).
+    pub(super) fired: bool,
+    window: WindowId,
+    /// Rows folded in.
+    pub(super) rows: u64,
 }
 
 impl Entry {
     /// The window of this entry.
     pub(super) fn window(&self) -> WindowId {
         self.window
+    }
+
+    /// Whether its state is decoded in memory.
+    pub(super) fn resident(&self) -> bool {
+        self.resident
     }
 }
 
@@ -148,6 +159,9 @@ struct Pane {
     /// Its results were emitted (it is kept for the allowed lateness).
     fired: bool,
 }
+
+/// An entry, its accumulators and its key's column values.
+pub(super) type EntryMut<'a> = (&'a mut Entry, &'a mut [Acc], &'a [Option<Scalar>]);
 
 /// Entry ids index a slab; a freed entry has this slot.
 const FREE: u32 = u32::MAX;
@@ -167,6 +181,10 @@ pub(super) struct WindowTable {
     /// walks them in id order through one array rather than one allocation per entry.
     accs: Vec<Acc>,
     stride: usize,
+    /// By entry id: `WindowState::first_ms`.
+    first_ms: Vec<i64>,
+    /// By slot id: the key's column values (for result rows), once its first state came.
+    key_values: Vec<Vec<Option<Scalar>>>,
     free_slots: Vec<u32>,
     entries: Vec<Entry>,
     free_entries: Vec<u32>,
@@ -229,7 +247,8 @@ impl WindowTable {
         if let Some(e) = self.find_window(slot_id, w.0) {
             return (e, false);
         }
-        let entry = Entry { slot: slot_id, window: w, state: None, dirty: false, in_store: false };
+        let entry =
+            Entry { slot: slot_id, resident: false, dirty: false, in_store: false, fired: false, window: w, rows: 0 };
         let e = match self.free_entries.pop() {
             Some(e) => {
                 self.entries[e as usize] = entry;
@@ -239,6 +258,7 @@ impl WindowTable {
             None => {
                 self.entries.push(entry);
                 self.marks.push(Mark::default());
+                self.first_ms.push(0);
                 (self.entries.len() - 1) as u32
             }
         };
@@ -363,27 +383,47 @@ impl WindowTable {
             *slot = acc;
         }
         let entry = &mut self.entries[e as usize];
-        if entry.state.is_none() {
+        if !entry.resident {
             self.resident += 1;
         }
-        entry.state = Some(state);
+        entry.resident = true;
+        entry.fired = state.fired;
+        entry.rows = state.rows;
+        self.first_ms[e as usize] = state.first_ms;
+        let slot = entry.slot as usize;
+        if self.key_values.len() <= slot {
+            self.key_values.resize_with(slot + 1, Vec::new);
+        }
+        if self.key_values[slot].is_empty() {
+            self.key_values[slot] = state.key;
+        }
     }
 
-    /// The decoded state of entry `e` (if resident) and its accumulators, to change.
-    pub(super) fn state_mut(&mut self, e: u32) -> Option<(&mut Entry, &mut [Acc])> {
+    /// Entry `e` (if resident), its accumulators and its key's column values, to change.
+    pub(super) fn state_mut(&mut self, e: u32) -> Option<EntryMut<'_>> {
         let at = e as usize * self.stride;
         let entry = &mut self.entries[e as usize];
-        entry.state.as_ref()?;
-        Some((entry, &mut self.accs[at..at + self.stride]))
+        if !entry.resident {
+            return None;
+        }
+        let key = self.key_values.get(entry.slot as usize).map_or(&[][..], Vec::as_slice);
+        Some((entry, &mut self.accs[at..at + self.stride], key))
     }
 
-    /// The decoded state of entry `e` with its accumulators put back: the form kept in
-    /// keyed state.
+    /// The decoded state of entry `e` in the form kept in keyed state.
     pub(super) fn full_state(&self, e: u32) -> Option<WindowState> {
-        let mut state = self.entries[e as usize].state.clone()?;
+        let entry = &self.entries[e as usize];
+        if !entry.resident {
+            return None;
+        }
         let at = e as usize * self.stride;
-        state.accs = self.accs[at..at + self.stride].to_vec();
-        Some(state)
+        Some(WindowState {
+            key: self.key_values.get(entry.slot as usize).cloned().unwrap_or_default(),
+            accs: self.accs[at..at + self.stride].to_vec(),
+            fired: entry.fired,
+            rows: entry.rows,
+            first_ms: self.first_ms[e as usize],
+        })
     }
 
     /// Forgets every batch stamp (when the batch counter wraps around).
@@ -440,7 +480,7 @@ impl WindowTable {
         let Some(pane) = self.panes.remove(&(w.1, w.0)) else { return };
         for e in pane.entries {
             let entry = &mut self.entries[e as usize];
-            if entry.state.take().is_some() {
+            if std::mem::take(&mut entry.resident) {
                 self.resident -= 1;
             }
             let slot_id = std::mem::replace(&mut entry.slot, FREE);
@@ -458,6 +498,9 @@ impl WindowTable {
                     found.remove();
                 }
                 slot.bytes = KeyBytes::Inline { len: 0, bytes: [0; INLINE_KEY] };
+                if let Some(values) = self.key_values.get_mut(slot_id as usize) {
+                    values.clear();
+                }
                 self.free_slots.push(slot_id);
             }
         }
@@ -486,7 +529,7 @@ impl WindowTable {
     /// Drops every decoded state that is written to keyed state, keeping the index.
     pub(super) fn evict(&mut self) {
         for entry in self.entries.iter_mut().filter(|e| e.slot != FREE && !e.dirty && e.in_store) {
-            if entry.state.take().is_some() {
+            if std::mem::take(&mut entry.resident) {
                 self.resident -= 1;
             }
         }
@@ -579,6 +622,6 @@ mod tests {
         t.get_mut(b).dirty = true;
         t.evict();
         assert_eq!(t.resident(), 1, "the changed state stays until written");
-        assert!(t.get(a).state.is_none() && t.get(a).in_store);
+        assert!(!t.get(a).resident() && t.get(a).in_store);
     }
 }
