@@ -103,6 +103,16 @@ impl Slot {
     }
 }
 
+/// A key of one integer in the integer index, with the entry of its latest window.
+#[derive(Debug, Clone, Copy)]
+struct IntBucket {
+    key: i64,
+    /// Start of the window of `entry` (`entry` is `FREE` when there is none).
+    start: i64,
+    slot: u32,
+    entry: u32,
+}
+
 /// Hash of an integer key for the integer index (a multiplicative mix: hashbrown takes
 /// its bucket from the low bits and its tag from the top seven).
 fn int_hash(v: i64) -> u64 {
@@ -171,8 +181,9 @@ const FREE: u32 = u32::MAX;
 pub(super) struct WindowTable {
     index: HashTable<u32>,
     /// The slots whose key is one integer, by the integer: rows keyed on one Int64
-    /// column find their slot without encoding or hashing the key bytes.
-    int_index: HashTable<u32>,
+    /// column find their slot without encoding or hashing the key bytes, and their entry
+    /// in the key's latest window without reading the slot.
+    int_index: HashTable<IntBucket>,
     slots: Vec<Slot>,
     /// Windows of a slot beyond its inline ones (sliding windows), by slot.
     overflow: Vec<Vec<(i64, u32)>>,
@@ -230,17 +241,22 @@ impl WindowTable {
     /// [`entry`](Self::entry) for the key of one integer column, `v` (its bytes, hash and
     /// key group computed only when the key is new).
     pub(super) fn int_entry(&mut self, v: i64, max_parallelism: u16, w: WindowId) -> (u32, bool) {
-        let slots = &self.slots;
-        let found = self.int_index.find(int_hash(v), |&s| slots[s as usize].int_key() == Some(v));
-        let slot_id = match found {
-            Some(&s) => s,
+        let hash = int_hash(v);
+        let slot_id = match self.int_index.find(hash, |b| b.key == v) {
+            Some(b) if b.entry != FREE && b.start == w.0 => return (b.entry, false),
+            Some(b) => b.slot,
             None => {
                 let bytes = int_key_bytes(v);
-                let hash = hash_key(&bytes);
-                self.new_slot(hash, key_group_of_hash(hash, max_parallelism), &bytes)
+                let key_hash = hash_key(&bytes);
+                self.new_slot(key_hash, key_group_of_hash(key_hash, max_parallelism), &bytes)
             }
         };
-        self.entry_in_slot(slot_id, w)
+        let (e, new) = self.entry_in_slot(slot_id, w);
+        if let Some(b) = self.int_index.find_mut(hash, |b| b.key == v) {
+            b.start = w.0;
+            b.entry = e;
+        }
+        (e, new)
     }
 
     fn entry_in_slot(&mut self, slot_id: u32, w: WindowId) -> (u32, bool) {
@@ -335,7 +351,8 @@ impl WindowTable {
         let slots = &self.slots;
         self.index.insert_unique(hash, id, |&s| slots[s as usize].hash);
         if let Some(v) = slots[id as usize].int_key() {
-            self.int_index.insert_unique(int_hash(v), id, |&s| slots[s as usize].int_key().map_or(0, int_hash));
+            self.int_index
+                .insert_unique(int_hash(v), IntBucket { key: v, start: 0, slot: id, entry: FREE }, |b| int_hash(b.key));
         }
         id
     }
@@ -486,14 +503,21 @@ impl WindowTable {
             let slot_id = std::mem::replace(&mut entry.slot, FREE);
             self.free_entries.push(e);
             self.live -= 1;
+            let int_key = self.slots[slot_id as usize].int_key();
+            if let Some(v) = int_key
+                && let Some(b) = self.int_index.find_mut(int_hash(v), |b| b.key == v)
+                && b.entry == e
+            {
+                b.entry = FREE;
+            }
             if self.remove_window(slot_id, e) {
                 let slot = &mut self.slots[slot_id as usize];
                 let hash = slot.hash;
                 if let Ok(found) = self.index.find_entry(hash, |&s| s == slot_id) {
                     found.remove();
                 }
-                if let Some(v) = slot.int_key()
-                    && let Ok(found) = self.int_index.find_entry(int_hash(v), |&s| s == slot_id)
+                if let Some(v) = int_key
+                    && let Ok(found) = self.int_index.find_entry(int_hash(v), |b| b.key == v)
                 {
                     found.remove();
                 }
