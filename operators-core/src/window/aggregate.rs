@@ -491,14 +491,6 @@ impl BoundAgg {
         matches!(self.kind, AggKind::Count)
     }
 
-    /// Folds `n` rows into the accumulator of an aggregation that [counts
-    /// only](Self::counts_only).
-    pub(crate) fn add_count(&self, acc: &mut Acc, n: u32) {
-        if let Acc::Count(c) = acc {
-            *c += i64::from(n);
-        }
-    }
-
     /// Folds `rows` (with their event times `times`, indexed by row) into `acc`.
     pub(crate) fn add_rows(
         &self,

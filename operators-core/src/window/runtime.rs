@@ -554,8 +554,11 @@ impl WindowTask {
         let generation = self.generation;
         // A count needs how many rows each window gets, not which: no row lists.
         let counts_only = self.bound()?.aggs.iter().all(BoundAgg::counts_only);
+        self.table.set_counts_only(counts_only);
         let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.touched.clear();
+        // Entries the batch touches go to `touched[..touched]`; the vector keeps its length
+        // from batch to batch, so the slot written is there already.
+        let mut touched = 0usize;
         scratch.pairs.clear();
         let mut late = vec![false; batch.num_rows()];
         // Rows whose windows have all passed their lateness are late; a window is live
@@ -597,18 +600,27 @@ impl WindowTask {
                     }
                     (None, None) => return Err(Error::Internal("window rows without keys".into())),
                 };
+                // Without branches: whether the batch touched the entry before is random,
+                // and a mispredicted branch here also stalled the next rows' lookups.
                 let mark = &mut self.table.marks()[e as usize];
-                if mark.stamp != generation {
-                    *mark = Mark { stamp: generation, count: 0, first_row: row as u32 };
-                    scratch.touched.push(e);
+                let fresh = mark.stamp != generation;
+                *mark = Mark {
+                    stamp: generation,
+                    count: if fresh { 1 } else { mark.count + 1 },
+                    first_row: if fresh { row as u32 } else { mark.first_row },
+                };
+                match scratch.touched.get_mut(touched) {
+                    Some(slot) => *slot = e,
+                    None => scratch.touched.push(e),
                 }
-                mark.count += 1;
+                touched += usize::from(fresh);
                 if !counts_only {
                     scratch.pairs.push((e, row as u32));
                 }
             }
             late[row] = !any;
         }
+        scratch.touched.truncate(touched);
         // Entries in id order: ids are handed out as windows open, so neighbouring ids are
         // neighbours in memory and folding in this order streams through the states.
         // Scanning the marks costs one pass over the table, worth it while the batch
@@ -663,18 +675,20 @@ impl WindowTask {
             let w = self.table.get(e).window();
             let fire = self.fire_time(w.1);
             let bound = self.bound.as_ref().ok_or_else(|| unbound(&self.operator))?;
-            let Some((entry, accs, _)) = self.table.state_mut(e) else { continue };
             if counts_only {
-                for (agg, acc) in bound.aggs.iter().zip(accs.iter_mut()) {
-                    agg.add_count(acc, n);
-                }
+                // A count(*) equals the rows folded in: the table derives the accumulators
+                // from `rows` when they are read, and their cache lines are not touched here.
+                let entry = self.table.get_mut(e);
+                entry.dirty = true;
+                entry.rows += u64::from(n);
             } else {
+                let Some((entry, accs, _)) = self.table.state_mut(e) else { continue };
                 for ((agg, acc), reader) in bound.aggs.iter().zip(accs.iter_mut()).zip(&readers.aggs) {
                     agg.add_rows(acc, reader.as_ref(), rows, times).map_err(|e| state_context(&self.operator, e))?;
                 }
+                entry.dirty = true;
+                entry.rows += u64::from(n);
             }
-            entry.dirty = true;
-            entry.rows += u64::from(n);
             if event_time && fire <= self.watermark {
                 due.push((mark.first_row, w.0, e));
             }

@@ -192,6 +192,9 @@ pub(super) struct WindowTable {
     /// walks them in id order through one array rather than one allocation per entry.
     accs: Vec<Acc>,
     stride: usize,
+    /// Every aggregation is a count(*): the accumulators are not kept up to date but
+    /// derived from the entry's `rows` whenever they are read.
+    counts_only: bool,
     /// By entry id: `WindowState::first_ms`.
     first_ms: Vec<i64>,
     /// By slot id: the key's column values (for result rows), once its first state came.
@@ -376,7 +379,6 @@ impl WindowTable {
     }
 
     /// The entry with id `e`, to change.
-    #[cfg(test)]
     pub(super) fn get_mut(&mut self, e: u32) -> &mut Entry {
         &mut self.entries[e as usize]
     }
@@ -416,12 +418,21 @@ impl WindowTable {
         }
     }
 
+    /// Whether every aggregation is a count(*) (see the field).
+    pub(super) fn set_counts_only(&mut self, counts_only: bool) {
+        self.counts_only = counts_only;
+    }
+
     /// Entry `e` (if resident), its accumulators and its key's column values, to change.
     pub(super) fn state_mut(&mut self, e: u32) -> Option<EntryMut<'_>> {
         let at = e as usize * self.stride;
         let entry = &mut self.entries[e as usize];
         if !entry.resident {
             return None;
+        }
+        if self.counts_only {
+            let count = Acc::Count(i64::try_from(entry.rows).unwrap_or(i64::MAX));
+            self.accs[at..at + self.stride].fill(count);
         }
         let key = self.key_values.get(entry.slot as usize).map_or(&[][..], Vec::as_slice);
         Some((entry, &mut self.accs[at..at + self.stride], key))
@@ -434,9 +445,14 @@ impl WindowTable {
             return None;
         }
         let at = e as usize * self.stride;
+        let accs = if self.counts_only {
+            vec![Acc::Count(i64::try_from(entry.rows).unwrap_or(i64::MAX)); self.stride]
+        } else {
+            self.accs[at..at + self.stride].to_vec()
+        };
         Some(WindowState {
             key: self.key_values.get(entry.slot as usize).cloned().unwrap_or_default(),
-            accs: self.accs[at..at + self.stride].to_vec(),
+            accs,
             fired: entry.fired,
             rows: entry.rows,
             first_ms: self.first_ms[e as usize],
