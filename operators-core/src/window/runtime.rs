@@ -600,25 +600,28 @@ impl WindowTask {
                     }
                     (None, None) => return Err(Error::Internal("window rows without keys".into())),
                 };
-                // Without branches: whether the batch touched the entry before is random,
-                // and a mispredicted branch here also stalled the next rows' lookups.
-                let mark = &mut self.table.marks()[e as usize];
-                let fresh = mark.stamp != generation;
-                *mark = Mark {
-                    stamp: generation,
-                    count: if fresh { 1 } else { mark.count + 1 },
-                    first_row: if fresh { row as u32 } else { mark.first_row },
-                };
-                match scratch.touched.get_mut(touched) {
-                    Some(slot) => *slot = e,
-                    None => scratch.touched.push(e),
-                }
-                touched += usize::from(fresh);
-                if !counts_only {
-                    scratch.pairs.push((e, row as u32));
-                }
+                scratch.pairs.push((e, row as u32));
             }
             late[row] = !any;
+        }
+        // The marks in a loop of their own: each row's mark is a load from anywhere in the
+        // array, and a tight loop keeps many of them in flight at once (inside the lookup
+        // loop above, one or two were).
+        let marks = self.table.marks();
+        for &(e, row) in &scratch.pairs {
+            // Without branches: whether the batch touched the entry before is random.
+            let mark = &mut marks[e as usize];
+            let fresh = mark.stamp != generation;
+            *mark = Mark {
+                stamp: generation,
+                count: if fresh { 1 } else { mark.count + 1 },
+                first_row: if fresh { row } else { mark.first_row },
+            };
+            match scratch.touched.get_mut(touched) {
+                Some(slot) => *slot = e,
+                None => scratch.touched.push(e),
+            }
+            touched += usize::from(fresh);
         }
         scratch.touched.truncate(touched);
         // Entries in id order: ids are handed out as windows open, so neighbouring ids are
