@@ -103,7 +103,8 @@ impl Slot {
     }
 }
 
-/// A key of one integer in the integer index, with the entry of its latest window.
+/// A key of one integer in the integer index, with the entries of its latest window and
+/// of the one before it.
 #[derive(Debug, Clone, Copy)]
 struct IntBucket {
     key: i64,
@@ -111,6 +112,37 @@ struct IntBucket {
     start: i64,
     slot: u32,
     entry: u32,
+    /// The entry of the window starting one window length before `start`, or `FREE`.
+    /// Rows within the disorder after a window boundary alternate between a key's two
+    /// latest tumbling windows: with one cached, about every other such row missed it.
+    prev: u32,
+}
+
+impl IntBucket {
+    /// Caches entry `e` of the window starting at `start` (window length `size`): a newer
+    /// window becomes the latest (and the latest its predecessor when adjacent); the
+    /// window just before the latest becomes the predecessor; older windows (a sliding
+    /// window's others) are not cached.
+    fn cache(&mut self, start: i64, size: i64, e: u32) {
+        if self.entry == FREE || start > self.start {
+            let adjacent = self.entry != FREE && self.start == start.wrapping_sub(size);
+            self.prev = if adjacent { self.entry } else { FREE };
+            self.start = start;
+            self.entry = e;
+        } else if start == self.start.wrapping_sub(size) {
+            self.prev = e;
+        }
+    }
+
+    /// Forgets entry `e` (its window was dropped).
+    fn forget(&mut self, e: u32) {
+        if self.entry == e {
+            self.entry = FREE;
+        }
+        if self.prev == e {
+            self.prev = FREE;
+        }
+    }
 }
 
 /// Hash of an integer key for the integer index (a multiplicative mix: hashbrown takes
@@ -245,8 +277,10 @@ impl WindowTable {
     /// key group computed only when the key is new).
     pub(super) fn int_entry(&mut self, v: i64, max_parallelism: u16, w: WindowId) -> (u32, bool) {
         let hash = int_hash(v);
+        let size = w.1.wrapping_sub(w.0);
         let slot_id = match self.int_index.find(hash, |b| b.key == v) {
             Some(b) if b.entry != FREE && b.start == w.0 => return (b.entry, false),
+            Some(b) if b.prev != FREE && b.start.wrapping_sub(size) == w.0 => return (b.prev, false),
             Some(b) => b.slot,
             None => {
                 let bytes = int_key_bytes(v);
@@ -256,8 +290,7 @@ impl WindowTable {
         };
         let (e, new) = self.entry_in_slot(slot_id, w);
         if let Some(b) = self.int_index.find_mut(hash, |b| b.key == v) {
-            b.start = w.0;
-            b.entry = e;
+            b.cache(w.0, size, e);
         }
         (e, new)
     }
@@ -354,8 +387,11 @@ impl WindowTable {
         let slots = &self.slots;
         self.index.insert_unique(hash, id, |&s| slots[s as usize].hash);
         if let Some(v) = slots[id as usize].int_key() {
-            self.int_index
-                .insert_unique(int_hash(v), IntBucket { key: v, start: 0, slot: id, entry: FREE }, |b| int_hash(b.key));
+            self.int_index.insert_unique(
+                int_hash(v),
+                IntBucket { key: v, start: 0, slot: id, entry: FREE, prev: FREE },
+                |b| int_hash(b.key),
+            );
         }
         id
     }
@@ -522,9 +558,8 @@ impl WindowTable {
             let int_key = self.slots[slot_id as usize].int_key();
             if let Some(v) = int_key
                 && let Some(b) = self.int_index.find_mut(int_hash(v), |b| b.key == v)
-                && b.entry == e
             {
-                b.entry = FREE;
+                b.forget(e);
             }
             if self.remove_window(slot_id, e) {
                 let slot = &mut self.slots[slot_id as usize];
@@ -625,6 +660,33 @@ mod tests {
         assert_eq!(t.int_entry(7, 128, (0, 10)), (other, false));
         t.remove_pane((0, 10));
         assert!(t.int_index.is_empty() && t.index.is_empty());
+    }
+
+    #[test]
+    fn an_integer_key_alternating_between_two_windows_finds_both_until_they_are_dropped() {
+        let mut t = WindowTable::default();
+        let (old, _) = t.int_entry(5, 128, (0, 10));
+        let (new, _) = t.int_entry(5, 128, (10, 20));
+        for _ in 0..3 {
+            assert_eq!(t.int_entry(5, 128, (0, 10)), (old, false));
+            assert_eq!(t.int_entry(5, 128, (10, 20)), (new, false));
+        }
+        // Both are cached now: looking up either leaves the other in the bucket.
+        let b = *t.int_index.find(int_hash(5), |b| b.key == 5).unwrap();
+        assert_eq!((b.start, b.entry, b.prev), (10, new, old));
+        // The dropped window is forgotten; its slab entry may be reused by another key,
+        // and key 5 must then get a new entry, not the reused one.
+        t.remove_pane((0, 10));
+        let (other, _) = t.int_entry(6, 128, (0, 10));
+        assert_eq!(other, old, "the freed entry is reused");
+        let (again, fresh) = t.int_entry(5, 128, (0, 10));
+        assert!(fresh && again != other && again != new);
+        assert_eq!(t.int_entry(5, 128, (10, 20)), (new, false));
+        // An older, non-adjacent window is found through the slot, not cached.
+        let (older, _) = t.int_entry(5, 128, (-20, -10));
+        assert_eq!(t.int_entry(5, 128, (-20, -10)), (older, false));
+        let b = *t.int_index.find(int_hash(5), |b| b.key == 5).unwrap();
+        assert_eq!((b.start, b.entry), (10, new));
     }
 
     #[test]
