@@ -26,5 +26,6 @@
 
 #![warn(missing_docs)]
 
+pub mod logging;
 pub mod runner;
 pub mod server;

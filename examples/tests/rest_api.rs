@@ -133,6 +133,28 @@ fn read_savepoint_stop_and_restart_without_loss_or_repeat() {
     assert!(sink["metrics"]["read-records"].as_u64().unwrap() > 0);
     assert_eq!(details["plan"]["type"], "STREAMING");
 
+    // A target directory with a scheme is refused with Flink's 400 and `errors`, naming
+    // the field and the value; the job runs on, and nothing is made of it locally
+    // (taken as a path, `hdfs:///tmp/sp` was `./hdfs:/tmp/sp`).
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    for (path, field, value, cancel) in [
+        ("savepoints", "target-directory", "hdfs:///tmp/sp", false),
+        ("savepoints", "target-directory", "s3://bucket/sp", true),
+        ("stop", "targetDirectory", "hdfs:///tmp/sp", false),
+    ] {
+        let request = json!({field: value, "cancel-job": cancel, "drain": false});
+        let mut resp = agent.post(&format!("{base}/jobs/{jid}/{path}")).send_json(&request).unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{request}");
+        let answer: Value = resp.body_mut().read_json().unwrap();
+        let error = answer["errors"][0].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("`{field}`")) && error.contains(&format!("`{value}`")) && error.contains("file://"),
+            "{request}: {answer}"
+        );
+    }
+    assert_eq!(get(&format!("{base}/jobs/{jid}"))["state"], "RUNNING");
+    assert!(!tmp.path().join("hdfs:").exists() && !tmp.path().join("s3:").exists());
+
     // A savepoint while the job runs on.
     let (code, body) =
         post(&format!("{base}/jobs/{jid}/savepoints"), json!({"target-directory": sp, "cancel-job": false}));

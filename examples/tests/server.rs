@@ -2,7 +2,7 @@
 //! submitted over `POST /jars/:jarid/run`, listed, canceled with a savepoint and
 //! resubmitted from it, many side by side with one failing, behind a token, and resumed
 //! under the same id after the server is SIGKILLed. The `operator` client commands
-//! against the same server.
+//! against the same server. Every path also under `/v1`, where Flink's own clients call.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -303,4 +303,96 @@ fn a_server_killed_and_started_again_resumes_its_jobs_under_the_same_ids() {
     server.kill();
     let server = Server::start(tmp.path(), &state, None);
     assert_eq!(server.get("/jobs")["jobs"], json!([]));
+}
+
+#[test]
+fn every_api_path_answers_also_under_v1_as_flinks_own_clients_call_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, out, state, sp) =
+        (tmp.path().join("in"), tmp.path().join("out"), tmp.path().join("state"), tmp.path().join("sp"));
+    write_csv_input(&input, 2, 1000, false);
+    let server = Server::start(tmp.path(), &state, Some("tok-v1"));
+    // The same server, addressed as Flink's command-line and Java REST clients address it.
+    let v1 = Api { base: format!("{}/v1", server.base), token: server.token.clone() };
+    // A call answered the same, status and body, at the bare path and under `/v1`.
+    let same = |method: &str, path: &str, body: Option<Value>| {
+        let bare = server.call(method, path, body.clone());
+        let versioned = v1.call(method, path, body);
+        assert_eq!(versioned, bare, "{method} /v1{path} answers as {method} {path}");
+        bare
+    };
+
+    // The token guards `/v1` as it guards the bare paths.
+    let anonymous = Api { base: server.base.clone(), token: None };
+    let anonymous_v1 = Api { base: v1.base.clone(), token: None };
+    for (method, path) in [("GET", "/jobs/overview"), ("GET", "/jars"), ("POST", "/jars/operator.jar/run")] {
+        let bare = anonymous.call(method, path, Some(json!({})));
+        assert_eq!(bare.0, 401, "{method} {path}");
+        assert_eq!(anonymous_v1.call(method, path, Some(json!({}))), bare, "{method} /v1{path}");
+    }
+
+    // Submitted, watched and savepointed under `/v1` only.
+    let jid = v1.run(json!({"programArgsList": job_args("versioned", &input, &out, 0)}));
+    assert_eq!(jid.len(), 32);
+    v1.wait_checkpoints(&jid, 1);
+    for path in ["/jars".to_string(), "/config".into(), "/jobs".into(), format!("/jobs/{jid}/config")] {
+        assert_eq!(same("GET", &path, None).0, 200, "GET {path}");
+    }
+    assert_eq!(same("POST", "/jars/upload", Some(json!({}))).0, 200);
+    for path in ["/taskmanagers".to_string(), "/jobmanager/log".into(), format!("/jobs/{jid}/log")] {
+        // Bodies that move with the clock or the log: the status only.
+        assert_eq!(v1.call("GET", &path, None).0, 200, "GET /v1{path}");
+    }
+
+    let trigger = format!("/jobs/{jid}/savepoints");
+    let (status, body) = v1.call("POST", &trigger, Some(json!({"target-directory": sp, "cancel-job": false})));
+    assert_eq!(status, 202, "{body}");
+    let request = body["request-id"].as_str().unwrap().to_string();
+    let location = v1.savepoint(&jid, &request);
+    assert!(Path::new(&location).join("_metadata").is_file(), "{location}");
+    let (status, answer) = same("GET", &format!("/jobs/{jid}/savepoints/{request}"), None);
+    assert_eq!(status, 200);
+    assert_eq!(answer["operation"]["location"], location.as_str());
+    assert_eq!(v1.state(&jid), "RUNNING");
+
+    // Not found is the same 404 with the same body under `/v1`.
+    let unknown = "00000000000000000000000000000000";
+    for path in [
+        format!("/jobs/{unknown}"),
+        format!("/jobs/{unknown}/config"),
+        format!("/jobs/{unknown}/checkpoints"),
+        format!("/jobs/{unknown}/exceptions"),
+        format!("/jobs/{jid}/savepoints/nosuch"),
+    ] {
+        assert_eq!(same("GET", &path, None).0, 404, "GET {path}");
+    }
+    assert_eq!(same("POST", &format!("/jobs/{unknown}/savepoints"), Some(json!({}))).0, 404);
+    assert_eq!(same("PATCH", &format!("/jobs/{unknown}?mode=cancel"), None).0, 404);
+
+    // Stop with a savepoint under `/v1`, as `flink stop -p` does.
+    let (status, body) =
+        v1.call("POST", &format!("/jobs/{jid}/stop"), Some(json!({"drain": false, "targetDirectory": sp})));
+    assert_eq!(status, 202, "{body}");
+    let stopped_at = v1.savepoint(&jid, body["request-id"].as_str().unwrap());
+    assert!(Path::new(&stopped_at).join("_metadata").is_file(), "{stopped_at}");
+    v1.wait_state(&jid, "FINISHED", Duration::from_secs(30));
+
+    // Once the job has ended its answers hold still, so whole bodies compare.
+    for path in [
+        "/jobs".to_string(),
+        "/jobs/overview".into(),
+        "/overview".into(),
+        format!("/jobs/{jid}/checkpoints"),
+        format!("/jobs/{jid}/exceptions"),
+    ] {
+        assert_eq!(same("GET", &path, None).0, 200, "GET {path}");
+    }
+    let details = |api: &Api| {
+        let mut d = api.get(&format!("/jobs/{jid}"));
+        // The time of the answer itself.
+        d.as_object_mut().unwrap().remove("now");
+        d
+    };
+    assert_eq!(details(&v1), details(&server.api));
+    assert_eq!(details(&v1)["state"], "FINISHED");
 }

@@ -1,5 +1,5 @@
 //! The job server's status page in a real browser: headless Chromium driven over
-//! WebDriver (`chromedriver`, Debian's `chromium-driver`; `.ci/run` installs it). The
+//! WebDriver (`chromedriver`, Debian's `chromium-driver`; `testing/tools.sh` installs it). The
 //! page asks for the token, lists the running jobs, and its stop button ends a job with
 //! a savepoint.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -36,7 +36,7 @@ impl Browser {
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot start chromedriver ({e}): install Debian's chromium-driver \
-                     (apt-get install chromium-driver; .ci/run does)"
+                     (apt-get install chromium-driver; testing/tools.sh does)"
                 )
             });
         let base = format!("http://127.0.0.1:{port}");

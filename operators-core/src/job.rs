@@ -182,7 +182,8 @@ impl JobConfig {
         self
     }
 
-    /// Checks every setting; touches the file system only to verify directories.
+    /// Checks every setting without touching the file system: a dry run calls it and
+    /// changes nothing. [`JobConfig::check_dirs`] holds the checks that need I/O.
     pub fn validate(&self) -> Result<()> {
         if self.name.trim().is_empty() {
             return Err(Error::config("job.name", "must not be empty"));
@@ -207,7 +208,14 @@ impl JobConfig {
         }
         if let Some(cp) = &self.checkpointing {
             cp.validate()?;
-            cp.check_dir()?;
+        }
+        // A URL here would be read as a relative path (`hdfs:///x` as `./hdfs:/x`).
+        crate::path::check_local("state.local-dir", &self.local_state_dir)?;
+        if let Some(dir) = &self.savepoint_dir {
+            crate::path::check_local("savepoint.dir", dir)?;
+        }
+        if let Some(r) = &self.restore {
+            crate::path::check_local("savepoint.path", &r.path)?;
         }
         if let Some(id) = &self.job_id
             && !is_job_id(id)
@@ -215,6 +223,16 @@ impl JobConfig {
             return Err(Error::config("job-id", format!("`{id}` is not 32 lower-case hex characters")));
         }
         self.restart.validate()?;
+        Ok(())
+    }
+
+    /// The checks of the settings that need I/O: creates the checkpoint directory if
+    /// needed and checks that it can be written. [`Pipeline::start`](crate::Pipeline::start)
+    /// runs them when the job starts.
+    pub fn check_dirs(&self) -> Result<()> {
+        if let Some(cp) = &self.checkpointing {
+            cp.check_dir()?;
+        }
         Ok(())
     }
 
@@ -650,6 +668,8 @@ impl Job {
     /// Requests a savepoint without waiting; returns its request id
     /// (see [`Job::savepoint_status`]). `stop`: the job stops after it (stop-with-
     /// savepoint); `drain`: sources end their streams first so operators flush.
+    /// `target_dir` is a local path: a URL is refused (resolve a `file://` URL with
+    /// [`crate::path::local_dir`] first).
     pub fn request_savepoint(&self, target_dir: Option<PathBuf>, stop: bool, drain: bool) -> Result<String> {
         self.savepoint_request(target_dir, stop, drain, false)
     }
@@ -663,6 +683,10 @@ impl Job {
     }
 
     fn savepoint_request(&self, target_dir: Option<PathBuf>, stop: bool, drain: bool, cancel: bool) -> Result<String> {
+        if let Some(dir) = &target_dir {
+            // Refused before anything is written: `hdfs:///x` would be `./hdfs:/x`.
+            crate::path::check_local("target-directory", dir)?;
+        }
         let base = match target_dir.or_else(|| self.config.savepoint_target()) {
             Some(b) => b,
             None => {

@@ -36,12 +36,14 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`operator`] | the [`Source`], [`Transform`] and [`Sink`] traits: one required method each |
+//! | [`path`] | the rule for directory settings: a local path or a `file://` URL, other schemes refused |
 //! | [`pipeline`] | [`Pipeline`]: operators, parallelism, exchanges (forward, rebalance, key_by) |
 //! | [`job`] | [`Job`]: status, metrics, checkpoint statistics, savepoints, cancel |
 //! | [`checkpoint`] | checkpoint settings, barrier alignment, storage, statistics |
 //! | [`state`] | state backends (memory, sled) and keyed value/map state with TTL |
 //! | [`restart`] | restart strategies |
 //! | `rest` | (feature `rest`) a Flink-shaped REST API to mount in an axum app |
+//! | [`secret`] | credentials: the one rule for which settings hold one, [`secret::Secret`], URL password masking |
 //! | [`schema`] | the toolkit's schema strings (`struct<id:BigInt>`, ordered JSON) and value rules |
 //! | [`codec`] | JSON objects ⇄ Arrow batches, with bad records as dead letters |
 //! | [`window`] | event time: watermarks, keyed tumbling/sliding/session/count windows, lateness, keyed timers |
@@ -75,11 +77,13 @@ pub mod key;
 pub mod message;
 pub mod metrics;
 pub mod operator;
+pub mod path;
 pub mod pipeline;
 #[cfg(feature = "rest")]
 pub mod rest;
 pub mod restart;
 pub mod schema;
+pub mod secret;
 pub mod state;
 mod task;
 pub mod window;

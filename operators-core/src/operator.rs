@@ -555,18 +555,38 @@ pub trait Sink: Send + 'static {
 pub trait SourceFactory: Send + Sync + 'static {
     /// A new instance for `info`.
     fn create(&self, info: &TaskInfo) -> Result<Box<dyn Source>>;
+
+    /// The source's checks that need I/O; see [`SinkFactory::preflight`].
+    fn preflight(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Creates the transform instance of each subtask.
 pub trait TransformFactory: Send + Sync + 'static {
     /// A new instance for `info`.
     fn create(&self, info: &TaskInfo) -> Result<Box<dyn Transform>>;
+
+    /// The transform's checks that need I/O; see [`SinkFactory::preflight`].
+    fn preflight(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Creates the sink instance of each subtask.
 pub trait SinkFactory: Send + Sync + 'static {
     /// A new instance for `info`.
     fn create(&self, info: &TaskInfo) -> Result<Box<dyn Sink>>;
+
+    /// Checks that need I/O (a directory that can be created and written, a service
+    /// that answers), run once by [`Pipeline::start`](crate::Pipeline::start) before
+    /// any subtask exists. A failure refuses the job as a bad setting would, instead of
+    /// failing its first attempt. Validation of the settings themselves belongs in the
+    /// factory's constructor or its own `validate`, which must touch nothing: a dry run
+    /// plans the job and never calls this. The default checks nothing.
+    fn preflight(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl<F, S> SourceFactory for F

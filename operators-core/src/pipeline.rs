@@ -182,15 +182,22 @@ impl Pipeline {
         Stream { graph: self.graph.clone(), node, port: Port::Main, partitioning: None }
     }
 
-    /// Validates the graph against `config` and resolves exchanges.
+    /// Validates the graph against `config` and resolves exchanges. Touches no file and
+    /// no service: a dry run builds the graph to describe it.
     pub fn build(&self, config: &JobConfig) -> Result<JobGraph> {
         JobGraph::from_builder(&lock(&self.graph), config)
     }
 
-    /// Validates everything and starts the job on the current tokio runtime.
+    /// Validates everything, runs the checks that need I/O (every operator's
+    /// [`SinkFactory::preflight`] and its source and transform counterparts, then
+    /// [`JobConfig::check_dirs`]) and starts the job on the current tokio runtime.
     pub fn start(&self, config: JobConfig) -> Result<Job> {
         config.validate()?;
         let graph = self.build(&config)?;
+        // I/O last, after every check that needs none, so that a job refused for a
+        // setting has created as little as possible.
+        graph.preflight()?;
+        config.check_dirs()?;
         Job::start(graph, config)
     }
 
@@ -484,6 +491,20 @@ impl JobGraph {
             return Err(Error::Graph { operator: nodes[0].id.clone(), message: "the pipeline has no source".into() });
         }
         Ok(Self { nodes, edges })
+    }
+
+    /// Runs every operator's checks that need I/O, in the order the operators were
+    /// added; the first failure is the answer, as the operator reported it (a
+    /// configuration error keeps the setting it names).
+    pub(crate) fn preflight(&self) -> Result<()> {
+        for n in &self.nodes {
+            match &n.kind {
+                NodeKind::Source(f) => f.preflight()?,
+                NodeKind::Transform(f) => f.preflight()?,
+                NodeKind::Sink(f) => f.preflight()?,
+            }
+        }
+        Ok(())
     }
 
     /// Operators in the order they were added.

@@ -15,6 +15,10 @@
 //! | `POST /jobs/:id/stop` | `{"drain","targetDirectory"}` → `{"request-id"}` (stop with savepoint) |
 //! | `PATCH /jobs/:id` | cancels the job |
 //!
+//! A savepoint's target directory is a local path or a `file://` URL; another scheme
+//! (`hdfs://`, `s3://`, ...) is answered `400` with Flink's `{"errors": [...]}`, naming
+//! the field and the value.
+//!
 //! ```no_run
 //! # async fn serve(job: operators_core::Job) -> std::io::Result<()> {
 //! use std::sync::Arc;
@@ -39,6 +43,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::job::{Job, JobStatus, SavepointStatus};
+use crate::secret::Secret;
 
 /// The jobs a REST API serves.
 #[derive(Clone, Default)]
@@ -87,7 +92,7 @@ fn status_name(s: JobStatus) -> Value {
 }
 
 /// The router; with `token`, every request needs `Authorization: Bearer <token>`.
-pub fn router(jobs: JobRegistry, token: Option<String>) -> Router {
+pub fn router(jobs: JobRegistry, token: Option<Secret>) -> Router {
     require_token(routes(jobs), token)
 }
 
@@ -111,10 +116,10 @@ pub fn routes(jobs: JobRegistry) -> Router {
 /// With `token`, every route of `router` answers 401 unless the request carries
 /// `Authorization: Bearer <token>`; without, `router` unchanged. Routes added to the
 /// result afterwards are not covered.
-pub fn require_token(router: Router, token: Option<String>) -> Router {
+pub fn require_token(router: Router, token: Option<Secret>) -> Router {
     match token {
         None => router,
-        Some(token) => router.layer(middleware::from_fn_with_state(Arc::<str>::from(token), authorize)),
+        Some(token) => router.layer(middleware::from_fn_with_state(Arc::<str>::from(token.expose()), authorize)),
     }
 }
 
@@ -334,16 +339,27 @@ fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, 
     serde_json::from_slice(body).map_err(|e| format!("Malformed request body: {e}"))
 }
 
+/// The target directory of a savepoint request, resolved by [`crate::path::local_dir`]'s
+/// rule: a local path or a `file://` URL. Another scheme is a bad request naming
+/// `field`, before anything is written (taken as it is, `hdfs:///x` would be `./hdfs:/x`).
+fn target_directory(field: &str, dir: Option<PathBuf>) -> Result<Option<PathBuf>, String> {
+    dir.map(|d| crate::path::local_path(field, &d)).transpose().map_err(|e| e.to_string())
+}
+
 async fn trigger_savepoint(State(s): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
     let Some(job) = s.jobs.get(&id) else { return not_found() };
     let req: SavepointRequestBody = match parse_body(&body) {
         Ok(r) => r,
         Err(message) => return bad_request(message),
     };
+    let target = match target_directory("target-directory", req.target_directory) {
+        Ok(t) => t,
+        Err(message) => return bad_request(message),
+    };
     let requested = if req.cancel_job {
-        job.request_cancel_with_savepoint(req.target_directory)
+        job.request_cancel_with_savepoint(target)
     } else {
-        job.request_savepoint(req.target_directory, false, false)
+        job.request_savepoint(target, false, false)
     };
     match requested {
         Ok(request_id) => (StatusCode::ACCEPTED, axum::Json(json!({ "request-id": request_id }))).into_response(),
@@ -357,7 +373,11 @@ async fn stop(State(s): State<AppState>, Path(id): Path<String>, body: axum::bod
         Ok(r) => r,
         Err(message) => return bad_request(message),
     };
-    match job.request_savepoint(req.target_directory, true, req.drain) {
+    let target = match target_directory("targetDirectory", req.target_directory) {
+        Ok(t) => t,
+        Err(message) => return bad_request(message),
+    };
+    match job.request_savepoint(target, true, req.drain) {
         Ok(request_id) => (StatusCode::ACCEPTED, axum::Json(json!({ "request-id": request_id }))).into_response(),
         Err(e) => bad_request(e.to_string()),
     }
@@ -388,4 +408,20 @@ async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let Some(job) = s.jobs.get(&id) else { return not_found() };
     job.cancel();
     (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn savepoint_targets_with_a_scheme_are_refused_naming_the_field() {
+        let e = target_directory("targetDirectory", Some(PathBuf::from("hdfs:///tmp/sp"))).unwrap_err();
+        assert!(e.contains("`targetDirectory`") && e.contains("`hdfs:///tmp/sp`") && e.contains("file://"), "{e}");
+        assert_eq!(
+            target_directory("target-directory", Some(PathBuf::from("file:///tmp/sp"))).unwrap(),
+            Some(PathBuf::from("/tmp/sp"))
+        );
+        assert_eq!(target_directory("target-directory", None).unwrap(), None);
+    }
 }

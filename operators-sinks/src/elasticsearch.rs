@@ -75,6 +75,7 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder}
 use elasticsearch::http::{Method, StatusCode, Url};
 use operators_core::codec::json::JsonEncoder;
 use operators_core::operator::{DeadLetter, OperatorContext, Sink, SinkFactory, TaskInfo};
+use operators_core::secret::Secret;
 use operators_core::{CheckpointId, Error, Result};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -153,8 +154,8 @@ impl Backoff {
 
 #[derive(Clone)]
 enum Auth {
-    Basic { user: String, password: String },
-    ApiKey(String),
+    Basic { user: String, password: Secret },
+    ApiKey(Secret),
 }
 
 /// Where the cluster is and how to talk to it. `Debug` shows the servers and the kind of
@@ -208,7 +209,7 @@ impl EsConfig {
             }
             if !url.username().is_empty() {
                 let user = url.username().to_string();
-                let password = url.password().unwrap_or_default().to_string();
+                let password = Secret::new(url.password().unwrap_or_default());
                 auth = Some(Auth::Basic { user, password });
                 let _ = url.set_username("");
                 let _ = url.set_password(None);
@@ -223,14 +224,14 @@ impl EsConfig {
 
     /// Basic authentication.
     pub fn with_basic_auth(mut self, user: &str, password: &str) -> Self {
-        self.auth = Some(Auth::Basic { user: user.to_string(), password: password.to_string() });
+        self.auth = Some(Auth::Basic { user: user.to_string(), password: Secret::new(password) });
         self
     }
 
     /// API-key authentication: `id:secret`, or the base64 form Elasticsearch returns as
     /// `encoded`.
     pub fn with_api_key(mut self, key: &str) -> Self {
-        self.auth = Some(Auth::ApiKey(key.to_string()));
+        self.auth = Some(Auth::ApiKey(Secret::new(key)));
         self
     }
 
@@ -270,11 +271,11 @@ impl EsConfig {
                     .enable_meta_header(false);
                 builder = match &self.auth {
                     Some(Auth::Basic { user, password }) => {
-                        builder.auth(Credentials::Basic(user.clone(), password.clone()))
+                        builder.auth(Credentials::Basic(user.clone(), password.expose().to_string()))
                     }
-                    Some(Auth::ApiKey(k)) => match k.split_once(':') {
+                    Some(Auth::ApiKey(k)) => match k.expose().split_once(':') {
                         Some((id, secret)) => builder.auth(Credentials::ApiKey(id.to_string(), secret.to_string())),
-                        None => builder.auth(Credentials::EncodedApiKey(k.clone())),
+                        None => builder.auth(Credentials::EncodedApiKey(k.expose().to_string())),
                     },
                     None => builder,
                 };
@@ -297,24 +298,10 @@ impl EsConfig {
     }
 }
 
-/// Error text never carries credentials: a `user:pw@` in a URL is cut out.
+/// Error text never carries credentials: the library's one rule for passwords in URLs
+/// and `name=value` text.
 fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(scheme) = rest.find("://") {
-        let (head, tail) = rest.split_at(scheme + 3);
-        out.push_str(head);
-        let end = tail.find(['/', ' ', ',', '`', '"']).unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
-            Some(at) => {
-                out.push_str("***@");
-                rest = &tail[at + 1..];
-            }
-            None => rest = tail,
-        }
-    }
-    out.push_str(rest);
-    out
+    operators_core::secret::redact_url(text)
 }
 
 struct Node {

@@ -78,12 +78,31 @@ pub struct FileSink {
     roll_size: u64,
     roll_interval: Option<Duration>,
     prefix: String,
+    /// The setting `dir` came from, named in errors.
+    param: String,
 }
 
 impl FileSink {
-    /// Parts in `dir` (created if missing), rolled at 128 MiB and at every checkpoint.
+    /// Parts in `dir` (created when the job starts, if missing), rolled at 128 MiB and
+    /// at every checkpoint. `dir` is a local path: a URL is refused by
+    /// [`FileSink::validate`] (resolve a `file://` URL with
+    /// [`operators_core::path::local_dir`] first).
     pub fn new(dir: impl Into<PathBuf>, format: FileFormat) -> Self {
-        Self { dir: dir.into(), format, roll_size: 128 << 20, roll_interval: None, prefix: "part".into() }
+        Self {
+            dir: dir.into(),
+            format,
+            roll_size: 128 << 20,
+            roll_interval: None,
+            prefix: "part".into(),
+            param: "sink.path".into(),
+        }
+    }
+
+    /// The setting the directory came from, which errors name (default `sink.path`): a
+    /// sink of late rows or dead letters is configured by another key.
+    pub fn with_param(mut self, key: impl Into<String>) -> Self {
+        self.param = key.into();
+        self
     }
 
     /// Closes a part once it holds this many bytes.
@@ -104,7 +123,10 @@ impl FileSink {
         self
     }
 
-    /// Checks that the directory can be created and written.
+    /// Checks the settings without touching the file system (a dry run changes
+    /// nothing): a usable prefix, and a directory that is a local path, not a URL the
+    /// file system would read as a relative path. [`FileSink::check_dir`] does the
+    /// checks that need I/O.
     pub fn validate(&self) -> std::result::Result<(), SinkError> {
         if self.prefix.is_empty() || self.prefix.contains('/') || self.prefix.starts_with('.') {
             return Err(SinkError::config(
@@ -112,21 +134,39 @@ impl FileSink {
                 format!("`{}` is not a usable file name prefix", self.prefix),
             ));
         }
+        operators_core::path::check_local(&self.param, &self.dir).map_err(|e| match e {
+            operators_core::Error::Config { key, message } => SinkError::config(key, message),
+            other => SinkError::config(&self.param, other.to_string()),
+        })
+    }
+
+    /// Creates the directory if missing and checks that it can be written. Run when the
+    /// job starts ([`SinkFactory::preflight`]) and by every subtask it creates.
+    pub fn check_dir(&self) -> std::result::Result<(), SinkError> {
         std::fs::create_dir_all(&self.dir)
-            .map_err(|e| SinkError::config("sink.path", format!("cannot create `{}`: {e}", self.dir.display())))?;
-        // Unique per call: subtasks of one job validate the same directory concurrently.
+            .map_err(|e| SinkError::config(&self.param, format!("cannot create `{}`: {e}", self.dir.display())))?;
+        // Unique per call: subtasks of one job check the same directory concurrently.
         static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let probe = self.dir.join(format!(".probe-{}-{n}", std::process::id()));
         std::fs::write(&probe, b"")
             .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| SinkError::config("sink.path", format!("cannot write to `{}`: {e}", self.dir.display())))
+            .map_err(|e| SinkError::config(&self.param, format!("cannot write to `{}`: {e}", self.dir.display())))
     }
 }
 
 impl SinkFactory for FileSink {
+    fn preflight(&self) -> Result<()> {
+        self.validate()?;
+        self.check_dir()?;
+        Ok(())
+    }
+
     fn create(&self, info: &TaskInfo) -> Result<Box<dyn Sink>> {
         self.validate()?;
+        // Again for each subtask of each attempt: the directory may have gone since the
+        // job started, and a part file cannot be created without it.
+        self.check_dir()?;
         // The run, not the job id: a job resumed under its id by a job server must not
         // reuse the names of files the crashed run committed.
         let run = info.run_id.get(..8).unwrap_or(&info.run_id);

@@ -153,8 +153,39 @@ async fn failures_and_restarts_leave_exactly_the_input() {
 #[test]
 fn an_unwritable_directory_names_the_setting() {
     let f = tempfile::NamedTempFile::new().unwrap();
-    let err = FileSink::new(f.path().join("x"), FileFormat::JsonLines).validate().unwrap_err().to_string();
-    assert!(err.contains("sink.path"), "{err}");
+    let sink = FileSink::new(f.path().join("x"), FileFormat::JsonLines);
+    // Validating does no I/O, so it cannot tell; the check the job runs at start does.
+    sink.validate().unwrap();
+    let err = sink.check_dir().unwrap_err().to_string();
+    assert!(err.contains("sink.path") && err.contains("cannot create"), "{err}");
+    let err = sink.with_param("dead.letter.path").check_dir().unwrap_err().to_string();
+    assert!(err.contains("dead.letter.path"), "{err}");
+}
+
+/// The same check when the job starts: the job is refused before anything runs, with the
+/// setting named, rather than failing its first attempt.
+#[tokio::test]
+async fn a_job_with_an_unwritable_directory_is_refused_when_it_starts() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let p = Pipeline::new();
+    p.source("gen", GeneratorSource::bounded(10))
+        .sink("files", FileSink::new(f.path().join("x"), FileFormat::JsonLines));
+    let err = p.start(JobConfig::new("unwritable")).unwrap_err();
+    assert!(matches!(&err, operators_core::Error::Config { key, .. } if key == "sink.path"), "{err}");
+    assert!(err.to_string().contains("cannot create"), "{err}");
+}
+
+#[test]
+fn validating_creates_nothing_and_refuses_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    FileSink::new(dir.path().join("a").join("b"), FileFormat::JsonLines).validate().unwrap();
+    assert!(!dir.path().join("a").exists(), "validate created the directory");
+    let err = FileSink::new("hdfs:///tmp/out", FileFormat::JsonLines)
+        .with_param("stream.sql.late.path")
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`stream.sql.late.path`") && err.contains("hdfs:///tmp/out"), "{err}");
 }
 
 /// A part larger than the write-behind step (8 MiB) is synced in the background while

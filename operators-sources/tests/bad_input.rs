@@ -103,3 +103,53 @@ async fn the_fail_policy_names_the_first_bad_record() {
         assert!(err.contains(&first.reason), "{}: `{err}` lacks `{}`", case.file, first.reason);
     }
 }
+
+/// A stray quote in the middle of a large file, read in small chunks: with the default
+/// limit the end of the file shows the quote was never closed, with a small one the field
+/// outgrows the limit first. Either way only the quote's own line is lost (dead-lettered
+/// with its file, line and byte), every row after it is read, and the fail policy names
+/// the same place.
+#[tokio::test]
+async fn a_stray_quote_in_a_large_file_loses_only_its_line() {
+    let (rows, bad) = (200_000usize, 100_000usize);
+    let mut text = String::from("id,name\n");
+    let mut bad_offset = 0;
+    for i in 0..rows {
+        if i == bad {
+            bad_offset = text.len() + format!("{i},").len();
+            text.push_str(&format!("{i},\"stray\n"));
+        } else {
+            text.push_str(&format!("{i},n{i}\n"));
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("big.csv"), &text).unwrap();
+    let line = bad as u64 + 2;
+    for (max, reason) in
+        [(None, "is never closed".to_string()), (Some(64usize << 10), format!("still open after {} bytes", 64 << 10))]
+    {
+        let format = |policy| {
+            let f = TextFormat::csv()
+                .with_schema(parse_schema("struct<id:BigInt,name:String>").unwrap())
+                .with_header(true)
+                .with_chunk_bytes(16 << 10)
+                .with_bad_records(policy);
+            match max {
+                Some(m) => f.with_max_field_bytes(std::num::NonZeroUsize::new(m).unwrap()),
+                None => f,
+            }
+        };
+        let read = read_dir(tmp.path(), format(BadRecordPolicy::DeadLetter), 1).await.unwrap();
+        let ids: Vec<usize> = read.strings().iter().map(|r| r[0].parse().unwrap()).collect();
+        assert_eq!(ids, (0..rows).filter(|&i| i != bad).collect::<Vec<_>>(), "limit {max:?}");
+        let dead = read.dead_letters();
+        assert_eq!(dead.len(), 1, "limit {max:?}: {dead:?}");
+        assert_eq!((dead[0].1, dead[0].2), (Some(line), Some(bad_offset as u64)), "limit {max:?}");
+        assert!(dead[0].3.contains(&reason), "limit {max:?}: `{}` lacks `{reason}`", dead[0].3);
+        assert_eq!(dead[0].4, format!("{bad},\"stray"), "limit {max:?}");
+
+        let err = read_dir(tmp.path(), format(BadRecordPolicy::Fail), 1).await.unwrap_err().to_string();
+        let location = format!("big.csv:{line} (byte {bad_offset})");
+        assert!(err.contains(&location) && err.contains(&reason), "limit {max:?}: `{err}` lacks `{location}`");
+    }
+}

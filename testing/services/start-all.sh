@@ -7,9 +7,11 @@
 #   Kafka       127.0.0.1:9092   one node (KAFKA_BROKERS)
 #   Kafka       127.0.0.1:19092,19093,19094  three nodes (KAFKA_CLUSTER_BROKERS)
 #   OpenSearch  127.0.0.1:9200   (ES_URL; basic auth ES_USER / ES_PASSWORD)
+#   Flink 1.20's command-line client, installed only (FLINK_CLIENT: the `flink` wrapper)
 #
-# Each service script is idempotent: what runs already is left alone. The JVM services
-# start side by side; the whole takes about half a minute once the jars are fetched.
+# Each service script is idempotent: what runs already is left alone, what is installed
+# is not fetched again. The JVM services start side by side; the whole takes about half a
+# minute once the jars are fetched.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/lib.sh"
@@ -20,6 +22,9 @@ source "$here/lib.sh"
 # inherit it and keep a caller's `$(...)` waiting for ever.)
 
 t0=$SECONDS
+# Not a server: downloads and installs, side by side with the services' start.
+"$here/flink-client.sh" install >&2 &
+flink_client=$!
 "$here/postgres.sh" start >&2
 "$here/mariadb.sh" start >&2
 # Fetch Kafka's jars once before its two clusters start side by side.
@@ -30,6 +35,7 @@ opensearch=$!
 wait $kafka_single || die "Kafka (single node) did not start"
 "$here/kafka.sh" start cluster >&2 || die "Kafka (three nodes) did not start"
 wait $opensearch || die "OpenSearch did not start"
+wait $flink_client || die "Flink's command-line client was not installed"
 log "all services up in $((SECONDS - t0)) s"
 
 cat <<EOF
@@ -40,4 +46,5 @@ export ES_USER=${ES_USER:-operators}
 export ES_PASSWORD=${ES_PASSWORD:-operators-test-pw}
 export ES_API_KEY=${ES_API_KEY:-operators-key:operators-key-secret}
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test
+export FLINK_CLIENT=$(printf %q "$("$here/flink-client.sh" path)")
 EOF

@@ -6,16 +6,13 @@
 
 use std::process::ExitCode;
 
+use operators_examples::logging::{LogFormat, env_filter, stderr_layer};
 use operators_examples::runner::params::{help, resolve};
 use operators_examples::runner::plan::plan;
 use operators_examples::runner::{EXIT_USAGE, dry_run, run};
 use operators_examples::server::{self, ServerConfig, cli, logs::Logs};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-
-fn env_filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-}
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
@@ -38,11 +35,7 @@ fn serve(args: &[String]) -> ExitCode {
     };
     // Every line goes to stderr and, sorted by job, to the logs the REST API serves.
     let logs = Logs::default();
-    tracing_subscriber::registry()
-        .with(env_filter())
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(logs.layer())
-        .init();
+    tracing_subscriber::registry().with(env_filter()).with(stderr_layer(config.log_format)).with(logs.layer()).init();
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -75,7 +68,6 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(env_filter()).init();
     let cwd = std::env::current_dir().unwrap_or_default();
     // Variables that are not Unicode cannot hold a parameter; skip them.
     let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
@@ -97,6 +89,22 @@ fn main() -> ExitCode {
         println!("operator {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    // Logging starts once the parameters say in which form; errors before that are
+    // printed plainly.
+    let log_format =
+        match invocation.params.choice("log.format").map(|f| f.map_or(Ok(LogFormat::Text), |f| f.parse::<LogFormat>()))
+        {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            Err(e) => {
+                eprintln!("error: {e}\n(operator --help lists the parameters)");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+    tracing_subscriber::registry().with(env_filter()).with(stderr_layer(log_format)).init();
     let planned = match plan(&invocation.params) {
         Ok(p) => p,
         Err(e) => {

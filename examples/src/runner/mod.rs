@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use operators_core::metrics::ProcessUsage;
 use operators_core::rest::{JobRegistry, router};
 use operators_core::{Job, JobStatus};
 
 use params::Params;
 use plan::Plan;
-use progress::{ProgressMode, show_progress, summary};
+use progress::{ProgressMode, show_progress, summary, usage_text};
 
 /// Exit code of a job that failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -59,7 +60,7 @@ async fn serve_rest(job: Arc<Job>, params: &Params) -> Result<bool, String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let jobs = JobRegistry::default();
     jobs.add(job);
-    let app = router(jobs, params.get("rest.token").map(str::to_string));
+    let app = router(jobs, params.get("rest.token").map(operators_core::secret::Secret::new));
     eprintln!("REST API listening on http://{local}");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -72,6 +73,9 @@ async fn serve_rest(job: Arc<Job>, params: &Params) -> Result<bool, String> {
 /// Runs a planned job to its end, with progress, REST API and summary.
 pub async fn run(plan: Plan, params: &Params) -> ExitCode {
     let started = Instant::now();
+    // The process's CPU time so far (start-up, parameters, planning) is not the job's:
+    // the summary reports what was spent from here on, the same span as its duration.
+    let usage_at_start = ProcessUsage::now();
     for i in &plan.ignored {
         eprintln!("warning: {i}");
     }
@@ -118,9 +122,7 @@ pub async fn run(plan: Plan, params: &Params) -> ExitCode {
     let s = summary(&job, source_id, sink_id);
     let secs = started.elapsed().as_secs_f64();
     // Where the kernel tells: the CPU the job took and the memory it needed at most.
-    let usage = operators_core::metrics::ProcessUsage::now().map_or_else(String::new, |u| {
-        format!(", cpu {:.2}s, peak memory {} MiB", u.cpu.as_secs_f64(), u.peak_rss_bytes >> 20)
-    });
+    let usage = usage_text(usage_at_start, ProcessUsage::now());
     eprintln!(
         "summary: rows in {}, rows out {}, dead-lettered {}, filtered {}, duration {:.3}s, {:.0} rows/s{usage}",
         s.rows_in,

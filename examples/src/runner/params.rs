@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use operators_core::secret::{MASK, redact_url};
 use thiserror::Error;
 
 /// What kind of value a parameter takes.
@@ -35,8 +36,6 @@ pub struct ParamSpec {
     pub default: Option<&'static str>,
     /// The kind of value.
     pub kind: Kind,
-    /// Never printed (passwords, tokens).
-    pub secret: bool,
     /// One line of help.
     pub help: &'static str,
     /// Added by this library (not in the original toolkit).
@@ -44,16 +43,11 @@ pub struct ParamSpec {
 }
 
 const fn p(key: &'static str, default: Option<&'static str>, kind: Kind, help: &'static str) -> ParamSpec {
-    ParamSpec { key, default, kind, secret: false, help, extension: false }
+    ParamSpec { key, default, kind, help, extension: false }
 }
 
 const fn ext(key: &'static str, default: Option<&'static str>, kind: Kind, help: &'static str) -> ParamSpec {
-    ParamSpec { key, default, kind, secret: false, help, extension: true }
-}
-
-const fn secret(mut s: ParamSpec) -> ParamSpec {
-    s.secret = true;
-    s
+    ParamSpec { key, default, kind, help, extension: true }
 }
 
 /// Source types.
@@ -105,6 +99,12 @@ pub const PARAMS: &[ParamSpec] = &[
     ),
     ext("source.quote", Some("\" (tsv, txt: none)"), Kind::Text, "text sources: quote character, or `none`"),
     ext(
+        "source.field.max.bytes",
+        Some("16777216"),
+        Kind::Int,
+        "text sources: bytes a quoted field may span; a quote still open past them, or at the end of the file, is a bad record",
+    ),
+    ext(
         "source.concurrent.files",
         Some("cores, at most 4; 1 with unique.keys"),
         Kind::Int,
@@ -141,7 +141,7 @@ pub const PARAMS: &[ParamSpec] = &[
         "database source: URL (postgres://, mysql://, sqlite:, jdbc:postgresql://, jdbc:mysql://)",
     ),
     p("source.db.username", None, Kind::Text, "database source: user"),
-    secret(p("source.db.password", None, Kind::Text, "database source: password")),
+    p("source.db.password", None, Kind::Text, "database source: password"),
     p(
         "source.db.driverClassName",
         None,
@@ -247,8 +247,8 @@ pub const PARAMS: &[ParamSpec] = &[
         "Elasticsearch sink, full mode: after a completed run, delete documents of older versions",
     ),
     ext("sink.es.username", None, Kind::Text, "Elasticsearch sink: basic-auth user"),
-    secret(ext("sink.es.password", None, Kind::Text, "Elasticsearch sink: basic-auth password")),
-    secret(ext("sink.es.api.key", None, Kind::Text, "Elasticsearch sink: API key")),
+    ext("sink.es.password", None, Kind::Text, "Elasticsearch sink: basic-auth password"),
+    ext("sink.es.api.key", None, Kind::Text, "Elasticsearch sink: API key"),
     p(
         "sink.es.update.retry.on.conflict",
         Some("5"),
@@ -312,7 +312,7 @@ pub const PARAMS: &[ParamSpec] = &[
     ),
     ext("sink.db.url", None, Kind::Text, "database sink: URL"),
     ext("sink.db.username", None, Kind::Text, "database sink: user"),
-    secret(ext("sink.db.password", None, Kind::Text, "database sink: password")),
+    ext("sink.db.password", None, Kind::Text, "database sink: password"),
     ext("sink.db.table", None, Kind::Text, "database sink: table"),
     ext(
         "sink.db.mode",
@@ -376,7 +376,7 @@ pub const PARAMS: &[ParamSpec] = &[
     ),
     ext("rest.port", None, Kind::Int, "serve the Flink-shaped REST API on this port (0: any free port)"),
     ext("rest.address", Some("127.0.0.1"), Kind::Text, "address of the REST API"),
-    secret(ext("rest.token", None, Kind::Text, "bearer token the REST API requires")),
+    ext("rest.token", None, Kind::Text, "bearer token the REST API requires"),
     ext(
         "rest.linger.ms",
         Some("3000"),
@@ -388,6 +388,12 @@ pub const PARAMS: &[ParamSpec] = &[
         Some("auto"),
         Kind::Enum(&["auto", "bar", "log", "off"]),
         "progress of bounded jobs: a bar on a terminal, else log lines",
+    ),
+    ext(
+        "log.format",
+        Some("text"),
+        Kind::Enum(&["text", "json"]),
+        "log lines on stderr: text (coloured only on a terminal, never with NO_COLOR set), or one JSON object per line",
     ),
     p("hadoop.home.dir", None, Kind::Text, "accepted for compatibility; no Hadoop is used"),
     p("hadoop.user.name", None, Kind::Text, "accepted for compatibility; no Hadoop is used"),
@@ -545,7 +551,7 @@ impl Params {
     }
 
     fn invalid(&self, key: &str, value: &str, why: impl Into<String>) -> ParamError {
-        let masked = if spec(key).is_some_and(|s| s.secret) { "****".to_string() } else { value.to_string() };
+        let masked = if is_secret_key(key) { MASK.to_string() } else { redact_url(value) };
         ParamError::Invalid {
             key: key.to_string(),
             value: masked,
@@ -635,18 +641,17 @@ impl Params {
         self.values
             .iter()
             .map(|(k, (v, o))| {
-                let secret = spec(k).is_some_and(|s| s.secret) || is_secret_key(k);
-                (k.clone(), if secret { "****".to_string() } else { v.clone() }, o.to_string())
+                // A password can also sit inside a URL (`source.db.url`, `sink.es.server`).
+                let shown = if is_secret_key(k) { MASK.to_string() } else { redact_url(v) };
+                (k.clone(), shown, o.to_string())
             })
             .collect()
     }
 }
 
-/// Whether a pass-through key holds a credential.
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    ["password", "secret", "token", "api.key", "apikey", "sasl.jaas"].iter().any(|s| k.contains(s))
-}
+/// Whether a key holds a credential: the library's one rule, for parameters and the Kafka
+/// client's pass-through properties alike.
+pub use operators_core::secret::is_secret_key;
 
 /// What the command line asked for besides parameters.
 #[derive(Debug, Clone, Default)]
@@ -674,6 +679,13 @@ pub fn read_properties(path: &Path) -> Result<Vec<(String, String)>, ParamError>
 
 fn env_name(key: &str) -> String {
     format!("OPERATOR_{}", key.to_ascii_uppercase().replace(['.', '-'], "_"))
+}
+
+/// Whether an argument is the next `--key` rather than the value of the one before: `--`
+/// followed by a letter, as every parameter and flag is. Anything else is a value, so a
+/// PEM key (`-----BEGIN PRIVATE KEY-----…`) or a negative number can follow its key.
+pub fn is_flag(arg: &str) -> bool {
+    arg.strip_prefix("--").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_alphabetic()))
 }
 
 /// Resolves the invocation from arguments, the environment and the working directory.
@@ -711,8 +723,7 @@ pub fn resolve(
                 let value = match inline {
                     Some(v) => v,
                     None => match args.peek() {
-                        Some(next) if !next.starts_with("--") => args.next().unwrap_or_default(),
-                        // A value may itself start with `--` only in the `--key=value` form.
+                        Some(next) if !is_flag(next) => args.next().unwrap_or_default(),
                         _ => return Err(ParamError::Usage(format!("`--{key}` needs a value"))),
                     },
                 };
@@ -856,14 +867,40 @@ mod tests {
 
     #[test]
     fn secrets_are_masked() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIBsecret\n-----END PRIVATE KEY-----";
         let inv = resolve(
-            args(&["--source.db.password", "hunter2", "--sink.kafka.sasl.password", "s3"]),
-            vec![],
+            args(&[
+                "--source.db.password",
+                "hunter2",
+                "--sink.kafka.sasl.password",
+                "s3cr",
+                "--sink.kafka.ssl.key.pem",
+                pem,
+                "--sink.es.api.key",
+                "id:apikey1",
+                "--rest.token",
+                "tok3n",
+                "--source.db.url",
+                "postgres://u:urlpw1@h:99999/db",
+                "--sink.es.server",
+                "http://u:urlpw2@h:9200",
+            ]),
+            vec![("OPERATOR_SOURCE_KAFKA_SSL_KEYSTORE_PASSWORD".into(), "envpw1".into())],
             Path::new("/"),
         )
         .unwrap();
-        let d = inv.params.describe();
-        assert!(d.iter().all(|(_, v, _)| v != "hunter2" && v != "s3"), "{d:?}");
+        let d = format!("{:?}", inv.params.describe());
+        for secret in ["hunter2", "s3cr", "MIIBsecret", "apikey1", "tok3n", "urlpw1", "urlpw2", "envpw1"] {
+            assert!(!d.contains(secret), "{secret} in {d}");
+        }
+        assert!(d.contains("postgres://u:****@h:99999/db"), "{d}");
+        // Every parameter of the table that holds a credential is one by the one rule.
+        for key in ["source.db.password", "sink.db.password", "sink.es.password", "sink.es.api.key", "rest.token"] {
+            assert!(spec(key).is_some() && is_secret_key(key), "{key}");
+        }
+        // A bad value of a secret is not echoed in the error.
+        let err = inv.params.invalid("sink.es.password", "hunter2", "why").to_string();
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]
@@ -876,6 +913,22 @@ mod tests {
         assert!(matches!(resolve(args(&["csv"]), vec![], Path::new("/")), Err(ParamError::Usage(_))));
         let missing = resolve(args(&["--config", "/no/such.properties"]), vec![], Path::new("/")).unwrap_err();
         assert!(missing.to_string().contains("/no/such.properties"));
+    }
+
+    #[test]
+    fn a_value_may_start_with_dashes() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----";
+        for form in [vec!["--sink.kafka.ssl.key.pem", pem], vec![&format!("--sink.kafka.ssl.key.pem={pem}")]] {
+            let mut a = form.clone();
+            a.extend(["--stream.parallelism", "-1", "--dry-run"]);
+            let inv = resolve(args(&a), vec![], Path::new("/")).unwrap();
+            assert_eq!(inv.params.get("sink.kafka.ssl.key.pem"), Some(pem), "{form:?}");
+            assert_eq!(inv.params.get("stream.parallelism"), Some("-1"));
+            assert!(inv.dry_run);
+        }
+        // The next `--key` is still a key, not a value.
+        let err = resolve(args(&["--source.type", "--dry-run"]), vec![], Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains("`--source.type` needs a value"), "{err}");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! Every check that can be made before anything runs is made here, naming the key:
 //! unknown keys, missing keys, wrong types, and combinations that cannot work.
+//! Planning touches nothing (a dry run plans and prints): no directory, file, topic,
+//! index or table is created. Checks that need I/O (a writable directory) run when the
+//! job starts, in `Pipeline::start`, and name the key in the same way.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use operators_core::builtins::{NestTransform, RateLimitTransform};
 use operators_core::checkpoint::{CheckpointConfig, CheckpointingMode};
 use operators_core::operator::BadRecordPolicy;
+use operators_core::path::local_dir;
 use operators_core::restart::RestartStrategy;
 use operators_core::state::StateBackendKind;
 use operators_core::window::WatermarkGenerator;
@@ -78,6 +81,7 @@ fn toolkit_key(library_key: &str) -> &str {
         "nest.exclude" => "sink.merge.exclude.fields",
         "nest.nested-field" => "sink.merge.nested.field",
         "savepoint.dir" => "savepoint.dir",
+        "savepoint.path" => "savepoint",
         "restart.exponential.initial" => "job.retry.backoffTimeMS",
         other => other,
     }
@@ -172,7 +176,8 @@ impl Shape<'_> {
             | "source.line.delimiter"
             | "source.field.delimiter"
             | "source.charset"
-            | "source.quote" => source(TEXT_SOURCES, "it configures the text sources (csv, tsv, txt)"),
+            | "source.quote"
+            | "source.field.max.bytes" => source(TEXT_SOURCES, "it configures the text sources (csv, tsv, txt)"),
             "source.batch.size" => (!source_is(FILE_SOURCES) && !source_is(KAFKA_SOURCES)).then(|| {
                 format!(
                     "it sets the batch size of the file and Kafka sources (a database source batches by \
@@ -383,6 +388,13 @@ fn text_format(params: &Params, kind: &str) -> Result<TextFormat, PlanError> {
     if let Some(c) = params.get("source.charset") {
         format = format.with_charset(parse_charset("source.charset", c)?);
     }
+    if let Some(bytes) = params.int("source.field.max.bytes")? {
+        let bytes = usize::try_from(bytes)
+            .ok()
+            .and_then(std::num::NonZeroUsize::new)
+            .ok_or_else(|| conflict("source.field.max.bytes", "must be at least 1 and fit in memory"))?;
+        format = format.with_max_field_bytes(bytes);
+    }
     // As in the toolkit, the SQL input schema is also the schema of text files: the
     // ordered JSON form or the struct form, both name the columns in order.
     if let Some(schema) = sql_schema(params)? {
@@ -401,7 +413,11 @@ fn checkpointing(params: &Params) -> Result<Option<CheckpointConfig>, PlanError>
     };
     let default_interval = if mode == CheckpointingMode::ExactlyOnce { 30_000 } else { 60_000 };
     let interval = params.int("stream.checkpoint.interval")?.unwrap_or(default_interval);
-    let dir = PathBuf::from(params.text("stream.checkpoint.dir").unwrap_or_else(|| "checkpoints".into()));
+    // A local path or a file:// URL; `hdfs:///x` is refused here, not written to `./hdfs:/x`.
+    let dir = local_dir(
+        "stream.checkpoint.dir",
+        &params.text("stream.checkpoint.dir").unwrap_or_else(|| "checkpoints".into()),
+    )?;
     let cfg = CheckpointConfig::new(dir)
         .with_mode(mode)
         .with_interval(Duration::from_millis(interval))
@@ -458,13 +474,13 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
         config = config.with_checkpointing(cp);
     }
     if let Some(dir) = params.get("stream.state.dir") {
-        config = config.with_local_state_dir(dir);
+        config = config.with_local_state_dir(local_dir("stream.state.dir", dir)?);
     }
     if let Some(dir) = params.get("savepoint.dir") {
-        config = config.with_savepoint_dir(dir);
+        config = config.with_savepoint_dir(local_dir("savepoint.dir", dir)?);
     }
     if let Some(sp) = params.get("savepoint") {
-        config = config.with_restore(sp, params.bool("allow-non-restored-state")?);
+        config = config.with_restore(local_dir("savepoint", sp)?, params.bool("allow-non-restored-state")?);
     }
     for hadoop in ["hadoop.home.dir", "hadoop.user.name"] {
         if params.has(hadoop) {
@@ -764,8 +780,10 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         dead_letters.extend(out.dead_letters);
         if let (Some(late), Some(path)) = (out.late_records, params.text("stream.sql.late.path")) {
             // Rows past their window's lateness, as the window's input saw them.
-            let sink = FileSink::new(&path, FileFormat::JsonLines).with_prefix("late");
-            sink.validate().map_err(component("stream.sql.late.path"))?;
+            let sink = FileSink::new(local_dir("stream.sql.late.path", &path)?, FileFormat::JsonLines)
+                .with_prefix("late")
+                .with_param("stream.sql.late.path");
+            sink.validate()?;
             late.sink("late-records", sink);
         }
     }
@@ -782,7 +800,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
             let path = params.required("sink.path", "the file sink writes into one directory")?;
             let format =
                 FileFormat::parse("sink.format", &params.text("sink.format").unwrap_or_else(|| "json".into()))?;
-            let sink = FileSink::new(&path, format)
+            let sink = FileSink::new(local_dir("sink.path", &path)?, format)
                 .with_roll_size(params.int("sink.file.roll.size.mb")?.unwrap_or(128).saturating_mul(1 << 20))
                 .with_roll_interval(params.int("sink.file.roll.interval.ms")?.map(Duration::from_millis));
             sink.validate()?;
@@ -843,14 +861,18 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
     }
     if policy == BadRecordPolicy::DeadLetter {
         let path = params.required("dead.letter.path", "dead letters need a directory")?;
-        let sink = FileSink::new(&path, FileFormat::JsonLines).with_prefix("dead-letters");
+        let sink = FileSink::new(local_dir("dead.letter.path", &path)?, FileFormat::JsonLines)
+            .with_prefix("dead-letters")
+            .with_param("dead.letter.path");
         sink.validate()?;
         let mut streams = dead_letters.into_iter();
         if let Some(first) = streams.next() {
             first.union(streams).sink("dead-letters", sink);
         }
     }
-    // Check the graph now, so that a bad combination is reported before the job starts.
+    // Check the settings and the graph now, so that a bad combination is reported before
+    // the job starts (and by a dry run). Neither check does I/O.
+    config.validate()?;
     pipeline.build(&config)?;
     let restart = params.choice("job.retry.strategy")?.unwrap_or_else(|| "fixed-delay".into());
     let shape = Shape {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use operators_core::Job;
+use operators_core::metrics::ProcessUsage;
 
 use super::plan::ProgressUnit;
 
@@ -151,5 +152,42 @@ pub fn summary(job: &Job, source_id: &str, sink_id: &str) -> Summary {
         rows_out: sink.records_in,
         dead_lettered,
         filtered: rows_in.saturating_sub(dead_lettered).saturating_sub(sink.records_in),
+    }
+}
+
+/// The summary's resource figures, as `", cpu 1.23s, peak memory 45 MiB"`: the CPU time
+/// the job took and the process's peak memory.
+///
+/// `start` and `end` are readings of the process's usage when the job started and when
+/// it ended. The kernel counts CPU time from the process's start, which includes the
+/// start-up and planning before the job (and, for a runner embedded in a longer-lived
+/// process, everything that process did before), so the job's own share is the
+/// difference. Without a reading at the start the CPU figure is left out rather than
+/// overstated; without one at the end (no `/proc`) the text is empty.
+pub fn usage_text(start: Option<ProcessUsage>, end: Option<ProcessUsage>) -> String {
+    let Some(end) = end else { return String::new() };
+    let cpu = match start {
+        Some(start) => format!(", cpu {:.2}s", end.cpu.saturating_sub(start.cpu).as_secs_f64()),
+        None => String::new(),
+    };
+    format!("{cpu}, peak memory {} MiB", end.peak_rss_bytes >> 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(cpu_ms: u64, peak_mib: u64) -> ProcessUsage {
+        ProcessUsage { cpu: Duration::from_millis(cpu_ms), peak_rss_bytes: peak_mib << 20 }
+    }
+
+    #[test]
+    fn the_cpu_figure_counts_only_what_the_job_took() {
+        // 7.01 s used before the job started, 0.25 s by the job.
+        assert_eq!(usage_text(Some(usage(7010, 10)), Some(usage(7260, 48))), ", cpu 0.25s, peak memory 48 MiB");
+        // No reading at the start: no CPU figure rather than the process's whole time.
+        assert_eq!(usage_text(None, Some(usage(7260, 48))), ", peak memory 48 MiB");
+        assert_eq!(usage_text(Some(usage(7010, 10)), None), "");
+        assert_eq!(usage_text(None, None), "");
     }
 }

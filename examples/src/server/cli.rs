@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use operators_core::secret::Secret;
 use serde_json::{Value, json};
 
 use super::http::JAR_ID;
@@ -23,18 +24,19 @@ operator stop [-m host:port] [-p DIR] [-d] JOBID
 operator savepoint [-m host:port] JOBID [DIR]
 
 common: --token TOKEN (or OPERATOR_REST_TOKEN), --json (print the server's JSON)
+savepoint directories are local paths or file:// URLs (hdfs://, s3://, ... are refused)
 ";
 
 struct Client {
     base: String,
-    token: Option<String>,
+    token: Option<Secret>,
     agent: ureq::Agent,
 }
 
 impl Client {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let auth = self.token.as_ref().map(|t| format!("Bearer {}", t.expose()));
         let result = match (method, body) {
             ("GET", _) => {
                 let mut r = self.agent.get(&url);
@@ -102,14 +104,14 @@ struct Common {
 
 fn common(args: &[String], token_env: Option<String>) -> Result<Common, String> {
     let mut server = "127.0.0.1:8081".to_string();
-    let mut token = token_env.filter(|t| !t.is_empty());
+    let mut token = token_env.filter(|t| !t.is_empty()).map(Secret::new);
     let mut json = false;
     let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "-m" | "--jobmanager" => server = it.next().cloned().ok_or("`-m` needs host:port")?,
-            "--token" => token = Some(it.next().cloned().ok_or("`--token` needs a value")?),
+            "--token" => token = Some(Secret::new(it.next().cloned().ok_or("`--token` needs a value")?)),
             "--json" => json = true,
             "--" => {
                 rest.push(a.clone());
@@ -131,6 +133,18 @@ fn flag_value(it: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<Strin
     it.next().cloned().ok_or_else(|| format!("`{flag}` needs a value"))
 }
 
+/// A savepoint directory given as `what` (a flag, or a command's DIR), checked by the
+/// rule the server applies ([`operators_core::path::local_dir`]: a local path or a
+/// `file://` URL) before the server is called; returns the path to send. A URL with
+/// another scheme is refused here, naming `what`, the value and what is supported.
+fn savepoint_dir(what: &str, value: &str) -> Result<String, String> {
+    match operators_core::path::local_dir(what, value) {
+        Ok(path) => Ok(path.to_string_lossy().into_owned()),
+        Err(operators_core::Error::Config { key, message }) => Err(format!("`{key}`: {message}")),
+        Err(other) => Err(other.to_string()),
+    }
+}
+
 fn print(json: bool, value: &Value, human: String) {
     if json {
         println!("{value}");
@@ -148,7 +162,7 @@ pub fn main(command: &str, args: &[String], token_env: Option<String>) -> Result
             let (mut savepoint, mut allow, mut parallelism, mut params) = (None, false, None, Vec::new());
             while let Some(a) = it.next() {
                 match a.as_str() {
-                    "-s" | "--fromSavepoint" => savepoint = Some(flag_value(&mut it, a)?),
+                    "-s" | "--fromSavepoint" => savepoint = Some(savepoint_dir(a, &flag_value(&mut it, a)?)?),
                     "-n" | "--allowNonRestoredState" => allow = true,
                     "-p" | "--parallelism" => {
                         let v = flag_value(&mut it, a)?;
@@ -232,7 +246,7 @@ pub fn main(command: &str, args: &[String], token_env: Option<String>) -> Result
                         if let Some(next) = it.clone().next()
                             && !operators_core::is_job_id(next)
                         {
-                            dir = it.next().cloned();
+                            dir = it.next().map(|d| savepoint_dir(a, d)).transpose()?;
                         }
                     }
                     other => id = Some(other.to_string()),
@@ -260,7 +274,7 @@ pub fn main(command: &str, args: &[String], token_env: Option<String>) -> Result
             let (mut dir, mut drain, mut id) = (None, false, None);
             while let Some(a) = it.next() {
                 match a.as_str() {
-                    "-p" | "--savepointPath" => dir = Some(flag_value(&mut it, a)?),
+                    "-p" | "--savepointPath" => dir = Some(savepoint_dir(a, &flag_value(&mut it, a)?)?),
                     "-d" | "--drain" => drain = true,
                     other => id = Some(other.to_string()),
                 }
@@ -276,7 +290,7 @@ pub fn main(command: &str, args: &[String], token_env: Option<String>) -> Result
         }
         "savepoint" => {
             let id = it.next().ok_or("`operator savepoint` needs a JOBID")?.clone();
-            let dir = it.next().cloned();
+            let dir = it.next().map(|d| savepoint_dir("operator savepoint JOBID DIR", d)).transpose()?;
             let answer = client.call(
                 "POST",
                 &format!("/jobs/{id}/savepoints"),

@@ -1,5 +1,6 @@
 //! The server's REST routes beyond the core's `/jobs` ones: Flink's jar endpoints (one
-//! built-in jar), a job's configuration and log, the server's log, and the status page.
+//! built-in jar), a job's configuration and log, the server's log, and the status page;
+//! and [`versioned`], which answers every API path also under Flink's `/v1`.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -34,6 +35,23 @@ fn text(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
+/// A JSON parser's message with the text it quotes from the body left out: that text may
+/// be a program argument holding a password.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut quoted = true;
+    for part in parts {
+        out.push('"');
+        out.push_str(if quoted { "…" } else { part });
+        quoted = !quoted;
+    }
+    out
+}
+
 /// The server's routes; `address` is what `GET /jars` reports.
 pub fn routes(jobs: Jobs, logs: Logs, address: String) -> Router {
     let state = ServerState { jobs, logs, address, started_ms: chrono::Utc::now().timestamp_millis() };
@@ -50,6 +68,22 @@ pub fn routes(jobs: Jobs, logs: Logs, address: String) -> Router {
         .route("/overview", get(cluster_overview))
         .route("/config", get(dashboard_config))
         .with_state(state)
+}
+
+/// The prefix of Flink's versioned REST paths.
+pub const VERSION_PREFIX: &str = "/v1";
+
+/// `api` answered at its own paths and again under [`VERSION_PREFIX`], with the same
+/// handlers, so the same bodies and status codes. Flink's REST endpoint does the same,
+/// and Flink's own clients (its command-line client, its Java `RestClusterClient`) call
+/// only the versioned paths (`/v1/jobs/overview`, `/v1/jobs/:id/savepoints`, …), while
+/// the toolkit's platforms and the status page call the bare ones.
+///
+/// Wrap the result in the token check, not each half, so that one check guards both.
+pub fn versioned(api: Router) -> Router {
+    // `nest` copies each route under the prefix (axum strips the prefix again before the
+    // handler runs), so an unknown path under `/v1` meets the same 404 fallback.
+    Router::new().nest(VERSION_PREFIX, api.clone()).merge(api)
 }
 
 /// The status page: served without the token (it holds no data; it asks for the token
@@ -116,7 +150,10 @@ async fn run_jar(State(s): State<ServerState>, Path(jar): Path<String>, body: ax
             Err(e) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("Request did not match expected format JarRunRequestBody: {e}"),
+                    format!(
+                        "Request did not match expected format JarRunRequestBody: {}",
+                        without_quoted(&e.to_string())
+                    ),
                 );
             }
         }
@@ -248,4 +285,16 @@ async fn dashboard_config() -> Response {
         "features": { "web-submit": true, "web-cancel": true, "web-history": false },
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_error_does_not_quote_the_body() {
+        let e = serde_json::from_str::<RunBody>(r#"{"programArgsList": "--sink.es.password hunter2"}"#).unwrap_err();
+        let shown = without_quoted(&e.to_string());
+        assert!(!shown.contains("hunter2") && shown.contains("expected a sequence"), "{shown}");
+    }
 }

@@ -20,12 +20,13 @@ use std::sync::{Arc, Mutex};
 
 use operators_core::Job;
 use operators_core::checkpoint::CheckpointStorage;
+use operators_core::path::local_dir;
 use operators_core::rest::JobRegistry;
 use serde::{Deserialize, Serialize};
 
 use super::logs::Logs;
-use crate::runner::params::{Origin, Params, resolve};
-use crate::runner::plan::plan;
+use crate::runner::params::{Origin, Params, is_flag, resolve};
+use crate::runner::plan::{PlanError, plan};
 
 /// What a client asked to run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,8 +83,14 @@ pub struct Jobs {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
+    // `mode` applies only to a file that is created: a leftover of a crash, made with
+    // other permissions, would pass them on to the record.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -147,24 +154,32 @@ impl Jobs {
             ));
         }
         let mut params = inv.params;
+        // Directories are resolved by the one rule (a local path or a file:// URL) before
+        // the job id is joined to them, so that a refusal names the value as given.
+        let dir = |key: &str, value: &str| {
+            local_dir(key, value).map_err(|e| SubmitError::BadRequest(PlanError::from(e).to_string()))
+        };
         if let Some(p) = submission.parallelism {
             params.set("stream.parallelism", &p.to_string(), Origin::CommandLine);
         }
         if let Some(sp) = &submission.savepoint_path {
-            params.set("savepoint", sp, Origin::CommandLine);
+            params.set("savepoint", &dir("savepointPath", sp)?.to_string_lossy(), Origin::CommandLine);
         }
         if submission.allow_non_restored_state {
             params.set("allow-non-restored-state", "true", Origin::CommandLine);
         }
         // Each job its own checkpoint and state directories, under the job id, as Flink
         // keeps `<checkpoint dir>/<job id>`: two jobs of one name never share them.
-        let checkpoints =
-            params.get("stream.checkpoint.dir").map_or_else(|| self.state_dir.join("checkpoints"), PathBuf::from);
+        let checkpoints = match params.get("stream.checkpoint.dir") {
+            Some(d) => dir("stream.checkpoint.dir", d)?,
+            None => self.state_dir.join("checkpoints"),
+        };
         let checkpoints = checkpoints.join(id);
         params.set("stream.checkpoint.dir", &checkpoints.to_string_lossy(), Origin::CommandLine);
-        let state = params
-            .get("stream.state.dir")
-            .map_or_else(|| self.state_dir.join("jobs").join(id).join("state"), |d| PathBuf::from(d).join(id));
+        let state = match params.get("stream.state.dir") {
+            Some(d) => dir("stream.state.dir", d)?.join(id),
+            None => self.state_dir.join("jobs").join(id).join("state"),
+        };
         params.set("stream.state.dir", &state.to_string_lossy(), Origin::CommandLine);
         if !params.has("savepoint.dir") {
             params.set("savepoint.dir", &self.savepoints_dir.to_string_lossy(), Origin::CommandLine);
@@ -298,7 +313,7 @@ impl Jobs {
 /// Splits Flink's `programArgs` string as Flink does: on white space, except inside
 /// single or double quotes, which are removed.
 pub fn split_program_args(args: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     let mut chars = args.chars().peekable();
     loop {
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
@@ -317,7 +332,13 @@ pub fn split_program_args(args: &str) -> Result<Vec<String>, String> {
                 token.push(c);
             }
             if !closed {
-                return Err(format!("programArgs: the quote {first} opened before `{token}` is not closed"));
+                // The quoted text is not shown: it may be a key or a password.
+                let after = match out.last() {
+                    Some(prev) if is_flag(prev) => format!("after `{prev}`"),
+                    Some(_) => format!("after argument {}", out.len()),
+                    None => "at the start".to_string(),
+                };
+                return Err(format!("programArgs: the quote {first} opened {after} is not closed"));
             }
         } else {
             while let Some(&c) = chars.peek() {
@@ -336,20 +357,32 @@ pub fn split_program_args(args: &str) -> Result<Vec<String>, String> {
 /// Flink's `programArgsList`, with one leniency: an element holding a key and its value
 /// (`"--source.path hdfs:///data"`, as the toolkit's README writes one) counts as the two.
 /// A value that holds spaces (`"--stream.sql", "select * from t1"`) stays whole: only an
-/// element that starts with `--` is split.
+/// element that is a key (`--` and a letter) is split, and never the element after a bare
+/// key, which is that key's value (a PEM key starts with `-----BEGIN`).
 pub fn program_args_list(list: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(list.len());
+    let mut value_next = false;
     for arg in list {
-        match arg.strip_prefix("--").and_then(|rest| rest.split_once(char::is_whitespace)) {
-            Some((key, value)) if !key.is_empty() && !key.contains('=') => {
+        if std::mem::take(&mut value_next) || !is_flag(&arg) {
+            out.push(arg);
+            continue;
+        }
+        match arg[2..].split_once(char::is_whitespace) {
+            Some((key, value)) if !key.contains('=') => {
                 out.push(format!("--{key}"));
                 out.push(value.trim().to_string());
             }
-            _ => out.push(arg),
+            _ => {
+                value_next = !arg.contains('=') && !VALUELESS_FLAGS.contains(&arg.as_str());
+                out.push(arg);
+            }
         }
     }
     out
 }
+
+/// Arguments that take no value.
+const VALUELESS_FLAGS: &[&str] = &["--help", "--version", "--dry-run", "--allow-non-restored-state"];
 
 #[cfg(test)]
 mod tests {
@@ -381,11 +414,56 @@ mod tests {
     }
 
     #[test]
+    fn directories_with_a_scheme_are_refused_naming_the_parameter() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = Jobs::new(dir.path().to_path_buf(), None, Logs::default()).unwrap();
+        let id = operators_core::new_job_id();
+        for (args, savepoint, key) in [
+            (vec!["--stream.checkpoint.dir", "hdfs:///tmp/ck"], None, "stream.checkpoint.dir"),
+            (vec!["--stream.state.dir", "s3://bucket/state"], None, "stream.state.dir"),
+            (vec![], Some("hdfs:///tmp/sp/savepoint-1"), "savepointPath"),
+        ] {
+            let submission = Submission {
+                args: args.iter().map(|s| s.to_string()).collect(),
+                savepoint_path: savepoint.map(String::from),
+                ..Submission::default()
+            };
+            match jobs.prepare(&id, &submission) {
+                Err(SubmitError::BadRequest(e)) => {
+                    assert!(e.contains(&format!("`{key}`")) && e.contains("file://"), "{e}");
+                }
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        // A file:// URL is the local directory it names, the job id joined to it.
+        let submission = Submission {
+            args: vec!["--stream.checkpoint.dir".into(), "file:///tmp/ck".into()],
+            ..Submission::default()
+        };
+        let params = jobs.prepare(&id, &submission).unwrap();
+        assert_eq!(params.get("stream.checkpoint.dir"), Some(format!("/tmp/ck/{id}").as_str()));
+    }
+
+    #[test]
     fn a_list_element_with_key_and_value_counts_as_both() {
         let list = ["--source.path hdfs:///user/p", "--stream.sql", "select * from t1", "--x=a b"];
         assert_eq!(
             program_args_list(list.map(String::from).to_vec()),
             ["--source.path", "hdfs:///user/p", "--stream.sql", "select * from t1", "--x=a b"]
         );
+        // A value after its key stays whole, even one that starts with dashes or holds a
+        // `--key value` look-alike.
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----";
+        let list = ["--sink.kafka.ssl.key.pem", pem, "--dry-run", "--x y", "--stream.sql", "--a b"];
+        assert_eq!(
+            program_args_list(list.map(String::from).to_vec()),
+            ["--sink.kafka.ssl.key.pem", pem, "--dry-run", "--x", "y", "--stream.sql", "--a b"]
+        );
+    }
+
+    #[test]
+    fn an_open_quote_is_named_without_its_text() {
+        let err = split_program_args("--sink.es.password 'hunter2 --x y").unwrap_err();
+        assert!(err.contains("after `--sink.es.password`") && !err.contains("hunter2"), "{err}");
     }
 }

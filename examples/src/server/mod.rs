@@ -5,7 +5,8 @@
 //! (the toolkit's entry class `com._4paradigm.csp.operator.Main` works as the jar id
 //! too), with the toolkit's parameters in `programArgs` or `programArgsList`. Every
 //! submitted job is recorded in `--state.dir`; a server started again resumes each job
-//! that was running from its newest checkpoint, under the same job id.
+//! that was running from its newest checkpoint, under the same job id. Every API path is
+//! answered also under `/v1/`, the versioned paths Flink's own clients call.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), String> {
@@ -23,6 +24,8 @@ pub mod logs;
 use std::path::PathBuf;
 
 use logs::Logs;
+use operators_core::path::local_dir;
+use operators_core::secret::Secret;
 
 /// Settings of a server (`operator serve --help`).
 #[derive(Debug, Clone)]
@@ -32,11 +35,13 @@ pub struct ServerConfig {
     /// Port. Default 8081, Flink's.
     pub port: u16,
     /// Bearer token every API call must carry.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Where jobs are recorded, with their checkpoints and state. Default `operator-server`.
     pub state_dir: PathBuf,
     /// Default savepoint directory. Default `<state dir>/savepoints`.
     pub savepoints_dir: Option<PathBuf>,
+    /// The form of log lines on stderr. Default text.
+    pub log_format: crate::logging::LogFormat,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +52,7 @@ impl Default for ServerConfig {
             token: None,
             state_dir: PathBuf::from("operator-server"),
             savepoints_dir: None,
+            log_format: crate::logging::LogFormat::Text,
         }
     }
 }
@@ -59,14 +65,19 @@ operator serve: runs jobs submitted over Flink's REST API
   --rest.port PORT             port (default 8081)
   --rest.token TOKEN           bearer token every call must carry (or OPERATOR_REST_TOKEN)
   --state.dir DIR              job records, checkpoints and state (default operator-server)
-  --state.savepoints.dir DIR   default savepoint directory (default <state.dir>/savepoints)
+  --state.savepoints.dir DIR   default savepoint directory (default <state.dir>/savepoints);
+                               directories are local paths or file:// URLs (hdfs://, s3://,
+                               ... are refused)
+  --log.format text|json       log lines on stderr: text (coloured only on a terminal, not
+                               with NO_COLOR set) or one JSON object per line (default text)
 ";
 
 impl ServerConfig {
     /// From `operator serve` arguments (and `OPERATOR_REST_TOKEN`, which keeps the token
     /// out of the process list).
     pub fn from_args(args: &[String], token_env: Option<String>) -> Result<Self, String> {
-        let mut config = ServerConfig { token: token_env.filter(|t| !t.is_empty()), ..ServerConfig::default() };
+        let mut config =
+            ServerConfig { token: token_env.filter(|t| !t.is_empty()).map(Secret::new), ..ServerConfig::default() };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let (key, inline) = match arg.split_once('=') {
@@ -81,9 +92,14 @@ impl ServerConfig {
                     let v = value()?;
                     config.port = v.parse().map_err(|_| format!("`--rest.port`: `{v}` is not a port number"))?;
                 }
-                "--rest.token" => config.token = Some(value()?).filter(|t| !t.is_empty()),
-                "--state.dir" => config.state_dir = PathBuf::from(value()?),
-                "--state.savepoints.dir" => config.savepoints_dir = Some(PathBuf::from(value()?)),
+                "--rest.token" => config.token = Some(value()?).filter(|t| !t.is_empty()).map(Secret::new),
+                // A local path or a file:// URL; `hdfs:///x` is refused, not made `./hdfs:/x`.
+                "--state.dir" => config.state_dir = local_dir("state.dir", &value()?).map_err(|e| e.to_string())?,
+                "--state.savepoints.dir" => {
+                    config.savepoints_dir =
+                        Some(local_dir("state.savepoints.dir", &value()?).map_err(|e| e.to_string())?);
+                }
+                "--log.format" => config.log_format = value()?.parse()?,
                 other => return Err(format!("`operator serve`: unknown argument `{other}`\n\n{SERVE_HELP}")),
             }
         }
@@ -103,6 +119,9 @@ pub async fn serve(config: ServerConfig, logs: Logs) -> Result<(), String> {
     let address = format!("http://{local}");
     let api =
         operators_core::rest::routes(jobs.registry()).merge(http::routes(jobs.clone(), logs.clone(), address.clone()));
+    // Every API path also under `/v1`, where Flink's own clients call; inside the token
+    // check, which so guards both. The status page stays at `/` only.
+    let api = http::versioned(api);
     let app = operators_core::rest::require_token(api, config.token.clone()).merge(http::page());
     let resumed = jobs.resume_all();
     tracing::info!(
@@ -123,4 +142,26 @@ pub async fn serve(config: ServerConfig, logs: Logs) -> Result<(), String> {
     let running = jobs.running().len();
     eprintln!("interrupted: {running} running job(s) resume from their checkpoints when the server starts again");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn server_directories_with_a_scheme_are_refused_naming_the_argument() {
+        let e = ServerConfig::from_args(&args(&["--state.savepoints.dir", "hdfs:///sp"]), None).unwrap_err();
+        assert!(e.contains("state.savepoints.dir") && e.contains("hdfs:///sp") && e.contains("file://"), "{e}");
+        let e = ServerConfig::from_args(&args(&["--state.dir=s3://bucket/state"]), None).unwrap_err();
+        assert!(e.contains("state.dir") && e.contains("s3://bucket/state"), "{e}");
+        let c =
+            ServerConfig::from_args(&args(&["--state.dir", "file:///var/op", "--state.savepoints.dir", "sp"]), None)
+                .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/var/op"));
+        assert_eq!(c.savepoints_dir, Some(PathBuf::from("sp")));
+    }
 }

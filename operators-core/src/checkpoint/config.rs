@@ -170,10 +170,14 @@ impl CheckpointConfig {
         if self.dir.as_os_str().is_empty() {
             return Err(Error::config("checkpoint.dir", "must not be empty"));
         }
+        // `hdfs:///x` would otherwise be the relative path `./hdfs:/x`.
+        crate::path::check_local("checkpoint.dir", &self.dir)?;
         Ok(())
     }
 
-    /// Creates the directory if needed and checks that it can be written.
+    /// Creates the directory if needed and checks that it can be written. This is the
+    /// part of the checks that does I/O; [`Pipeline::start`](crate::Pipeline::start)
+    /// runs it, a dry run does not.
     pub fn check_dir(&self) -> Result<()> {
         probe_dir(&self.dir, "checkpoint.dir")
     }
@@ -220,6 +224,22 @@ mod tests {
         two.max_concurrent = 2;
         assert_eq!(key_of(two.validate().unwrap_err()), "checkpoint.max-concurrent");
         assert!(base.validate().is_ok());
+    }
+
+    #[test]
+    fn a_url_is_not_taken_for_a_relative_path() {
+        let e = CheckpointConfig::new("hdfs:///tmp/ck").validate().unwrap_err();
+        assert!(e.to_string().contains("hdfs:///tmp/ck"), "{e}");
+        assert_eq!(key_of(e), "checkpoint.dir");
+        assert_eq!(key_of(CheckpointConfig::new("file:///tmp/ck").validate().unwrap_err()), "checkpoint.dir");
+    }
+
+    #[test]
+    fn validating_touches_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("not-yet");
+        CheckpointConfig::new(&ck).validate().unwrap();
+        assert!(!ck.exists());
     }
 
     #[test]

@@ -26,32 +26,17 @@ pub struct Location {
 }
 
 impl Location {
-    /// Parses `source.path`: a local path or a `file://` URL. Other schemes are refused
-    /// with a message saying what is supported.
+    /// Parses `source.path`: a local path or a `file://` URL, by the rule every
+    /// directory setting follows ([`operators_core::path::local_dir`]). Other schemes are
+    /// refused with a message naming the key, the value and what is supported. Reads the
+    /// directory's metadata; changes nothing.
     pub fn parse(key: &str, value: &str) -> Result<Self, SourceError> {
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(SourceError::config(key, "must not be empty"));
-        }
-        let local = if let Some(rest) = value.strip_prefix("file://") {
-            // file:///abs/path and file://localhost/abs/path
-            let rest = rest.strip_prefix("localhost").unwrap_or(rest);
-            if !rest.starts_with('/') {
-                return Err(SourceError::config(key, format!("`{value}` is not an absolute file:// URL")));
-            }
-            rest.to_string()
-        } else if let Some((scheme, _)) = value.split_once("://") {
-            return Err(SourceError::config(
-                key,
-                format!(
-                    "`{scheme}://` paths are not supported yet; use a local directory or a file:// URL \
-                     (mount or copy {scheme} data locally)"
-                ),
-            ));
-        } else {
-            value.to_string()
-        };
-        let path = std::path::Path::new(&local);
+        let dir = operators_core::path::local_dir(key, value).map_err(|e| match e {
+            operators_core::Error::Config { key, message } => SourceError::config(key, message),
+            other => SourceError::config(key, other.to_string()),
+        })?;
+        let local = dir.to_string_lossy().into_owned();
+        let path = dir.as_path();
         let meta = std::fs::metadata(path)
             .map_err(|e| SourceError::config(key, format!("cannot read directory `{local}`: {e}")))?;
         if !meta.is_dir() {
@@ -99,6 +84,10 @@ mod tests {
     fn unsupported_and_missing_paths_name_the_key() {
         let e = Location::parse("source.path", "hdfs:///user/x").unwrap_err().to_string();
         assert!(e.contains("source.path") && e.contains("hdfs://"), "{e}");
+        for value in ["s3://bucket/x", "gs://bucket/x", "hdfs:/user/x"] {
+            let e = Location::parse("source.path", value).unwrap_err().to_string();
+            assert!(e.contains("`source.path`") && e.contains(value) && e.contains("file://"), "{e}");
+        }
         let e = Location::parse("source.path", "/no/such/dir/x").unwrap_err().to_string();
         assert!(e.contains("/no/such/dir/x"), "{e}");
         let file = tempfile::NamedTempFile::new().unwrap();

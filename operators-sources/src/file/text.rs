@@ -35,6 +35,9 @@ use operators_core::{Error, Result};
 use super::{FileFormat, FileMeta, FilePosition, FileReader, Location, SchemaGuard};
 use crate::error::SourceError;
 
+/// Default of [`TextFormat::with_max_field_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_FIELD_BYTES: usize = 16 << 20;
+
 /// Options of delimited text files.
 #[derive(Debug, Clone)]
 pub struct TextFormat {
@@ -48,6 +51,7 @@ pub struct TextFormat {
     bad_records: BadRecordPolicy,
     chunk_bytes: usize,
     max_line_bytes: usize,
+    max_field_bytes: usize,
 }
 
 impl TextFormat {
@@ -64,6 +68,7 @@ impl TextFormat {
             bad_records: BadRecordPolicy::Fail,
             chunk_bytes: 4 << 20,
             max_line_bytes: 64 << 20,
+            max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
         }
     }
 
@@ -132,6 +137,18 @@ impl TextFormat {
         self
     }
 
+    /// The most bytes a quoted field may span while its quote is open (default 16 MiB).
+    ///
+    /// A quote that is opened and never closed (a truncated export, a stray `"` in free
+    /// text) would otherwise make the rest of the file one field. A field still open at
+    /// the end of the file, or longer than this, is a bad record (see
+    /// [`TextFormat::with_bad_records`]); this bound keeps one stray quote from pulling a
+    /// large file into memory before the end of the file shows it.
+    pub fn with_max_field_bytes(mut self, bytes: std::num::NonZeroUsize) -> Self {
+        self.max_field_bytes = bytes.get();
+        self
+    }
+
     /// The declared schema, if any.
     pub fn schema(&self) -> Option<SchemaRef> {
         self.schema.clone()
@@ -166,6 +183,47 @@ impl TextFormat {
             None => b.terminator(csv::Terminator::CRLF),
         };
         b.from_reader(text)
+    }
+
+    /// Where a quoted field is left open at the end of `text` (which starts at a record):
+    /// `(start of its record, offset of the opening quote)`, or `None` when every quoted
+    /// field closes. The rules are csv_core's, which both readers use: a quote opens a
+    /// field only at the field's start, a doubled quote inside is a literal quote, and a
+    /// quote that closes a field may be followed by more unquoted text.
+    fn open_quote(&self, text: &[u8]) -> Option<(usize, usize)> {
+        #[derive(Clone, Copy)]
+        enum State {
+            FieldStart,
+            Unquoted,
+            Quoted,
+            QuoteInQuoted,
+        }
+        let quote = self.quote?;
+        // Most files hold no quote at all: nothing to scan then.
+        memchr::memchr(quote, text)?;
+        let ends_record = |b: u8| match self.line_delimiter {
+            Some(t) => b == t,
+            None => b == b'\n' || b == b'\r',
+        };
+        let (mut state, mut record_start, mut opened_at) = (State::FieldStart, 0, 0);
+        for (i, &b) in text.iter().enumerate() {
+            state = match state {
+                State::Quoted if b == quote => State::QuoteInQuoted,
+                State::Quoted => State::Quoted,
+                State::QuoteInQuoted if b == quote => State::Quoted,
+                State::FieldStart if b == quote => {
+                    opened_at = i;
+                    State::Quoted
+                }
+                _ if b == self.field_delimiter => State::FieldStart,
+                _ if ends_record(b) => {
+                    record_start = i + 1;
+                    State::FieldStart
+                }
+                _ => State::Unquoted,
+            };
+        }
+        matches!(state, State::Quoted).then_some((record_start, opened_at))
     }
 }
 
@@ -311,6 +369,10 @@ struct TextReader {
     out_schema: Option<SchemaRef>,
     decoder: Option<Decoder>,
     fed: usize,
+    /// Bytes the fast decoder took in since it last completed a record (an estimate from
+    /// below): past the format's `max_field_bytes`, only a quoted field left open can be
+    /// growing, and the record-by-record reader finds it.
+    open_bytes: usize,
     eof_signalled: bool,
     /// The file on the local file system, when it is local; opened at the first read.
     local_path: Option<std::path::PathBuf>,
@@ -394,6 +456,7 @@ impl TextReader {
             out_schema: None,
             decoder: None,
             fed: 0,
+            open_bytes: 0,
             eof_signalled: false,
             local_path,
             local_file: None,
@@ -806,7 +869,12 @@ impl TextReader {
     }
 
     fn letter(&self, start: usize, end: usize, reason: String) -> DeadLetter {
-        let (offset, line) = self.locate(self.text_base + start as u64);
+        self.letter_at(start, start, end, reason)
+    }
+
+    /// A dead letter of `text[start..end]` located at `text[at]`.
+    fn letter_at(&self, at: usize, start: usize, end: usize, reason: String) -> DeadLetter {
+        let (offset, line) = self.locate(self.text_base + at as u64);
         let end = end.min(self.text.len());
         DeadLetter {
             origin: self.file.display.clone(),
@@ -887,8 +955,9 @@ impl TextReader {
         let mut builders: Vec<StringBuilder> = (0..width).map(|_| StringBuilder::new()).collect();
         let mut starts = Vec::new();
         let mut consumed = 0usize;
+        // Bad records as (located at, start, end, why).
         let mut set_aside = Vec::new();
-        let mut fail_at: Option<(usize, usize, String)> = None;
+        let mut fail_at: Option<(usize, usize, usize, String)> = None;
         {
             let mut rdr = self.format.record_reader(&self.text);
             let mut rec = csv::ByteRecord::new();
@@ -904,16 +973,44 @@ impl TextReader {
                 if !terminated && !self.input_done() {
                     break;
                 }
+                let open = if end == self.text.len() { self.format.open_quote(&self.text[start..end]) } else { None };
+                if let Some((_, quote)) = open {
+                    let too_long = end - start > self.format.max_field_bytes;
+                    if !too_long && !self.input_done() {
+                        // The field may close in text not read yet.
+                        break;
+                    }
+                    // The record is cut after the line where its quote opened; reading
+                    // resumes at the next line, which is parsed afresh.
+                    let quote = start + quote;
+                    let line_end =
+                        memchr::memchr(self.format.terminator(), &self.text[quote..end]).map_or(end, |i| quote + i + 1);
+                    let why = if too_long {
+                        format!(
+                            "a quoted field opened here is still open after {} bytes (source.field.max.bytes)",
+                            self.format.max_field_bytes
+                        )
+                    } else {
+                        "a quoted field opened here is never closed: the file ends inside it".to_string()
+                    };
+                    if self.format.bad_records == BadRecordPolicy::Fail {
+                        fail_at = Some((quote, start, line_end, why));
+                    } else {
+                        consumed = line_end;
+                        set_aside.push((quote, start, line_end, why));
+                    }
+                    break;
+                }
                 if rec.len() != width {
                     let why = format!("expected {width} fields, found {}", rec.len());
                     if self.format.bad_records == BadRecordPolicy::Fail {
                         // Records before this one may hold an earlier bad value: convert
                         // them first so the error names the first bad record.
-                        fail_at = Some((start, end, why));
+                        fail_at = Some((start, start, end, why));
                         break;
                     }
                     consumed = end;
-                    set_aside.push((start, end, why));
+                    set_aside.push((start, start, end, why));
                     continue;
                 }
                 consumed = end;
@@ -928,8 +1025,8 @@ impl TextReader {
                 }
             }
         }
-        if let Some((start, end, why)) = fail_at {
-            let letter = self.letter(start, end, why);
+        if let Some((at, start, end, why)) = fail_at {
+            let letter = self.letter_at(at, start, end, why);
             if !starts.is_empty() {
                 let strings = self.strings_batch(&text_schema, &mut builders, starts.len())?;
                 self.finish(strings, consumed, Some(starts), dead)?;
@@ -940,8 +1037,8 @@ impl TextReader {
             return Ok(None);
         }
         let first_new = dead.len();
-        for (start, end, why) in set_aside {
-            let letter = self.letter(start, end, why);
+        for (at, start, end, why) in set_aside {
+            let letter = self.letter_at(at, start, end, why);
             if self.format.bad_records == BadRecordPolicy::Fail {
                 return Err(letter.into_error());
             }
@@ -952,6 +1049,7 @@ impl TextReader {
         let fast = self.decode_schema.clone().unwrap_or(text_schema);
         self.decoder = Some(self.format.decoder(&fast));
         self.fed = 0;
+        self.open_bytes = 0;
         self.eof_signalled = false;
         let batch = self.finish(strings, consumed, Some(starts), dead)?;
         // Keep dead letters in file order, whichever check found them.
@@ -978,8 +1076,13 @@ impl FileReader for TextReader {
             };
             let mut failed = false;
             if self.fed < self.text.len() {
+                let room = decoder.capacity();
                 match decoder.decode(&self.text[self.fed..]) {
-                    Ok(n) => self.fed += n,
+                    Ok(n) => {
+                        self.fed += n;
+                        self.open_bytes = if decoder.capacity() == room { self.open_bytes + n } else { 0 };
+                        failed = self.open_bytes > self.format.max_field_bytes;
+                    }
                     Err(_) => failed = true,
                 }
             }
@@ -987,10 +1090,16 @@ impl FileReader for TextReader {
                 let full = decoder.capacity() == 0;
                 let at_end = self.fed == self.text.len() && input_done;
                 if at_end && !full && !self.eof_signalled {
-                    // Ends a last record that has no line terminator.
-                    self.eof_signalled = true;
-                    if decoder.decode(&[]).is_err() {
+                    if self.format.open_quote(&self.text).is_some() {
+                        // The decoder would end the open field at the end of the file,
+                        // taking every line after the quote into it.
                         failed = true;
+                    } else {
+                        // Ends a last record that has no line terminator.
+                        self.eof_signalled = true;
+                        if decoder.decode(&[]).is_err() {
+                            failed = true;
+                        }
                     }
                 }
                 if !failed && (full || at_end) {
@@ -1021,6 +1130,7 @@ impl FileReader for TextReader {
                         if let Some(schema) = self.decode_schema.clone() {
                             self.decoder = Some(self.format.decoder(&schema));
                             self.fed = 0;
+                            self.open_bytes = 0;
                         }
                         continue;
                     }

@@ -22,33 +22,8 @@ pub use source::{DbPosition, JdbcSource};
 
 use crate::error::SourceError;
 
-/// A password or other credential: printed as `****` by `Debug` and `Display`.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a credential.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The credential itself, for the driver.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("****")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("****")
-    }
-}
+/// A password: the library's one credential type, re-exported where database settings are.
+pub use operators_core::secret::Secret;
 
 /// Which database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,10 +155,13 @@ impl DbConfig {
 
     /// The URL with user but without password, for messages.
     pub fn display(&self) -> String {
-        match (&self.username, self.kind) {
+        let shown = match (&self.username, self.kind) {
             (Some(u), DbKind::Postgres | DbKind::MySql) => self.url.replacen("://", &format!("://{u}@"), 1),
             _ => self.url.clone(),
-        }
+        };
+        // The password left the URL when it was parsed; a query parameter such as
+        // `sslpassword` may still hold one.
+        redact(&shown)
     }
 
     /// Sets the pool size (default 4).
@@ -260,15 +238,11 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_string())
 }
 
-/// A URL with any password replaced by `****`.
+/// A URL with any password replaced by `****`: in its user info or in a query parameter
+/// (`?password=`), also when the URL does not parse (the error that says so must not show
+/// the password either).
 pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("****"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
+    operators_core::secret::redact_url(url)
 }
 
 /// A driver error as text: the database's own message where there is one.

@@ -18,6 +18,7 @@ use rdkafka::error::KafkaError;
 pub use source::{KafkaSource, StartOffsets};
 
 use crate::error::SourceError;
+use operators_core::secret::{MASK, is_secret_key, redact_url};
 
 /// Brokers and librdkafka properties of one Kafka client.
 ///
@@ -37,16 +38,13 @@ pub struct KafkaConfig {
     properties: BTreeMap<String, String>,
 }
 
-/// Properties whose values are never shown.
-fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret") || k.contains("jaas") || k == "ssl.key.pem" || k.contains("token")
-}
-
 impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let props: BTreeMap<&str, &str> =
-            self.properties.iter().map(|(k, v)| (k.as_str(), if is_secret(k) { "***" } else { v.as_str() })).collect();
+        let props: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_key(k) { MASK } else { v.as_str() }))
+            .collect();
         f.debug_struct("KafkaConfig").field("brokers", &self.brokers).field("properties", &props).finish()
     }
 }
@@ -174,10 +172,20 @@ impl KafkaConfig {
 
     /// Turns a client-creation error into one that names the setting.
     pub fn creation_error(&self, e: KafkaError) -> SourceError {
-        let message = e.to_string();
-        // librdkafka names the property in quotes: `No such configuration property: "x"`.
-        let property = message.split('"').nth(1).filter(|p| self.properties.contains_key(*p) || p.contains('.'));
-        let key = match property {
+        let (property, message) = match &e {
+            // rdkafka's text of this error ends with the refused value, which may be a key
+            // or a password (this build of librdkafka refuses every `ssl.*` property): it is
+            // left out, and the property is named instead.
+            KafkaError::ClientConfig(_, description, key, value) => {
+                // librdkafka's own description quotes a value it cannot parse as one of a
+                // property's choices; masked too, in case that value is a secret's.
+                let description =
+                    if value.is_empty() { description.clone() } else { description.replace(value.as_str(), MASK) };
+                (Some(key.as_str()), format!("{description} (value not shown)"))
+            }
+            other => (None, redact_url(&other.to_string())),
+        };
+        let key = match property.filter(|p| !p.is_empty()) {
             Some(p) => format!("{}.{p}", self.prefix),
             None => self.prefix.clone(),
         };
@@ -259,5 +267,31 @@ mod tests {
         let e = c.client_config().create::<rdkafka::consumer::BaseConsumer>().err().unwrap();
         let msg = c.creation_error(e).to_string();
         assert!(msg.contains("source.kafka.no.such.thing"), "{msg}");
+    }
+
+    /// librdkafka's error text ends with the value it refused; a private key or password
+    /// must not reach the job's exceptions that way.
+    #[test]
+    fn a_refused_secret_is_not_echoed() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIBsecretbody\n-----END PRIVATE KEY-----";
+        for (key, value) in [
+            ("ssl.key.pem", pem),
+            (
+                "sasl.jaas.config",
+                r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="pw-in-jaas";"#,
+            ),
+            ("sasl.oauthbearer.client.secret", "oauth-secret-1"),
+        ] {
+            let c = KafkaConfig::new("sink.kafka", "h:1").unwrap().with_property(key, value).unwrap();
+            assert!(!format!("{c:?}").contains(value), "{key}");
+            let Err(e) = c.client_config().create::<rdkafka::producer::BaseProducer>() else {
+                continue; // accepted by this build of librdkafka: nothing echoed
+            };
+            let msg = c.creation_error(e).to_string();
+            assert!(msg.contains(&format!("sink.kafka.{key}")), "{msg}");
+            for part in ["MIIBsecretbody", "pw-in-jaas", "oauth-secret-1"] {
+                assert!(!msg.contains(part), "{key}: {msg}");
+            }
+        }
     }
 }
