@@ -8,6 +8,7 @@
 
 pub mod align;
 pub mod config;
+pub mod coordinator;
 pub mod stats;
 pub mod storage;
 
