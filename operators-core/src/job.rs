@@ -10,7 +10,7 @@
 //! fails, every task of the attempt is stopped and the restart strategy decides whether
 //! a new attempt starts.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -21,16 +21,17 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::channel::{DOWNSTREAM_CLOSED, EdgeOutput, InputGate, OutputRouter};
+use crate::checkpoint::coordinator::{CheckpointCoordinator, Command, Location, MetadataOutcome, Savepoint};
 use crate::checkpoint::stats::{CheckpointStats, RestoredRecord, StatsTracker};
 use crate::checkpoint::storage::{
-    CheckpointMetadata, CheckpointStorage, LoadedCheckpoint, OperatorSnapshot, OperatorStateBlob, read_metadata,
-    write_metadata, write_savepoint,
+    CheckpointMetadata, CheckpointStorage, LoadedCheckpoint, OperatorSnapshot, OperatorStateBlob, SubtaskSnapshot,
+    read_metadata, write_metadata, write_savepoint,
 };
 use crate::checkpoint::{CheckpointConfig, config::probe_dir};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
 use crate::key::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM, key_group_range};
-use crate::message::{Barrier, CheckpointId, CheckpointKind, Message};
+use crate::message::{Barrier, CheckpointKind, Message};
 use crate::metrics::{MetricsSnapshot, OperatorMetrics, TaskMetrics};
 use crate::operator::{Committable, RestoredState, TaskInfo};
 use crate::pipeline::{JobGraph, NodeKind, Partitioning, VertexInfo};
@@ -1033,134 +1034,39 @@ async fn supervise(
     }
 }
 
-struct PendingCheckpoint {
-    barrier: Barrier,
-    started: Instant,
-    dir: PathBuf,
-    acks: BTreeMap<TaskId, crate::task::Ack>,
-    savepoint: Option<SavepointRequest>,
+/// What the shell needs to answer a savepoint request.
+struct SavepointToken {
+    request_id: String,
+    /// A terminal savepoint after which the job counts as canceled.
+    cancel: bool,
 }
 
+type Machine = CheckpointCoordinator<TaskId, Box<crate::task::Ack>, SavepointToken>;
+type CoordCommand = Command<TaskId, Box<crate::task::Ack>, SavepointToken>;
+
+/// Carries out what the checkpoint coordinator (`checkpoint/coordinator.rs`) decides:
+/// barriers to the sources, statistics, the checkpoint's files, the tasks' abort and
+/// complete notices, savepoint answers. It decides nothing itself.
 struct Coordinator<'a> {
-    config: Option<&'a CheckpointConfig>,
+    machine: Machine,
+    /// Origin of the machine's monotonic time: the attempt's start.
+    origin: Instant,
     storage: Option<&'a CheckpointStorage>,
     shared: &'a JobShared,
     graph: &'a JobGraph,
     max_parallelism: u16,
     tasks: Vec<(TaskId, mpsc::UnboundedSender<TaskControl>, bool)>,
-    pending: Option<PendingCheckpoint>,
-    next_trigger: Instant,
-    consecutive_failures: u32,
-    sources_total: usize,
-    sources_finished: HashSet<TaskId>,
-    terminal_triggered: bool,
-    savepoints: VecDeque<SavepointRequest>,
     /// The terminal savepoint taken, and whether the job then counts as canceled.
     stop_savepoint: Option<(PathBuf, bool)>,
 }
 
 impl Coordinator<'_> {
-    fn now_ms(&self) -> i64 {
-        self.shared.clock.now_ms()
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
     }
 
     fn deadline(&self) -> Option<Instant> {
-        let cfg = self.config?;
-        if let Some(p) = &self.pending {
-            return Some(p.started + cfg.timeout);
-        }
-        if self.terminal_triggered {
-            return None;
-        }
-        if !self.savepoints.is_empty() || self.sources_finished.len() == self.sources_total {
-            return Some(Instant::now());
-        }
-        Some(self.next_trigger)
-    }
-
-    fn queue_savepoint(&mut self, req: SavepointRequest) {
-        if self.config.is_none() || self.storage.is_none() {
-            self.shared.set_savepoint(
-                &req.request_id,
-                SavepointStatus::Failed { reason: "savepoints need checkpointing to be configured".into() },
-            );
-        } else if self.terminal_triggered {
-            self.shared.set_savepoint(
-                &req.request_id,
-                SavepointStatus::Failed { reason: "the job is already finishing".into() },
-            );
-        } else {
-            self.savepoints.push_back(req);
-        }
-    }
-
-    /// Triggers whatever is due; fails a checkpoint that timed out.
-    fn tick(&mut self, next_id: &mut u64) -> Result<()> {
-        let Some(cfg) = self.config else { return Ok(()) };
-        if let Some(p) = &self.pending {
-            if p.started.elapsed() >= cfg.timeout {
-                let id = p.barrier.checkpoint_id;
-                return self.fail_pending(id, format!("timed out after {} ms", millis(cfg.timeout)));
-            }
-            return Ok(());
-        }
-        if self.terminal_triggered {
-            return Ok(());
-        }
-        if let Some(req) = self.savepoints.pop_front() {
-            let terminal = req.terminal;
-            let drain = req.drain;
-            return self.trigger(next_id, CheckpointKind::Savepoint, terminal, drain, Some(req));
-        }
-        if self.sources_finished.len() == self.sources_total {
-            return self.trigger(next_id, CheckpointKind::Checkpoint, true, false, None);
-        }
-        if Instant::now() >= self.next_trigger {
-            return self.trigger(next_id, CheckpointKind::Checkpoint, false, false, None);
-        }
-        Ok(())
-    }
-
-    fn trigger(
-        &mut self,
-        next_id: &mut u64,
-        kind: CheckpointKind,
-        terminal: bool,
-        drain: bool,
-        savepoint: Option<SavepointRequest>,
-    ) -> Result<()> {
-        let Some(storage) = self.storage else { return Ok(()) };
-        let id = *next_id;
-        *next_id += 1;
-        let dir = match storage.create_checkpoint_dir(id) {
-            Ok(d) => d,
-            Err(e) => {
-                // Count it as a failed checkpoint; storage may recover.
-                lock(&self.shared.stats).triggered(id, kind, terminal, self.now_ms(), self.tasks.len());
-                self.pending = Some(PendingCheckpoint {
-                    barrier: Barrier { checkpoint_id: id, timestamp_ms: self.now_ms(), kind, terminal },
-                    started: Instant::now(),
-                    dir: storage.checkpoint_dir(id),
-                    acks: BTreeMap::new(),
-                    savepoint,
-                });
-                return self.fail_pending(id, e.to_string());
-            }
-        };
-        let barrier = Barrier { checkpoint_id: id, timestamp_ms: self.now_ms(), kind, terminal };
-        if terminal {
-            self.terminal_triggered = true;
-        }
-        tracing::debug!(checkpoint_id = id, ?kind, terminal, "triggering checkpoint");
-        lock(&self.shared.stats).triggered(id, kind, terminal, barrier.timestamp_ms, self.tasks.len());
-        for (_, control, is_source) in &self.tasks {
-            if *is_source {
-                let _ = control.send(TaskControl::Trigger { barrier, drain });
-            }
-        }
-        self.pending =
-            Some(PendingCheckpoint { barrier, started: Instant::now(), dir, acks: BTreeMap::new(), savepoint });
-        Ok(())
+        self.machine.deadline().map(|d| self.origin + d)
     }
 
     fn notify(&self, msg: impl Fn() -> TaskControl) {
@@ -1169,150 +1075,185 @@ impl Coordinator<'_> {
         }
     }
 
-    fn fail_pending(&mut self, id: CheckpointId, reason: String) -> Result<()> {
-        let Some(p) = self.pending.take() else { return Ok(()) };
-        if p.barrier.checkpoint_id != id {
-            self.pending = Some(p);
-            return Ok(());
-        }
-        tracing::warn!(checkpoint_id = id, %reason, "checkpoint failed");
-        if let Some(storage) = self.storage {
-            storage.discard(id);
-        }
-        lock(&self.shared.stats).failed(id, self.now_ms(), &reason);
-        self.notify(|| TaskControl::Abort(id));
-        if let Some(cfg) = self.config {
-            self.next_trigger = (p.started + cfg.interval).max(Instant::now() + cfg.min_pause);
-        }
-        if p.barrier.terminal {
-            if let Some(sp) = &p.savepoint {
-                self.shared.set_savepoint(&sp.request_id, SavepointStatus::Failed { reason: reason.clone() });
-            }
-            return Err(Error::CheckpointFailed {
-                checkpoint_id: id,
-                reason: format!("the final checkpoint failed: {reason}"),
-            });
-        }
-        if let Some(sp) = p.savepoint {
-            // Savepoint failures do not count against the tolerable checkpoint failures.
-            self.shared.set_savepoint(&sp.request_id, SavepointStatus::Failed { reason });
-            return Ok(());
-        }
-        self.consecutive_failures += 1;
-        let tolerable = self.config.map_or(0, |c| c.tolerable_failures);
-        if self.consecutive_failures > tolerable {
-            return Err(Error::TooManyCheckpointFailures {
-                failures: self.consecutive_failures,
-                tolerable,
-                last: reason,
-            });
-        }
-        Ok(())
+    async fn queue_savepoint(&mut self, req: SavepointRequest, last_completed: &mut Option<PathBuf>) -> Result<()> {
+        let token = SavepointToken { request_id: req.request_id, cancel: req.cancel };
+        let savepoint = Savepoint { target: req.target, terminal: req.terminal, drain: req.drain, token };
+        let cmds = self.machine.savepoint_requested(savepoint);
+        self.execute(cmds, None, last_completed).await
+    }
+
+    /// Triggers whatever is due; fails a checkpoint that timed out.
+    async fn tick(&mut self, next_id: &mut u64, last_completed: &mut Option<PathBuf>) -> Result<()> {
+        let cmds = self.machine.tick(self.now(), self.shared.clock.now_ms());
+        // The supervisor carries the next id into the next attempt.
+        *next_id = self.machine.next_id();
+        self.execute(cmds, None, last_completed).await
     }
 
     async fn on_event(&mut self, ev: TaskEvent, last_completed: &mut Option<PathBuf>) -> Result<()> {
+        let now = self.now();
         match ev {
             TaskEvent::SourceFinished(task) => {
-                self.sources_finished.insert(task);
+                self.machine.source_finished(task);
+                Ok(())
             }
             TaskEvent::Decline { task, checkpoint_id, reason } => {
                 let op = &self.graph.nodes[task.node].id;
-                self.fail_pending(checkpoint_id, format!("declined by `{op}` subtask {}: {reason}", task.subtask))?;
+                let reason = format!("declined by `{op}` subtask {}: {reason}", task.subtask);
+                let cmds = self.machine.decline(now, checkpoint_id, task, reason);
+                self.execute(cmds, None, last_completed).await
             }
             TaskEvent::Ack(ack) => {
-                let Some(p) = &mut self.pending else { return Ok(()) };
-                if p.barrier.checkpoint_id != ack.checkpoint_id {
-                    return Ok(());
+                // Statistics for `Acknowledged`; the ack itself moves into the machine.
+                let stats = (ack.written, ack.sync_ms, ack.align_ms);
+                let cmds = self.machine.ack(now, ack.checkpoint_id, ack.task, ack);
+                self.execute(cmds, Some(stats), last_completed).await
+            }
+        }
+    }
+
+    /// The attempt ends: discards the checkpoint in flight and answers waiting savepoints.
+    fn end(&mut self, reason: &str) {
+        for cmd in self.machine.attempt_ended(reason) {
+            match cmd {
+                Command::Discard { id } => {
+                    if let Some(s) = self.storage {
+                        s.discard(id);
+                    }
                 }
-                lock(&self.shared.stats).acknowledged(
-                    ack.checkpoint_id,
-                    self.shared.clock.now_ms(),
-                    ack.written,
-                    ack.sync_ms,
-                    ack.align_ms,
-                );
-                p.acks.insert(ack.task, *ack);
-                if p.acks.len() == self.tasks.len()
-                    && let Some(p) = self.pending.take()
-                {
-                    self.complete(p, last_completed).await?;
+                Command::ReplySavepoint { token, result: Err(reason), .. } => {
+                    self.shared.set_savepoint(&token.request_id, SavepointStatus::Failed { reason });
                 }
+                _ => {}
+            }
+        }
+    }
+
+    /// Executes commands in order. The I/O the machine waits for (the checkpoint
+    /// directory, the metadata) is done here and its outcome reported back at once; the
+    /// commands that result run next.
+    async fn execute(
+        &mut self,
+        cmds: Vec<CoordCommand>,
+        ack_stats: Option<(u64, u64, u64)>,
+        last_completed: &mut Option<PathBuf>,
+    ) -> Result<()> {
+        let mut queue = VecDeque::from(cmds);
+        // Full size of the checkpoint being completed, for its statistics.
+        let mut full_size = 0;
+        while let Some(cmd) = queue.pop_front() {
+            match cmd {
+                Command::Trigger { id, kind, terminal, drain, timestamp_ms } => {
+                    let Some(storage) = self.storage else { continue };
+                    lock(&self.shared.stats).triggered(id, kind, terminal, timestamp_ms, self.tasks.len());
+                    match storage.create_checkpoint_dir(id) {
+                        Ok(_) => {
+                            tracing::debug!(checkpoint_id = id, ?kind, terminal, "triggering checkpoint");
+                            let barrier = Barrier { checkpoint_id: id, timestamp_ms, kind, terminal };
+                            for (_, control, is_source) in &self.tasks {
+                                if *is_source {
+                                    let _ = control.send(TaskControl::Trigger { barrier, drain });
+                                }
+                            }
+                        }
+                        // Counts as a failed checkpoint; storage may recover.
+                        Err(e) => queue.extend(self.machine.trigger_failed(self.now(), id, e.to_string())),
+                    }
+                }
+                Command::Acknowledged { id, .. } => {
+                    if let Some((written, sync_ms, align_ms)) = ack_stats {
+                        let now = self.shared.clock.now_ms();
+                        lock(&self.shared.stats).acknowledged(id, now, written, sync_ms, align_ms);
+                    }
+                }
+                Command::WriteMetadata { id, kind, timestamp_ms, acks, savepoint_target, .. } => {
+                    let Some(storage) = self.storage else { continue };
+                    let mut metadata =
+                        CheckpointMetadata::new(&self.shared.name, &self.shared.id, id, kind, timestamp_ms);
+                    // `acks` is in task order, so each operator's subtasks stay in order.
+                    let mut per_node: Vec<Vec<SubtaskSnapshot>> = self.graph.nodes.iter().map(|_| Vec::new()).collect();
+                    for (task, ack) in acks {
+                        per_node[task.node].push(ack.snapshot);
+                    }
+                    for (node, subtasks) in self.graph.nodes.iter().zip(per_node) {
+                        metadata.operators.insert(
+                            node.id.clone(),
+                            OperatorSnapshot {
+                                parallelism: node.parallelism,
+                                max_parallelism: self.max_parallelism,
+                                subtasks,
+                            },
+                        );
+                    }
+                    full_size = metadata.full_size();
+                    let outcome = write_checkpoint(storage.checkpoint_dir(id), metadata, savepoint_target).await;
+                    queue.extend(self.machine.metadata_written(self.now(), id, outcome));
+                }
+                Command::Abort { id, reason } => {
+                    tracing::warn!(checkpoint_id = id, %reason, "checkpoint failed");
+                    if let Some(storage) = self.storage {
+                        storage.discard(id);
+                    }
+                    lock(&self.shared.stats).failed(id, self.shared.clock.now_ms(), &reason);
+                    self.notify(|| TaskControl::Abort(id));
+                }
+                Command::Retire { latest, retained, discard_below } => {
+                    if let Some(storage) = self.storage {
+                        let storage = storage.clone();
+                        let retention = tokio::task::spawn_blocking(move || storage.retain(retained, latest)).await;
+                        if let Ok(Err(e)) | Err(e) = retention.map_err(|e| Error::Internal(e.to_string())) {
+                            tracing::warn!(error = %e, "checkpoint retention failed; old checkpoints remain on disk");
+                        }
+                    }
+                    lock(&self.shared.stats).discarded(discard_below);
+                }
+                Command::Completed { id, location, .. } => {
+                    let location = match (location, self.storage) {
+                        (Location::Savepoint(target), _) => target,
+                        (Location::CheckpointDir, Some(storage)) => storage.checkpoint_dir(id),
+                        (Location::CheckpointDir, None) => continue,
+                    };
+                    let now = self.shared.clock.now_ms();
+                    lock(&self.shared.stats).completed(id, now, full_size, location.display().to_string());
+                    tracing::debug!(checkpoint_id = id, "checkpoint complete");
+                    *last_completed = Some(location);
+                }
+                Command::ReplySavepoint { token, terminal, result } => match result {
+                    Ok(location) => {
+                        if terminal {
+                            self.stop_savepoint = Some((location.clone(), token.cancel));
+                        }
+                        self.shared.set_savepoint(&token.request_id, SavepointStatus::Completed { location });
+                    }
+                    Err(reason) => self.shared.set_savepoint(&token.request_id, SavepointStatus::Failed { reason }),
+                },
+                Command::NotifyComplete { id } => self.notify(|| TaskControl::Complete(id)),
+                Command::Discard { id } => {
+                    if let Some(storage) = self.storage {
+                        storage.discard(id);
+                    }
+                }
+                Command::FailJob { error } => return Err(error),
             }
         }
         Ok(())
     }
+}
 
-    async fn complete(&mut self, p: PendingCheckpoint, last_completed: &mut Option<PathBuf>) -> Result<()> {
-        let (Some(cfg), Some(storage)) = (self.config, self.storage) else {
-            return Ok(());
-        };
-        let id = p.barrier.checkpoint_id;
-        let mut metadata =
-            CheckpointMetadata::new(&self.shared.name, &self.shared.id, id, p.barrier.kind, p.barrier.timestamp_ms);
-        for (node_idx, node) in self.graph.nodes.iter().enumerate() {
-            let subtasks = p.acks.iter().filter(|(t, _)| t.node == node_idx).map(|(_, a)| a.snapshot.clone()).collect();
-            metadata.operators.insert(
-                node.id.clone(),
-                OperatorSnapshot { parallelism: node.parallelism, max_parallelism: self.max_parallelism, subtasks },
-            );
-        }
-        let dir = p.dir.clone();
-        let meta = metadata.clone();
-        let written = tokio::task::spawn_blocking(move || write_metadata(&dir, &meta)).await;
-        let written = match written {
-            Ok(r) => r,
-            Err(e) => Err(Error::Internal(format!("metadata writer panicked: {e}"))),
-        };
-        if let Err(e) = written {
-            self.pending = Some(p);
-            return self.fail_pending(id, format!("writing the metadata failed: {e}"));
-        }
-        let mut location = p.dir.clone();
-        if let Some(sp) = &p.savepoint {
-            let target = sp.target.clone();
-            let meta = metadata.clone();
-            let result = tokio::task::spawn_blocking(move || write_savepoint(&target, &meta)).await;
-            match result {
-                Ok(Ok(_)) => {
-                    location = sp.target.clone();
-                    if sp.terminal {
-                        self.stop_savepoint = Some((sp.target.clone(), sp.cancel));
-                    }
-                }
-                Ok(Err(e)) => {
-                    self.shared.set_savepoint(&sp.request_id, SavepointStatus::Failed { reason: e.to_string() });
-                    if sp.terminal {
-                        return Err(e);
-                    }
-                }
-                Err(e) => {
-                    let reason = format!("savepoint writer panicked: {e}");
-                    self.shared.set_savepoint(&sp.request_id, SavepointStatus::Failed { reason: reason.clone() });
-                    return Err(Error::Internal(reason));
-                }
-            }
-        }
-        let retained = cfg.retained;
-        let storage2 = storage.clone();
-        let retention = tokio::task::spawn_blocking(move || storage2.retain(retained, id)).await;
-        if let Ok(Err(e)) | Err(e) = retention.map_err(|e| Error::Internal(e.to_string())) {
-            tracing::warn!(error = %e, "checkpoint retention failed; old checkpoints remain on disk");
-        }
-        {
-            let mut stats = lock(&self.shared.stats);
-            stats.completed(id, self.shared.clock.now_ms(), metadata.full_size(), location.display().to_string());
-            stats.discarded(id.saturating_sub(retained as u64 - 1));
-        }
-        // Report a savepoint only once the statistics show it.
-        if let Some(sp) = &p.savepoint {
-            self.shared.set_savepoint(&sp.request_id, SavepointStatus::Completed { location: sp.target.clone() });
-        }
-        tracing::debug!(checkpoint_id = id, "checkpoint complete");
-        *last_completed = Some(location);
-        self.consecutive_failures = 0;
-        self.next_trigger = (p.started + cfg.interval).max(Instant::now() + cfg.min_pause);
-        self.notify(|| TaskControl::Complete(id));
-        Ok(())
+/// Writes `_metadata` into `dir` and, for a savepoint, copies the checkpoint to `target`,
+/// off the async workers.
+async fn write_checkpoint(dir: PathBuf, metadata: CheckpointMetadata, target: Option<PathBuf>) -> MetadataOutcome {
+    let written = tokio::task::spawn_blocking(move || write_metadata(&dir, &metadata).map(|_| metadata)).await;
+    let metadata = match written {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return MetadataOutcome::MetadataFailed(e),
+        Err(e) => return MetadataOutcome::MetadataFailed(Error::Internal(format!("metadata writer panicked: {e}"))),
+    };
+    let Some(target) = target else { return MetadataOutcome::Written };
+    match tokio::task::spawn_blocking(move || write_savepoint(&target, &metadata)).await {
+        Ok(Ok(_)) => MetadataOutcome::Written,
+        Ok(Err(e)) => MetadataOutcome::SavepointFailed(e),
+        Err(e) => MetadataOutcome::SavepointCrashed(format!("savepoint writer panicked: {e}")),
     }
 }
 
@@ -1425,7 +1366,6 @@ async fn run_attempt(
     let mut join_set = JoinSet::new();
     let mut task_of = HashMap::new();
     let mut controls = Vec::new();
-    let mut sources_total = 0;
     for (node_idx, node) in graph.nodes.iter().enumerate() {
         let node_inputs = std::mem::take(&mut inputs[node_idx]);
         let node_outputs = std::mem::take(&mut outputs[node_idx]);
@@ -1444,7 +1384,6 @@ async fn run_attempt(
             let metrics = shared.metrics[node_idx].subtasks[subtask].clone();
             let (control_tx, control_rx) = mpsc::unbounded_channel();
             let is_source = matches!(node.kind, NodeKind::Source(_));
-            sources_total += usize::from(is_source);
             controls.push((id, control_tx, is_source));
             let env = TaskEnv {
                 id,
@@ -1477,20 +1416,21 @@ async fn run_attempt(
         }
     }
 
+    let machine = CheckpointCoordinator::new(
+        checkpointing.as_ref().and(config.checkpointing.as_ref()),
+        controls.iter().map(|(id, _, _)| *id),
+        controls.iter().filter(|(_, _, is_source)| *is_source).map(|(id, _, _)| *id),
+        *next_id,
+        Duration::ZERO,
+    );
     let mut coord = Coordinator {
-        config: checkpointing.as_ref().and(config.checkpointing.as_ref()),
+        machine,
+        origin: Instant::now(),
         storage,
         shared,
         graph,
         max_parallelism: config.max_parallelism,
         tasks: controls,
-        pending: None,
-        next_trigger: Instant::now() + config.checkpointing.as_ref().map_or(Duration::ZERO, |c| c.interval),
-        consecutive_failures: 0,
-        sources_total,
-        sources_finished: HashSet::new(),
-        terminal_triggered: false,
-        savepoints: VecDeque::new(),
         stop_savepoint: None,
     };
     let mut commands_open = true;
@@ -1507,18 +1447,19 @@ async fn run_attempt(
                 Some(JobCommand::Cancel) => {
                     join_set.abort_all();
                     while join_set.join_next().await.is_some() {}
-                    if let Some(p) = coord.pending.take()
-                        && let Some(s) = storage
-                    {
-                        s.discard(p.barrier.checkpoint_id);
-                    }
+                    coord.end("the job was canceled");
                     return AttemptOutcome::Canceled;
                 }
-                Some(JobCommand::Savepoint(req)) => coord.queue_savepoint(req),
+                Some(JobCommand::Savepoint(req)) => {
+                    if let Err(e) = coord.queue_savepoint(req, last_completed).await {
+                        break e;
+                    }
+                }
                 None => commands_open = false,
             },
             res = join_set.join_next_with_id() => match res {
                 None => {
+                    coord.end("the job finished");
                     return match coord.stop_savepoint.take() {
                         Some((savepoint, true)) => AttemptOutcome::CanceledWithSavepoint(savepoint),
                         other => AttemptOutcome::Finished { savepoint: other.map(|(s, _)| s) },
@@ -1539,7 +1480,7 @@ async fn run_attempt(
                 }
             } => {}
         }
-        if let Err(e) = coord.tick(next_id) {
+        if let Err(e) = coord.tick(next_id, last_completed).await {
             break e;
         }
     };
@@ -1559,10 +1500,7 @@ async fn run_attempt(
             _ => {}
         }
     }
-    if let Some(p) = coord.pending.take()
-        && let Some(s) = storage
-    {
-        s.discard(p.barrier.checkpoint_id);
-    }
-    AttemptOutcome::Failed(root_cause(errors))
+    let error = root_cause(errors);
+    coord.end(&format!("the job failed: {error}"));
+    AttemptOutcome::Failed(error)
 }
