@@ -17,10 +17,10 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::checkpoint::BarrierAligner;
 use crate::error::{Error, Result};
+use crate::graph::{Partitioning, Port};
 use crate::key::{KeySelector, subtask_for_key_group};
 use crate::message::Message;
 use crate::metrics::TaskMetrics;
-use crate::pipeline::{Partitioning, Port};
 
 /// One event from a task's inputs.
 #[derive(Debug)]

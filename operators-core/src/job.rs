@@ -22,24 +22,25 @@ use tracing::Instrument;
 
 use crate::channel::{DOWNSTREAM_CLOSED, EdgeOutput, InputGate, OutputRouter};
 use crate::checkpoint::coordinator::{CheckpointCoordinator, Command, Location, MetadataOutcome, Savepoint};
+use crate::checkpoint::restore::{plan_restore, validate_restore};
 use crate::checkpoint::stats::{CheckpointStats, RestoredRecord, StatsTracker};
 use crate::checkpoint::storage::{
-    CheckpointMetadata, CheckpointStorage, LoadedCheckpoint, OperatorSnapshot, OperatorStateBlob, SubtaskSnapshot,
-    read_metadata, write_metadata, write_savepoint,
+    CheckpointMetadata, CheckpointStorage, LoadedCheckpoint, OperatorSnapshot, SubtaskSnapshot, read_metadata,
+    write_metadata, write_savepoint,
 };
 use crate::checkpoint::{CheckpointConfig, config::probe_dir};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
+use crate::graph::{JobGraph, NodeKind, Partitioning, VertexInfo};
 use crate::key::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM, key_group_range};
 use crate::message::{Barrier, CheckpointKind, Message};
 use crate::metrics::{MetricsSnapshot, OperatorMetrics, TaskMetrics};
-use crate::operator::{Committable, RestoredState, TaskInfo};
-use crate::pipeline::{JobGraph, NodeKind, Partitioning, VertexInfo};
+use crate::operator::TaskInfo;
 use crate::restart::{RestartStrategy, RestartTracker};
 use crate::state::{StateBackend, StateBackendKind};
 use crate::task::{
-    KeyedRestore, KeyedSetup, OperatorFactory, TaskCheckpointing, TaskControl, TaskEnv, TaskEvent, TaskId, TaskRestore,
-    run_operator_task, run_source_task,
+    KeyedSetup, OperatorFactory, TaskCheckpointing, TaskControl, TaskEnv, TaskEvent, TaskId, run_operator_task,
+    run_source_task,
 };
 
 /// Where to restore a job from when it starts.
@@ -769,7 +770,7 @@ impl Job {
     }
 }
 
-fn describe_node(n: &crate::pipeline::Node) -> String {
+fn describe_node(n: &crate::graph::Node) -> String {
     match &n.kind {
         NodeKind::Source(_) => format!("Source: {}", n.id),
         NodeKind::Transform(_) => n.id.clone(),
@@ -781,11 +782,6 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn has_state(op: &OperatorSnapshot) -> bool {
-    op.subtasks.iter().any(|s| s.operator_state.is_some() || !s.keyed_state.is_empty())
-}
-
-/// Checks that a snapshot can be restored into `graph`.
 /// A fresh random job id: 32 lower-case hex characters.
 pub fn new_job_id() -> String {
     format!("{:032x}", rand::random::<u128>())
@@ -794,117 +790,6 @@ pub fn new_job_id() -> String {
 /// Whether `id` has the shape of a job id (32 lower-case hex characters).
 pub fn is_job_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn validate_restore(
-    graph: &JobGraph,
-    loaded: &LoadedCheckpoint,
-    config: &JobConfig,
-    allow_non_restored: bool,
-) -> Result<()> {
-    for (op_id, op) in &loaded.metadata.operators {
-        let node = graph.nodes.iter().find(|n| &n.id == op_id);
-        match node {
-            None if has_state(op) && !allow_non_restored => {
-                return Err(Error::Restore {
-                    path: loaded.dir.clone(),
-                    message: format!(
-                        "it holds state for operator `{op_id}`, which this job does not have; \
-                         allow non-restored state to start without it"
-                    ),
-                });
-            }
-            None => {
-                if has_state(op) {
-                    tracing::warn!(operator = %op_id, "skipping state of an operator the job no longer has");
-                }
-            }
-            Some(_) => {
-                let keyed = op.subtasks.iter().any(|s| !s.keyed_state.is_empty());
-                if keyed && op.max_parallelism != config.max_parallelism {
-                    return Err(Error::Restore {
-                        path: loaded.dir.clone(),
-                        message: format!(
-                            "operator `{op_id}` has keyed state for max parallelism {}, but the job uses {}; \
-                             max parallelism cannot change while state is kept",
-                            op.max_parallelism, config.max_parallelism
-                        ),
-                    });
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Works out what every subtask restores from `loaded`.
-fn plan_restore(
-    graph: &JobGraph,
-    loaded: &LoadedCheckpoint,
-    storage: Option<&CheckpointStorage>,
-    max_parallelism: u16,
-) -> Result<HashMap<TaskId, TaskRestore>> {
-    let mut plan = HashMap::new();
-    let checkpoint_id = loaded.metadata.checkpoint_id;
-    for (node_idx, node) in graph.nodes.iter().enumerate() {
-        let Some(op) = loaded.metadata.operators.get(&node.id) else {
-            continue;
-        };
-        let p = node.parallelism;
-        let mut snapshots = Vec::new();
-        let mut committables: Vec<Vec<Committable>> = vec![Vec::new(); p];
-        for st in &op.subtasks {
-            if let Some(file) = &st.operator_state {
-                let blob = OperatorStateBlob::read(&file.path)?;
-                if let Some(state) = blob.state {
-                    snapshots.push((st.subtask, state));
-                }
-                // A pending transaction goes to one new subtask, which finishes it.
-                for (checkpoint_id, data) in blob.committables {
-                    committables[st.subtask % p].push(Committable { checkpoint_id, data });
-                }
-            }
-        }
-        for (subtask, committables) in committables.into_iter().enumerate() {
-            let keyed = if node.key.is_some() {
-                let range = key_group_range(subtask, p, max_parallelism);
-                let mut overlapping: Vec<_> = op
-                    .subtasks
-                    .iter()
-                    .filter(|s| !s.keyed_state.is_empty() && s.key_groups.is_some_and(|kg| kg.overlaps(&range)))
-                    .collect();
-                overlapping.sort_by_key(|s| s.key_groups.map(|kg| kg.start));
-                let reuse = match (overlapping.as_slice(), storage) {
-                    ([only], Some(storage))
-                        if only.key_groups == Some(range)
-                            && only.keyed_state.iter().all(|f| f.path.starts_with(storage.shared_dir())) =>
-                    {
-                        Some(only.keyed_state.clone())
-                    }
-                    _ => None,
-                };
-                Some(KeyedRestore {
-                    chains: overlapping
-                        .iter()
-                        .map(|s| s.keyed_state.iter().map(|f| f.path.clone()).collect())
-                        .collect(),
-                    reuse,
-                    checkpoint_id,
-                })
-            } else {
-                None
-            };
-            plan.insert(
-                TaskId { node: node_idx, subtask },
-                TaskRestore {
-                    operator_state: RestoredState::new(checkpoint_id, op.parallelism, snapshots.clone(), subtask, p),
-                    committables,
-                    keyed,
-                },
-            );
-        }
-    }
-    Ok(plan)
 }
 
 enum AttemptOutcome {

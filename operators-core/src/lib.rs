@@ -37,6 +37,7 @@
 //! |---|---|
 //! | [`operator`] | the [`Source`], [`Transform`] and [`Sink`] traits: one required method each |
 //! | [`path`] | the rule for directory settings: a local path or a `file://` URL, other schemes refused |
+//! | [`graph`] | the job graph: operators, connections, ports, exchanges |
 //! | [`pipeline`] | [`Pipeline`]: operators, parallelism, exchanges (forward, rebalance, key_by) |
 //! | [`job`] | [`Job`]: status, metrics, checkpoint statistics, savepoints, cancel |
 //! | [`checkpoint`] | checkpoint settings, barrier alignment, storage, statistics |
@@ -72,6 +73,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod codec;
 pub mod error;
+pub mod graph;
 pub mod job;
 pub mod key;
 pub mod message;

@@ -19,6 +19,7 @@ use crate::checkpoint::storage::{CheckpointStorage, OperatorStateBlob, StateFile
 use crate::checkpoint::{AlignAction, AlignStep, BarrierAligner, CheckpointingMode};
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
+use crate::graph::Port;
 use crate::key::{KeyGroupRange, KeySelector};
 use crate::message::{Barrier, CheckpointId, MAX_WATERMARK, Message, Watermark};
 use crate::metrics::TaskMetrics;
@@ -26,7 +27,6 @@ use crate::operator::{
     Committable, DeadLetter, OperatorContext, RestoredState, Sink, SinkFactory, Source, SourceContext, SourceFactory,
     SourcePoll, TaskInfo, Transform, TransformFactory, dead_letters_to_batch,
 };
-use crate::pipeline::Port;
 use crate::state::keyed::Changelog;
 use crate::state::kvfile::{KvFileWriter, MergedChain};
 use crate::state::{KeyedStateStore, StateBackend, StoreScope};

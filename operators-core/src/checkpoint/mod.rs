@@ -9,6 +9,7 @@
 pub mod align;
 pub mod config;
 pub mod coordinator;
+pub(crate) mod restore;
 pub mod stats;
 pub mod storage;
 
