@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::job::JobConfig;
 use crate::key::KeySelector;
 use crate::operator::{SinkFactory, SourceFactory, TransformFactory};
 
@@ -133,7 +132,9 @@ pub struct VertexInfo {
 }
 
 impl JobGraph {
-    pub(crate) fn from_builder(b: &GraphBuilder, config: &JobConfig) -> Result<Self> {
+    /// Validates the builder's graph: `default_parallelism` is that of operators that set
+    /// none, `max_parallelism` the bound of every operator's.
+    pub(crate) fn from_builder(b: &GraphBuilder, default_parallelism: usize, max_parallelism: u16) -> Result<Self> {
         if b.nodes.is_empty() {
             return Err(Error::Graph { operator: String::new(), message: "the pipeline has no operators".into() });
         }
@@ -149,10 +150,10 @@ impl JobGraph {
                 });
             }
         }
-        let max = usize::from(config.max_parallelism);
+        let max = usize::from(max_parallelism);
         let mut nodes: Vec<Node> = Vec::with_capacity(b.nodes.len());
         for spec in &b.nodes {
-            let parallelism = spec.parallelism.unwrap_or(config.parallelism);
+            let parallelism = spec.parallelism.unwrap_or(default_parallelism);
             if parallelism == 0 || parallelism > max {
                 return Err(Error::Graph {
                     operator: spec.id.clone(),

@@ -482,21 +482,23 @@ impl Job {
         let initial_restore = match (&config.restore, &storage) {
             (Some(r), _) => {
                 let loaded = read_metadata(&r.path)?;
-                validate_restore(&graph, &loaded, &config, r.allow_non_restored_state)?;
+                validate_restore(&graph, &loaded, config.max_parallelism, r.allow_non_restored_state)?;
                 Some(loaded)
             }
             (None, Some(storage)) if config.checkpointing.as_ref().is_some_and(|c| c.resume_from_latest) => {
                 match storage.latest()? {
                     Some(dir) => {
                         let loaded = read_metadata(&dir)?;
-                        validate_restore(&graph, &loaded, &config, false).map_err(|e| Error::Restore {
-                            path: dir.clone(),
-                            message: format!(
-                                "{e}. This checkpoint was left by an earlier run of job `{}` that did not finish; \
+                        validate_restore(&graph, &loaded, config.max_parallelism, false).map_err(|e| {
+                            Error::Restore {
+                                path: dir.clone(),
+                                message: format!(
+                                    "{e}. This checkpoint was left by an earlier run of job `{}` that did not finish; \
                                  remove `{}` to start afresh",
-                                config.name,
-                                storage.root().display()
-                            ),
+                                    config.name,
+                                    storage.root().display()
+                                ),
+                            }
                         })?;
                         tracing::info!(checkpoint = %dir.display(), "resuming from the newest checkpoint of a previous run");
                         Some(loaded)

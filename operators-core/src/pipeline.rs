@@ -110,7 +110,7 @@ impl Pipeline {
     /// Validates the graph against `config` and resolves exchanges. Touches no file and
     /// no service: a dry run builds the graph to describe it.
     pub fn build(&self, config: &JobConfig) -> Result<JobGraph> {
-        JobGraph::from_builder(&lock(&self.graph), config)
+        JobGraph::from_builder(&lock(&self.graph), config.parallelism, config.max_parallelism)
     }
 
     /// Validates everything, runs the checks that need I/O (every operator's

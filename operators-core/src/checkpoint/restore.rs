@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use crate::checkpoint::storage::{CheckpointStorage, LoadedCheckpoint, OperatorSnapshot, OperatorStateBlob};
 use crate::error::{Error, Result};
 use crate::graph::JobGraph;
-use crate::job::JobConfig;
 use crate::key::key_group_range;
 use crate::operator::{Committable, RestoredState};
 use crate::task::{KeyedRestore, TaskId, TaskRestore};
@@ -20,7 +19,7 @@ fn has_state(op: &OperatorSnapshot) -> bool {
 pub(crate) fn validate_restore(
     graph: &JobGraph,
     loaded: &LoadedCheckpoint,
-    config: &JobConfig,
+    max_parallelism: u16,
     allow_non_restored: bool,
 ) -> Result<()> {
     for (op_id, op) in &loaded.metadata.operators {
@@ -42,13 +41,13 @@ pub(crate) fn validate_restore(
             }
             Some(_) => {
                 let keyed = op.subtasks.iter().any(|s| !s.keyed_state.is_empty());
-                if keyed && op.max_parallelism != config.max_parallelism {
+                if keyed && op.max_parallelism != max_parallelism {
                     return Err(Error::Restore {
                         path: loaded.dir.clone(),
                         message: format!(
                             "operator `{op_id}` has keyed state for max parallelism {}, but the job uses {}; \
                              max parallelism cannot change while state is kept",
-                            op.max_parallelism, config.max_parallelism
+                            op.max_parallelism, max_parallelism
                         ),
                     });
                 }
