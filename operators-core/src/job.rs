@@ -30,6 +30,7 @@ use crate::checkpoint::storage::{
 };
 use crate::checkpoint::{CheckpointConfig, config::probe_dir};
 use crate::clock::{SharedClock, SystemClock};
+use crate::control::{Ack, TaskControl, TaskEvent, TaskId};
 use crate::error::{Error, Result};
 use crate::graph::{JobGraph, NodeKind, Partitioning, VertexInfo};
 use crate::key::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM, key_group_range};
@@ -38,10 +39,7 @@ use crate::metrics::{MetricsSnapshot, OperatorMetrics, TaskMetrics};
 use crate::operator::TaskInfo;
 use crate::restart::{RestartStrategy, RestartTracker};
 use crate::state::{StateBackend, StateBackendKind};
-use crate::task::{
-    KeyedSetup, OperatorFactory, TaskCheckpointing, TaskControl, TaskEnv, TaskEvent, TaskId, run_operator_task,
-    run_source_task,
-};
+use crate::task::{KeyedSetup, OperatorFactory, TaskCheckpointing, TaskEnv, run_operator_task, run_source_task};
 
 /// Where to restore a job from when it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -928,8 +926,8 @@ struct SavepointToken {
     cancel: bool,
 }
 
-type Machine = CheckpointCoordinator<TaskId, Box<crate::task::Ack>, SavepointToken>;
-type CoordCommand = Command<TaskId, Box<crate::task::Ack>, SavepointToken>;
+type Machine = CheckpointCoordinator<TaskId, Box<Ack>, SavepointToken>;
+type CoordCommand = Command<TaskId, Box<Ack>, SavepointToken>;
 
 /// Carries out what the checkpoint coordinator (`checkpoint/coordinator.rs`) decides:
 /// barriers to the sources, statistics, the checkpoint's files, the tasks' abort and

@@ -72,6 +72,7 @@ mod channel;
 pub mod checkpoint;
 pub mod clock;
 pub mod codec;
+mod control;
 pub mod error;
 pub mod graph;
 pub mod job;

@@ -18,14 +18,15 @@ use crate::channel::{InputGate, OutputRouter};
 use crate::checkpoint::storage::{CheckpointStorage, OperatorStateBlob, StateFile, SubtaskSnapshot, slug};
 use crate::checkpoint::{AlignAction, AlignStep, BarrierAligner, CheckpointingMode};
 use crate::clock::SharedClock;
+use crate::control::{Ack, KeyedRestore, TaskControl, TaskEvent, TaskId, TaskRestore};
 use crate::error::{Error, Result};
 use crate::graph::Port;
 use crate::key::{KeyGroupRange, KeySelector};
 use crate::message::{Barrier, CheckpointId, MAX_WATERMARK, Message, Watermark};
 use crate::metrics::TaskMetrics;
 use crate::operator::{
-    Committable, DeadLetter, OperatorContext, RestoredState, Sink, SinkFactory, Source, SourceContext, SourceFactory,
-    SourcePoll, TaskInfo, Transform, TransformFactory, dead_letters_to_batch,
+    DeadLetter, OperatorContext, Sink, SinkFactory, Source, SourceContext, SourceFactory, SourcePoll, TaskInfo,
+    Transform, TransformFactory, dead_letters_to_batch,
 };
 use crate::state::keyed::Changelog;
 use crate::state::kvfile::{KvFileWriter, MergedChain};
@@ -37,68 +38,11 @@ const MAX_CHAIN: usize = 8;
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 const EXPIRE_BATCH: usize = 10_000;
 
-/// Position of a task in the job: operator (node index) and subtask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct TaskId {
-    pub(crate) node: usize,
-    pub(crate) subtask: usize,
-}
-
-/// From the coordinator to a task.
-#[derive(Debug)]
-pub(crate) enum TaskControl {
-    /// Sources: snapshot and emit this barrier. `drain`: end the stream first.
-    Trigger { barrier: Barrier, drain: bool },
-    /// A checkpoint completed.
-    Complete(CheckpointId),
-    /// A checkpoint failed.
-    Abort(CheckpointId),
-}
-
-/// A task's acknowledgement of a checkpoint.
-#[derive(Debug)]
-pub(crate) struct Ack {
-    pub(crate) task: TaskId,
-    pub(crate) checkpoint_id: CheckpointId,
-    pub(crate) snapshot: SubtaskSnapshot,
-    pub(crate) written: u64,
-    pub(crate) sync_ms: u64,
-    pub(crate) align_ms: u64,
-}
-
-/// From a task to the coordinator.
-#[derive(Debug)]
-pub(crate) enum TaskEvent {
-    Ack(Box<Ack>),
-    Decline { task: TaskId, checkpoint_id: CheckpointId, reason: String },
-    SourceFinished(TaskId),
-}
-
 /// Checkpointing facilities of a task.
 #[derive(Debug, Clone)]
 pub(crate) struct TaskCheckpointing {
     pub(crate) storage: CheckpointStorage,
     pub(crate) mode: CheckpointingMode,
-}
-
-/// Keyed state to load on restore.
-#[derive(Debug, Clone)]
-pub(crate) struct KeyedRestore {
-    /// Chains of the old subtasks overlapping this subtask's key groups, in key-group order.
-    pub(crate) chains: Vec<Vec<PathBuf>>,
-    /// The old chain to keep using, when it covers exactly this subtask's key groups and
-    /// lives in this job's shared directory.
-    pub(crate) reuse: Option<Vec<StateFile>>,
-    /// Id of the restored checkpoint.
-    pub(crate) checkpoint_id: CheckpointId,
-}
-
-/// Everything a task restores.
-#[derive(Debug, Clone)]
-pub(crate) struct TaskRestore {
-    pub(crate) operator_state: RestoredState,
-    pub(crate) committables: Vec<Committable>,
-    pub(crate) keyed: Option<KeyedRestore>,
 }
 
 /// Keyed state setup of an operator subtask.

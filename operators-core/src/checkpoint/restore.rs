@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use crate::checkpoint::storage::{CheckpointStorage, LoadedCheckpoint, OperatorSnapshot, OperatorStateBlob};
+use crate::control::{KeyedRestore, TaskId, TaskRestore};
 use crate::error::{Error, Result};
 use crate::graph::JobGraph;
 use crate::key::key_group_range;
 use crate::operator::{Committable, RestoredState};
-use crate::task::{KeyedRestore, TaskId, TaskRestore};
 
 fn has_state(op: &OperatorSnapshot) -> bool {
     op.subtasks.iter().any(|s| s.operator_state.is_some() || !s.keyed_state.is_empty())
