@@ -279,8 +279,16 @@ fn a_server_killed_and_started_again_resumes_its_jobs_under_the_same_ids() {
         std::thread::sleep(Duration::from_millis(rand::random_range(100..1500)));
         server.kill();
         server = Server::start(tmp.path(), &state, None);
-        let mut listed = server.get("/jobs")["jobs"].as_array().unwrap().clone();
-        listed.sort_by_key(|j| j["id"].to_string());
+        // A resumed job is CREATED until its tasks are up: look again while one is.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let listed = loop {
+            let mut listed = server.get("/jobs")["jobs"].as_array().unwrap().clone();
+            listed.sort_by_key(|j| j["id"].to_string());
+            if !listed.iter().any(|j| j["status"] == "CREATED") || std::time::Instant::now() > deadline {
+                break listed;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert_eq!(listed, want, "resumed under the same ids");
         for (jid, _, _) in &jobs {
             assert!(server.log(jid).contains("resumed after a server restart"));
