@@ -567,7 +567,7 @@ impl Job {
         // Every task of the job runs inside this span, so a log subscriber can tell the
         // lines of one job from another's (a job server keeps a log per job).
         let span = tracing::info_span!("job", job_id = %shared.id, job_name = %config.name);
-        let supervisor = tokio::spawn(
+        let supervisor = crate::task::spawn(
             supervise(graph, config.clone(), shared.clone(), commands_rx, initial_restore, storage, backend)
                 .instrument(span),
         );

@@ -96,3 +96,4 @@ pub use job::{Job, JobConfig, JobException, JobOutcome, JobStatus, is_job_id, ne
 pub use message::{Barrier, CheckpointId, Message};
 pub use operator::{OperatorContext, Sink, Source, SourceContext, SourcePoll, TaskInfo, Transform};
 pub use pipeline::{Pipeline, Stream};
+pub use task::spawn;

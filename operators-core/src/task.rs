@@ -32,6 +32,22 @@ use crate::state::keyed::Changelog;
 use crate::state::kvfile::{KvFileWriter, MergedChain};
 use crate::state::{KeyedStateStore, StateBackend, StoreScope};
 
+/// Spawns `future` on the current tokio runtime, inside the current tracing span.
+///
+/// The one way this workspace starts a task of its own (`clippy.toml` refuses a bare
+/// `tokio::spawn`): a task spawned bare leaves the span it was started in, so what it
+/// logs no longer names its job, and a job server, which keeps a log per job by that
+/// span, files it under no job. A task the job must wait for or cancel with its
+/// operators belongs in the job's `JoinSet` instead.
+#[allow(clippy::disallowed_methods)]
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(future.in_current_span())
+}
+
 /// A keyed-state chain longer than this is compacted into one base file.
 const MAX_CHAIN: usize = 8;
 /// How often expired keyed state is swept, at most.
@@ -113,7 +129,7 @@ impl TaskEnv {
         let events = self.events.clone();
         let task = self.id;
         let checkpoint_id = job.checkpoint_id;
-        tokio::spawn(
+        spawn(
             async move {
                 let result = tokio::task::spawn_blocking(move || persist(job)).await;
                 let result = match result {

@@ -1045,7 +1045,7 @@ impl Sink for EsSinkTask {
         // Interval flushes happen even when no rows arrive.
         let writer = Arc::downgrade(&self.writer);
         let interval = self.settings.interval;
-        self.ticker = Some(tokio::spawn(async move {
+        self.ticker = Some(operators_core::spawn(async move {
             let tick = (interval / 4).max(Duration::from_millis(10));
             loop {
                 tokio::time::sleep(tick).await;

@@ -62,7 +62,7 @@ async fn serve_rest(job: Arc<Job>, params: &Params) -> Result<bool, String> {
     jobs.add(job);
     let app = router(jobs, params.get("rest.token").map(operators_core::secret::Secret::new));
     eprintln!("REST API listening on http://{local}");
-    tokio::spawn(async move {
+    operators_core::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "REST API stopped");
         }
@@ -99,7 +99,7 @@ pub async fn run(plan: Plan, params: &Params) -> ExitCode {
     };
     let progress = unit.map(|unit| {
         let mode = ProgressMode::from_param(params.choice("progress").ok().flatten().as_deref());
-        tokio::spawn(show_progress(job.clone(), source_id, unit, mode))
+        operators_core::spawn(show_progress(job.clone(), source_id, unit, mode))
     });
     let mut interrupted = false;
     let result = tokio::select! {

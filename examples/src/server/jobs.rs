@@ -241,7 +241,7 @@ impl Jobs {
     /// Marks the record with the job's final status when it ends.
     fn watch(&self, entry: Arc<ServerJob>, mut record: JobRecord) {
         let jobs = self.clone();
-        tokio::spawn(async move {
+        operators_core::spawn(async move {
             let outcome = entry.job.wait().await;
             let status = entry.job.status();
             record.state =

@@ -509,7 +509,7 @@ impl DirectoryReader {
         };
         // Opened here, in name order: the schema check compares each file with the first.
         let reader = self.cfg.format.open(loc, &file, position.clone(), &mut self.schema).await?;
-        let task = tokio::spawn(read_file(name.clone(), reader, self.events_tx.clone()));
+        let task = operators_core::spawn(read_file(name.clone(), reader, self.events_tx.clone()));
         self.active.insert(name, ActiveFile { position, bytes_done, task });
         Ok(())
     }

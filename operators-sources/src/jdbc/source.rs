@@ -661,7 +661,8 @@ impl Source for JdbcReader {
             let kinds: Vec<ColumnKind> = self.columns.iter().map(|(_, k)| *k).collect();
             let skip = self.emitted();
             let batcher = Batcher::new(self.schema.clone(), kinds, self.cfg.db.display(), skip);
-            self.task = Some(tokio::spawn(stream_query(pool.clone(), query, batcher, self.cfg.fetch_size, skip, tx)));
+            self.task =
+                Some(operators_core::spawn(stream_query(pool.clone(), query, batcher, self.cfg.fetch_size, skip, tx)));
             self.rows = Some(rx);
         }
         self.pool = Some(pool);

@@ -2,6 +2,10 @@
 //! Elasticsearch's documented semantics, shared by several "nodes" (listeners), with
 //! authentication and injectable faults.
 
+// A test server, not job code: its tasks belong to no job, so `operators_core::spawn`'s
+// span-keeping has nothing to keep (and this crate does not depend on the core).
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
