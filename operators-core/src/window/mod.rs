@@ -111,6 +111,7 @@
 mod aggregate;
 mod process;
 mod runtime;
+mod state;
 mod table;
 mod time;
 mod watermark;

@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::{Acc, BoundAgg, ColumnReader, Scalar, ScalarType, build_column};
+use super::state::WindowState;
 use super::table::{Mark, WindowTable};
 use super::time::{event_times, sliding_windows, tumbling_start};
 use super::{IS_UPDATE, WINDOW_END, WINDOW_START, WindowKind, Windows};
@@ -76,20 +77,6 @@ const MAX_RESULT_ROWS: usize = 8192;
 /// Most window states kept decoded in memory (tumbling and sliding windows); beyond it
 /// they are written to keyed state and dropped from memory (sled spills them to disk).
 const CACHE_LIMIT: usize = 262_144;
-
-/// What is kept per key and window.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct WindowState {
-    /// The key's column values, to put in the result row.
-    pub(super) key: Vec<Option<Scalar>>,
-    pub(super) accs: Vec<Acc>,
-    /// The window's result was emitted (later results are updates).
-    pub(super) fired: bool,
-    /// Rows folded in (count windows fire on it).
-    pub(super) rows: u64,
-    /// Count windows: job clock when the first row came.
-    pub(super) first_ms: i64,
-}
 
 /// Buffers reused across batches by the aligned-window path.
 #[derive(Default)]

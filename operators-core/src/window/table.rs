@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use hashbrown::HashTable;
 
 use super::aggregate::{Acc, Scalar};
-use super::runtime::WindowState;
+use super::state::WindowState;
 use crate::key::{KeyRef, hash_key, int_key_bytes, int_key_of, key_group_of_hash};
 
 /// Window id: `(start, end)` in ms.
