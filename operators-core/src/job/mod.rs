@@ -30,6 +30,7 @@ use crate::metrics::{MetricsSnapshot, OperatorMetrics, TaskMetrics};
 use crate::state::StateBackend;
 
 mod config;
+mod coordinator;
 mod supervisor;
 
 pub use config::{JobConfig, RestoreSettings};
