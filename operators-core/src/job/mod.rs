@@ -9,6 +9,10 @@
 //! and tells every task when a checkpoint is complete so sinks can commit. When a task
 //! fails, every task of the attempt is stopped and the restart strategy decides whether
 //! a new attempt starts.
+//!
+//! Here: the [`Job`] handle and its status. [`JobConfig`] is in `config.rs`; the attempts
+//! and the shell that carries out the checkpoint coordinator's commands in
+//! `supervisor.rs`; the coordinator's decisions in [`crate::checkpoint::coordinator`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
