@@ -10,9 +10,9 @@
 //! fails, every task of the attempt is stopped and the restart strategy decides whether
 //! a new attempt starts.
 //!
-//! Here: the [`Job`] handle and its status. [`JobConfig`] is in `config.rs`; the attempts
-//! and the shell that carries out the checkpoint coordinator's commands in
-//! `supervisor.rs`; the coordinator's decisions in [`crate::checkpoint::coordinator`].
+//! Here: the [`Job`] handle and its status. [`JobConfig`] is in `config.rs`, the attempts
+//! in `supervisor.rs`, the shell that carries out the checkpoint coordinator's commands in
+//! `coordinator.rs`, and the coordinator's decisions in [`crate::checkpoint::coordinator`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
