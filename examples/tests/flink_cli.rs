@@ -10,14 +10,13 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::server::{Server, job_args};
-use support::{json_rows, write_csv_input};
+use support::server::{Server, ids, job_args, wait_rows};
+use support::write_csv_input;
 
 /// The script that installs the client and prints its wrapper's path.
 const SCRIPT: &str = "testing/services/flink-client.sh";
@@ -148,25 +147,6 @@ fn savepoint_path(printed: &Printed) -> String {
 fn local(location: &str) -> PathBuf {
     let path = location.strip_prefix("file://").or_else(|| location.strip_prefix("file:")).unwrap_or(location);
     PathBuf::from(path)
-}
-
-fn ids(out: &Path) -> (usize, BTreeSet<i64>) {
-    let rows = json_rows(out);
-    (rows.len(), rows.iter().map(|r| r["id"].as_i64().unwrap()).collect())
-}
-
-fn wait_rows(out: &Path, expected: &BTreeMap<i64, (String, f64)>, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (n, seen) = ids(out);
-        if n >= expected.len() {
-            assert_eq!(n, seen.len(), "{what}: no row twice");
-            assert_eq!(seen, expected.keys().copied().collect::<BTreeSet<_>>(), "{what}: no row lost");
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {n} of {} rows", expected.len());
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

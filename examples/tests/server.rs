@@ -7,33 +7,13 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::server::{Api, SCHEMA, Server, job_args};
-use support::{json_rows, write_csv_input};
-
-fn ids(out: &Path) -> (usize, BTreeSet<i64>) {
-    let rows = json_rows(out);
-    (rows.len(), rows.iter().map(|r| r["id"].as_i64().unwrap()).collect())
-}
-
-fn wait_rows(out: &Path, expected: &BTreeMap<i64, (String, f64)>, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (n, seen) = ids(out);
-        if n >= expected.len() {
-            assert_eq!(n, seen.len(), "{what}: no row twice");
-            assert_eq!(seen, expected.keys().copied().collect::<BTreeSet<_>>(), "{what}: no row lost");
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {n} of {} rows", expected.len());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use support::server::{Api, SCHEMA, Server, ids, job_args, wait_rows};
+use support::write_csv_input;
 
 fn stdout(o: &Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -280,11 +260,11 @@ fn a_server_killed_and_started_again_resumes_its_jobs_under_the_same_ids() {
         server.kill();
         server = Server::start(tmp.path(), &state, None);
         // A resumed job is CREATED until its tasks are up: look again while one is.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         let listed = loop {
             let mut listed = server.get("/jobs")["jobs"].as_array().unwrap().clone();
             listed.sort_by_key(|j| j["id"].to_string());
-            if !listed.iter().any(|j| j["status"] == "CREATED") || std::time::Instant::now() > deadline {
+            if !listed.iter().any(|j| j["status"] == "CREATED") || Instant::now() > deadline {
                 break listed;
             }
             std::thread::sleep(Duration::from_millis(20));

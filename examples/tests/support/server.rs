@@ -2,13 +2,14 @@
 //! commands.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Running, operator};
+use super::{Running, json_rows, operator};
 
 /// The schema of the rows `write_csv_input` writes.
 pub const SCHEMA: &str = r#"{"id":"BigInt","name":"String","score":"Double"}"#;
@@ -203,4 +204,25 @@ pub fn job_args(name: &str, input: &Path, out: &Path, rate: u32) -> Vec<String> 
         args.extend(["--stream.rate.limit".to_string(), rate.to_string()]);
     }
     args
+}
+
+/// The ids of the rows committed in `out`: `(rows, distinct ids)`.
+pub fn ids(out: &Path) -> (usize, BTreeSet<i64>) {
+    let rows = json_rows(out);
+    (rows.len(), rows.iter().map(|r| r["id"].as_i64().unwrap()).collect())
+}
+
+/// Waits until `out` holds as many rows as `expected`, then asserts each id once.
+pub fn wait_rows(out: &Path, expected: &BTreeMap<i64, (String, f64)>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (n, seen) = ids(out);
+        if n >= expected.len() {
+            assert_eq!(n, seen.len(), "{what}: no row twice");
+            assert_eq!(seen, expected.keys().copied().collect::<BTreeSet<_>>(), "{what}: no row lost");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {n} of {} rows", expected.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
