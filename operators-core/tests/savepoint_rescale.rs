@@ -125,6 +125,9 @@ async fn savepoint_requests_report_their_status() {
     let output = CommittedOutput::default();
     let job = pipeline(1, &output).start(config(dir.path(), "status")).unwrap();
     wait_rows(&output, 1_000).await;
+    // Draining ends every stream: only a stop-with-savepoint may drain.
+    let refused = job.request_savepoint(None, false, true).unwrap_err().to_string();
+    assert!(refused.contains("drain"), "{refused}");
     let id = job.request_savepoint(None, false, false).unwrap();
     let location = tokio::time::timeout(Duration::from_secs(30), async {
         loop {

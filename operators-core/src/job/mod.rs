@@ -468,7 +468,8 @@ impl Job {
 
     /// Requests a savepoint without waiting; returns its request id
     /// (see [`Job::savepoint_status`]). `stop`: the job stops after it (stop-with-
-    /// savepoint); `drain`: sources end their streams first so operators flush.
+    /// savepoint); `drain`: sources end their streams first so operators flush, which
+    /// only a stopping job can do (`drain` without `stop` is refused).
     /// `target_dir` is a local path: a URL is refused (resolve a `file://` URL with
     /// [`crate::path::local_dir`] first).
     pub fn request_savepoint(&self, target_dir: Option<PathBuf>, stop: bool, drain: bool) -> Result<String> {
@@ -484,6 +485,11 @@ impl Job {
     }
 
     fn savepoint_request(&self, target_dir: Option<PathBuf>, stop: bool, drain: bool, cancel: bool) -> Result<String> {
+        if drain && !stop {
+            // Drained sources end their streams, but a barrier that is not the last one
+            // leaves the job waiting for a final checkpoint nothing would trigger.
+            return Err(Error::config("drain", "ending the streams needs the job to stop after the savepoint"));
+        }
         if let Some(dir) = &target_dir {
             // Refused before anything is written: `hdfs:///x` would be `./hdfs:/x`.
             crate::path::check_local("target-directory", dir)?;
