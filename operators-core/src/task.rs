@@ -52,7 +52,7 @@ where
 const MAX_CHAIN: usize = 8;
 /// How often expired keyed state is swept, at most.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
-const EXPIRE_BATCH: usize = 10_000;
+const EXPIRE_BATCH: usize = 100_000;
 
 /// Checkpointing facilities of a task.
 #[derive(Debug, Clone)]
@@ -198,11 +198,10 @@ fn persist(job: PersistJob) -> Result<(SubtaskSnapshot, u64)> {
     if let Some(log) = &job.changelog {
         if !log.is_empty() {
             let path = job.storage.new_shared_file(job.checkpoint_id, &job.operator_id, job.subtask);
-            let mut entries: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = log.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             let mut w = KvFileWriter::create(&path)?;
-            for (k, v) in entries {
-                w.append(k, v.as_deref())?;
+            for i in log.sorted() {
+                let (k, v) = log.get(i);
+                w.append(k, v)?;
             }
             let size = w.finish()?;
             written += size;
@@ -495,7 +494,7 @@ pub(crate) async fn run_operator_task(mut env: TaskEnv, factory: OperatorFactory
     let mut chain = Vec::new();
     let (keyed_store, selector) = match env.keyed.take() {
         Some(setup) => {
-            let store = setup
+            let spill = setup
                 .backend
                 .open_store(&StoreScope {
                     job_id: &info.job_id,
@@ -506,11 +505,14 @@ pub(crate) async fn run_operator_task(mut env: TaskEnv, factory: OperatorFactory
                 .map_err(&wrap)?;
             let mut keyed = KeyedStateStore::new(
                 info.operator_id.to_string(),
-                store,
+                spill,
                 setup.key_groups,
                 env.clock.clone(),
                 env.checkpointing.is_some(),
             );
+            if let Some(budget) = setup.backend.memory_budget() {
+                keyed = keyed.with_memory_budget(budget);
+            }
             if let Some(kr) = restore.as_ref().and_then(|r| r.keyed.clone()) {
                 let storage = env.checkpointing.as_ref().map(|c| c.storage.clone());
                 let info2 = info.clone();
@@ -906,12 +908,16 @@ impl OperatorTask {
                     _ => {
                         // That delta was not written: fold its changes into this one.
                         if let Some(keyed) = &mut self.ctx.keyed {
-                            keyed.restore_changelog(Arc::unwrap_or_clone(old_log));
+                            keyed.restore_changelog(Arc::unwrap_or_clone(old_log)).map_err(self.env.wrap())?;
                         }
                     }
                 }
             }
-            if let Some(log) = self.ctx.keyed.as_mut().and_then(|k| k.take_changelog()) {
+            let log = match self.ctx.keyed.as_mut() {
+                Some(k) => k.take_changelog().map_err(self.env.wrap())?,
+                None => None,
+            };
+            if let Some(log) = log {
                 let log = Arc::new(log);
                 let (tx, rx) = oneshot::channel();
                 self.keyed_chain.in_flight = Some((log.clone(), rx));

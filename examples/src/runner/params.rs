@@ -23,6 +23,9 @@ pub enum Kind {
     Bool,
     /// A non-negative integer.
     Int,
+    /// A size in bytes: a whole number with an optional unit (`k`, `m`, `g`, `t`, binary:
+    /// `128m` is 128 MiB).
+    Bytes,
     /// One of the listed values (case-insensitive).
     Enum(&'static [&'static str]),
 }
@@ -351,6 +354,13 @@ pub const PARAMS: &[ParamSpec] = &[
     ext("stream.checkpoint.retained", Some("1"), Kind::Int, "completed checkpoints kept"),
     ext("stream.checkpoint.retain.on.cancel", Some("true"), Kind::Bool, "keep checkpoints when the job is canceled"),
     ext("stream.state.dir", None, Kind::Text, "directory of on-disk working state (default: <temp>/operators-state)"),
+    ext(
+        "stream.state.memory.budget",
+        Some("512m"),
+        Kind::Bytes,
+        "memory for keyed state (dedup, windows); past it rocksdb/sled keeps entries not used recently on disk \
+         (k, m, g: KiB, MiB, GiB)",
+    ),
     p("job.retry.maxNumberRestartAttempts", Some("4"), Kind::Int, "restarts before the job fails"),
     p("job.retry.backoffTimeMS", Some("60000"), Kind::Int, "wait before a restart, ms"),
     ext(
@@ -483,6 +493,24 @@ pub fn spec(key: &str) -> Option<&'static ParamSpec> {
     PARAMS.iter().find(|s| s.key == key)
 }
 
+/// Parses a byte size: digits, then optionally `k`, `m`, `g` or `t` (binary units, with an
+/// optional `b`/`ib`: `64k`, `128MiB`, `1g`). Refuses what overflows rather than clamping.
+fn parse_bytes(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(digits);
+    let n: u64 = number.parse().map_err(|_| "expected a size such as 134217728, 128m or 1g".to_string())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("unknown unit `{other}`; expected k, m, g or t")),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(|| "the size does not fit in 64 bits".to_string())
+}
+
 fn is_passthrough(key: &str) -> bool {
     PASSTHROUGH.iter().any(|p| key.starts_with(p) && key.len() > p.len() && !PARAMS.iter().any(|s| s.key == key))
 }
@@ -596,6 +624,12 @@ impl Params {
         }
     }
 
+    /// Byte-size value of `key` (see [`Kind::Bytes`]), or its default.
+    pub fn bytes(&self, key: &str) -> Result<Option<u64>, ParamError> {
+        let Some(v) = self.text(key) else { return Ok(None) };
+        parse_bytes(&v).map(Some).map_err(|why| self.invalid(key, &v, why))
+    }
+
     /// Enum value of `key` in lower case, or its default.
     pub fn choice(&self, key: &str) -> Result<Option<String>, ParamError> {
         let Some(v) = self.text(key) else { return Ok(None) };
@@ -626,6 +660,9 @@ impl Params {
                 }
                 Kind::Int => {
                     self.int(s.key)?;
+                }
+                Kind::Bytes => {
+                    self.bytes(s.key)?;
                 }
                 Kind::Enum(_) => {
                     self.choice(s.key)?;
@@ -798,6 +835,18 @@ pub fn help() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_units_and_refuse_garbage() {
+        assert_eq!(parse_bytes("134217728"), Ok(128 << 20));
+        assert_eq!(parse_bytes("128m"), Ok(128 << 20));
+        assert_eq!(parse_bytes(" 1G "), Ok(1 << 30));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        assert!(parse_bytes("12x").unwrap_err().contains("`x`"));
+        assert!(parse_bytes("m").is_err());
+        assert!(parse_bytes("-1m").is_err());
+        assert!(parse_bytes("99999999999t").unwrap_err().contains("64 bits"));
+    }
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -15,7 +15,7 @@ use operators_core::checkpoint::{CheckpointConfig, CheckpointingMode};
 use operators_core::operator::BadRecordPolicy;
 use operators_core::path::local_dir;
 use operators_core::restart::RestartStrategy;
-use operators_core::state::StateBackendKind;
+use operators_core::state::{DEFAULT_MEMORY_BUDGET, StateBackendKind};
 use operators_core::window::WatermarkGenerator;
 use operators_core::{JobConfig, Pipeline, Stream};
 use operators_sinks::elasticsearch::{Backoff, BackoffKind, EsConfig, EsSink, SyncMode};
@@ -468,13 +468,27 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
     };
     let mut config = JobConfig::new(name)
         .with_parallelism(usize::try_from(parallelism).unwrap_or(usize::MAX))
-        .with_state_backend(backend)
+        .with_state_backend(backend.clone())
         .with_restart(restart(params)?);
     if let Some(cp) = checkpointing(params)? {
         config = config.with_checkpointing(cp);
     }
     if let Some(dir) = params.get("stream.state.dir") {
         config = config.with_local_state_dir(local_dir("stream.state.dir", dir)?);
+    }
+    if params.has("stream.state.memory.budget") {
+        if backend == StateBackendKind::Memory {
+            return Err(conflict(
+                "stream.state.memory.budget",
+                "stream.checkpoint.type memory keeps all keyed state in memory; a budget needs rocksdb (sled) \
+                 to keep what exceeds it on disk",
+            ));
+        }
+        let bytes = params.bytes("stream.state.memory.budget")?.unwrap_or(DEFAULT_MEMORY_BUDGET);
+        if bytes < 1 << 20 {
+            return Err(conflict("stream.state.memory.budget", "must be at least 1m"));
+        }
+        config = config.with_state_memory_budget(bytes);
     }
     if let Some(dir) = params.get("savepoint.dir") {
         config = config.with_savepoint_dir(local_dir("savepoint.dir", dir)?);

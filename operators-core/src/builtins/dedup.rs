@@ -54,11 +54,13 @@ impl Default for DedupTransform {
 struct DedupTask {
     ttl: Duration,
     seen: Option<ValueState<u8>>,
+    /// Per row of the batch at hand: the first of its key.
+    keep: Vec<bool>,
 }
 
 impl TransformFactory for DedupTransform {
     fn create(&self, _info: &TaskInfo) -> Result<Box<dyn Transform>> {
-        Ok(Box::new(DedupTask { ttl: self.ttl, seen: None }))
+        Ok(Box::new(DedupTask { ttl: self.ttl, seen: None, keep: Vec::new() }))
     }
 }
 
@@ -81,22 +83,12 @@ impl Transform for DedupTask {
         };
         let keys = ctx.keys(&batch)?;
         let store = ctx.keyed_state()?;
-        let mut keep = Vec::with_capacity(batch.num_rows());
-        let mut kept = 0usize;
-        for row in 0..batch.num_rows() {
-            let key = keys.key(row);
-            // Written only on the first occurrence, so the TTL runs from it.
-            let first = !seen.contains(store, key)?;
-            if first {
-                seen.put(store, key, &1)?;
-                kept += 1;
-            }
-            keep.push(first);
-        }
+        // Written only on the first occurrence, so the TTL runs from it.
+        let kept = seen.put_if_absent_batch(store, &keys, &1, &mut self.keep)?;
         if kept == batch.num_rows() {
             ctx.emit(batch);
         } else if kept > 0 {
-            let mask = BooleanArray::from(keep);
+            let mask = BooleanArray::from(std::mem::take(&mut self.keep));
             let filtered =
                 arrow::compute::filter_record_batch(&batch, &mask).map_err(|e| Error::arrow("dedup filter", e))?;
             ctx.emit(filtered);

@@ -40,6 +40,9 @@ pub struct JobConfig {
     pub checkpointing: Option<CheckpointConfig>,
     /// Where working keyed state lives. Default sled.
     pub state_backend: StateBackendKind,
+    /// Memory for keyed state before the backend spills (see
+    /// [`with_state_memory_budget`](Self::with_state_memory_budget)).
+    pub state_memory_budget: Option<u64>,
     /// A custom backend, overriding `state_backend`.
     pub custom_state_backend: Option<Arc<dyn StateBackend>>,
     /// Directory for sled working state. Default `<temp>/operators-state`.
@@ -70,6 +73,7 @@ impl JobConfig {
             channel_capacity: 2,
             checkpointing: None,
             state_backend: StateBackendKind::default(),
+            state_memory_budget: None,
             custom_state_backend: None,
             local_state_dir: std::env::temp_dir().join("operators-state"),
             restart: RestartStrategy::default(),
@@ -108,6 +112,14 @@ impl JobConfig {
     /// Sets the state backend.
     pub fn with_state_backend(mut self, kind: StateBackendKind) -> Self {
         self.state_backend = kind;
+        self
+    }
+
+    /// Sets the memory the job's keyed state may hold before the state backend spills
+    /// entries not used recently to disk (the sled backend; the memory backend refuses a
+    /// budget). Default: [`DEFAULT_MEMORY_BUDGET`](crate::state::DEFAULT_MEMORY_BUDGET).
+    pub fn with_state_memory_budget(mut self, bytes: u64) -> Self {
+        self.state_memory_budget = Some(bytes);
         self
     }
 

@@ -307,7 +307,7 @@ impl Job {
         };
         let backend: Arc<dyn StateBackend> = match &config.custom_state_backend {
             Some(b) => b.clone(),
-            None => config.state_backend.build(config.local_state_dir.clone())?,
+            None => config.state_backend.build(config.local_state_dir.clone(), config.state_memory_budget)?,
         };
         if graph.nodes.iter().any(|n| n.key.is_some()) && backend.name() == "sled" {
             probe_dir(&config.local_state_dir, "state.local-dir")?;

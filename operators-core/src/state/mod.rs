@@ -1,14 +1,18 @@
 //! State backends: where an operator's working keyed state lives while the job runs.
 //!
-//! A [`StateBackend`] opens one [`KeyValueStore`] per operator subtask: an in-memory
-//! ordered map ([`MemoryStateBackend`]) or an embedded on-disk database on sled
-//! ([`SledStateBackend`], for state larger than memory; the original toolkit's `rocksdb`
-//! option maps here). The working store is a scratch copy: durability comes from
-//! checkpoints, which record each store's changes as sorted files ([`kvfile`]) written
-//! off the processing path. On restore a fresh store is filled from those files.
+//! Keyed state is worked on in memory, in a hash table per operator subtask
+//! ([`KeyedStateStore`]). A [`StateBackend`] decides what happens past memory: the memory
+//! backend ([`MemoryStateBackend`]) keeps everything in the table; the sled backend
+//! ([`SledStateBackend`], the original toolkit's `rocksdb` option) gives each subtask an
+//! embedded on-disk [`KeyValueStore`] that receives the entries evicted past the job's
+//! [`MemoryBudget`], so state may outgrow memory. Either way the working state is a
+//! scratch copy: durability comes from checkpoints, which record each subtask's changes as
+//! sorted files ([`kvfile`]) written off the processing path. On restore a fresh store is
+//! filled from those files.
 
 pub mod keyed;
 pub mod kvfile;
+mod table;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,7 +23,11 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-pub use keyed::{KeyedStateStore, MapState, StateTtl, TtlUpdate, ValueState};
+pub use keyed::{Changelog, KeyedStateStore, MapState, MemoryBudget, StateTtl, TtlUpdate, ValueState};
+
+/// Default memory for a job's keyed state with a spilling backend: past it, entries not
+/// used recently go to disk.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 512 << 20;
 
 /// Identifies the subtask a store belongs to.
 #[derive(Debug, Clone)]
@@ -34,7 +42,7 @@ pub struct StoreScope<'a> {
     pub attempt: u32,
 }
 
-/// A byte-ordered key-value store holding one subtask's working state.
+/// A byte-ordered key-value store: where a subtask's keyed state goes past its memory budget.
 pub trait KeyValueStore: Send {
     /// The value under `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -44,14 +52,28 @@ pub trait KeyValueStore: Send {
     fn delete(&mut self, key: &[u8]) -> Result<()>;
     /// Up to `limit` entries with `start <= key < end`, in key order.
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Applies puts (`Some`) and deletions (`None`) in one batch.
+    fn apply(&mut self, batch: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        for (k, v) in batch {
+            match v {
+                Some(v) => self.put(&k, &v)?,
+                None => self.delete(&k)?,
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Creates the working stores of operator subtasks.
+/// Decides where operator subtasks' keyed state goes past memory.
 pub trait StateBackend: Send + Sync + fmt::Debug {
     /// Short name (`memory`, `sled`), shown in the REST API and logs.
     fn name(&self) -> &'static str;
-    /// Opens an empty store for one subtask.
-    fn open_store(&self, scope: &StoreScope<'_>) -> Result<Box<dyn KeyValueStore>>;
+    /// Opens an empty spill store for one subtask (`None`: state stays in memory).
+    fn open_store(&self, scope: &StoreScope<'_>) -> Result<Option<Box<dyn KeyValueStore>>>;
+    /// The memory budget the job's subtasks share (`None`: unbounded).
+    fn memory_budget(&self) -> Option<Arc<MemoryBudget>> {
+        None
+    }
 }
 
 /// Which state backend to use, as named in configuration.
@@ -81,18 +103,29 @@ impl FromStr for StateBackendKind {
 }
 
 impl StateBackendKind {
-    /// Builds the backend; sled stores live under `local_dir`.
-    pub fn build(&self, local_dir: PathBuf) -> Result<Arc<dyn StateBackend>> {
+    /// Builds the backend; sled stores live under `local_dir`, and hold what exceeds
+    /// `memory_budget` bytes ([`DEFAULT_MEMORY_BUDGET`] if `None`).
+    ///
+    /// A budget with the memory backend is refused: it has nowhere to put what exceeds it.
+    pub fn build(&self, local_dir: PathBuf, memory_budget: Option<u64>) -> Result<Arc<dyn StateBackend>> {
         match self {
-            StateBackendKind::Memory => Ok(Arc::new(MemoryStateBackend)),
+            StateBackendKind::Memory => match memory_budget {
+                None => Ok(Arc::new(MemoryStateBackend)),
+                Some(_) => Err(Error::config(
+                    "state.memory.budget",
+                    "the memory state backend keeps all keyed state in memory and cannot honour a budget; \
+                     use the sled (rocksdb) backend to spill state past it",
+                )),
+            },
             StateBackendKind::Sled => {
                 #[cfg(feature = "sled")]
                 {
-                    Ok(Arc::new(SledStateBackend::new(local_dir)))
+                    let budget = memory_budget.unwrap_or(DEFAULT_MEMORY_BUDGET);
+                    Ok(Arc::new(SledStateBackend::new(local_dir).with_memory_budget(budget)))
                 }
                 #[cfg(not(feature = "sled"))]
                 {
-                    let _ = local_dir;
+                    let _ = (local_dir, memory_budget);
                     Err(Error::config(
                         "state.backend",
                         "the sled state backend is not compiled in (enable the `sled` feature of operators-core)",
@@ -103,7 +136,7 @@ impl StateBackendKind {
     }
 }
 
-/// Working state in an ordered in-memory map.
+/// All keyed state in memory, without a budget (Flink's heap state backend).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MemoryStateBackend;
 
@@ -112,12 +145,13 @@ impl StateBackend for MemoryStateBackend {
         "memory"
     }
 
-    fn open_store(&self, _scope: &StoreScope<'_>) -> Result<Box<dyn KeyValueStore>> {
-        Ok(Box::new(MemoryStore::default()))
+    fn open_store(&self, _scope: &StoreScope<'_>) -> Result<Option<Box<dyn KeyValueStore>>> {
+        Ok(None)
     }
 }
 
-/// An ordered in-memory store.
+/// An ordered in-memory [`KeyValueStore`], for tests and for embedding code that wants
+/// eviction without a disk.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     map: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -165,11 +199,13 @@ pub use sled_backend::{SledStateBackend, SledStore};
 #[cfg(feature = "sled")]
 mod sled_backend {
     use std::path::{Path, PathBuf};
+    use std::sync::Arc;
 
-    use super::{KeyValueStore, StateBackend, StoreScope};
+    use super::{DEFAULT_MEMORY_BUDGET, KeyValueStore, MemoryBudget, StateBackend, StoreScope};
     use crate::error::{Error, Result};
 
-    /// Working state in embedded sled databases under a local directory, one per subtask.
+    /// Keyed state in memory up to a budget, and past it in embedded sled databases
+    /// under a local directory, one per subtask.
     ///
     /// Each database is a scratch copy deleted when its task ends; a job's directory also
     /// records the owning process so that copies left behind by a killed process are
@@ -178,12 +214,20 @@ mod sled_backend {
     pub struct SledStateBackend {
         dir: PathBuf,
         cache_bytes: u64,
+        budget: Arc<MemoryBudget>,
     }
 
     impl SledStateBackend {
-        /// Stores under `dir` (created if missing), with a 64 MiB page cache per store.
+        /// Stores under `dir` (created if missing), with a 64 MiB page cache per store
+        /// and a memory budget of [`DEFAULT_MEMORY_BUDGET`].
         pub fn new(dir: PathBuf) -> Self {
-            Self { dir, cache_bytes: 64 * 1024 * 1024 }
+            Self { dir, cache_bytes: 64 * 1024 * 1024, budget: Arc::new(MemoryBudget::new(DEFAULT_MEMORY_BUDGET)) }
+        }
+
+        /// Sets the memory the job's keyed state may take before entries go to disk.
+        pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+            self.budget = Arc::new(MemoryBudget::new(bytes));
+            self
         }
 
         /// Sets the page cache size of each store.
@@ -198,7 +242,11 @@ mod sled_backend {
             "sled"
         }
 
-        fn open_store(&self, scope: &StoreScope<'_>) -> Result<Box<dyn KeyValueStore>> {
+        fn memory_budget(&self) -> Option<Arc<MemoryBudget>> {
+            Some(self.budget.clone())
+        }
+
+        fn open_store(&self, scope: &StoreScope<'_>) -> Result<Option<Box<dyn KeyValueStore>>> {
             let job_dir = self.dir.join(sanitize(scope.job_id));
             std::fs::create_dir_all(&job_dir).map_err(|e| Error::io(&job_dir, e))?;
             let pid_file = job_dir.join("owner.pid");
@@ -219,7 +267,7 @@ mod sled_backend {
                 .flush_every_ms(None)
                 .open()
                 .map_err(|e| sled_err(&path, "opening", e))?;
-            Ok(Box::new(SledStore { db, path }))
+            Ok(Some(Box::new(SledStore { db, path })))
         }
     }
 
@@ -268,6 +316,17 @@ mod sled_backend {
             self.db.remove(key).map(|_| ()).map_err(|e| sled_err(&self.path, "delete", e))
         }
 
+        fn apply(&mut self, batch: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+            let mut b = sled::Batch::default();
+            for (k, v) in batch {
+                match v {
+                    Some(v) => b.insert(k, v),
+                    None => b.remove(k),
+                }
+            }
+            self.db.apply_batch(b).map_err(|e| sled_err(&self.path, "batch", e))
+        }
+
         fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
             if start >= end {
                 return Ok(Vec::new());
@@ -314,8 +373,12 @@ mod tests {
 
     #[test]
     fn memory_store_semantics() {
-        let mut s = MemoryStateBackend.open_store(&scope()).unwrap();
-        exercise(s.as_mut());
+        assert!(MemoryStateBackend.open_store(&scope()).unwrap().is_none());
+        let mut s = MemoryStore::default();
+        exercise(&mut s);
+        s.apply(vec![(b"x".to_vec(), Some(b"1".to_vec())), (b"a".to_vec(), None)]).unwrap();
+        assert_eq!(s.get(b"x").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.get(b"a").unwrap(), None);
     }
 
     #[cfg(feature = "sled")]
@@ -323,8 +386,11 @@ mod tests {
     fn sled_store_semantics_and_cleanup() {
         let dir = tempfile::tempdir().unwrap();
         let backend = SledStateBackend::new(dir.path().to_path_buf());
-        let mut s = backend.open_store(&scope()).unwrap();
+        let mut s = backend.open_store(&scope()).unwrap().unwrap();
         exercise(s.as_mut());
+        s.apply(vec![(b"x".to_vec(), Some(b"1".to_vec())), (b"c".to_vec(), None)]).unwrap();
+        assert_eq!(s.get(b"x").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.get(b"c").unwrap(), None);
         drop(s);
         assert!(!dir.path().join("job").join("op-0-a0").exists());
     }
@@ -335,5 +401,7 @@ mod tests {
         assert_eq!("fs".parse::<StateBackendKind>().unwrap(), StateBackendKind::Memory);
         let err = "leveldb".parse::<StateBackendKind>().unwrap_err().to_string();
         assert!(err.contains("state.backend") && err.contains("leveldb"), "{err}");
+        let err = StateBackendKind::Memory.build(PathBuf::from("."), Some(1 << 20)).unwrap_err().to_string();
+        assert!(err.contains("state.memory.budget"), "{err}");
     }
 }

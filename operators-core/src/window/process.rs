@@ -325,7 +325,6 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::key::{KeyGroupRange, KeySelector};
-    use crate::state::MemoryStore;
 
     /// `(key bytes, time, domain)` of a fired timer.
     type Fired = (Vec<u8>, i64, TimeDomain);
@@ -381,13 +380,7 @@ mod tests {
     fn context(clock: &ManualClock, store: Option<KeyedStateStore>) -> OperatorContext {
         let clock: crate::clock::SharedClock = Arc::new(clock.clone());
         let store = store.unwrap_or_else(|| {
-            KeyedStateStore::new(
-                "proc",
-                Box::new(MemoryStore::default()),
-                KeyGroupRange { start: 0, end: 128 },
-                clock.clone(),
-                true,
-            )
+            KeyedStateStore::new("proc", None, KeyGroupRange { start: 0, end: 128 }, clock.clone(), true)
         });
         OperatorContext::new(Arc::new(info()), clock, Some(store), Some(KeySelector::new(["k"])))
     }

@@ -1058,7 +1058,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::key::{KeyGroupRange, KeySelector};
-    use crate::state::{KeyedStateStore, MemoryStore};
+    use crate::state::KeyedStateStore;
     use crate::window::Agg;
 
     fn info() -> TaskInfo {
@@ -1077,13 +1077,7 @@ mod tests {
     fn context(clock: &ManualClock, store: Option<KeyedStateStore>) -> OperatorContext {
         let clock: crate::clock::SharedClock = Arc::new(clock.clone());
         let store = store.unwrap_or_else(|| {
-            KeyedStateStore::new(
-                "win",
-                Box::new(MemoryStore::default()),
-                KeyGroupRange { start: 0, end: 128 },
-                clock.clone(),
-                true,
-            )
+            KeyedStateStore::new("win", None, KeyGroupRange { start: 0, end: 128 }, clock.clone(), true)
         });
         OperatorContext::new(Arc::new(info()), clock, Some(store), Some(KeySelector::new(["k"])))
     }
