@@ -35,6 +35,37 @@ pub fn schema() -> SchemaRef {
 
 /// Writes `rows` rows over 8 files into `dir`; returns the bytes written.
 pub fn generate(dir: &Path, rows: u64) -> std::io::Result<u64> {
+    write_rows(dir, rows, None)
+}
+
+/// Like [`generate`], but with `distinct` ids in all: row `r` gets the id of `r % distinct`,
+/// scrambled over `0..distinct` (`i * 2654435761 mod distinct`, a bijection), so there are
+/// exactly `min(rows, distinct)` ids, each first written within the first `distinct` rows,
+/// in no ascending order. The `name` of row `r` ends in `r` (not `r % 977`), so the rows of one id
+/// differ; the other columns are those of [`generate`].
+pub fn generate_with_distinct(dir: &Path, rows: u64, distinct: u64) -> std::io::Result<u64> {
+    if distinct == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the number of distinct ids must be at least 1",
+        ));
+    }
+    write_rows(dir, rows, Some(distinct))
+}
+
+/// A bijection of `0..n`: `i * P mod n`, with `P` the prime 2654435761 (`1` in the
+/// unlikely case that it divides `n`), so consecutive indexes land far apart.
+fn scramble(i: u64, n: u64) -> u64 {
+    const P: u64 = 2_654_435_761;
+    let p = if n.is_multiple_of(P) { 1 } else { P };
+    // The remainder is below `n`, so it fits in a u64.
+    ((u128::from(i) * u128::from(p)) % u128::from(n)) as u64
+}
+
+/// Writes rows `0..rows` over 8 files (row `r` into `part-{r % 8}.csv`); every column
+/// derives from the row number, and with `distinct` the id and name as
+/// [`generate_with_distinct`] says.
+fn write_rows(dir: &Path, rows: u64, distinct: Option<u64>) -> std::io::Result<u64> {
     std::fs::create_dir_all(dir)?;
     const CITIES: [&str; 6] = ["beijing", "shanghai", "guangzhou", "shenzhen", "hangzhou", "chengdu"];
     const NAMES: [&str; 5] = ["alice", "bob", "carol", "dave", "eve"];
@@ -43,29 +74,32 @@ pub fn generate(dir: &Path, rows: u64) -> std::io::Result<u64> {
     let mut bytes = 0;
     for f in 0..files {
         let mut w = BufWriter::with_capacity(1 << 20, File::create(dir.join(format!("part-{f}.csv")))?);
-        let mut id = f;
-        while id < rows {
+        let mut row = f;
+        while row < rows {
+            let (id, name_suffix) = match distinct {
+                None => (row, row % 977),
+                Some(n) => (scramble(row % n, n), row),
+            };
             let line = format!(
-                "{id},{}-{},{},{}.{:02},{}.{:02},{},{}.{},2024-{:02}-{:02} {:02}:{:02}:{:02}\n",
-                NAMES[(id % 5) as usize],
-                id % 977,
-                CITIES[(id % 6) as usize],
-                100 + id % 30,
-                id % 100,
-                20 + id % 25,
-                (id * 7) % 100,
-                TAGS[(id % 4) as usize],
-                id % 100,
-                id % 10,
-                1 + id % 12,
-                1 + id % 28,
-                id % 24,
-                id % 60,
-                (id * 13) % 60,
+                "{id},{}-{name_suffix},{},{}.{:02},{}.{:02},{},{}.{},2024-{:02}-{:02} {:02}:{:02}:{:02}\n",
+                NAMES[(row % 5) as usize],
+                CITIES[(row % 6) as usize],
+                100 + row % 30,
+                row % 100,
+                20 + row % 25,
+                (row * 7) % 100,
+                TAGS[(row % 4) as usize],
+                row % 100,
+                row % 10,
+                1 + row % 12,
+                1 + row % 28,
+                row % 24,
+                row % 60,
+                (row * 13) % 60,
             );
             w.write_all(line.as_bytes())?;
             bytes += line.len() as u64;
-            id += files;
+            row += files;
         }
         w.flush()?;
     }

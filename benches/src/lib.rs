@@ -9,6 +9,7 @@ pub mod db;
 pub mod es;
 pub mod kafka;
 pub mod runner;
+pub mod runner_dedup;
 pub mod window;
 
 use std::time::{Duration, Instant};

@@ -1,7 +1,9 @@
 //! The `operator` binary end to end, as a user runs it: `runner-csv-sql-json` (the
 //! `csv-sql-json` job through the runner, against the same bare single-threaded
-//! decode → SQL → encode loop) and `runner-startup` (a one-row job against
-//! `operator --version`, i.e. what a bounded job costs beyond starting a process).
+//! decode → SQL → encode loop), `runner-startup` (a one-row job against
+//! `operator --version`, i.e. what a bounded job costs beyond starting a process) and
+//! `runner-dedup` (CSV → dedup on `id` → JSON files per state backend, against the same
+//! job without `unique.keys`, its output verified; in [`crate::runner_dedup`]).
 //!
 //! The binary is looked up next to `pipeline-bench` (build it with
 //! `cargo build --release -p operators-examples --bin operator`) or given with

@@ -89,6 +89,35 @@ enum Scenario {
         #[arg(long)]
         operator: Option<PathBuf>,
     },
+    /// The `operator` binary on the toolkit's kafka_deduplication job shape over files (CSV
+    /// → `unique.keys id` → JSON files, PROCESS_ONCE, default checkpointing), once per
+    /// state backend, against the same job without `unique.keys` (which reads several files
+    /// at once; dedup reads one, in name order); with the CPU time and peak memory of both.
+    /// Every run's output is verified: the baseline writes every input row, dedup one row
+    /// per distinct id, the id's first in input order (a wrong output fails the bench).
+    RunnerDedup {
+        /// Directory of CSV files (8 columns: id, name, city, x, y, tags, score, ts).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Generate this many rows into the input directory first.
+        #[arg(long)]
+        generate: Option<u64>,
+        /// With --generate: this many distinct ids (default: every row its own id).
+        #[arg(long)]
+        distinct: Option<u64>,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// The operator binary (default: next to this one).
+        #[arg(long)]
+        operator: Option<PathBuf>,
+        /// `stream.state.memory.budget` of the dedup runs (e.g. 128m; default: the runner's).
+        #[arg(long)]
+        budget: Option<String>,
+        /// State backends (`stream.checkpoint.type`) to deduplicate with, one variant each.
+        #[arg(long, value_delimiter = ',', default_values_t = [String::from("memory"), String::from("rocksdb")])]
+        backends: Vec<String>,
+    },
     /// A one-row CSV → JSON job through the `operator` binary against `operator --version`:
     /// what a bounded job costs beyond starting a process.
     RunnerStartup {
@@ -657,6 +686,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Scenario::RunnerCsvSqlJson { input, generate, rounds, operator } => {
             tokio::task::block_in_place(|| runner_csv_sql_json(input, generate, rounds, operator))
+        }
+        Scenario::RunnerDedup { input, generate, distinct, rounds, operator, budget, backends } => {
+            let options = operators_benches::runner_dedup::Options {
+                input,
+                generate,
+                distinct,
+                rounds,
+                operator,
+                budget,
+                backends,
+            };
+            tokio::task::block_in_place(|| operators_benches::runner_dedup::run(options))
         }
         Scenario::RunnerStartup { rounds, operator } => {
             tokio::task::block_in_place(|| runner_startup(rounds, operator))
