@@ -199,10 +199,7 @@ fn persist(job: PersistJob) -> Result<(SubtaskSnapshot, u64)> {
         if !log.is_empty() {
             let path = job.storage.new_shared_file(job.checkpoint_id, &job.operator_id, job.subtask);
             let mut w = KvFileWriter::create(&path)?;
-            for i in log.sorted() {
-                let (k, v) = log.get(i);
-                w.append(k, v)?;
-            }
+            log.for_each_sorted(|k, v| w.append(k, v))?;
             let size = w.finish()?;
             written += size;
             chain.push(StateFile { path, size });

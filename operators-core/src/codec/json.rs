@@ -8,9 +8,13 @@
 //! only a batch with a bad record is decoded again record by record to find it.
 
 use std::ops::Range;
+use std::sync::Arc;
 
-use arrow::array::{Array, StructArray};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, ArrayRef, AsArray, StringBuilder, StructArray};
+use arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
+};
 use arrow::json::reader::{Decoder, ReaderBuilder};
 use arrow::json::writer::{EncoderOptions, make_encoder};
 use arrow::record_batch::RecordBatch;
@@ -169,7 +173,7 @@ impl JsonEncoder {
     /// Appends every row of `batch` to `out` as one JSON object each, and the byte range
     /// of each row to `rows`.
     pub fn encode_rows(&self, batch: &RecordBatch, out: &mut Vec<u8>, rows: &mut Vec<Range<usize>>) -> Result<()> {
-        let array = StructArray::from(batch.clone());
+        let array = StructArray::from(preformat_timestamps(batch)?);
         let field = std::sync::Arc::new(arrow::datatypes::Field::new("row", array.data_type().clone(), false));
         let mut encoder = make_encoder(&field, &array, &self.options).map_err(|e| Error::arrow("encoding JSON", e))?;
         for i in 0..array.len() {
@@ -182,7 +186,7 @@ impl JsonEncoder {
 
     /// Appends every row of `batch` to `out` as JSON lines (`\n` after each object).
     pub fn encode_lines(&self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
-        let array = StructArray::from(batch.clone());
+        let array = StructArray::from(preformat_timestamps(batch)?);
         let field = std::sync::Arc::new(arrow::datatypes::Field::new("row", array.data_type().clone(), false));
         let mut encoder = make_encoder(&field, &array, &self.options).map_err(|e| Error::arrow("encoding JSON", e))?;
         for i in 0..array.len() {
@@ -191,6 +195,118 @@ impl JsonEncoder {
         }
         Ok(())
     }
+}
+
+/// `batch` with its time-zone-less timestamp columns as strings in the encoder's format
+/// (`yyyy-MM-dd HH:mm:ss.SSS`).
+///
+/// Formatted here because arrow-json hands the pattern to chrono for every value, and
+/// chrono parses a strftime pattern each time it formats: that parse was a visible part
+/// of a JSON sink's time. Columns with a time zone are left to arrow-json, which formats
+/// them in their zone.
+fn preformat_timestamps(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(_, None))) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            DataType::Timestamp(unit, None) => {
+                fields.push(
+                    Field::new(field.name(), DataType::Utf8, field.is_nullable())
+                        .with_metadata(field.metadata().clone()),
+                );
+                columns.push(format_timestamps(field.name(), column, *unit)?);
+            }
+            _ => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())), columns)
+        .map_err(|e| Error::arrow("formatting timestamps for JSON", e))
+}
+
+fn format_timestamps(name: &str, column: &ArrayRef, unit: TimeUnit) -> Result<ArrayRef> {
+    let (values, per_second): (&[i64], i64) = match unit {
+        TimeUnit::Second => (column.as_primitive::<TimestampSecondType>().values(), 1),
+        TimeUnit::Millisecond => (column.as_primitive::<TimestampMillisecondType>().values(), 1_000),
+        TimeUnit::Microsecond => (column.as_primitive::<TimestampMicrosecondType>().values(), 1_000_000),
+        TimeUnit::Nanosecond => (column.as_primitive::<TimestampNanosecondType>().values(), 1_000_000_000),
+    };
+    let mut out = StringBuilder::with_capacity(values.len(), values.len() * 23);
+    let mut text = String::with_capacity(32);
+    for (i, v) in values.iter().enumerate() {
+        if column.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let secs = v.div_euclid(per_second);
+        let millis = (v.rem_euclid(per_second) * 1_000 / per_second) as u32;
+        text.clear();
+        if !write_timestamp(secs, millis, &mut text) {
+            return Err(Error::Internal(format!(
+                "timestamp {v} ({unit:?}) of column `{name}` is outside the years chrono can represent"
+            )));
+        }
+        out.append_value(&text);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Writes `secs` (UTC seconds since the epoch) and `millis` as `yyyy-MM-dd HH:mm:ss.SSS`,
+/// as chrono's `%Y-%m-%d %H:%M:%S%.3f` does. Returns false when chrono could not represent
+/// the time either.
+fn write_timestamp(secs: i64, millis: u32, out: &mut String) -> bool {
+    let days = secs.div_euclid(86_400);
+    let second_of_day = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        // Signed or five-digit years: rare enough to leave to chrono.
+        return match chrono::DateTime::from_timestamp(secs, millis * 1_000_000) {
+            Some(dt) => {
+                use std::fmt::Write;
+                write!(out, "{}", dt.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f")).is_ok()
+            }
+            None => false,
+        };
+    }
+    let digits = |out: &mut String, v: i64, width: u32| {
+        for p in (0..width).rev() {
+            out.push(char::from(b'0' + ((v / 10i64.pow(p)) % 10) as u8));
+        }
+    };
+    digits(out, year, 4);
+    out.push('-');
+    digits(out, month, 2);
+    out.push('-');
+    digits(out, day, 2);
+    out.push(' ');
+    digits(out, second_of_day / 3600, 2);
+    out.push(':');
+    digits(out, second_of_day / 60 % 60, 2);
+    out.push(':');
+    digits(out, second_of_day % 60, 2);
+    out.push('.');
+    digits(out, i64::from(millis), 3);
+    true
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]
@@ -247,6 +363,34 @@ mod tests {
         // The decoder is usable after bad input.
         let (b, bad) = d.decode(&[rec(br#"{"id": 10}"#, 10)]).unwrap();
         assert_eq!((b.num_rows(), bad.len()), (1, 0));
+    }
+
+    proptest::proptest! {
+        /// The hand-written timestamp format is chrono's `%Y-%m-%d %H:%M:%S%.3f`, for
+        /// every unit, before and after the epoch, and past year 9999.
+        #[test]
+        fn timestamps_format_as_chrono_does(v in -300_000_000_000_000i64..300_000_000_000_000, unit in 0..4usize) {
+            let (unit, per_second) = [
+                (TimeUnit::Second, 1i64),
+                (TimeUnit::Millisecond, 1_000),
+                (TimeUnit::Microsecond, 1_000_000),
+                (TimeUnit::Nanosecond, 1_000_000_000),
+            ][unit];
+            let v = if per_second == 1 { v / 1000 } else { v.saturating_mul(per_second / 1000) };
+            let array: ArrayRef = match unit {
+                TimeUnit::Second => Arc::new(arrow::array::TimestampSecondArray::from(vec![Some(v), None])),
+                TimeUnit::Millisecond => Arc::new(arrow::array::TimestampMillisecondArray::from(vec![Some(v), None])),
+                TimeUnit::Microsecond => Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![Some(v), None])),
+                TimeUnit::Nanosecond => Arc::new(arrow::array::TimestampNanosecondArray::from(vec![Some(v), None])),
+            };
+            let got = format_timestamps("ts", &array, unit).unwrap();
+            let got = got.as_string::<i32>();
+            let secs = v.div_euclid(per_second);
+            let nanos = (v.rem_euclid(per_second) * (1_000_000_000 / per_second)) as u32;
+            let want = chrono::DateTime::from_timestamp(secs, nanos).unwrap().naive_utc().format("%Y-%m-%d %H:%M:%S%.3f").to_string();
+            proptest::prop_assert_eq!(got.value(0), want.as_str());
+            proptest::prop_assert!(got.is_null(1));
+        }
     }
 
     #[test]

@@ -92,76 +92,190 @@ impl StateTtl {
     }
 }
 
-/// Changes since the last checkpoint, in one buffer: store key → new value, or a
-/// deletion. Keys are unique; [`sorted`](Self::sorted) gives the order a state file needs.
+/// Changes since the last checkpoint: store key → new value, or a deletion. Keys are
+/// unique; [`for_each_sorted`](Self::for_each_sorted) visits them in the order a state
+/// file needs.
+///
+/// Changes are kept in one buffer per key group (the first two bytes of a store key), so
+/// that sorting a large checkpoint works on one group's changes at a time, within the
+/// processor's caches, instead of jumping across the whole log; and a change costs its
+/// bytes, two length bytes for short keys and values, and a 4-byte offset.
 #[derive(Debug, Clone, Default)]
 pub struct Changelog {
+    groups: Vec<Group>,
+    /// Group of each leading two bytes seen, for `push`.
+    by_prefix: HashMap<u16, usize>,
+    len: usize,
+}
+
+/// The changes of one key group.
+#[derive(Debug, Clone)]
+struct Group {
+    prefix: u16,
+    /// Records: `varint(key_len) varint(value_len + 1, or 0 for a deletion) key value`.
     data: Vec<u8>,
-    entries: Vec<ChangeEntry>,
+    starts: Starts,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct ChangeEntry {
-    start: usize,
-    key_len: u32,
-    /// `DELETED` for a deletion.
-    value_len: u32,
+/// Where each record starts: 4 bytes each while the buffer is under 4 GiB.
+#[derive(Debug, Clone)]
+enum Starts {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
 }
 
-const DELETED: u32 = u32::MAX;
+impl Starts {
+    fn len(&self) -> usize {
+        match self {
+            Starts::Narrow(v) => v.len(),
+            Starts::Wide(v) => v.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> usize {
+        match self {
+            Starts::Narrow(v) => v[i] as usize,
+            Starts::Wide(v) => v[i] as usize,
+        }
+    }
+
+    fn push(&mut self, start: usize) {
+        if let Starts::Narrow(v) = self {
+            match u32::try_from(start) {
+                Ok(s) => return v.push(s),
+                Err(_) => *self = Starts::Wide(v.iter().map(|&s| u64::from(s)).collect()),
+            }
+        }
+        if let Starts::Wide(v) = self {
+            v.push(start as u64);
+        }
+    }
+}
+
+impl Group {
+    fn get(&self, i: usize) -> (&[u8], Option<&[u8]>) {
+        let mut pos = self.starts.get(i);
+        let key_len = get_varint(&self.data, &mut pos) as usize;
+        let value_len = get_varint(&self.data, &mut pos) as usize;
+        let key = &self.data[pos..pos + key_len];
+        let value = (value_len > 0).then(|| &self.data[pos + key_len..pos + key_len + value_len - 1]);
+        (key, value)
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a varint written by `put_varint` at `*pos` (the buffer is this module's own).
+fn get_varint(data: &[u8], pos: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = data[*pos];
+        *pos += 1;
+        v |= u64::from(b & 0x7F) << shift;
+        if b < 0x80 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+/// The first 16 bytes of a key, zero-padded, as a number that orders as the bytes do
+/// (a shorter key that is a prefix of a longer one orders first either way, or ties).
+fn key_prefix(key: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(b)
+}
+
+/// The group of a key: its first two bytes (the key group of a store key).
+fn group_prefix(key: &[u8]) -> u16 {
+    (u16::from(key.first().copied().unwrap_or(0)) << 8) | u16::from(key.get(1).copied().unwrap_or(0))
+}
 
 impl Changelog {
     /// Number of changes.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// Records a change; the caller keeps keys unique.
     pub fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        let too_big = |what: &str, len: usize| Error::State {
-            operator: String::new(),
-            message: format!("a state {what} of {len} bytes exceeds the 4 GiB limit"),
-        };
-        let key_len = u32::try_from(key.len()).map_err(|_| too_big("key", key.len()))?;
-        let value_len = match value {
-            Some(v) => {
-                u32::try_from(v.len()).ok().filter(|l| *l != DELETED).ok_or_else(|| too_big("value", v.len()))?
+        let prefix = group_prefix(key);
+        let g = match self.by_prefix.get(&prefix) {
+            Some(&g) => g,
+            None => {
+                self.groups.push(Group { prefix, data: Vec::new(), starts: Starts::Narrow(Vec::new()) });
+                self.by_prefix.insert(prefix, self.groups.len() - 1);
+                self.groups.len() - 1
             }
-            None => DELETED,
         };
-        let start = self.data.len();
-        self.data.extend_from_slice(key);
-        if let Some(v) = value {
-            self.data.extend_from_slice(v);
+        let group = &mut self.groups[g];
+        if group.starts.len() >= u32::MAX as usize {
+            return Err(Error::State {
+                operator: String::new(),
+                message: "more than 4 294 967 295 keyed-state changes in one key group and checkpoint".into(),
+            });
         }
-        self.entries.push(ChangeEntry { start, key_len, value_len });
+        group.starts.push(group.data.len());
+        put_varint(&mut group.data, key.len() as u64);
+        put_varint(&mut group.data, value.map_or(0, |v| v.len() as u64 + 1));
+        group.data.extend_from_slice(key);
+        if let Some(v) = value {
+            group.data.extend_from_slice(v);
+        }
+        self.len += 1;
         Ok(())
     }
 
-    /// The `i`-th change, in the order recorded.
-    pub fn get(&self, i: usize) -> (&[u8], Option<&[u8]>) {
-        let e = self.entries[i];
-        let key_end = e.start + e.key_len as usize;
-        let key = &self.data[e.start..key_end];
-        let value = (e.value_len != DELETED).then(|| &self.data[key_end..key_end + e.value_len as usize]);
-        (key, value)
-    }
-
-    /// Every change, in the order recorded.
+    /// Every change, grouped by key group, in the order recorded within a group.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        (0..self.entries.len()).map(|i| self.get(i))
+        self.groups.iter().flat_map(|g| (0..g.starts.len()).map(move |i| g.get(i)))
     }
 
-    /// Indices of the changes in key order.
-    pub fn sorted(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.entries.len()).collect();
-        order.sort_unstable_by(|&a, &b| self.get(a).0.cmp(self.get(b).0));
-        order
+    /// Calls `f` with every change in key order.
+    ///
+    /// Group by group (a key group's changes are contiguous), each sorted by the first 16
+    /// key bytes as one number — a whole key for an integer key of one value state — and
+    /// only keys tied on those by their bytes.
+    pub fn for_each_sorted(&self, mut f: impl FnMut(&[u8], Option<&[u8]>) -> Result<()>) -> Result<()> {
+        let mut groups: Vec<&Group> = self.groups.iter().collect();
+        groups.sort_unstable_by_key(|g| g.prefix);
+        let mut keyed: Vec<(u128, u32)> = Vec::new();
+        for g in groups {
+            keyed.clear();
+            // `push` keeps a group's record count within u32.
+            keyed.extend((0..g.starts.len()).map(|i| (key_prefix(g.get(i).0), i as u32)));
+            keyed.sort_unstable();
+            let mut run = 0;
+            while run < keyed.len() {
+                let mut run_end = run + 1;
+                while run_end < keyed.len() && keyed[run_end].0 == keyed[run].0 {
+                    run_end += 1;
+                }
+                if run_end - run > 1 {
+                    keyed[run..run_end].sort_unstable_by(|a, b| g.get(a.1 as usize).0.cmp(g.get(b.1 as usize).0));
+                }
+                run = run_end;
+            }
+            for &(_, i) in &keyed {
+                let (k, v) = g.get(i as usize);
+                f(k, v)?;
+            }
+        }
+        Ok(())
     }
 
     /// Adds the changes of `older` whose keys this log does not have.
@@ -244,8 +358,9 @@ pub struct KeyedStateStore {
     since_check: u32,
     /// Changes are recorded for checkpoints.
     changelog: bool,
-    /// Slots marked `DIRTY` since the last changelog (may hold ids freed since).
-    dirty: Vec<u32>,
+    /// A bit per slot id marked `DIRTY` since the last changelog (may include ids freed
+    /// since): a bit costs an eighth of a byte where a list of ids cost four.
+    dirty: Vec<u64>,
     /// Changes of a changelog whose write failed, for the next one.
     older: Option<Changelog>,
     clock: SharedClock,
@@ -418,7 +533,11 @@ impl KeyedStateStore {
         let slot = self.table.slot_mut(id);
         if changelog && slot.flags & DIRTY == 0 {
             slot.flags |= DIRTY;
-            self.dirty.push(id);
+            let word = id as usize / 64;
+            if word >= self.dirty.len() {
+                self.dirty.resize(word + 1, 0);
+            }
+            self.dirty[word] |= 1 << (id % 64);
         }
         slot.flags = (slot.flags | REFERENCED) & !SPILL_CLEAN;
     }
@@ -467,13 +586,13 @@ impl KeyedStateStore {
     }
 
     /// The live value of a value slot; deletes it if it expired, renews it on read if asked.
-    fn live_value(&mut self, id: u32, ttl: Option<&StateTtl>) -> Result<bool> {
+    fn live_value(&mut self, id: u32, ttl: Option<&StateTtl>, now: &mut Option<i64>) -> Result<bool> {
         if matches!(self.table.value(id), Value::Tomb | Value::Map(_)) {
             return Ok(false);
         }
         let expiry = self.table.slot(id).expiry;
         if expiry != NO_EXPIRY {
-            let now = self.clock.now_ms();
+            let now = *now.get_or_insert_with(|| self.clock.now_ms());
             if expiry <= now {
                 self.delete_slot(id)?;
                 return Ok(false);
@@ -488,8 +607,13 @@ impl KeyedStateStore {
         Ok(true)
     }
 
-    fn value_put(&mut self, id: u32, payload: &[u8], ttl: Option<&StateTtl>) {
-        let expiry = if ttl.is_some() { StateTtl::expiry(ttl, self.clock.now_ms()) } else { NO_EXPIRY };
+    /// Sets a value slot. `now` is the job clock if the caller read it already (a batch
+    /// reads it once, not per row).
+    fn value_put(&mut self, id: u32, payload: &[u8], ttl: Option<&StateTtl>, now: &mut Option<i64>) {
+        let expiry = match ttl {
+            Some(_) => StateTtl::expiry(ttl, *now.get_or_insert_with(|| self.clock.now_ms())),
+            None => NO_EXPIRY,
+        };
         self.table.set_bytes(id, payload);
         self.table.slot_mut(id).expiry = expiry;
         self.mark_dirty(id);
@@ -590,7 +714,7 @@ impl KeyedStateStore {
     fn evict_slot(&mut self, id: u32, batch: &mut Vec<KvEntry>, delta: &mut Changelog) -> Result<()> {
         if self.changelog && self.table.slot(id).flags & DIRTY != 0 {
             // Not checkpointed yet: the change waits in the spill store for the next changelog.
-            collect_changes(&mut self.table, &self.states, id, delta)?;
+            collect_changes(&mut self.table, &self.states, id, delta, &mut Scratch::default())?;
         }
         let slot = *self.table.slot(id);
         let key = spill_slot_key(self.states[usize::from(slot.state)].id, slot.key_group, &self.table.key(id));
@@ -654,12 +778,18 @@ impl KeyedStateStore {
         }
         let mut log = Changelog::default();
         let mut spill_deletes: Vec<KvEntry> = Vec::new();
-        for id in std::mem::take(&mut self.dirty) {
+        let mut scratch = Scratch::default();
+        let dirty = std::mem::take(&mut self.dirty);
+        let ids = dirty
+            .iter()
+            .enumerate()
+            .flat_map(|(w, &bits)| (0..64u32).filter(move |b| bits & (1 << b) != 0).map(move |b| w as u32 * 64 + b));
+        for id in ids {
             let slot = *self.table.slot(id);
             if slot.is_free() || slot.flags & DIRTY == 0 {
                 continue;
             }
-            if collect_changes(&mut self.table, &self.states, id, &mut log)? {
+            if collect_changes(&mut self.table, &self.states, id, &mut log, &mut scratch)? {
                 if slot.flags & IN_SPILL != 0 {
                     let key =
                         spill_slot_key(self.states[usize::from(slot.state)].id, slot.key_group, &self.table.key(id));
@@ -884,19 +1014,32 @@ fn self_err(operator: &str, message: &str) -> Error {
     Error::State { operator: operator.to_string(), message: message.to_string() }
 }
 
+/// Buffers `collect_changes` reuses from one slot to the next.
+#[derive(Default)]
+struct Scratch {
+    key: Vec<u8>,
+    envelope: Vec<u8>,
+}
+
 /// Writes the changes of a dirty slot to `log` and marks them checkpointed. Returns
 /// whether the slot is now empty (a deleted value, or a map without entries).
-fn collect_changes(table: &mut Table, states: &[StateMeta], id: u32, log: &mut Changelog) -> Result<bool> {
+fn collect_changes(
+    table: &mut Table,
+    states: &[StateMeta],
+    id: u32,
+    log: &mut Changelog,
+    scratch: &mut Scratch,
+) -> Result<bool> {
     let slot = *table.slot(id);
     let state_id = states[usize::from(slot.state)].id;
-    let mut full = Vec::with_capacity(64);
+    let Scratch { key: full, envelope } = scratch;
+    full.clear();
     full.extend_from_slice(&slot.key_group.to_be_bytes());
     full.extend_from_slice(&state_id.to_be_bytes());
-    let mut envelope = Vec::with_capacity(16);
     let empty = match table.value(id) {
         Value::Tomb => {
             full.extend_from_slice(&table.key(id));
-            log.push(&full, None)?;
+            log.push(full, None)?;
             true
         }
         Value::Map(_) => {
@@ -906,20 +1049,22 @@ fn collect_changes(table: &mut Table, states: &[StateMeta], id: u32, log: &mut C
             let prefix = full.len();
             let map = table.map_mut(id);
             let mut dropped = 0;
+            let mut failed = None;
             map.retain(|ukey, e| {
-                if e.flags & DIRTY == 0 {
+                if e.flags & DIRTY == 0 || failed.is_some() {
                     return true;
                 }
                 full.truncate(prefix);
                 full.extend_from_slice(ukey);
                 let pushed = match &e.value {
                     Some(v) => {
-                        envelope_into(&mut envelope, e.expiry, v);
-                        log.push(&full, Some(&envelope))
+                        envelope_into(envelope, e.expiry, v);
+                        log.push(full, Some(envelope))
                     }
-                    None => log.push(&full, None),
+                    None => log.push(full, None),
                 };
-                if pushed.is_err() {
+                if let Err(err) = pushed {
+                    failed = Some(err);
                     return true;
                 }
                 e.flags = (e.flags & !DIRTY) | PERSISTED;
@@ -929,15 +1074,17 @@ fn collect_changes(table: &mut Table, states: &[StateMeta], id: u32, log: &mut C
                 }
                 true
             });
+            if let Some(err) = failed {
+                return Err(err);
+            }
             let empty = map.is_empty();
             table.map_bytes_changed(dropped, 0);
             empty
         }
         value => {
-            let payload = value.bytes().unwrap_or_default().to_vec();
             full.extend_from_slice(&table.key(id));
-            envelope_into(&mut envelope, slot.expiry, &payload);
-            log.push(&full, Some(&envelope))?;
+            envelope_into(envelope, slot.expiry, value.bytes().unwrap_or_default());
+            log.push(full, Some(envelope))?;
             false
         }
     };
@@ -1065,7 +1212,7 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
         store.check_group(key)?;
         let idx = store.state_index(self.id, self.idx)?;
         match store.lookup(idx, hash, key)? {
-            Some(id) if store.live_value(id, self.ttl.as_ref())? => Ok(Some(id)),
+            Some(id) if store.live_value(id, self.ttl.as_ref(), &mut None)? => Ok(Some(id)),
             _ => Ok(None),
         }
     }
@@ -1093,7 +1240,7 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
         let idx = store.state_index(self.id, self.idx)?;
         let payload = encode(store, value)?;
         let id = store.lookup_or_insert(idx, hash_key(key.bytes), key)?;
-        store.value_put(id, &payload, self.ttl.as_ref());
+        store.value_put(id, &payload, self.ttl.as_ref(), &mut None);
         Ok(())
     }
 
@@ -1115,19 +1262,23 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
         absent.clear();
         absent.reserve(keys.len());
         let mut count = 0;
+        // The job clock, read once per batch: expiry is decided at batch granularity.
+        let mut now = None;
+        let ttl = self.ttl.as_ref();
         for (row, &hash) in keys.hashes().iter().enumerate() {
             store.tick()?;
             let key = keys.key(row);
             store.check_group(key)?;
             let id = match store.lookup(idx, hash, key)? {
-                Some(id) if store.live_value(id, self.ttl.as_ref())? => {
+                Some(id) if store.live_value(id, ttl, &mut now)? => {
                     absent.push(false);
                     continue;
                 }
-                // Expired and deleted by `live_value`, or never there.
-                _ => store.lookup_or_insert(idx, hash, key)?,
+                // Expired: `live_value` deleted it or left a tombstone.
+                Some(_) => store.lookup_or_insert(idx, hash, key)?,
+                None => store.table.insert(idx, hash, key.bytes, key.key_group, REFERENCED),
             };
-            store.value_put(id, &payload, self.ttl.as_ref());
+            store.value_put(id, &payload, ttl, &mut now);
             absent.push(true);
             count += 1;
         }
@@ -1500,6 +1651,29 @@ mod tests {
         clock.advance_ms(10_000);
         let mut late = store(&clock);
         assert_eq!(late.load_chain(&[path], |_| Ok(())).unwrap(), 0);
+    }
+
+    proptest! {
+        /// The changelog's order is the byte order of its keys, whatever their lengths
+        /// and shared prefixes.
+        #[test]
+        fn changelog_sorts_as_bytes_do(keys in proptest::collection::hash_set(proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..24), 0..300)) {
+            let mut log = Changelog::default();
+            for (i, k) in keys.iter().enumerate() {
+                let value = (i % 3 != 0).then(|| vec![i as u8; i % 200]);
+                log.push(k, value.as_deref()).unwrap();
+            }
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            log.for_each_sorted(|k, _| { got.push(k.to_vec()); Ok(()) }).unwrap();
+            let mut want: Vec<Vec<u8>> = keys.iter().cloned().collect();
+            want.sort();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(log.len(), keys.len());
+            let values: HashMap<Vec<u8>, Option<usize>> = log.iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::len))).collect();
+            for (i, k) in keys.iter().enumerate() {
+                prop_assert_eq!(values[k], (i % 3 != 0).then_some(i % 200));
+            }
+        }
     }
 
     #[test]

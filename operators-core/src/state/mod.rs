@@ -224,9 +224,12 @@ mod sled_backend {
             Self { dir, cache_bytes: 64 * 1024 * 1024, budget: Arc::new(MemoryBudget::new(DEFAULT_MEMORY_BUDGET)) }
         }
 
-        /// Sets the memory the job's keyed state may take before entries go to disk.
+        /// Sets the memory the job's keyed state may take before entries go to disk. Each
+        /// store's page cache is sized to an eighth of it (4 to 64 MiB), as that memory
+        /// comes on top of the budget.
         pub fn with_memory_budget(mut self, bytes: u64) -> Self {
             self.budget = Arc::new(MemoryBudget::new(bytes));
+            self.cache_bytes = (bytes / 8).clamp(4 << 20, 64 << 20);
             self
         }
 
