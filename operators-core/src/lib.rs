@@ -41,7 +41,7 @@
 //! | [`pipeline`] | [`Pipeline`]: operators, parallelism, exchanges (forward, rebalance, key_by) |
 //! | [`job`] | [`Job`]: status, metrics, checkpoint statistics, savepoints, cancel |
 //! | [`checkpoint`] | checkpoint settings, barrier alignment, storage, statistics |
-//! | [`state`] | state backends (memory, sled) and keyed value/map state with TTL |
+//! | [`state`] | keyed value/map state with TTL in a hash table, and the backends (memory; disk, which spills past a memory budget) |
 //! | [`restart`] | restart strategies |
 //! | `rest` | (feature `rest`) a Flink-shaped REST API to mount in an axum app |
 //! | [`secret`] | credentials: the one rule for which settings hold one, [`secret::Secret`], URL password masking |
@@ -62,7 +62,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `sled` | yes | the durable sled state backend (the toolkit's `rocksdb` option) |
+//! | `disk` | yes | the disk state backend: keyed state past its memory budget spills to an embedded LSM store, fjall (the toolkit's `rocksdb` option) |
 //! | `rest` | no | a Flink-shaped REST API over a [`Job`], mountable in an axum app |
 
 #![warn(missing_docs)]

@@ -55,7 +55,7 @@ async fn unknown_state_backend_is_named() {
     let err = "rocksdb2".parse::<StateBackendKind>().unwrap_err();
     let message = err.to_string();
     assert_eq!(setting(err), "state.backend");
-    assert!(message.contains("rocksdb2") && message.contains("sled"), "{message}");
+    assert!(message.contains("rocksdb2") && message.contains("disk"), "{message}");
 }
 
 #[tokio::test]

@@ -81,7 +81,7 @@ async fn failures_do_not_change_the_committed_output() {
     assert_exact_running_count(&clean, ROWS as i64, KEYS as i64);
     let expected = key_counts(&clean);
 
-    for (seed, backend) in [(1, StateBackendKind::Sled), (2, StateBackendKind::Memory), (3, StateBackendKind::Sled)] {
+    for (seed, backend) in [(1, StateBackendKind::Disk), (2, StateBackendKind::Memory), (3, StateBackendKind::Disk)] {
         let faults = random_faults(seed);
         let (faulty, restarts) = run(faults.clone(), backend.clone(), CheckpointingMode::ExactlyOnce).await;
         let fired = faults.fired();

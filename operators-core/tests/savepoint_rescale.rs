@@ -34,7 +34,7 @@ fn pipeline(count_parallelism: usize, output: &CommittedOutput) -> Pipeline {
 
 fn config(dir: &std::path::Path, name: &str) -> JobConfig {
     JobConfig::new(name)
-        .with_state_backend(StateBackendKind::Sled)
+        .with_state_backend(StateBackendKind::Disk)
         .with_local_state_dir(dir.join("local"))
         .with_restart(RestartStrategy::None)
         .with_checkpointing(CheckpointConfig::new(dir.join("checkpoints")).with_interval(Duration::from_millis(100)))

@@ -413,7 +413,7 @@ async fn a_failed_and_restored_job_gives_the_undisturbed_results() {
     assert_eq!(final_results(&clean), reference(&events, |t| vec![(t - t % 200, t - t % 200 + 200)]));
     // Fail the sources three times, spread over the run (≈ 300 polls in all).
     let faults = FaultInjector::new().fail_at("events.poll", [60, 150, 240]);
-    let (restored, restarts) = run_with_restarts(&events, faults.clone(), StateBackendKind::Sled).await;
+    let (restored, restarts) = run_with_restarts(&events, faults.clone(), StateBackendKind::Disk).await;
     assert_eq!(faults.fired().len(), 3, "the faults fired");
     assert!(restarts >= 3, "the job restarted: {restarts}");
     assert_eq!(restored, clean);
@@ -536,7 +536,7 @@ async fn stop_with_savepoint_at_2_resume_windows_at_3() {
     let config = || {
         JobConfig::new("window-rescale")
             .with_parallelism(2)
-            .with_state_backend(StateBackendKind::Sled)
+            .with_state_backend(StateBackendKind::Disk)
             .with_local_state_dir(dir.path().join("local"))
             .with_restart(RestartStrategy::None)
             .with_checkpointing(
@@ -748,7 +748,7 @@ async fn run_alarms(events: &[Event], faults: FaultInjector) -> (Vec<(i64, i64)>
         .sink("sink", TwoPhaseMemorySink::new(output.clone()));
     let config = JobConfig::new("alarms")
         .with_parallelism(2)
-        .with_state_backend(StateBackendKind::Sled)
+        .with_state_backend(StateBackendKind::Disk)
         .with_local_state_dir(dir.path().join("local"))
         .with_restart(RestartStrategy::fixed_delay(20, Duration::from_millis(10)))
         .with_checkpointing(

@@ -153,7 +153,7 @@ enum Scenario {
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
     },
-    /// Kafka → dedup (distinct keys, sled state) → Kafka against Kafka → Kafka.
+    /// Kafka → dedup (distinct keys, disk state backend) → Kafka against Kafka → Kafka.
     Dedup {
         /// Records, all with distinct keys.
         #[arg(long, default_value_t = 1_000_000)]
@@ -181,7 +181,7 @@ enum Scenario {
     /// counting sink, parallelism 1, no checkpoints) against a bare single-threaded
     /// HashMap<(key, window_start), u64> loop over the same batches that also fires and
     /// emits the closed windows. The window state lives in the memory state backend by
-    /// default (`--state-backend sled` for the job default); both sides must produce the
+    /// default (`--state-backend disk` for the job default); both sides must produce the
     /// same windows and total count. Also prints the per-core figure beside Flink's
     /// published Nexmark per-core rates.
     WindowCount {
@@ -200,7 +200,7 @@ enum Scenario {
         /// Rows per batch.
         #[arg(long, default_value_t = 8192)]
         batch: usize,
-        /// State backend of the window job: memory or sled.
+        /// State backend of the window job: memory or disk.
         #[arg(long, default_value = "memory")]
         state_backend: String,
         /// Runs of each variant (alternating); the best is reported.

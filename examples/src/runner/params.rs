@@ -338,8 +338,9 @@ pub const PARAMS: &[ParamSpec] = &[
     p(
         "stream.checkpoint.type",
         Some("rocksdb"),
-        Kind::Enum(&["memory", "fs", "rocksdb", "sled"]),
-        "state backend: memory/fs keep working state in memory, rocksdb/sled on disk (sled)",
+        Kind::Enum(&["memory", "fs", "rocksdb", "disk", "sled"]),
+        "state backend: memory/fs keep keyed state in memory; rocksdb (also disk, sled) in memory up to \
+         stream.state.memory.budget and past it on disk (an embedded LSM store)",
     ),
     p("stream.checkpoint.interval", Some("60000 (EXACTLY_ONCE: 30000)"), Kind::Int, "checkpoint interval, ms"),
     p("stream.checkpoint.timeout", Some("60000"), Kind::Int, "checkpoint timeout, ms"),
@@ -358,7 +359,7 @@ pub const PARAMS: &[ParamSpec] = &[
         "stream.state.memory.budget",
         Some("512m"),
         Kind::Bytes,
-        "memory for keyed state (dedup, windows); past it rocksdb/sled keeps entries not used recently on disk \
+        "memory for keyed state (dedup, windows); past it rocksdb keeps entries not used recently on disk \
          (k, m, g: KiB, MiB, GiB)",
     ),
     p("job.retry.maxNumberRestartAttempts", Some("4"), Kind::Int, "restarts before the job fails"),

@@ -464,7 +464,7 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
     }
     let backend = match params.choice("stream.checkpoint.type")?.as_deref() {
         Some("memory") | Some("fs") => StateBackendKind::Memory,
-        _ => StateBackendKind::Sled,
+        _ => StateBackendKind::Disk,
     };
     let mut config = JobConfig::new(name)
         .with_parallelism(usize::try_from(parallelism).unwrap_or(usize::MAX))
@@ -480,7 +480,7 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
         if backend == StateBackendKind::Memory {
             return Err(conflict(
                 "stream.state.memory.budget",
-                "stream.checkpoint.type memory keeps all keyed state in memory; a budget needs rocksdb (sled) \
+                "stream.checkpoint.type memory keeps all keyed state in memory; a budget needs rocksdb \
                  to keep what exceeds it on disk",
             ));
         }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! <state.dir>/jobs/<job id>/job.json     what was submitted, and whether it still runs
-//! <state.dir>/jobs/<job id>/state/       the job's sled working state
+//! <state.dir>/jobs/<job id>/state/       the job's disk-backend keyed state
 //! <state.dir>/checkpoints/<job id>/...   its checkpoints (unless the job names a directory;
 //!                                        then <that directory>/<job id>, as Flink does)
 //! <state.dir>/savepoints/                savepoints, unless --state.savepoints.dir says

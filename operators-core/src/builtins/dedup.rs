@@ -4,10 +4,11 @@
 //! The operator runs keyed (after a hash exchange on the key columns, see
 //! [`Stream::dedup`](crate::pipeline::Stream::dedup)), so all rows of a key meet on one
 //! subtask. Seen keys live in keyed value state with a TTL counted from the first
-//! occurrence: in the durable sled backend by default, in every checkpoint, restored
-//! after a failure, redistributed by key group when the parallelism changes. Expired
-//! keys are swept from the backend by the runtime, so state holds only the keys seen
-//! within the last TTL.
+//! occurrence: a hash probe per row (`ValueState::put_if_absent_batch`, with the hashes
+//! the exchange computed), past the memory budget on disk (the default disk backend), in
+//! every checkpoint, restored after a failure, redistributed by key group when the
+//! parallelism changes. Expired keys are swept by the runtime, so state holds only the
+//! keys seen within the last TTL.
 
 use std::time::Duration;
 

@@ -38,14 +38,14 @@ pub struct JobConfig {
     pub channel_capacity: usize,
     /// Periodic checkpoints; `None` disables them (and savepoints).
     pub checkpointing: Option<CheckpointConfig>,
-    /// Where working keyed state lives. Default sled.
+    /// Where working keyed state lives. Default disk (memory up to a budget, then disk).
     pub state_backend: StateBackendKind,
     /// Memory for keyed state before the backend spills (see
     /// [`with_state_memory_budget`](Self::with_state_memory_budget)).
     pub state_memory_budget: Option<u64>,
     /// A custom backend, overriding `state_backend`.
     pub custom_state_backend: Option<Arc<dyn StateBackend>>,
-    /// Directory for sled working state. Default `<temp>/operators-state`.
+    /// Directory of the disk backend's stores. Default `<temp>/operators-state`.
     pub local_state_dir: PathBuf,
     /// What to do after a failure. Default: fixed delay, 4 attempts, 60 s.
     pub restart: RestartStrategy,
@@ -116,7 +116,7 @@ impl JobConfig {
     }
 
     /// Sets the memory the job's keyed state may hold before the state backend spills
-    /// entries not used recently to disk (the sled backend; the memory backend refuses a
+    /// entries not used recently to disk (the disk backend; the memory backend refuses a
     /// budget). Default: [`DEFAULT_MEMORY_BUDGET`](crate::state::DEFAULT_MEMORY_BUDGET).
     pub fn with_state_memory_budget(mut self, bytes: u64) -> Self {
         self.state_memory_budget = Some(bytes);
@@ -129,7 +129,7 @@ impl JobConfig {
         self
     }
 
-    /// Sets the directory of sled working state.
+    /// Sets the directory of the disk backend's stores.
     pub fn with_local_state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.local_state_dir = dir.into();
         self

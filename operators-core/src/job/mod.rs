@@ -309,7 +309,7 @@ impl Job {
             Some(b) => b.clone(),
             None => config.state_backend.build(config.local_state_dir.clone(), config.state_memory_budget)?,
         };
-        if graph.nodes.iter().any(|n| n.key.is_some()) && backend.name() == "sled" {
+        if graph.nodes.iter().any(|n| n.key.is_some()) && backend.name() == "disk" {
             probe_dir(&config.local_state_dir, "state.local-dir")?;
         }
         let job_id = config.job_id.clone().unwrap_or_else(new_job_id);

@@ -21,7 +21,7 @@
 //! subtask's entries can be split by key group when the job is restored at another
 //! parallelism.
 //!
-//! With a spill store and a [`MemoryBudget`] (the sled backend), state may outgrow
+//! With a spill store and a [`MemoryBudget`] (the disk backend), state may outgrow
 //! memory: past the budget, entries not used recently are written to the spill store in
 //! batches and dropped from the table, and read back when their key comes again. Changes
 //! evicted before they were checkpointed wait in the spill store for the next changelog,
@@ -777,6 +777,39 @@ impl KeyedStateStore {
             return Ok(None);
         }
         let mut log = Changelog::default();
+        // Changes evicted before this checkpoint first, while the table still marks which
+        // keys changed again since (a newer change in memory wins). Read and removed a
+        // chunk at a time, so that memory holds no more than the changelog itself.
+        if self.spill.as_ref().is_some_and(|s| s.used) {
+            let mut start = vec![SPILL_DELTA];
+            let end = vec![SPILL_DELTA + 1];
+            while let Some(spill) = &mut self.spill {
+                let chunk = spill.store.scan(&start, &end, 4096)?;
+                let Some((last, _)) = chunk.last() else { break };
+                start = last.clone();
+                start.push(0);
+                let mut deletes = Vec::with_capacity(chunk.len());
+                for (k, v) in chunk {
+                    let value = match v.split_first() {
+                        Some((1, rest)) => Some(rest),
+                        Some((0, _)) => None,
+                        _ => {
+                            return Err(self_err(
+                                &self.operator,
+                                "a pending state change in the spill store is corrupt",
+                            ));
+                        }
+                    };
+                    if !self.changed_in_memory(&k[1..]) {
+                        log.push(&k[1..], value)?;
+                    }
+                    deletes.push((k, None));
+                }
+                if let Some(spill) = &mut self.spill {
+                    spill.store.apply(deletes)?;
+                }
+            }
+        }
         let mut spill_deletes: Vec<KvEntry> = Vec::new();
         let mut scratch = Scratch::default();
         let dirty = std::mem::take(&mut self.dirty);
@@ -797,35 +830,10 @@ impl KeyedStateStore {
                 }
                 self.table.remove(id);
             }
-        }
-        if let Some(spill) = &mut self.spill
-            && spill.used
-        {
-            // Changes evicted before this checkpoint; a newer change in memory wins.
-            let in_memory: HashSet<Vec<u8>> = log.iter().map(|(k, _)| k.to_vec()).collect();
-            let mut start = vec![SPILL_DELTA];
-            let end = vec![SPILL_DELTA + 1];
-            loop {
-                let chunk = spill.store.scan(&start, &end, 4096)?;
-                let Some((last, _)) = chunk.last() else { break };
-                start = last.clone();
-                start.push(0);
-                for (k, v) in &chunk {
-                    let value = match v.split_first() {
-                        Some((1, rest)) => Some(rest),
-                        Some((0, _)) => None,
-                        _ => {
-                            return Err(self_err(
-                                &self.operator,
-                                "a pending state change in the spill store is corrupt",
-                            ));
-                        }
-                    };
-                    if !in_memory.contains(&k[1..]) {
-                        log.push(&k[1..], value)?;
-                    }
-                    spill_deletes.push((k.clone(), None));
-                }
+            if spill_deletes.len() >= 4096
+                && let Some(spill) = &mut self.spill
+            {
+                spill.store.apply(std::mem::take(&mut spill_deletes))?;
             }
         }
         if !spill_deletes.is_empty()
@@ -838,6 +846,33 @@ impl KeyedStateStore {
         }
         self.account();
         Ok(Some(log))
+    }
+
+    /// Whether the entry under a store key changed in memory since the last changelog (so
+    /// that a change of it evicted earlier is stale).
+    fn changed_in_memory(&self, full: &[u8]) -> bool {
+        let (Some(kg), Some(id)) = (full.get(0..2), full.get(2..6)) else { return false };
+        let key_group = u16::from_be_bytes([kg[0], kg[1]]);
+        let state_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        let Some(idx) = self.states.iter().position(|s| s.id == state_id) else { return false };
+        let idx = idx as u8;
+        match self.states[usize::from(idx)].kind {
+            Kind::Value => {
+                let key = &full[6..];
+                self.table
+                    .find(idx, hash_key(key), key, key_group)
+                    .is_some_and(|slot| self.table.slot(slot).flags & DIRTY != 0)
+            }
+            Kind::Map => {
+                let Some(len) = full.get(6..10) else { return false };
+                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                let (Some(key), Some(ukey)) = (full.get(10..10 + len), full.get(10 + len..)) else { return false };
+                match self.table.find(idx, hash_key(key), key, key_group).map(|slot| self.table.value(slot)) {
+                    Some(Value::Map(map)) => map.get(ukey).is_some_and(|e| e.flags & DIRTY != 0),
+                    _ => false,
+                }
+            }
+        }
     }
 
     /// Puts back changes whose checkpoint write failed, under any newer changes.
@@ -1731,6 +1766,30 @@ mod tests {
         assert!(log.values().all(Option::is_none));
         assert_eq!(v.get(&mut s, key(&7u32.to_be_bytes())).unwrap(), None);
         assert_eq!(m.scan_all(&mut s).unwrap().len(), 150);
+    }
+
+    #[cfg(feature = "disk")]
+    #[test]
+    fn eviction_to_the_disk_store_keeps_every_key() {
+        use crate::state::{DiskStateBackend, StateBackend, StoreScope};
+        let dir = tempfile::tempdir().unwrap();
+        let scope = StoreScope { job_id: "job", operator_id: "dedup", subtask: 0, attempt: 0 };
+        let disk = DiskStateBackend::new(dir.path().to_path_buf()).open_store(&scope).unwrap();
+        let clock = ManualClock::new(0);
+        let mut s = KeyedStateStore::new("op", disk, KeyGroupRange { start: 0, end: 128 }, Arc::new(clock), true)
+            .with_memory_budget(Arc::new(MemoryBudget::new(64 << 10)))
+            .check_budget_every(64);
+        let seen: ValueState<u64> = s.value_state("seen", None).unwrap();
+        for i in 0..20_000u64 {
+            seen.put(&mut s, key(&i.to_be_bytes()), &i).unwrap();
+        }
+        assert!(s.len_in_memory() < 5_000, "evicted: {} in memory", s.len_in_memory());
+        for i in (0..20_000u64).step_by(7) {
+            assert_eq!(seen.get(&mut s, key(&i.to_be_bytes())).unwrap(), Some(i));
+        }
+        assert_eq!(seen.get(&mut s, key(&20_000u64.to_be_bytes())).unwrap(), None);
+        assert_eq!(log_of(&mut s).len(), 20_000, "every change reaches the checkpoint");
+        assert!(log_of(&mut s).is_empty());
     }
 
     #[derive(Debug, Clone)]

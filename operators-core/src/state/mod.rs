@@ -2,9 +2,9 @@
 //!
 //! Keyed state is worked on in memory, in a hash table per operator subtask
 //! ([`KeyedStateStore`]). A [`StateBackend`] decides what happens past memory: the memory
-//! backend ([`MemoryStateBackend`]) keeps everything in the table; the sled backend
-//! ([`SledStateBackend`], the original toolkit's `rocksdb` option) gives each subtask an
-//! embedded on-disk [`KeyValueStore`] that receives the entries evicted past the job's
+//! backend ([`MemoryStateBackend`]) keeps everything in the table; the disk backend
+//! ([`DiskStateBackend`], the original toolkit's `rocksdb` option) gives each subtask an
+//! embedded on-disk [`KeyValueStore`] (fjall) that receives the entries evicted past the job's
 //! [`MemoryBudget`], so state may outgrow memory. Either way the working state is a
 //! scratch copy: durability comes from checkpoints, which record each subtask's changes as
 //! sorted files ([`kvfile`]) written off the processing path. On restore a fresh store is
@@ -66,7 +66,7 @@ pub trait KeyValueStore: Send {
 
 /// Decides where operator subtasks' keyed state goes past memory.
 pub trait StateBackend: Send + Sync + fmt::Debug {
-    /// Short name (`memory`, `sled`), shown in the REST API and logs.
+    /// Short name (`memory`, `disk`), shown in the REST API and logs.
     fn name(&self) -> &'static str;
     /// Opens an empty spill store for one subtask (`None`: state stays in memory).
     fn open_store(&self, scope: &StoreScope<'_>) -> Result<Option<Box<dyn KeyValueStore>>>;
@@ -82,9 +82,11 @@ pub enum StateBackendKind {
     /// Working state in memory (`memory`, and `fs`: Flink's FsStateBackend also keeps
     /// working state on the heap and only writes checkpoints to files).
     Memory,
-    /// Working state in an embedded sled database (`sled`, and the toolkit's `rocksdb`).
+    /// Working state in memory up to a budget, past it in an embedded on-disk store
+    /// (`disk`, and the toolkit's `rocksdb`; `sled` names it too, for configurations
+    /// written for earlier versions).
     #[default]
-    Sled,
+    Disk,
 }
 
 impl FromStr for StateBackendKind {
@@ -93,17 +95,17 @@ impl FromStr for StateBackendKind {
     fn from_str(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "memory" | "fs" | "filesystem" | "hashmap" => Ok(StateBackendKind::Memory),
-            "sled" | "rocksdb" => Ok(StateBackendKind::Sled),
+            "disk" | "rocksdb" | "sled" => Ok(StateBackendKind::Disk),
             other => Err(Error::config(
                 "state.backend",
-                format!("unknown state backend `{other}`; expected one of memory, fs, rocksdb, sled"),
+                format!("unknown state backend `{other}`; expected one of memory, fs, rocksdb, disk"),
             )),
         }
     }
 }
 
 impl StateBackendKind {
-    /// Builds the backend; sled stores live under `local_dir`, and hold what exceeds
+    /// Builds the backend; disk stores live under `local_dir`, and hold what exceeds
     /// `memory_budget` bytes ([`DEFAULT_MEMORY_BUDGET`] if `None`).
     ///
     /// A budget with the memory backend is refused: it has nowhere to put what exceeds it.
@@ -114,21 +116,21 @@ impl StateBackendKind {
                 Some(_) => Err(Error::config(
                     "state.memory.budget",
                     "the memory state backend keeps all keyed state in memory and cannot honour a budget; \
-                     use the sled (rocksdb) backend to spill state past it",
+                     use the disk (rocksdb) backend to spill state past it",
                 )),
             },
-            StateBackendKind::Sled => {
-                #[cfg(feature = "sled")]
+            StateBackendKind::Disk => {
+                #[cfg(feature = "disk")]
                 {
                     let budget = memory_budget.unwrap_or(DEFAULT_MEMORY_BUDGET);
-                    Ok(Arc::new(SledStateBackend::new(local_dir).with_memory_budget(budget)))
+                    Ok(Arc::new(DiskStateBackend::new(local_dir).with_memory_budget(budget)))
                 }
-                #[cfg(not(feature = "sled"))]
+                #[cfg(not(feature = "disk"))]
                 {
                     let _ = (local_dir, memory_budget);
                     Err(Error::config(
                         "state.backend",
-                        "the sled state backend is not compiled in (enable the `sled` feature of operators-core)",
+                        "the disk state backend is not compiled in (enable the `disk` feature of operators-core)",
                     ))
                 }
             }
@@ -193,56 +195,58 @@ impl KeyValueStore for MemoryStore {
     }
 }
 
-#[cfg(feature = "sled")]
-pub use sled_backend::{SledStateBackend, SledStore};
+#[cfg(feature = "disk")]
+pub use disk_backend::{DiskStateBackend, DiskStore};
 
-#[cfg(feature = "sled")]
-mod sled_backend {
+#[cfg(feature = "disk")]
+mod disk_backend {
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
     use super::{DEFAULT_MEMORY_BUDGET, KeyValueStore, MemoryBudget, StateBackend, StoreScope};
     use crate::error::{Error, Result};
 
-    /// Keyed state in memory up to a budget, and past it in embedded sled databases
+    /// Keyed state in memory up to a budget, and past it in embedded LSM stores (fjall)
     /// under a local directory, one per subtask.
     ///
-    /// Each database is a scratch copy deleted when its task ends; a job's directory also
-    /// records the owning process so that copies left behind by a killed process are
-    /// removed the next time a job starts.
+    /// An LSM store suits spilled state: evictions are sequential writes, and the lookup
+    /// of a key never seen (most lookups of a deduplication) is answered by bloom filters
+    /// without reading the disk. Each store is a scratch copy deleted when its task ends;
+    /// a job's directory also records the owning process so that copies left behind by a
+    /// killed process are removed the next time a job starts.
     #[derive(Debug, Clone)]
-    pub struct SledStateBackend {
+    pub struct DiskStateBackend {
         dir: PathBuf,
-        cache_bytes: u64,
+        /// Block cache and write buffer of each store.
+        store_memory: u64,
         budget: Arc<MemoryBudget>,
     }
 
-    impl SledStateBackend {
-        /// Stores under `dir` (created if missing), with a 64 MiB page cache per store
-        /// and a memory budget of [`DEFAULT_MEMORY_BUDGET`].
+    impl DiskStateBackend {
+        /// Stores under `dir` (created if missing), with a memory budget of
+        /// [`DEFAULT_MEMORY_BUDGET`].
         pub fn new(dir: PathBuf) -> Self {
-            Self { dir, cache_bytes: 64 * 1024 * 1024, budget: Arc::new(MemoryBudget::new(DEFAULT_MEMORY_BUDGET)) }
+            Self::new_with_budget(dir, DEFAULT_MEMORY_BUDGET)
         }
 
-        /// Sets the memory the job's keyed state may take before entries go to disk. Each
-        /// store's page cache is sized to an eighth of it (4 to 64 MiB), as that memory
-        /// comes on top of the budget.
-        pub fn with_memory_budget(mut self, bytes: u64) -> Self {
-            self.budget = Arc::new(MemoryBudget::new(bytes));
-            self.cache_bytes = (bytes / 8).clamp(4 << 20, 64 << 20);
-            self
+        fn new_with_budget(dir: PathBuf, bytes: u64) -> Self {
+            // A store's block cache and write buffer come out of the budget: an eighth
+            // each (4 to 64 MiB), the rest is for the in-memory table.
+            let store_memory = (bytes / 8).clamp(4 << 20, 64 << 20);
+            let table = bytes.saturating_sub(2 * store_memory).max(bytes / 2);
+            Self { dir, store_memory, budget: Arc::new(MemoryBudget::new(table)) }
         }
 
-        /// Sets the page cache size of each store.
-        pub fn with_cache_bytes(mut self, bytes: u64) -> Self {
-            self.cache_bytes = bytes;
-            self
+        /// Sets the memory the job's keyed state may take, the disk store's caches of one
+        /// subtask included, before entries go to disk.
+        pub fn with_memory_budget(self, bytes: u64) -> Self {
+            Self::new_with_budget(self.dir, bytes)
         }
     }
 
-    impl StateBackend for SledStateBackend {
+    impl StateBackend for DiskStateBackend {
         fn name(&self) -> &'static str {
-            "sled"
+            "disk"
         }
 
         fn memory_budget(&self) -> Option<Arc<MemoryBudget>> {
@@ -261,16 +265,19 @@ mod sled_backend {
             if path.exists() {
                 std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
             }
-            let db = sled::Config::new()
-                .path(&path)
-                .cache_capacity(self.cache_bytes)
-                .mode(sled::Mode::HighThroughput)
-                // Durability comes from checkpoints; the working copy is disposable.
-                .temporary(true)
-                .flush_every_ms(None)
+            let keyspace = fjall::Config::new(&path)
+                .cache_size(self.store_memory)
+                .max_write_buffer_size(self.store_memory)
+                // Durability comes from checkpoints; the working copy is disposable (and
+                // removed when the store drops).
+                .fsync_ms(None)
                 .open()
-                .map_err(|e| sled_err(&path, "opening", e))?;
-            Ok(Some(Box::new(SledStore { db, path })))
+                .map_err(|e| store_err(&path, "opening", e))?;
+            let memtable = u32::try_from(self.store_memory / 2).unwrap_or(u32::MAX);
+            let partition = keyspace
+                .open_partition("state", fjall::PartitionCreateOptions::default().max_memtable_size(memtable))
+                .map_err(|e| store_err(&path, "opening", e))?;
+            Ok(Some(Box::new(DiskStore { handles: Some((keyspace, partition)), path })))
         }
     }
 
@@ -286,7 +293,7 @@ mod sled_backend {
             };
             let alive = Path::new("/proc").join(pid.trim()).exists() || !Path::new("/proc/self").exists();
             if !alive {
-                tracing::debug!(dir = %dir.display(), "removing sled state left by a dead process");
+                tracing::debug!(dir = %dir.display(), "removing keyed state left by a dead process");
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
@@ -296,38 +303,50 @@ mod sled_backend {
         s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
     }
 
-    fn sled_err(path: &Path, what: &str, e: sled::Error) -> Error {
-        Error::external(format!("sled store {} ({what})", path.display()), false, e)
+    fn store_err(path: &Path, what: &str, e: fjall::Error) -> Error {
+        Error::external(format!("keyed-state store {} ({what})", path.display()), false, e)
     }
 
-    /// One subtask's sled store.
-    pub struct SledStore {
-        db: sled::Db,
+    /// One subtask's disk store.
+    pub struct DiskStore {
+        /// Taken on drop, to close the store before its files are removed.
+        handles: Option<(fjall::Keyspace, fjall::PartitionHandle)>,
         path: PathBuf,
     }
 
-    impl KeyValueStore for SledStore {
+    impl DiskStore {
+        fn keyspace(&self) -> Result<&fjall::Keyspace> {
+            self.handles.as_ref().map(|h| &h.0).ok_or_else(|| Error::Internal("disk store used after close".into()))
+        }
+
+        fn partition(&self) -> Result<&fjall::PartitionHandle> {
+            self.handles.as_ref().map(|h| &h.1).ok_or_else(|| Error::Internal("disk store used after close".into()))
+        }
+    }
+
+    impl KeyValueStore for DiskStore {
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            self.db.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| sled_err(&self.path, "get", e))
+            self.partition()?.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| store_err(&self.path, "get", e))
         }
 
         fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-            self.db.insert(key, value).map(|_| ()).map_err(|e| sled_err(&self.path, "put", e))
+            self.partition()?.insert(key, value).map_err(|e| store_err(&self.path, "put", e))
         }
 
         fn delete(&mut self, key: &[u8]) -> Result<()> {
-            self.db.remove(key).map(|_| ()).map_err(|e| sled_err(&self.path, "delete", e))
+            self.partition()?.remove(key).map_err(|e| store_err(&self.path, "delete", e))
         }
 
         fn apply(&mut self, batch: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
-            let mut b = sled::Batch::default();
+            let partition = self.partition()?;
+            let mut b = self.keyspace()?.batch();
             for (k, v) in batch {
                 match v {
-                    Some(v) => b.insert(k, v),
-                    None => b.remove(k),
+                    Some(v) => b.insert(partition, k, v),
+                    None => b.remove(partition, k),
                 }
             }
-            self.db.apply_batch(b).map_err(|e| sled_err(&self.path, "batch", e))
+            b.commit().map_err(|e| store_err(&self.path, "batch", e))
         }
 
         fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -335,18 +354,17 @@ mod sled_backend {
                 return Ok(Vec::new());
             }
             let mut out = Vec::new();
-            for item in self.db.range(start..end).take(limit) {
-                let (k, v) = item.map_err(|e| sled_err(&self.path, "scan", e))?;
+            for item in self.partition()?.range(start..end).take(limit) {
+                let (k, v) = item.map_err(|e| store_err(&self.path, "scan", e))?;
                 out.push((k.to_vec(), v.to_vec()));
             }
             Ok(out)
         }
     }
 
-    impl Drop for SledStore {
+    impl Drop for DiskStore {
         fn drop(&mut self) {
-            // `temporary(true)` removes the files when the last handle drops; make sure the
-            // directory itself goes too.
+            drop(self.handles.take());
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
@@ -384,11 +402,11 @@ mod tests {
         assert_eq!(s.get(b"a").unwrap(), None);
     }
 
-    #[cfg(feature = "sled")]
+    #[cfg(feature = "disk")]
     #[test]
-    fn sled_store_semantics_and_cleanup() {
+    fn disk_store_semantics_and_cleanup() {
         let dir = tempfile::tempdir().unwrap();
-        let backend = SledStateBackend::new(dir.path().to_path_buf());
+        let backend = DiskStateBackend::new(dir.path().to_path_buf());
         let mut s = backend.open_store(&scope()).unwrap().unwrap();
         exercise(s.as_mut());
         s.apply(vec![(b"x".to_vec(), Some(b"1".to_vec())), (b"c".to_vec(), None)]).unwrap();
@@ -400,7 +418,7 @@ mod tests {
 
     #[test]
     fn backend_names_parse() {
-        assert_eq!("ROCKSDB".parse::<StateBackendKind>().unwrap(), StateBackendKind::Sled);
+        assert_eq!("ROCKSDB".parse::<StateBackendKind>().unwrap(), StateBackendKind::Disk);
         assert_eq!("fs".parse::<StateBackendKind>().unwrap(), StateBackendKind::Memory);
         let err = "leveldb".parse::<StateBackendKind>().unwrap_err().to_string();
         assert!(err.contains("state.backend") && err.contains("leveldb"), "{err}");

@@ -99,7 +99,7 @@
 //!
 //! ## State
 //!
-//! One accumulator per key and window lives in keyed state (memory or sled), so it is in
+//! One accumulator per key and window lives in keyed state (memory, or disk past a budget), so it is in
 //! every checkpoint, restored after a failure and redistributed by key group when the
 //! parallelism changes; state is bounded by keys × open windows, never by rows. Windows
 //! that fired and passed their lateness are removed. Tumbling and sliding window states

@@ -75,7 +75,7 @@ const COUNT_WINDOW: WindowId = (0, 0);
 const MAX_RESULT_ROWS: usize = 8192;
 
 /// Most window states kept decoded in memory (tumbling and sliding windows); beyond it
-/// they are written to keyed state and dropped from memory (sled spills them to disk).
+/// they are written to keyed state and dropped from memory (the disk backend spills them past its budget).
 const CACHE_LIMIT: usize = 262_144;
 
 /// Buffers reused across batches by the aligned-window path.
@@ -696,7 +696,7 @@ impl WindowTask {
         }
         self.scratch = scratch;
         if self.table.resident() > self.cache_limit {
-            // Beyond the limit state lives in the backend only (sled spills to disk).
+            // Beyond the limit state lives in the backend only (the disk backend spills past its budget).
             self.write_back(ctx)?;
             self.table.evict();
         }
