@@ -53,9 +53,13 @@ where
     }
 }
 
-/// The level filter: `RUST_LOG` when it is set and valid, else `info`.
+/// The level filter: `RUST_LOG` when it is set and valid, else `info` (`warn` for the
+/// embedded state store).
 pub fn env_filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    // The embedded state store reports each store it opens at info: a line per keyed
+    // subtask that says nothing a user acts on.
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"))
 }
 
 #[cfg(test)]
