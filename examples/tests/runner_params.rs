@@ -207,6 +207,38 @@ fn contradictions_are_refused_naming_both_keys() {
 }
 
 #[test]
+fn a_keyed_state_budget_is_refused_where_it_cannot_hold_naming_the_parameter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::write(input.join("a.csv"), "1,x\n").unwrap();
+    let out = tmp.path().join("out");
+    for (extra, says) in [
+        (&["--stream.state.memory.budget", "12x"][..], "unknown unit `x`"),
+        (&["--stream.state.memory.budget", "512k"][..], "at least 1m"),
+        (
+            &["--stream.state.memory.budget", "64m", "--stream.checkpoint.type", "memory"][..],
+            "keeps all keyed state in memory",
+        ),
+    ] {
+        let o = file_job(tmp.path(), &["--source.type", "csv", "--source.path", s(&input)], &out, extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("stream.state.memory.budget") && err.contains(says), "{extra:?}: {err}");
+        assert!(!out.exists() || json_rows(&out).is_empty(), "nothing ran");
+    }
+    // A budget the disk backend can hold runs the job.
+    let o = file_job(
+        tmp.path(),
+        &["--source.type", "csv", "--source.path", s(&input)],
+        &out,
+        &["--stream.state.memory.budget", "64m", "--unique.keys", "_col0"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_rows(&out).len(), 1);
+}
+
+#[test]
 fn a_struct_schema_names_the_columns_of_a_headerless_text_file() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");

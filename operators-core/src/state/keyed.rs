@@ -497,7 +497,7 @@ impl KeyedStateStore {
     }
 
     fn err(&self, message: String) -> Error {
-        Error::State { operator: self.operator.clone(), message }
+        state_err(&self.operator, message)
     }
 
     fn check_group(&self, key: KeyRef<'_>) -> Result<()> {
@@ -661,6 +661,7 @@ impl KeyedStateStore {
         let bound = self.table.id_bound();
         let mut batch: Vec<KvEntry> = Vec::new();
         let mut delta = Changelog::default();
+        let mut scratch = Scratch::default();
         let mut steps = 0;
         while self.table.bytes() as u64 > target && steps < 2 * bound && self.table.len() > 0 {
             if self.hand >= bound {
@@ -677,7 +678,7 @@ impl KeyedStateStore {
                 slot.flags &= !REFERENCED;
                 continue;
             }
-            self.evict_slot(id, &mut batch, &mut delta)?;
+            self.evict_slot(id, &mut batch, &mut delta, &mut scratch)?;
             if batch.len() + delta.len() >= 4096 {
                 self.write_spill(&mut batch, &mut delta)?;
             }
@@ -711,10 +712,16 @@ impl KeyedStateStore {
         spill.store.apply(std::mem::take(batch))
     }
 
-    fn evict_slot(&mut self, id: u32, batch: &mut Vec<KvEntry>, delta: &mut Changelog) -> Result<()> {
+    fn evict_slot(
+        &mut self,
+        id: u32,
+        batch: &mut Vec<KvEntry>,
+        delta: &mut Changelog,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
         if self.changelog && self.table.slot(id).flags & DIRTY != 0 {
             // Not checkpointed yet: the change waits in the spill store for the next changelog.
-            collect_changes(&mut self.table, &self.states, id, delta, &mut Scratch::default())?;
+            collect_changes(&mut self.table, &self.states, id, delta, scratch)?;
         }
         let slot = *self.table.slot(id);
         let key = spill_slot_key(self.states[usize::from(slot.state)].id, slot.key_group, &self.table.key(id));
@@ -738,9 +745,10 @@ impl KeyedStateStore {
         let skey = spill_slot_key(self.states[usize::from(idx)].id, key.key_group, key.bytes);
         let Some(spill) = &self.spill else { return Ok(None) };
         let Some(record) = spill.store.get(&skey)? else { return Ok(None) };
-        let operator = self.operator.clone();
-        let corrupt = || self_err(&operator, "an evicted state entry read back from the spill store is corrupt");
-        let (flags, expiry, body) = decode_record_head(&record).ok_or_else(corrupt)?;
+        const CORRUPT: &str = "an evicted state entry read back from the spill store is corrupt";
+        let Some((flags, expiry, body)) = decode_record_head(&record) else {
+            return Err(self.err(CORRUPT.into()));
+        };
         let id = self.table.insert(
             idx,
             hash,
@@ -757,7 +765,7 @@ impl KeyedStateStore {
                 while !entries.is_empty() {
                     let Some((ukey, entry, rest)) = decode_map_entry(entries) else {
                         self.table.remove(id);
-                        return Err(corrupt());
+                        return Err(self.err(CORRUPT.into()));
                     };
                     added += Table::map_entry_bytes(ukey, &entry);
                     map.insert(ukey.into(), entry);
@@ -794,7 +802,7 @@ impl KeyedStateStore {
                         Some((1, rest)) => Some(rest),
                         Some((0, _)) => None,
                         _ => {
-                            return Err(self_err(
+                            return Err(state_err(
                                 &self.operator,
                                 "a pending state change in the spill store is corrupt",
                             ));
@@ -1045,8 +1053,9 @@ impl KeyedStateStore {
     }
 }
 
-fn self_err(operator: &str, message: &str) -> Error {
-    Error::State { operator: operator.to_string(), message: message.to_string() }
+/// A state error of `operator` (for where `self` is borrowed elsewhere).
+fn state_err(operator: &str, message: impl Into<String>) -> Error {
+    Error::State { operator: operator.to_string(), message: message.into() }
 }
 
 /// Buffers `collect_changes` reuses from one slot to the next.
@@ -1498,7 +1507,7 @@ where
                     if in_memory.contains(&(kg, key.to_vec())) {
                         continue;
                     }
-                    let corrupt = || self_err(&store.operator, "an evicted map state entry is corrupt");
+                    let corrupt = || state_err(&store.operator, "an evicted map state entry is corrupt");
                     let Some((_, _, RecordBody::Map(mut entries))) = decode_record_head(&record) else {
                         return Err(corrupt());
                     };
