@@ -175,13 +175,17 @@ struct PersistJob {
     subtask: usize,
     blob: OperatorStateBlob,
     changelog: Option<Arc<Changelog>>,
+    /// The chain to extend: the last one written, then files written while the task
+    /// waited.
     chain: Vec<StateFile>,
+    /// Bytes of those files written for this snapshot.
+    written_before: u64,
     key_groups: Option<KeyGroupRange>,
     finished: bool,
 }
 
 fn persist(job: PersistJob) -> Result<(SubtaskSnapshot, u64)> {
-    let mut written = 0;
+    let mut written = job.written_before;
     let operator_state = if job.blob.state.is_some() || !job.blob.committables.is_empty() {
         let path = job.storage.checkpoint_dir(job.checkpoint_id).join(format!(
             "{}-{}.opstate",
@@ -195,30 +199,28 @@ fn persist(job: PersistJob) -> Result<(SubtaskSnapshot, u64)> {
         None
     };
     let mut chain = job.chain;
-    if let Some(log) = &job.changelog {
-        if !log.is_empty() {
-            let path = job.storage.new_shared_file(job.checkpoint_id, &job.operator_id, job.subtask);
-            let mut w = KvFileWriter::create(&path)?;
-            log.for_each_sorted(|k, v| w.append(k, v))?;
-            let size = w.finish()?;
-            written += size;
-            chain.push(StateFile { path, size });
-        }
-        if chain.len() > MAX_CHAIN {
-            let paths: Vec<PathBuf> = chain.iter().map(|f| f.path.clone()).collect();
-            let path = job.storage.new_shared_file(job.checkpoint_id, &job.operator_id, job.subtask);
-            let mut w = KvFileWriter::create(&path)?;
-            for entry in MergedChain::open(&paths)? {
-                let (k, v) = entry?;
-                // The base is first in its chain: deletions need not be kept.
-                if let Some(v) = v {
-                    w.append(&k, Some(&v))?;
-                }
+    if let Some(log) = job.changelog.as_ref().filter(|l| !l.is_empty()) {
+        let path = job.storage.new_shared_file(job.checkpoint_id, &job.operator_id, job.subtask);
+        let mut w = KvFileWriter::create(&path)?;
+        log.for_each_sorted(|k, v| w.append(k, v))?;
+        let size = w.finish()?;
+        written += size;
+        chain.push(StateFile { path, size });
+    }
+    if chain.len() > MAX_CHAIN {
+        let paths: Vec<PathBuf> = chain.iter().map(|f| f.path.clone()).collect();
+        let path = job.storage.new_shared_file(job.checkpoint_id, &job.operator_id, job.subtask);
+        let mut w = KvFileWriter::create(&path)?;
+        for entry in MergedChain::open(&paths)? {
+            let (k, v) = entry?;
+            // The base is first in its chain: deletions need not be kept.
+            if let Some(v) = v {
+                w.append(&k, Some(&v))?;
             }
-            let size = w.finish()?;
-            written += size;
-            chain = vec![StateFile { path, size }];
         }
+        let size = w.finish()?;
+        written += size;
+        chain = vec![StateFile { path, size }];
     }
     Ok((
         SubtaskSnapshot {
@@ -365,6 +367,7 @@ async fn source_control(
                         blob: OperatorStateBlob { state, committables: Vec::new() },
                         changelog: None,
                         chain: Vec::new(),
+                        written_before: 0,
                         key_groups: None,
                         finished: *finished,
                     },
@@ -419,8 +422,21 @@ type ChainReport = oneshot::Receiver<Option<Vec<StateFile>>>;
 #[derive(Default)]
 struct KeyedChain {
     chain: Vec<StateFile>,
-    /// The changelog being written, kept until the write is known to have succeeded.
-    in_flight: Option<(Arc<Changelog>, ChainReport)>,
+    /// Keyed-state files written while the task waited (state past its memory budget)
+    /// that no snapshot has carried into the chain yet: they follow `chain`.
+    pending: Vec<StateFile>,
+    /// What the snapshot being written adds to the chain, kept until the write is known
+    /// to have succeeded.
+    in_flight: Option<InFlight>,
+}
+
+/// The keyed-state changes of a snapshot being written.
+struct InFlight {
+    /// Files already written (this snapshot's `pending`), in chain order.
+    files: Vec<StateFile>,
+    /// The changelog it writes after them.
+    log: Option<Arc<Changelog>>,
+    report: ChainReport,
 }
 
 /// Loads restored keyed state into `store`; returns the chain to continue from.
@@ -556,7 +572,7 @@ pub(crate) async fn run_operator_task(mut env: TaskEnv, factory: OperatorFactory
         terminal: None,
         terminal_committed: false,
         pending: Vec::new(),
-        keyed_chain: KeyedChain { chain, in_flight: None },
+        keyed_chain: KeyedChain { chain, pending: Vec::new(), in_flight: None },
         last_expire: Instant::now(),
         env,
         op,
@@ -863,6 +879,37 @@ impl OperatorTask {
         Ok(())
     }
 
+    /// Writes this checkpoint's keyed-state changes to files now, while the task waits
+    /// (state past its memory budget: a changelog could not be held in memory), and adds
+    /// them to the files the snapshot carries into the chain. Returns the bytes written.
+    fn write_keyed_changes(&mut self, storage: &CheckpointStorage, id: CheckpointId) -> Result<u64> {
+        let wrap = self.env.wrap();
+        let Some(keyed) = self.ctx.keyed.as_mut() else { return Ok(0) };
+        let mut written = 0;
+        let operator = &self.env.info.operator_id;
+        let subtask = self.env.info.subtask;
+        // A changelog whose write failed earlier is older than anything in the store.
+        if let Some(older) = keyed.take_older().filter(|l| !l.is_empty()) {
+            let path = storage.new_shared_file(id, operator, subtask);
+            let mut w = KvFileWriter::create(&path).map_err(&wrap)?;
+            older.for_each_sorted(|k, v| w.append(k, v)).map_err(&wrap)?;
+            let size = w.finish().map_err(&wrap)?;
+            written += size;
+            self.keyed_chain.pending.push(StateFile { path, size });
+        }
+        let path = storage.new_shared_file(id, operator, subtask);
+        let mut w = KvFileWriter::create(&path).map_err(&wrap)?;
+        keyed.write_changes(&mut w).map_err(&wrap)?;
+        if w.entries() == 0 {
+            drop(w);
+            std::fs::remove_file(&path).map_err(|e| wrap(Error::io(&path, e)))?;
+            return Ok(written);
+        }
+        let size = w.finish().map_err(&wrap)?;
+        self.keyed_chain.pending.push(StateFile { path, size });
+        Ok(written + size)
+    }
+
     async fn snapshot(&mut self, barrier: Barrier, align_ms: u64) -> Result<()> {
         let wrap = self.env.wrap();
         let id = barrier.checkpoint_id;
@@ -897,30 +944,34 @@ impl OperatorTask {
         // The previous keyed-state write must be settled before the chain grows.
         let mut changelog = None;
         let mut chain_tx = None;
+        let mut written_before = 0;
         if self.ctx.keyed.is_some() {
             self.expire_state()?;
-            if let Some((old_log, rx)) = self.keyed_chain.in_flight.take() {
-                match rx.await {
+            if let Some(in_flight) = self.keyed_chain.in_flight.take() {
+                match in_flight.report.await {
                     Ok(Some(chain)) => self.keyed_chain.chain = chain,
                     _ => {
-                        // That delta was not written: fold its changes into this one.
-                        if let Some(keyed) = &mut self.ctx.keyed {
-                            keyed.restore_changelog(Arc::unwrap_or_clone(old_log)).map_err(self.env.wrap())?;
+                        // Not written: its files and changes go into this snapshot, first.
+                        self.keyed_chain.pending.splice(0..0, in_flight.files);
+                        if let (Some(keyed), Some(log)) = (&mut self.ctx.keyed, in_flight.log) {
+                            keyed.restore_changelog(Arc::unwrap_or_clone(log)).map_err(self.env.wrap())?;
                         }
                     }
                 }
             }
             let log = match self.ctx.keyed.as_mut() {
-                Some(k) => k.take_changelog().map_err(self.env.wrap())?,
+                Some(k) if k.writes_changes_in_place() => {
+                    written_before = self.write_keyed_changes(&cp.storage, id)?;
+                    None
+                }
+                Some(k) => k.take_changelog().map_err(self.env.wrap())?.map(Arc::new),
                 None => None,
             };
-            if let Some(log) = log {
-                let log = Arc::new(log);
-                let (tx, rx) = oneshot::channel();
-                self.keyed_chain.in_flight = Some((log.clone(), rx));
-                changelog = Some(log);
-                chain_tx = Some(tx);
-            }
+            let (tx, rx) = oneshot::channel();
+            let files = std::mem::take(&mut self.keyed_chain.pending);
+            self.keyed_chain.in_flight = Some(InFlight { files, log: log.clone(), report: rx });
+            changelog = log;
+            chain_tx = Some(tx);
         }
         match state {
             Ok(state) => {
@@ -933,7 +984,14 @@ impl OperatorTask {
                         subtask: self.env.info.subtask,
                         blob: OperatorStateBlob { state, committables: self.pending.clone() },
                         changelog,
-                        chain: self.keyed_chain.chain.clone(),
+                        chain: self
+                            .keyed_chain
+                            .chain
+                            .iter()
+                            .chain(self.keyed_chain.in_flight.iter().flat_map(|f| &f.files))
+                            .cloned()
+                            .collect(),
+                        written_before,
                         key_groups: self.ctx.keyed.as_ref().map(|k| k.key_groups()),
                         finished: false,
                     },

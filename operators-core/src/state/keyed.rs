@@ -38,7 +38,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::KeyValueStore;
-use super::kvfile::{KvEntry, MergedChain};
+use super::kvfile::{KvEntry, KvFileWriter, MergedChain};
 use super::table::{
     DIRTY, IN_SPILL, MAX_STATES, MapEntry, NO_EXPIRY, PERSISTED, REFERENCED, SPILL_CLEAN, Table, Value,
 };
@@ -784,40 +784,10 @@ impl KeyedStateStore {
         if !self.changelog {
             return Ok(None);
         }
-        let mut log = Changelog::default();
-        // Changes evicted before this checkpoint first, while the table still marks which
-        // keys changed again since (a newer change in memory wins). Read and removed a
-        // chunk at a time, so that memory holds no more than the changelog itself.
-        if self.spill.as_ref().is_some_and(|s| s.used) {
-            let mut start = vec![SPILL_DELTA];
-            let end = vec![SPILL_DELTA + 1];
-            while let Some(spill) = &mut self.spill {
-                let chunk = spill.store.scan(&start, &end, 4096)?;
-                let Some((last, _)) = chunk.last() else { break };
-                start = last.clone();
-                start.push(0);
-                let mut deletes = Vec::with_capacity(chunk.len());
-                for (k, v) in chunk {
-                    let value = match v.split_first() {
-                        Some((1, rest)) => Some(rest),
-                        Some((0, _)) => None,
-                        _ => {
-                            return Err(state_err(
-                                &self.operator,
-                                "a pending state change in the spill store is corrupt",
-                            ));
-                        }
-                    };
-                    if !self.changed_in_memory(&k[1..]) {
-                        log.push(&k[1..], value)?;
-                    }
-                    deletes.push((k, None));
-                }
-                if let Some(spill) = &mut self.spill {
-                    spill.store.apply(deletes)?;
-                }
-            }
+        if self.writes_changes_in_place() {
+            return Err(self.err("changes evicted to the spill store are written in place, not taken".into()));
         }
+        let mut log = Changelog::default();
         let mut spill_deletes: Vec<KvEntry> = Vec::new();
         let mut scratch = Scratch::default();
         let dirty = std::mem::take(&mut self.dirty);
@@ -856,31 +826,68 @@ impl KeyedStateStore {
         Ok(Some(log))
     }
 
-    /// Whether the entry under a store key changed in memory since the last changelog (so
-    /// that a change of it evicted earlier is stale).
-    fn changed_in_memory(&self, full: &[u8]) -> bool {
-        let (Some(kg), Some(id)) = (full.get(0..2), full.get(2..6)) else { return false };
-        let key_group = u16::from_be_bytes([kg[0], kg[1]]);
-        let state_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
-        let Some(idx) = self.states.iter().position(|s| s.id == state_id) else { return false };
-        let idx = idx as u8;
-        match self.states[usize::from(idx)].kind {
-            Kind::Value => {
-                let key = &full[6..];
-                self.table
-                    .find(idx, hash_key(key), key, key_group)
-                    .is_some_and(|slot| self.table.slot(slot).flags & DIRTY != 0)
-            }
-            Kind::Map => {
-                let Some(len) = full.get(6..10) else { return false };
-                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                let (Some(key), Some(ukey)) = (full.get(10..10 + len), full.get(10 + len..)) else { return false };
-                match self.table.find(idx, hash_key(key), key, key_group).map(|slot| self.table.value(slot)) {
-                    Some(Value::Map(map)) => map.get(ukey).is_some_and(|e| e.flags & DIRTY != 0),
-                    _ => false,
+    /// Whether this checkpoint's changes are written while the task waits
+    /// ([`write_changes`](Self::write_changes)) instead of being taken as a changelog:
+    /// once state went past its memory budget, a changelog of what changed since the last
+    /// checkpoint could be larger than the budget itself.
+    pub(crate) fn writes_changes_in_place(&self) -> bool {
+        self.changelog && self.spill.as_ref().is_some_and(|s| s.used)
+    }
+
+    /// The changes of a changelog whose write failed: older than anything
+    /// [`write_changes`](Self::write_changes) writes, so they go in an earlier file.
+    pub(crate) fn take_older(&mut self) -> Option<Changelog> {
+        self.older.take()
+    }
+
+    /// Writes every change since the last checkpoint to `w`, in key order, and marks it
+    /// checkpointed: the changes evicted to the spill store, streamed from it in order, and
+    /// those in memory, a key group at a time (a change in memory is newer than one of the
+    /// same key evicted earlier). Memory holds one key group's changes, not all of them.
+    ///
+    /// On an error the store is part-way through and the task must fail (its state is
+    /// restored from the last checkpoint).
+    pub(crate) fn write_changes(&mut self, w: &mut KvFileWriter) -> Result<()> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut ids: Vec<(u16, u32)> = dirty
+            .iter()
+            .enumerate()
+            .flat_map(|(w, &bits)| (0..64u32).filter(move |b| bits & (1 << b) != 0).map(move |b| w as u32 * 64 + b))
+            .filter(|&id| {
+                let slot = self.table.slot(id);
+                !slot.is_free() && slot.flags & DIRTY != 0
+            })
+            .map(|id| (self.table.slot(id).key_group, id))
+            .collect();
+        drop(dirty);
+        ids.sort_unstable_by_key(|&(group, _)| group);
+        let Self { table, states, spill, operator, .. } = self;
+        let Some(spill) = spill.as_mut() else {
+            return Err(state_err(operator, "changes written in place without a spill store"));
+        };
+        let store = spill.store.as_mut();
+        let mut evicted = EvictedChanges::default();
+        let mut scratch = Scratch::default();
+        for run in ids.chunk_by(|a, b| a.0 == b.0) {
+            let mut group = Changelog::default();
+            for &(_, id) in run {
+                let slot = *table.slot(id);
+                if collect_changes(table, states, id, &mut group, &mut scratch)? {
+                    if slot.flags & IN_SPILL != 0 {
+                        let key = spill_slot_key(states[usize::from(slot.state)].id, slot.key_group, &table.key(id));
+                        evicted.consume(store, key)?;
+                    }
+                    table.remove(id);
                 }
             }
+            group.for_each_sorted(|k, v| {
+                evicted.write_below(store, k, w, operator)?;
+                w.append(k, v)
+            })?;
         }
+        evicted.write_rest(store, w, operator)?;
+        self.account();
+        Ok(())
     }
 
     /// Puts back changes whose checkpoint write failed, under any newer changes.
@@ -1056,6 +1063,90 @@ impl KeyedStateStore {
 /// A state error of `operator` (for where `self` is borrowed elsewhere).
 fn state_err(operator: &str, message: impl Into<String>) -> Error {
     Error::State { operator: operator.to_string(), message: message.into() }
+}
+
+/// A cursor over the changes evicted to the spill store (its `SPILL_DELTA` region, in
+/// key order), read a chunk at a time and merged into a checkpoint file.
+#[derive(Default)]
+struct EvictedChanges {
+    chunk: std::collections::VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// Where the next chunk starts (`None`: not read yet).
+    next: Option<Vec<u8>>,
+    done: bool,
+    /// Store keys read (written out or superseded by a newer change in memory), to delete.
+    consumed: Vec<KvEntry>,
+}
+
+impl EvictedChanges {
+    /// The next evicted change, reading a chunk if needed.
+    fn peek(&mut self, store: &dyn KeyValueStore) -> Result<Option<&(Vec<u8>, Vec<u8>)>> {
+        if self.chunk.is_empty() && !self.done {
+            let start = self.next.take().unwrap_or_else(|| vec![SPILL_DELTA]);
+            let chunk = store.scan(&start, &[SPILL_DELTA + 1], 4096)?;
+            match chunk.last() {
+                Some((last, _)) => {
+                    let mut next = last.clone();
+                    next.push(0);
+                    self.next = Some(next);
+                }
+                None => self.done = true,
+            }
+            self.chunk.extend(chunk);
+        }
+        Ok(self.chunk.front())
+    }
+
+    /// Writes the evicted changes ordered before `key` and drops one of `key` itself
+    /// (the change in memory, written next, is newer).
+    fn write_below(
+        &mut self,
+        store: &mut dyn KeyValueStore,
+        key: &[u8],
+        w: &mut KvFileWriter,
+        operator: &str,
+    ) -> Result<()> {
+        while let Some((k, _)) = self.peek(store)? {
+            match k[1..].cmp(key) {
+                std::cmp::Ordering::Less => self.write_front(store, w, operator)?,
+                std::cmp::Ordering::Equal => {
+                    if let Some((k, _)) = self.chunk.pop_front() {
+                        self.consume(store, k)?;
+                    }
+                    return Ok(());
+                }
+                std::cmp::Ordering::Greater => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every evicted change not written yet, and deletes what was read.
+    fn write_rest(&mut self, store: &mut dyn KeyValueStore, w: &mut KvFileWriter, operator: &str) -> Result<()> {
+        while self.peek(store)?.is_some() {
+            self.write_front(store, w, operator)?;
+        }
+        store.apply(std::mem::take(&mut self.consumed))
+    }
+
+    fn write_front(&mut self, store: &mut dyn KeyValueStore, w: &mut KvFileWriter, operator: &str) -> Result<()> {
+        let Some((k, v)) = self.chunk.pop_front() else { return Ok(()) };
+        let value = match v.split_first() {
+            Some((1, rest)) => Some(rest),
+            Some((0, _)) => None,
+            _ => return Err(state_err(operator, "a pending state change in the spill store is corrupt")),
+        };
+        w.append(&k[1..], value)?;
+        self.consume(store, k)
+    }
+
+    /// Deletes a change read, in batches (behind the cursor: reads go on past it).
+    fn consume(&mut self, store: &mut dyn KeyValueStore, key: Vec<u8>) -> Result<()> {
+        self.consumed.push((key, None));
+        if self.consumed.len() >= 4096 {
+            store.apply(std::mem::take(&mut self.consumed))?;
+        }
+        Ok(())
+    }
 }
 
 /// Buffers `collect_changes` reuses from one slot to the next.
@@ -1572,9 +1663,34 @@ mod tests {
         KeyRef { key_group: 3, bytes }
     }
 
+    /// A key in one of a few key groups, by its first byte (changes are written a key
+    /// group at a time).
+    fn pkey(bytes: &[u8]) -> KeyRef<'_> {
+        KeyRef { key_group: u16::from(bytes.first().copied().unwrap_or(0) % 5) * 7, bytes }
+    }
+
+    /// The changes of the next checkpoint, however the store gives them.
     fn log_of(s: &mut KeyedStateStore) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
-        let log = s.take_changelog().unwrap().unwrap();
-        log.iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect()
+        if !s.writes_changes_in_place() {
+            let log = s.take_changelog().unwrap().unwrap();
+            return log.iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("changes.kv");
+        let mut w = KvFileWriter::create(&path).unwrap();
+        // Older changes first, as the task writes them (a file before the new one).
+        let mut out: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        if let Some(older) = s.take_older() {
+            out.extend(older.iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))));
+        }
+        s.write_changes(&mut w).unwrap();
+        w.finish().unwrap();
+        // `append` refuses keys out of order, so the file being readable shows it sorted.
+        for entry in crate::state::kvfile::KvFileReader::open(&path).unwrap() {
+            let (k, v) = entry.unwrap();
+            out.insert(k, v);
+        }
+        out
     }
 
     #[test]
@@ -1847,18 +1963,18 @@ mod tests {
             };
             for op in ops {
                 match op {
-                    Op::Put(k, v) => { va.put(&mut a, key(&[k]), &v).unwrap(); vb.put(&mut b, key(&[k]), &v).unwrap(); }
-                    Op::Remove(k) => { va.remove(&mut a, key(&[k])).unwrap(); vb.remove(&mut b, key(&[k])).unwrap(); }
-                    Op::Get(k) => prop_assert_eq!(va.get(&mut a, key(&[k])).unwrap(), vb.get(&mut b, key(&[k])).unwrap()),
-                    Op::MapPut(k, u, v) => { ma.put(&mut a, key(&[k, 0]), &u, &v).unwrap(); mb.put(&mut b, key(&[k, 0]), &u, &v).unwrap(); }
-                    Op::MapRemove(k, u) => { ma.remove(&mut a, key(&[k, 0]), &u).unwrap(); mb.remove(&mut b, key(&[k, 0]), &u).unwrap(); }
+                    Op::Put(k, v) => { va.put(&mut a, pkey(&[k]), &v).unwrap(); vb.put(&mut b, pkey(&[k]), &v).unwrap(); }
+                    Op::Remove(k) => { va.remove(&mut a, pkey(&[k])).unwrap(); vb.remove(&mut b, pkey(&[k])).unwrap(); }
+                    Op::Get(k) => prop_assert_eq!(va.get(&mut a, pkey(&[k])).unwrap(), vb.get(&mut b, pkey(&[k])).unwrap()),
+                    Op::MapPut(k, u, v) => { ma.put(&mut a, pkey(&[k, 0]), &u, &v).unwrap(); mb.put(&mut b, pkey(&[k, 0]), &u, &v).unwrap(); }
+                    Op::MapRemove(k, u) => { ma.remove(&mut a, pkey(&[k, 0]), &u).unwrap(); mb.remove(&mut b, pkey(&[k, 0]), &u).unwrap(); }
                     Op::Advance(ms) => clock.advance_ms(i64::from(ms)),
                     Op::Checkpoint => { apply(&mut ca, log_of(&mut a)); apply(&mut cb, log_of(&mut b)); }
                     Op::Expire => { a.expire(10).unwrap(); b.expire(10).unwrap(); }
                 }
             }
             for k in 0..20u8 {
-                prop_assert_eq!(ma.entries(&mut a, key(&[k, 0])).unwrap(), mb.entries(&mut b, key(&[k, 0])).unwrap());
+                prop_assert_eq!(ma.entries(&mut a, pkey(&[k, 0])).unwrap(), mb.entries(&mut b, pkey(&[k, 0])).unwrap());
             }
             prop_assert_eq!(ma.scan_all(&mut a).unwrap(), mb.scan_all(&mut b).unwrap());
             apply(&mut ca, log_of(&mut a));

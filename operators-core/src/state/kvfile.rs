@@ -83,6 +83,11 @@ impl KvFileWriter {
         Ok(())
     }
 
+    /// Number of entries appended so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
     /// Writes the footer, flushes and fsyncs. Returns the file size in bytes.
     pub fn finish(mut self) -> Result<u64> {
         let crc = self.crc.clone().finalize();

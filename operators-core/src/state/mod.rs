@@ -274,9 +274,17 @@ mod disk_backend {
                 .open()
                 .map_err(|e| store_err(&path, "opening", e))?;
             let memtable = u32::try_from(self.store_memory / 2).unwrap_or(u32::MAX);
-            let partition = keyspace
-                .open_partition("state", fjall::PartitionCreateOptions::default().max_memtable_size(memtable))
-                .map_err(|e| store_err(&path, "opening", e))?;
+            // Compaction keeps a 16-byte hash per key of the segment it writes (for its bloom
+            // filter): at the default 64 MiB segments of small entries, a hundred MiB
+            // outside the budget. Small segments bound that to a few MiB.
+            let target = u32::try_from(self.store_memory / 4).unwrap_or(u32::MAX).max(2 << 20);
+            let options = fjall::PartitionCreateOptions::default().max_memtable_size(memtable).compaction_strategy(
+                fjall::compaction::Strategy::Leveled(fjall::compaction::Leveled {
+                    target_size: target,
+                    ..Default::default()
+                }),
+            );
+            let partition = keyspace.open_partition("state", options).map_err(|e| store_err(&path, "opening", e))?;
             Ok(Some(Box::new(DiskStore { handles: Some((keyspace, partition)), path })))
         }
     }
