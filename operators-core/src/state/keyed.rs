@@ -683,6 +683,7 @@ impl KeyedStateStore {
                 self.write_spill(&mut batch, &mut delta)?;
             }
         }
+        self.table.shrink_index();
         self.write_spill(&mut batch, &mut delta)
     }
 
@@ -848,19 +849,40 @@ impl KeyedStateStore {
     /// On an error the store is part-way through and the task must fail (its state is
     /// restored from the last checkpoint).
     pub(crate) fn write_changes(&mut self, w: &mut KvFileWriter) -> Result<()> {
+        // The dirty ids by key group (a counting sort: 4 bytes per id).
         let dirty = std::mem::take(&mut self.dirty);
-        let mut ids: Vec<(u16, u32)> = dirty
-            .iter()
-            .enumerate()
-            .flat_map(|(w, &bits)| (0..64u32).filter(move |b| bits & (1 << b) != 0).map(move |b| w as u32 * 64 + b))
-            .filter(|&id| {
-                let slot = self.table.slot(id);
-                !slot.is_free() && slot.flags & DIRTY != 0
-            })
-            .map(|id| (self.table.slot(id).key_group, id))
-            .collect();
+        let range = self.key_groups;
+        // (Slots outside the subtask's key groups are refused when inserted.)
+        let live = |table: &Table, id: u32| {
+            let slot = table.slot(id);
+            (!slot.is_free() && slot.flags & DIRTY != 0 && range.contains(slot.key_group)).then_some(slot.key_group)
+        };
+        let dirty_ids = || {
+            dirty
+                .iter()
+                .enumerate()
+                .flat_map(|(w, &bits)| (0..64u32).filter(move |b| bits & (1 << b) != 0).map(move |b| w as u32 * 64 + b))
+        };
+        let first = usize::from(self.key_groups.start);
+        let mut starts = vec![0usize; usize::from(self.key_groups.end).saturating_sub(first) + 1];
+        for id in dirty_ids() {
+            if let Some(group) = live(&self.table, id) {
+                starts[usize::from(group) - first + 1] += 1;
+            }
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut ids = vec![0u32; starts.last().copied().unwrap_or(0)];
+        let mut fill = starts.clone();
+        for id in dirty_ids() {
+            if let Some(group) = live(&self.table, id) {
+                let at = &mut fill[usize::from(group) - first];
+                ids[*at] = id;
+                *at += 1;
+            }
+        }
         drop(dirty);
-        ids.sort_unstable_by_key(|&(group, _)| group);
         let Self { table, states, spill, operator, .. } = self;
         let Some(spill) = spill.as_mut() else {
             return Err(state_err(operator, "changes written in place without a spill store"));
@@ -868,9 +890,9 @@ impl KeyedStateStore {
         let store = spill.store.as_mut();
         let mut evicted = EvictedChanges::default();
         let mut scratch = Scratch::default();
-        for run in ids.chunk_by(|a, b| a.0 == b.0) {
+        for run in starts.windows(2).map(|w| &ids[w[0]..w[1]]).filter(|run| !run.is_empty()) {
             let mut group = Changelog::default();
-            for &(_, id) in run {
+            for &id in run {
                 let slot = *table.slot(id);
                 if collect_changes(table, states, id, &mut group, &mut scratch)? {
                     if slot.flags & IN_SPILL != 0 {

@@ -200,14 +200,16 @@ pub use disk_backend::{DiskStateBackend, DiskStore};
 
 #[cfg(feature = "disk")]
 mod disk_backend {
+    use std::collections::HashMap;
     use std::path::{Path, PathBuf};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex, Weak};
 
     use super::{DEFAULT_MEMORY_BUDGET, KeyValueStore, MemoryBudget, StateBackend, StoreScope};
     use crate::error::{Error, Result};
 
-    /// Keyed state in memory up to a budget, and past it in embedded LSM stores (fjall)
-    /// under a local directory, one per subtask.
+    /// Keyed state in memory up to a budget, and past it in an embedded LSM store (fjall)
+    /// under a local directory: one per job, a partition per subtask, so that its block
+    /// cache and write buffer are the job's, not multiplied by its subtasks.
     ///
     /// An LSM store suits spilled state: evictions are sequential writes, and the lookup
     /// of a key never seen (most lookups of a deduplication) is answered by bloom filters
@@ -217,9 +219,25 @@ mod disk_backend {
     #[derive(Debug, Clone)]
     pub struct DiskStateBackend {
         dir: PathBuf,
-        /// Block cache and write buffer of each store.
+        /// Block cache and write buffer of the job's store.
         store_memory: u64,
         budget: Arc<MemoryBudget>,
+        /// The open store of each job, while a subtask uses it.
+        open: Arc<Mutex<HashMap<String, Weak<JobStore>>>>,
+    }
+
+    /// A job's fjall keyspace, removed from disk when its last subtask store closes.
+    struct JobStore {
+        keyspace: Option<fjall::Keyspace>,
+        path: PathBuf,
+    }
+
+    impl Drop for JobStore {
+        fn drop(&mut self) {
+            // Closed (its background threads stopped) before its files go.
+            drop(self.keyspace.take());
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 
     impl DiskStateBackend {
@@ -234,11 +252,11 @@ mod disk_backend {
             // each (4 to 64 MiB), the rest is for the in-memory table.
             let store_memory = (bytes / 8).clamp(4 << 20, 64 << 20);
             let table = bytes.saturating_sub(2 * store_memory).max(bytes / 2);
-            Self { dir, store_memory, budget: Arc::new(MemoryBudget::new(table)) }
+            Self { dir, store_memory, budget: Arc::new(MemoryBudget::new(table)), open: Arc::default() }
         }
 
-        /// Sets the memory the job's keyed state may take, the disk store's caches of one
-        /// subtask included, before entries go to disk.
+        /// Sets the memory the job's keyed state may take, the disk store's caches
+        /// included, before entries go to disk.
         pub fn with_memory_budget(self, bytes: u64) -> Self {
             Self::new_with_budget(self.dir, bytes)
         }
@@ -261,19 +279,19 @@ mod disk_backend {
                 sweep_orphans(&self.dir);
                 std::fs::write(&pid_file, std::process::id().to_string()).map_err(|e| Error::io(&pid_file, e))?;
             }
-            let path = job_dir.join(format!("{}-{}-a{}", sanitize(scope.operator_id), scope.subtask, scope.attempt));
-            if path.exists() {
-                std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            let job_store = self.job_store(&job_dir)?;
+            let Some(keyspace) = &job_store.keyspace else {
+                return Err(Error::Internal("a job's disk store used after close".into()));
+            };
+            let name = format!("{}-{}-a{}", sanitize(scope.operator_id), scope.subtask, scope.attempt);
+            let path = job_store.path.join(&name);
+            // A partition of an earlier attempt under this name is stale.
+            if keyspace.partition_exists(&name) {
+                let stale =
+                    keyspace.open_partition(&name, Default::default()).map_err(|e| store_err(&path, "opening", e))?;
+                keyspace.delete_partition(stale).map_err(|e| store_err(&path, "removing", e))?;
             }
-            let keyspace = fjall::Config::new(&path)
-                .cache_size(self.store_memory)
-                .max_write_buffer_size(self.store_memory)
-                // Durability comes from checkpoints; the working copy is disposable (and
-                // removed when the store drops).
-                .fsync_ms(None)
-                .open()
-                .map_err(|e| store_err(&path, "opening", e))?;
-            let memtable = u32::try_from(self.store_memory / 2).unwrap_or(u32::MAX);
+            let memtable = u32::try_from(self.store_memory / 4).unwrap_or(u32::MAX);
             // Compaction keeps a 16-byte hash per key of the segment it writes (for its bloom
             // filter): at the default 64 MiB segments of small entries, a hundred MiB
             // outside the budget. Small segments bound that to a few MiB.
@@ -284,8 +302,37 @@ mod disk_backend {
                     ..Default::default()
                 }),
             );
-            let partition = keyspace.open_partition("state", options).map_err(|e| store_err(&path, "opening", e))?;
-            Ok(Some(Box::new(DiskStore { handles: Some((keyspace, partition)), path })))
+            let partition = keyspace.open_partition(&name, options).map_err(|e| store_err(&path, "opening", e))?;
+            Ok(Some(Box::new(DiskStore { partition: Some(partition), job: job_store.clone(), path })))
+        }
+    }
+
+    impl DiskStateBackend {
+        /// The job's open store, or a new one.
+        fn job_store(&self, job_dir: &Path) -> Result<Arc<JobStore>> {
+            let mut open = self.open.lock().map_err(|_| Error::Internal("disk store registry poisoned".into()))?;
+            let key = job_dir.display().to_string();
+            if let Some(store) = open.get(&key).and_then(Weak::upgrade) {
+                return Ok(store);
+            }
+            let path = job_dir.join("store");
+            if path.exists() {
+                std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            }
+            let keyspace = fjall::Config::new(&path)
+                .cache_size(self.store_memory)
+                // fjall counts a memtable's keys and values; its skip list takes about as
+                // much again, so half the write buffer's share is given.
+                .max_write_buffer_size(self.store_memory / 2)
+                // Durability comes from checkpoints; the working copy is disposable (and
+                // removed when the job's last store closes).
+                .fsync_ms(None)
+                .open()
+                .map_err(|e| store_err(&path, "opening", e))?;
+            let store = Arc::new(JobStore { keyspace: Some(keyspace), path });
+            open.retain(|_, w| w.strong_count() > 0);
+            open.insert(key, Arc::downgrade(&store));
+            Ok(store)
         }
     }
 
@@ -315,20 +362,22 @@ mod disk_backend {
         Error::external(format!("keyed-state store {} ({what})", path.display()), false, e)
     }
 
-    /// One subtask's disk store.
+    /// One subtask's disk store: a partition of its job's.
     pub struct DiskStore {
-        /// Taken on drop, to close the store before its files are removed.
-        handles: Option<(fjall::Keyspace, fjall::PartitionHandle)>,
+        /// Taken on drop, to delete the partition.
+        partition: Option<fjall::PartitionHandle>,
+        job: Arc<JobStore>,
+        /// For error messages.
         path: PathBuf,
     }
 
     impl DiskStore {
         fn keyspace(&self) -> Result<&fjall::Keyspace> {
-            self.handles.as_ref().map(|h| &h.0).ok_or_else(|| Error::Internal("disk store used after close".into()))
+            self.job.keyspace.as_ref().ok_or_else(|| Error::Internal("disk store used after close".into()))
         }
 
         fn partition(&self) -> Result<&fjall::PartitionHandle> {
-            self.handles.as_ref().map(|h| &h.1).ok_or_else(|| Error::Internal("disk store used after close".into()))
+            self.partition.as_ref().ok_or_else(|| Error::Internal("disk store used after close".into()))
         }
     }
 
@@ -372,8 +421,11 @@ mod disk_backend {
 
     impl Drop for DiskStore {
         fn drop(&mut self) {
-            drop(self.handles.take());
-            let _ = std::fs::remove_dir_all(&self.path);
+            if let (Some(partition), Some(keyspace)) = (self.partition.take(), &self.job.keyspace)
+                && let Err(e) = keyspace.delete_partition(partition)
+            {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove a subtask's disk state");
+            }
         }
     }
 }
@@ -420,8 +472,20 @@ mod tests {
         s.apply(vec![(b"x".to_vec(), Some(b"1".to_vec())), (b"c".to_vec(), None)]).unwrap();
         assert_eq!(s.get(b"x").unwrap(), Some(b"1".to_vec()));
         assert_eq!(s.get(b"c").unwrap(), None);
+        // Another subtask of the job: the same store on disk, its own keys.
+        let mut other = backend
+            .open_store(&StoreScope { job_id: "job", operator_id: "op", subtask: 1, attempt: 0 })
+            .unwrap()
+            .unwrap();
+        assert_eq!(other.get(b"x").unwrap(), None);
+        other.put(b"x", b"2").unwrap();
+        assert_eq!(s.get(b"x").unwrap(), Some(b"1".to_vec()));
+        let store_dir = dir.path().join("job").join("store");
+        assert!(store_dir.exists());
         drop(s);
-        assert!(!dir.path().join("job").join("op-0-a0").exists());
+        assert_eq!(other.get(b"x").unwrap(), Some(b"2".to_vec()), "the other subtask's store stays open");
+        drop(other);
+        assert!(!store_dir.exists(), "the job's store is removed with its last subtask store");
     }
 
     #[test]

@@ -245,6 +245,16 @@ impl Table {
         self.live
     }
 
+    /// Rebuilds the index once it holds twice the room its keys need. Eviction removes
+    /// keys and new ones take their place: hashbrown leaves a marker where a key was
+    /// removed, the markers use up its room, and it doubles although the keys did not grow.
+    pub(super) fn shrink_index(&mut self) {
+        if self.index.capacity() > 2 * self.live.max(1024) {
+            let Table { index, slots, arena, .. } = self;
+            index.shrink_to(self.live + self.live / 8, |&i| slot_hash(arena, &slots[i as usize]));
+        }
+    }
+
     pub(super) fn key(&self, id: u32) -> KeyBytes<'_> {
         slot_key(&self.arena, &self.slots[id as usize])
     }
@@ -357,9 +367,11 @@ impl Table {
 
     /// Bytes the table holds: what the memory budget counts.
     pub(super) fn bytes(&self) -> usize {
-        // A slot, its index bucket (4 bytes and a control byte, at hashbrown's load factor)
-        // and its share of the heap table.
-        self.live * (std::mem::size_of::<Slot>() + 6)
+        // A slot, with the free slots eviction leaves (it evicts to 7/8 of the budget, and
+        // the slot vector does not shrink), and its index bucket (4 bytes and a control
+        // byte) at hashbrown's lowest load (7/16: it doubles at 7/8); then the arena and the
+        // heap table.
+        self.live * (std::mem::size_of::<Slot>() * 8 / 7 + 12)
             + self.arena.len().saturating_sub(self.arena_garbage)
             + self.heap_bytes
             + (self.heap.len() - self.heap_free.len()) * std::mem::size_of::<Heap>()
