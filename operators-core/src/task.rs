@@ -961,7 +961,15 @@ impl OperatorTask {
             }
             let log = match self.ctx.keyed.as_mut() {
                 Some(k) if k.writes_changes_in_place() => {
-                    written_before = self.write_keyed_changes(&cp.storage, id)?;
+                    // Disk reads and writes of up to the whole state: other tasks of a
+                    // multi-threaded runtime move to another worker meanwhile.
+                    let multi_thread = tokio::runtime::Handle::try_current()
+                        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+                    written_before = if multi_thread {
+                        tokio::task::block_in_place(|| self.write_keyed_changes(&cp.storage, id))?
+                    } else {
+                        self.write_keyed_changes(&cp.storage, id)?
+                    };
                     None
                 }
                 Some(k) => k.take_changelog().map_err(self.env.wrap())?.map(Arc::new),

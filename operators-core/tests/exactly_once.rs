@@ -60,7 +60,13 @@ async fn run_with(
     let output = CommittedOutput::default();
     let mut config = config(dir.path(), backend, mode);
     if let Some(bytes) = budget {
+        // A failed snapshot is tolerated, not restarted from: the keyed-state files it
+        // wrote go into the next one.
+        let checkpoints = config.checkpointing.clone().map(|c| c.with_tolerable_failures(3));
         config = config.with_state_memory_budget(bytes);
+        if let Some(c) = checkpoints {
+            config = config.with_checkpointing(c);
+        }
     }
     let job = pipeline(faults, output.clone()).start(config).unwrap();
     let outcome = tokio::time::timeout(Duration::from_secs(120), job.wait())

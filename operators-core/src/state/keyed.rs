@@ -851,11 +851,9 @@ impl KeyedStateStore {
     pub(crate) fn write_changes(&mut self, w: &mut KvFileWriter) -> Result<()> {
         // The dirty ids by key group (a counting sort: 4 bytes per id).
         let dirty = std::mem::take(&mut self.dirty);
-        let range = self.key_groups;
-        // (Slots outside the subtask's key groups are refused when inserted.)
         let live = |table: &Table, id: u32| {
             let slot = table.slot(id);
-            (!slot.is_free() && slot.flags & DIRTY != 0 && range.contains(slot.key_group)).then_some(slot.key_group)
+            (!slot.is_free() && slot.flags & DIRTY != 0).then_some(slot.key_group)
         };
         let dirty_ids = || {
             dirty
@@ -863,10 +861,15 @@ impl KeyedStateStore {
                 .enumerate()
                 .flat_map(|(w, &bits)| (0..64u32).filter(move |b| bits & (1 << b) != 0).map(move |b| w as u32 * 64 + b))
         };
-        let first = usize::from(self.key_groups.start);
-        let mut starts = vec![0usize; usize::from(self.key_groups.end).saturating_sub(first) + 1];
+        let range = self.key_groups;
+        let first = usize::from(range.start);
+        let mut starts = vec![0usize; usize::from(range.end).saturating_sub(first) + 1];
         for id in dirty_ids() {
             if let Some(group) = live(&self.table, id) {
+                // Keys outside the subtask's key groups are refused when inserted.
+                if !range.contains(group) {
+                    return Err(self.err(format!("a changed key of key group {group} lies outside {range:?}")));
+                }
                 starts[usize::from(group) - first + 1] += 1;
             }
         }

@@ -283,7 +283,7 @@ mod disk_backend {
             let Some(keyspace) = &job_store.keyspace else {
                 return Err(Error::Internal("a job's disk store used after close".into()));
             };
-            let name = format!("{}-{}-a{}", sanitize(scope.operator_id), scope.subtask, scope.attempt);
+            let name = partition_name(scope);
             let path = job_store.path.join(&name);
             // A partition of an earlier attempt under this name is stale.
             if keyspace.partition_exists(&name) {
@@ -315,10 +315,9 @@ mod disk_backend {
             if let Some(store) = open.get(&key).and_then(Weak::upgrade) {
                 return Ok(store);
             }
-            let path = job_dir.join("store");
-            if path.exists() {
-                std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-            }
+            // A directory of its own: the store it replaces may still be removing its
+            // files (that happens when its last subtask store drops, outside this lock).
+            let path = job_dir.join(format!("store-{:08x}", rand::random::<u32>()));
             let keyspace = fjall::Config::new(&path)
                 .cache_size(self.store_memory)
                 // fjall counts a memtable's keys and values; its skip list takes about as
@@ -334,6 +333,16 @@ mod disk_backend {
             open.insert(key, Arc::downgrade(&store));
             Ok(store)
         }
+    }
+
+    /// A subtask's partition: fjall allows 255 bytes of `[A-Za-z0-9_#$-]`, so a long or
+    /// unusual operator id is shortened and told apart by a hash of it.
+    fn partition_name(scope: &StoreScope<'_>) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        scope.operator_id.hash(&mut hasher);
+        let readable: String = sanitize(scope.operator_id).chars().take(64).collect();
+        format!("{readable}-{:016x}-{}-a{}", hasher.finish(), scope.subtask, scope.attempt)
     }
 
     /// Removes job directories whose owning process is gone (left by a killed process).
@@ -480,12 +489,26 @@ mod tests {
         assert_eq!(other.get(b"x").unwrap(), None);
         other.put(b"x", b"2").unwrap();
         assert_eq!(s.get(b"x").unwrap(), Some(b"1".to_vec()));
-        let store_dir = dir.path().join("job").join("store");
-        assert!(store_dir.exists());
+        let stores = || -> Vec<_> {
+            std::fs::read_dir(dir.path().join("job"))
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("store-"))
+                .collect()
+        };
+        assert_eq!(stores().len(), 1, "one store for the job's subtasks");
         drop(s);
         assert_eq!(other.get(b"x").unwrap(), Some(b"2".to_vec()), "the other subtask's store stays open");
         drop(other);
-        assert!(!store_dir.exists(), "the job's store is removed with its last subtask store");
+        assert!(stores().is_empty(), "the job's store is removed with its last subtask store");
+        // An operator id fjall could not name a partition after still opens.
+        let long = "x.".repeat(300);
+        let mut s = backend
+            .open_store(&StoreScope { job_id: "job", operator_id: &long, subtask: 0, attempt: 0 })
+            .unwrap()
+            .unwrap();
+        s.put(b"k", b"v").unwrap();
+        assert_eq!(s.get(b"k").unwrap(), Some(b"v".to_vec()));
     }
 
     #[test]

@@ -245,13 +245,15 @@ impl Table {
         self.live
     }
 
-    /// Rebuilds the index once it holds twice the room its keys need. Eviction removes
-    /// keys and new ones take their place: hashbrown leaves a marker where a key was
-    /// removed, the markers use up its room, and it doubles although the keys did not grow.
+    /// Rebuilds the index once it holds four times the room its keys need. Eviction
+    /// removes keys and new ones take their place: hashbrown leaves a marker where a key
+    /// was removed, the markers use up its room, and it doubles although the keys did not
+    /// grow (it rehashes in place only under half load, hence the rebuild to twice the
+    /// keys: then it does).
     pub(super) fn shrink_index(&mut self) {
-        if self.index.capacity() > 2 * self.live.max(1024) {
+        if self.index.capacity() > 4 * self.live.max(1024) {
             let Table { index, slots, arena, .. } = self;
-            index.shrink_to(self.live + self.live / 8, |&i| slot_hash(arena, &slots[i as usize]));
+            index.shrink_to(2 * self.live, |&i| slot_hash(arena, &slots[i as usize]));
         }
     }
 
