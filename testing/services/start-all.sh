@@ -7,6 +7,8 @@
 #   Kafka       127.0.0.1:9092   one node (KAFKA_BROKERS)
 #   Kafka       127.0.0.1:19092,19093,19094  three nodes (KAFKA_CLUSTER_BROKERS)
 #   OpenSearch  127.0.0.1:9200   (ES_URL; basic auth ES_USER / ES_PASSWORD)
+#   HDFS        127.0.0.1:9000   NameNode and one DataNode (HDFS_URL; HADOOP_CONF_DIR for
+#                                clients; WebHDFS on 127.0.0.1:9870), permissions off
 #   Flink 1.20's command-line client, installed only (FLINK_CLIENT: the `flink` wrapper)
 #
 # Each service script is idempotent: what runs already is left alone, what is installed
@@ -32,9 +34,12 @@ flink_client=$!
 kafka_single=$!
 "$here/opensearch.sh" start >&2 &
 opensearch=$!
+"$here/hdfs.sh" start >&2 &
+hdfs=$!
 wait $kafka_single || die "Kafka (single node) did not start"
 "$here/kafka.sh" start cluster >&2 || die "Kafka (three nodes) did not start"
 wait $opensearch || die "OpenSearch did not start"
+wait $hdfs || die "HDFS did not start"
 wait $flink_client || die "Flink's command-line client was not installed"
 log "all services up in $((SECONDS - t0)) s"
 
@@ -46,5 +51,7 @@ export ES_USER=${ES_USER:-operators}
 export ES_PASSWORD=${ES_PASSWORD:-operators-test-pw}
 export ES_API_KEY=${ES_API_KEY:-operators-key:operators-key-secret}
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test
+export HDFS_URL=hdfs://127.0.0.1:9000
+export HADOOP_CONF_DIR=$(printf %q "$("$here/hdfs.sh" conf-dir)")
 export FLINK_CLIENT=$(printf %q "$("$here/flink-client.sh" path)")
 EOF
