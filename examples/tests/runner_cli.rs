@@ -411,7 +411,7 @@ fn directories_with_a_scheme_are_refused_before_anything_runs_never_made_local()
         ("stream.state.dir", "gs://bucket/state", none),
         ("savepoint.dir", "hdfs:///tmp/savepoints", none),
         ("savepoint", "hdfs:///tmp/savepoints/savepoint-1", none),
-        ("source.path", "hdfs:///data/in", none),
+        // (`source.path` reads HDFS: runner_hdfs.rs.)
         ("sink.path", "hdfs:///data/out", none),
         ("dead.letter.path", "hdfs:///data/dead", dead_letters),
         ("stream.sql.late.path", "hdfs:///data/late", windowed),

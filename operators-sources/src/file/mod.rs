@@ -265,6 +265,7 @@ impl SourceFactory for DirectorySource {
             sizes: HashMap::new(),
             next_scan: Instant::now(),
             schema: SchemaGuard::default(),
+            dir_checked: false,
         }))
     }
 }
@@ -376,6 +377,9 @@ struct DirectoryReader {
     sizes: HashMap<String, u64>,
     next_scan: Instant,
     schema: SchemaGuard,
+    /// The directory was found to exist (where the store can tell a missing directory
+    /// from an empty one).
+    dir_checked: bool,
 }
 
 fn is_hidden(name: &str) -> bool {
@@ -394,6 +398,10 @@ impl DirectoryReader {
 
     async fn scan(&mut self) -> Result<()> {
         let loc = &self.cfg.location;
+        if !self.dir_checked {
+            loc.check_directory("source.path").await?;
+            self.dir_checked = true;
+        }
         let listing =
             loc.store.list_with_delimiter(Some(&loc.dir)).await.map_err(|e| self.storage_err(&loc.display, e))?;
         for dir in &listing.common_prefixes {

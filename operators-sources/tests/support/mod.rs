@@ -75,7 +75,13 @@ pub fn cell(array: &dyn Array, row: usize) -> String {
 
 /// Reads `dir` once with `format` and returns rows and dead letters.
 pub async fn read_dir(dir: &Path, format: impl FileFormat, parallelism: usize) -> Result<Read> {
-    let source = DirectorySource::new(Location::parse("source.path", dir.to_str().unwrap())?, format)
+    read_location(Location::parse("source.path", dir.to_str().unwrap())?, format, parallelism).await
+}
+
+/// Reads a directory in any store once with `format` and returns rows and dead letters.
+#[allow(dead_code)]
+pub async fn read_location(location: Location, format: impl FileFormat, parallelism: usize) -> Result<Read> {
+    let source = DirectorySource::new(location, format)
         .with_watch(WatchMode::ProcessOnce)
         .with_settle(Duration::from_millis(10));
     let rows = CommittedOutput::default();

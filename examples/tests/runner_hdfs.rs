@@ -1,0 +1,168 @@
+//! The runner reading directories on a real HDFS (`testing/services/hdfs.sh`; `HDFS_URL`
+//! names its NameNode, `HADOOP_CONF_DIR` its client configuration): the toolkit's
+//! `source.path hdfs://...` and `hdfs:///...` (by `fs.defaultFS`) for CSV, Parquet and
+//! ORC, to JSON files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int32Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use serde_json::json;
+use support::{json_rows, run, stderr};
+
+fn env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: start HDFS with `testing/services/hdfs.sh start` (or `eval \"$(testing/services/start-all.sh)\"`)"
+        ),
+    }
+}
+
+/// A fresh directory on the test HDFS: its URL and its absolute path there.
+fn hdfs_dir(name: &str) -> (String, String) {
+    let path = format!("/operators-tests/runner-{name}-{:016x}", rand::random::<u64>());
+    (format!("{}{path}", env("HDFS_URL").trim_end_matches('/')), path)
+}
+
+/// Writes files to HDFS.
+fn put(files: &[(String, Vec<u8>)]) {
+    let url = env("HDFS_URL");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = hdfs_native::ClientBuilder::new().with_url(&url).build().unwrap();
+        for (path, bytes) in files {
+            let options = hdfs_native::WriteOptions { create_parent: true, ..Default::default() };
+            let mut w = client.create(path, options).await.unwrap_or_else(|e| {
+                panic!("creating {path} on {url} (is `testing/services/hdfs.sh start` running?): {e}")
+            });
+            w.write(bytes::Bytes::from(bytes.clone())).await.unwrap();
+            w.close().await.unwrap();
+        }
+    });
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn sample_batch() -> RecordBatch {
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("city", DataType::Utf8, true), Field::new("id", DataType::Int32, true)]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["beijing", "shanghai", "shenzhen"])),
+        Arc::new(Int32Array::from(vec![1, 2, 3])),
+    ];
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+fn sorted_by_id(mut rows: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    rows.sort_by_key(|r| r["id"].to_string());
+    rows
+}
+
+fn read_to_files(cwd: &Path, kind: &str, source_path: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let out = cwd.join(format!("out-{kind}"));
+    let mut args = vec![
+        "--source.type",
+        kind,
+        "--source.path",
+        source_path,
+        "--source.watch.type",
+        "PROCESS_ONCE",
+        "--sink.type",
+        "file",
+        "--sink.path",
+        s(&out),
+    ];
+    args.extend_from_slice(extra);
+    let o = run(cwd, &args);
+    assert!(o.status.success(), "{kind} from {source_path}: {}", stderr(&o));
+    sorted_by_id(json_rows(&out))
+}
+
+#[test]
+fn csv_parquet_and_orc_on_hdfs_to_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (csv_url, csv_path) = hdfs_dir("csv");
+    let (parquet_url, parquet_path) = hdfs_dir("parquet");
+    let (orc_url, orc_path) = hdfs_dir("orc");
+
+    let mut parquet = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut parquet, sample_batch().schema(), None).unwrap();
+    w.write(&sample_batch()).unwrap();
+    w.close().unwrap();
+    let mut orc = Vec::new();
+    let mut w = orc_rust::ArrowWriterBuilder::new(&mut orc, sample_batch().schema()).try_build().unwrap();
+    w.write(&sample_batch()).unwrap();
+    w.close().unwrap();
+    put(&[
+        (format!("{csv_path}/a.csv"), b"id,name,k1\n1,n1,v1\n".to_vec()),
+        (format!("{csv_path}/b.csv"), b"id,name,k1\n2,n2,v2\n".to_vec()),
+        (format!("{parquet_path}/part-0.parquet"), parquet),
+        (format!("{orc_path}/part-0.orc"), orc),
+    ]);
+
+    // The toolkit's CSV example: the header names the columns, merge nests them.
+    let rows = read_to_files(
+        tmp.path(),
+        "csv",
+        &csv_url,
+        &["--source.firstLine.schema", "true", "--sink.merge.enable", "true"],
+    );
+    assert_eq!(
+        rows,
+        vec![
+            json!({"id": "1", "feas": {"name": "n1", "k1": "v1"}}),
+            json!({"id": "2", "feas": {"name": "n2", "k1": "v2"}})
+        ]
+    );
+    let expected = vec![
+        json!({"city": "beijing", "id": 1}),
+        json!({"city": "shanghai", "id": 2}),
+        json!({"city": "shenzhen", "id": 3}),
+    ];
+    assert_eq!(read_to_files(tmp.path(), "parquet", &parquet_url, &[]), expected);
+    assert_eq!(read_to_files(tmp.path(), "orc", &orc_url, &[]), expected);
+}
+
+#[test]
+fn hdfs_urls_without_a_namenode_use_the_default_file_system() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, path) = hdfs_dir("default-fs");
+    put(&[(format!("{path}/a.csv"), b"id,name,k1\n7,n7,v7\n".to_vec())]);
+    // The child inherits HADOOP_CONF_DIR, whose core-site.xml names the NameNode.
+    let conf = env("HADOOP_CONF_DIR");
+    assert!(Path::new(&conf).join("core-site.xml").is_file(), "no core-site.xml under HADOOP_CONF_DIR={conf}");
+    let rows = read_to_files(tmp.path(), "csv", &format!("hdfs://{path}"), &["--source.firstLine.schema", "true"]);
+    assert_eq!(rows, vec![json!({"id": "7", "name": "n7", "k1": "v7"})]);
+}
+
+#[test]
+fn a_missing_hdfs_directory_is_an_error_naming_the_parameter_and_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = hdfs_dir("missing");
+    let o = run(
+        tmp.path(),
+        &[
+            "--source.type",
+            "csv",
+            "--source.path",
+            &url,
+            "--source.watch.type",
+            "PROCESS_ONCE",
+            "--sink.type",
+            "file",
+            "--sink.path",
+            s(&tmp.path().join("out")),
+        ],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("source.path") && err.contains(&url) && err.contains("does not exist"), "{err}");
+}
