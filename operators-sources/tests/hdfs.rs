@@ -132,3 +132,62 @@ fn urls_that_are_not_hdfs_directories_are_refused_naming_the_parameter() {
     let err = Location::parse("source.path", "hdfs:/data").unwrap_err().to_string();
     assert!(err.contains("source.path") && err.contains("hdfs:/data") && err.contains("hdfs://"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_appearing_on_hdfs_while_running_arrive_exactly_once() {
+    use operators_core::builtins::{CommittedOutput, TwoPhaseMemorySink};
+    use operators_core::checkpoint::CheckpointConfig;
+    use operators_core::restart::RestartStrategy;
+    use operators_core::{JobConfig, Pipeline};
+    use operators_sources::file::{DirectorySource, WatchMode};
+    use std::time::Duration;
+
+    let rows = |from: i64, to: i64| -> Vec<u8> {
+        (from..to).map(|i| format!("{i},row {i}\n")).collect::<String>().into_bytes()
+    };
+    let url = test_dir("continuous");
+    let location = Location::parse("source.path", &url).unwrap();
+    put(&location, "00-initial.csv", rows(0, 1000)).await;
+    let ckpt = tempfile::tempdir().unwrap();
+    let source = DirectorySource::new(location.clone(), TextFormat::csv().with_schema(schema()).with_batch_size(200))
+        .with_watch(WatchMode::ProcessContinuously { interval: Duration::from_millis(50) })
+        .with_settle(Duration::from_millis(300));
+    let output = CommittedOutput::default();
+    let p = Pipeline::new();
+    p.source("dir", source).sink("out", TwoPhaseMemorySink::new(output.clone()));
+    let job = p
+        .start(
+            JobConfig::new("hdfs-continuous")
+                .with_restart(RestartStrategy::None)
+                .with_checkpointing(CheckpointConfig::new(ckpt.path()).with_interval(Duration::from_millis(100))),
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    put(&location, "10-later.csv", rows(1000, 2000)).await;
+    // As `hdfs dfs -put` writes: under `._COPYING_`, then renamed into place.
+    put(&location, "20-copied.csv._COPYING_", rows(2000, 2500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    location
+        .store
+        .rename(&location.file_path("20-copied.csv._COPYING_"), &location.file_path("20-copied.csv"))
+        .await
+        .unwrap();
+    // One never renamed is never read.
+    put(&location, "30-never.csv._COPYING_", rows(9000, 9010)).await;
+
+    let expected = 2500;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while output.num_rows() < expected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("all rows committed: {} of {expected}", output.num_rows()));
+    // Give duplicates, if any, the chance to show up.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    job.cancel();
+    job.wait().await.unwrap();
+    let mut ids: Vec<i64> = support::table(&output.batches()).iter().map(|r| r[0].parse().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..expected as i64).collect::<Vec<_>>(), "every row once, none of the file still copying");
+}

@@ -382,8 +382,12 @@ struct DirectoryReader {
     dir_checked: bool,
 }
 
+/// Files a source does not read: hidden ones, and files still being written under a
+/// temporary name — Flink's `.inprogress`, and `._COPYING_` of `hdfs dfs -put` (HDFS
+/// lists a file being written with the length of its finished blocks only, so a
+/// directory source must not take it for a complete file).
 fn is_hidden(name: &str) -> bool {
-    name.starts_with('.') || name.starts_with('_') || name.ends_with(".inprogress")
+    name.starts_with('.') || name.starts_with('_') || name.ends_with(".inprogress") || name.ends_with("._COPYING_")
 }
 
 impl DirectoryReader {
