@@ -406,8 +406,18 @@ pub const PARAMS: &[ParamSpec] = &[
         Kind::Enum(&["text", "json"]),
         "log lines on stderr: text (coloured only on a terminal, never with NO_COLOR set), or one JSON object per line",
     ),
-    p("hadoop.home.dir", None, Kind::Text, "accepted for compatibility; no Hadoop is used"),
-    p("hadoop.user.name", None, Kind::Text, "accepted for compatibility; no Hadoop is used"),
+    p(
+        "hadoop.home.dir",
+        None,
+        Kind::Text,
+        "accepted for compatibility; no Hadoop installation is used (HDFS through a Rust client; HADOOP_CONF_DIR names its configuration)",
+    ),
+    p(
+        "hadoop.user.name",
+        None,
+        Kind::Text,
+        "accepted for compatibility, not applied yet: the HDFS user is HADOOP_USER_NAME from the environment, else the process's",
+    ),
 ];
 
 /// Keys under these prefixes are passed to the Kafka client as they are.

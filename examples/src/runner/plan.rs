@@ -496,13 +496,19 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
     if let Some(sp) = params.get("savepoint") {
         config = config.with_restore(local_dir("savepoint", sp)?, params.bool("allow-non-restored-state")?);
     }
-    for hadoop in ["hadoop.home.dir", "hadoop.user.name"] {
-        if params.has(hadoop) {
-            tracing::warn!(
-                key = hadoop,
-                "accepted for compatibility and ignored: this runner reads no Hadoop file system"
-            );
-        }
+    // HDFS is read by a Rust client: there is no Hadoop installation to point at, and
+    // the client (hdfs-native 0.13) takes its user from the environment only.
+    if params.has("hadoop.home.dir") {
+        tracing::warn!(
+            key = "hadoop.home.dir",
+            "accepted for compatibility and ignored: no Hadoop installation is used (HADOOP_CONF_DIR names the HDFS client's configuration)"
+        );
+    }
+    if params.has("hadoop.user.name") {
+        tracing::warn!(
+            key = "hadoop.user.name",
+            "accepted for compatibility and not applied: the HDFS user is HADOOP_USER_NAME from the environment, else the process's"
+        );
     }
     Ok(config)
 }
