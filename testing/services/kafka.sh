@@ -119,7 +119,7 @@ wait_started() {
     local dir=$1 what=$2 start=$SECONDS
     while ! grep -q "Kafka Server started" "$dir/server.log" 2>/dev/null; do
         if ! pid_alive "$dir/pid"; then
-            tail -30 "$dir/stdout.log" "$dir/server.log" >&2 || true
+            tail -n 30 "$dir/stdout.log" "$dir/server.log" >&2 || true
             die "$what exited while starting (logs in $dir)"
         fi
         if (( SECONDS - start >= 90 )); then

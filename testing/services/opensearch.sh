@@ -69,7 +69,7 @@ EOF
     fi
     while ! answers; do
         if ! pid_alive "$OS_DIR/pid"; then
-            tail -30 "$OS_DIR/stdout.log" "$HOME_DIR/logs/opensearch.log" >&2 || true
+            tail -n 30 "$OS_DIR/stdout.log" "$HOME_DIR/logs/opensearch.log" >&2 || true
             die "OpenSearch exited while starting (logs in $OS_DIR)"
         fi
         if (( SECONDS - t0 >= 180 )); then die "OpenSearch did not answer within 180 s (logs in $OS_DIR)"; fi
