@@ -99,7 +99,12 @@ impl Location {
                 Err(hdfs_native::HdfsError::FileNotFound(_)) => {
                     Err(SourceError::config(key, format!("the directory `{}` does not exist", self.display)))
                 }
-                Err(e) => Err(SourceError::config(key, format!("cannot read directory `{}`: {e}", self.display))),
+                // The NameNode unreachable or failing: worth a retry (a restart), unlike
+                // a directory that is not there.
+                Err(e) => Err(SourceError::Storage {
+                    path: self.display.clone(),
+                    source: object_store::Error::Generic { store: "HDFS", source: Box::new(e) },
+                }),
             };
         }
         let _ = key;
