@@ -418,9 +418,7 @@ fn directories_with_a_scheme_are_refused_before_anything_runs_never_made_local()
     ];
     for (key, value, extra) in &cases {
         let mut args: Vec<&str> = base.to_vec();
-        if *key != "source.path" {
-            args.extend(["--source.path", input]);
-        }
+        args.extend(["--source.path", input]);
         if *key != "sink.path" {
             args.extend(["--sink.path", "out"]);
         }

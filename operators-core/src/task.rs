@@ -200,12 +200,9 @@ fn persist(job: PersistJob) -> Result<(SubtaskSnapshot, u64)> {
     };
     let mut chain = job.chain;
     if let Some(log) = job.changelog.as_ref().filter(|l| !l.is_empty()) {
-        let path = job.storage.new_shared_file(job.checkpoint_id, &job.operator_id, job.subtask);
-        let mut w = KvFileWriter::create(&path)?;
-        log.for_each_sorted(|k, v| w.append(k, v))?;
-        let size = w.finish()?;
-        written += size;
-        chain.push(StateFile { path, size });
+        let file = write_changelog(&job.storage, job.checkpoint_id, &job.operator_id, job.subtask, log)?;
+        written += file.size;
+        chain.push(file);
     }
     if chain.len() > MAX_CHAIN {
         let paths: Vec<PathBuf> = chain.iter().map(|f| f.path.clone()).collect();
@@ -232,6 +229,21 @@ fn persist(job: PersistJob) -> Result<(SubtaskSnapshot, u64)> {
         },
         written,
     ))
+}
+
+/// Writes a changelog, sorted, to a new shared keyed-state file of checkpoint `id`.
+fn write_changelog(
+    storage: &CheckpointStorage,
+    id: CheckpointId,
+    operator: &str,
+    subtask: usize,
+    log: &Changelog,
+) -> Result<StateFile> {
+    let path = storage.new_shared_file(id, operator, subtask);
+    let mut w = KvFileWriter::create(&path)?;
+    log.for_each_sorted(|k, v| w.append(k, v))?;
+    let size = w.finish()?;
+    Ok(StateFile { path, size })
 }
 
 /// Sleeps until a timer at `at` (job-clock ms) may be due. The sleep is capped at 100 ms
@@ -890,12 +902,9 @@ impl OperatorTask {
         let subtask = self.env.info.subtask;
         // A changelog whose write failed earlier is older than anything in the store.
         if let Some(older) = keyed.take_older().filter(|l| !l.is_empty()) {
-            let path = storage.new_shared_file(id, operator, subtask);
-            let mut w = KvFileWriter::create(&path).map_err(&wrap)?;
-            older.for_each_sorted(|k, v| w.append(k, v)).map_err(&wrap)?;
-            let size = w.finish().map_err(&wrap)?;
-            written += size;
-            self.keyed_chain.pending.push(StateFile { path, size });
+            let file = write_changelog(storage, id, operator, subtask, &older).map_err(&wrap)?;
+            written += file.size;
+            self.keyed_chain.pending.push(file);
         }
         let path = storage.new_shared_file(id, operator, subtask);
         let mut w = KvFileWriter::create(&path).map_err(&wrap)?;
