@@ -74,6 +74,7 @@ pub mod clock;
 pub mod codec;
 mod control;
 pub mod error;
+pub mod fs;
 pub mod graph;
 pub mod job;
 pub mod key;

@@ -1,12 +1,13 @@
 //! The one rule for directory settings: checkpoint, savepoint and state directories,
 //! and the directories of file sources and sinks.
 //!
-//! A value is a local path or a `file://` URL. Any other `<scheme>://` (`hdfs://`,
-//! `s3://`, `gs://`, ...) is refused, naming the setting, the value and what is
-//! supported. Handed to the file system as it is, `hdfs:///tmp/x` is the *relative* path
-//! `./hdfs:/tmp/x`: a job that believes its checkpoints are on HDFS would keep them on a
-//! local disk, without a word. Refusing is the honest answer until such stores are
-//! supported.
+//! A value is a local path or a `file://` URL ([`local_dir`]); where the store may be
+//! remote (checkpoints, savepoints, file sinks, the job server's state), also a URL of a
+//! scheme registered with [`crate::fs::register`] ([`store_dir`]). Any other
+//! `<scheme>://` (`s3://`, `gs://`, `hdfs://` while no HDFS is registered, ...) is refused,
+//! naming the setting, the value and what is supported. Handed to the file system as it
+//! is, `hdfs:///tmp/x` is the *relative* path `./hdfs:/tmp/x`: a job that believes its
+//! checkpoints are on HDFS would keep them on a local disk, without a word.
 //!
 //! ```
 //! use std::path::PathBuf;
@@ -79,8 +80,60 @@ pub fn check_local(param: &str, path: &Path) -> Result<()> {
 }
 
 fn resolve(param: &str, value: &str) -> Result<PathBuf> {
+    resolve_in(param, value, false)
+}
+
+/// Resolves the directory setting `param` of a store that may be remote (checkpoint,
+/// savepoint and job-server state directories, file sinks): as [`local_dir`], and also a
+/// URL of a scheme registered with [`crate::fs::register`] (`hdfs://namenode:port/dir`,
+/// or `hdfs:///dir` on the default file system once `operators-hdfs` is registered),
+/// returned as the store qualifies it. Unregistered schemes are refused naming `param`,
+/// the value and what is accepted.
+///
+/// ```
+/// use std::path::PathBuf;
+/// use operators_core::path::store_dir;
+/// assert_eq!(store_dir("checkpoint.dir", "file:///data/ck").unwrap(), PathBuf::from("/data/ck"));
+/// let e = store_dir("checkpoint.dir", "nosuch://h/ck").unwrap_err().to_string();
+/// assert!(e.contains("checkpoint.dir") && e.contains("nosuch://"));
+/// ```
+pub fn store_dir(param: &str, value: &str) -> Result<PathBuf> {
+    resolve_in(param, value.trim(), true)
+}
+
+/// [`store_dir`] for a value already held as a path (not trimmed). A URL that is already
+/// qualified comes back unchanged.
+pub fn store_path(param: &str, path: &Path) -> Result<PathBuf> {
+    match path.to_str() {
+        Some(s) => resolve_in(param, s, true),
+        None => Ok(path.to_path_buf()),
+    }
+}
+
+/// [`check_local`] for a setting that may name a registered store: refuses a `file://`
+/// URL (the file system would read it as a relative path) and a URL of a scheme nobody
+/// registered.
+pub fn check_store(param: &str, path: &Path) -> Result<()> {
+    if crate::fs::scheme_of(path).is_some_and(|s| !s.eq_ignore_ascii_case("file")) {
+        return store_path(param, path).map(drop);
+    }
+    check_local(param, path)
+}
+
+/// What a setting of a store that may be remote accepts, with the schemes registered now.
+fn supported_stores() -> String {
+    let schemes = crate::fs::registered_schemes();
+    if schemes.is_empty() {
+        return SUPPORTED.to_string();
+    }
+    let urls: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+    format!("a local path, a file:// URL or a {} URL", urls.join(", "))
+}
+
+fn resolve_in(param: &str, value: &str, remote: bool) -> Result<PathBuf> {
+    let supported = if remote { supported_stores() } else { SUPPORTED.to_string() };
     if value.is_empty() {
-        return Err(Error::config(param, format!("must not be empty; use {SUPPORTED}")));
+        return Err(Error::config(param, format!("must not be empty; use {supported}")));
     }
     let Some(scheme) = url_scheme(value) else {
         return Ok(PathBuf::from(value));
@@ -90,13 +143,17 @@ fn resolve(param: &str, value: &str) -> Result<PathBuf> {
     if scheme.eq_ignore_ascii_case("file") {
         return file_url_path(param, value, rest);
     }
+    if remote && let Some(fs) = crate::fs::registered(scheme) {
+        return fs.qualify(value).map_err(|reason| Error::config(param, format!("`{value}`: {reason}")));
+    }
     let shown = if rest.starts_with("//") { format!("{scheme}://") } else { format!("{scheme}:") };
-    let hint = if ["hdfs", "webhdfs", "swebhdfs", "viewfs"].iter().any(|h| scheme.eq_ignore_ascii_case(h)) {
-        " (HDFS support is tracked separately)"
-    } else {
-        ""
+    let hdfs = ["hdfs", "webhdfs", "swebhdfs", "viewfs"].iter().any(|h| scheme.eq_ignore_ascii_case(h));
+    let hint = match (hdfs, remote) {
+        (true, true) => " (hdfs:// is served once the operators-hdfs file system is registered)",
+        (true, false) => " (this setting is a directory on this machine)",
+        _ => "",
     };
-    Err(Error::config(param, format!("`{value}`: the {shown} scheme is not supported here; use {SUPPORTED}{hint}")))
+    Err(Error::config(param, format!("`{value}`: the {shown} scheme is not supported here; use {supported}{hint}")))
 }
 
 /// The path of `file:` URL `value`, whose part after `file:` is `rest`.
@@ -189,13 +246,13 @@ mod tests {
         let e = refused("hdfs:///tmp/csp/flink/checkpoints");
         assert!(e.contains("`hdfs:///tmp/csp/flink/checkpoints`"), "{e}");
         assert!(e.contains("hdfs://") && e.contains("local path") && e.contains("file://"), "{e}");
-        assert!(e.contains("HDFS support"), "{e}");
+        assert!(e.contains("directory on this machine"), "{e}");
         for value in ["s3://bucket/ck", "gs://bucket/ck", "s3a://b/x", "viewfs://c/x", "HDFS://nn:8020/x", "hdfs:/x"] {
             let e = refused(value);
             assert!(e.contains(value) && e.contains(SUPPORTED), "{e}");
         }
         assert!(refused("hdfs:/x").contains("the hdfs: scheme"));
-        assert!(!refused("s3://b/x").contains("HDFS"));
+        assert!(!refused("s3://b/x").contains("machine"));
     }
 
     #[test]

@@ -339,11 +339,12 @@ fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, 
     serde_json::from_slice(body).map_err(|e| format!("Malformed request body: {e}"))
 }
 
-/// The target directory of a savepoint request, resolved by [`crate::path::local_dir`]'s
-/// rule: a local path or a `file://` URL. Another scheme is a bad request naming
-/// `field`, before anything is written (taken as it is, `hdfs:///x` would be `./hdfs:/x`).
+/// The target directory of a savepoint request, resolved by [`crate::path::store_dir`]'s
+/// rule: a local path, a `file://` URL or a URL of a registered store (`hdfs://`). Another
+/// scheme is a bad request naming `field`, before anything is written (taken as it is,
+/// `hdfs:///x` would be `./hdfs:/x`).
 fn target_directory(field: &str, dir: Option<PathBuf>) -> Result<Option<PathBuf>, String> {
-    dir.map(|d| crate::path::local_path(field, &d)).transpose().map_err(|e| e.to_string())
+    dir.map(|d| crate::path::store_path(field, &d)).transpose().map_err(|e| e.to_string())
 }
 
 async fn trigger_savepoint(State(s): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {

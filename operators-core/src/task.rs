@@ -911,7 +911,9 @@ impl OperatorTask {
         keyed.write_changes(&mut w).map_err(&wrap)?;
         if w.entries() == 0 {
             drop(w);
-            std::fs::remove_file(&path).map_err(|e| wrap(Error::io(&path, e)))?;
+            crate::fs::for_path(&path)
+                .and_then(|fs| fs.remove_file(&path).map_err(|e| Error::io(&path, e)))
+                .map_err(&wrap)?;
             return Ok(written);
         }
         let size = w.finish().map_err(&wrap)?;

@@ -171,7 +171,7 @@ impl CheckpointConfig {
             return Err(Error::config("checkpoint.dir", "must not be empty"));
         }
         // `hdfs:///x` would otherwise be the relative path `./hdfs:/x`.
-        crate::path::check_local("checkpoint.dir", &self.dir)?;
+        crate::path::check_store("checkpoint.dir", &self.dir)?;
         Ok(())
     }
 
@@ -186,11 +186,12 @@ impl CheckpointConfig {
 /// Creates `dir` and writes and removes a probe file in it.
 pub(crate) fn probe_dir(dir: &Path, key: &str) -> Result<()> {
     let fail = |what: &str, e: std::io::Error| Error::config(key, format!("cannot {what} `{}`: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(|e| fail("create", e))?;
+    let fs = crate::fs::for_path(dir).map_err(|e| Error::config(key, e.to_string()))?;
+    fs.create_dir_all(dir).map_err(|e| fail("create", e))?;
     let probe = dir.join(format!(".probe-{}", std::process::id()));
-    std::fs::write(&probe, b"probe").map_err(|e| fail("write to", e))?;
-    std::fs::remove_file(&probe).map_err(|e| fail("write to", e))?;
-    std::fs::read_dir(dir).map_err(|e| fail("read", e))?;
+    fs.write(&probe, b"probe").map_err(|e| fail("write to", e))?;
+    fs.remove_file(&probe).map_err(|e| fail("write to", e))?;
+    fs.list(dir).map_err(|e| fail("read", e))?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! Checkpoint storage on a local directory.
+//! Checkpoint storage on a directory of any [`crate::fs::FileSystem`]: the local disk,
+//! or a registered store such as HDFS.
 //!
 //! ```text
 //! <checkpoint dir>/<job>/chk-<n>/_metadata            checkpoint n (JSON, written atomically)
@@ -13,13 +14,14 @@
 //! checkpoint or savepoint directory can be moved as a whole.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs;
-use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::fs::{FileSystem, for_path, normalize};
 use crate::key::KeyGroupRange;
 use crate::message::{CheckpointId, CheckpointKind};
 use crate::state::kvfile::{KvFileWriter, MergedChain};
@@ -147,51 +149,20 @@ pub struct OperatorStateBlob {
 }
 
 impl OperatorStateBlob {
-    /// Writes the blob to `path` (fsynced). Returns the size.
+    /// Writes the blob to `path` (durably). Returns the size.
     pub fn write(&self, path: &Path) -> Result<u64> {
         let bytes =
             postcard::to_allocvec(self).map_err(|e| Error::Internal(format!("serializing operator state: {e}")))?;
-        write_file_synced(path, &bytes)?;
+        for_path(path)?.write(path, &bytes).map_err(|e| Error::io(path, e))?;
         Ok(bytes.len() as u64)
     }
 
     /// Reads a blob written by [`OperatorStateBlob::write`].
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = for_path(path)?.read(path).map_err(|e| Error::io(path, e))?;
         postcard::from_bytes(&bytes)
             .map_err(|e| Error::CorruptState { path: path.to_path_buf(), reason: e.to_string() })
     }
-}
-
-fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    // Makes a rename durable; directories can be opened read-only for fsync on Unix.
-    match fs::File::open(dir) {
-        Ok(d) => d.sync_all().map_err(|e| Error::io(dir, e)),
-        Err(e) => Err(Error::io(dir, e)),
-    }
-}
-
-/// Lexically normalizes `a/b/../c` to `a/c` (no file-system access).
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 /// `path` relative to `base` if it lies under `base` or its parent; else `path` itself.
@@ -215,9 +186,10 @@ pub fn write_metadata(dir: &Path, metadata: &CheckpointMetadata) -> Result<PathB
         .map_err(|e| Error::Internal(format!("serializing checkpoint metadata: {e}")))?;
     let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
     let target = dir.join(METADATA_FILE);
-    write_file_synced(&tmp, &json)?;
-    fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
-    sync_dir(dir)?;
+    let fs = for_path(dir)?;
+    fs.write(&tmp, &json).map_err(|e| Error::io(&tmp, e))?;
+    fs.rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
+    fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     Ok(target)
 }
 
@@ -226,11 +198,13 @@ pub fn write_metadata(dir: &Path, metadata: &CheckpointMetadata) -> Result<PathB
 /// `path` may be the `_metadata` file, the directory holding it, or a job's checkpoint
 /// root (then the newest complete checkpoint in it is used).
 pub fn read_metadata(path: &Path) -> Result<LoadedCheckpoint> {
+    let fs = for_path(path)?;
+    let is_file = |p: &Path| fs.is_file(p).map_err(|e| Error::io(p, e));
     let dir = if path.file_name().is_some_and(|n| n == METADATA_FILE) {
         path.parent().map(Path::to_path_buf).unwrap_or_default()
-    } else if path.join(METADATA_FILE).is_file() {
+    } else if is_file(&path.join(METADATA_FILE))? {
         path.to_path_buf()
-    } else if path.is_dir() {
+    } else if fs.status(path).map_err(|e| Error::io(path, e))?.is_some_and(|s| s.is_dir) {
         match latest_in(path)? {
             Some(dir) => dir,
             None => {
@@ -247,7 +221,7 @@ pub fn read_metadata(path: &Path) -> Result<LoadedCheckpoint> {
         });
     };
     let file = dir.join(METADATA_FILE);
-    let bytes = fs::read(&file).map_err(|e| Error::io(&file, e))?;
+    let bytes = fs.read(&file).map_err(|e| Error::io(&file, e))?;
     let mut metadata: CheckpointMetadata = serde_json::from_slice(&bytes)
         .map_err(|e| Error::CorruptState { path: file.clone(), reason: e.to_string() })?;
     if metadata.format_version != FORMAT_VERSION {
@@ -260,24 +234,28 @@ pub fn read_metadata(path: &Path) -> Result<LoadedCheckpoint> {
         });
     }
     let base = dir.clone();
-    metadata.map_paths(&|p| if p.is_absolute() { p.to_path_buf() } else { normalize(&base.join(p)) });
+    metadata.map_paths(&|p| {
+        if p.is_absolute() || crate::fs::scheme_of(p).is_some() { p.to_path_buf() } else { normalize(&base.join(p)) }
+    });
     Ok(LoadedCheckpoint { dir, metadata })
 }
 
-fn checkpoint_ids(root: &Path) -> Result<Vec<(CheckpointId, PathBuf)>> {
+/// The entries of `dir`, or none if it does not exist.
+fn list_or_empty(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<crate::fs::DirEntry>> {
+    match fs.list(dir) {
+        Ok(entries) => Ok(entries),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+fn checkpoint_ids(fs: &dyn FileSystem, root: &Path) -> Result<Vec<(CheckpointId, PathBuf)>> {
     let mut out = Vec::new();
-    let entries = match fs::read_dir(root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io(root, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(root, e))?;
-        let name = entry.file_name();
-        let Some(id) = name.to_str().and_then(|n| n.strip_prefix("chk-")).and_then(|n| n.parse().ok()) else {
+    for entry in list_or_empty(fs, root)? {
+        let Some(id) = entry.name().strip_prefix("chk-").and_then(|n| n.parse().ok()) else {
             continue;
         };
-        out.push((id, entry.path()));
+        out.push((id, entry.path));
     }
     out.sort_by_key(|(id, _)| *id);
     Ok(out)
@@ -285,7 +263,14 @@ fn checkpoint_ids(root: &Path) -> Result<Vec<(CheckpointId, PathBuf)>> {
 
 /// The newest directory under `root` holding a complete checkpoint.
 pub fn latest_in(root: &Path) -> Result<Option<PathBuf>> {
-    Ok(checkpoint_ids(root)?.into_iter().rev().map(|(_, dir)| dir).find(|dir| dir.join(METADATA_FILE).is_file()))
+    let fs = for_path(root)?;
+    for (_, dir) in checkpoint_ids(&*fs, root)?.into_iter().rev() {
+        let metadata = dir.join(METADATA_FILE);
+        if fs.is_file(&metadata).map_err(|e| Error::io(&metadata, e))? {
+            return Ok(Some(dir));
+        }
+    }
+    Ok(None)
 }
 
 /// Turns a job name into a directory name.
@@ -324,20 +309,28 @@ impl CheckpointStorage {
         self.root.join(format!("chk-{id}"))
     }
 
+    /// The file system the checkpoints are on.
+    fn fs(&self) -> Result<Arc<dyn FileSystem>> {
+        for_path(&self.root)
+    }
+
     /// Creates the root and `shared/`.
     pub fn create_dirs(&self) -> Result<()> {
         let shared = self.shared_dir();
-        fs::create_dir_all(&shared).map_err(|e| Error::io(&shared, e))
+        self.fs()?.create_dir_all(&shared).map_err(|e| Error::io(&shared, e))
     }
 
     /// Creates the directory of checkpoint `id`.
     pub fn create_checkpoint_dir(&self, id: CheckpointId) -> Result<PathBuf> {
         let dir = self.checkpoint_dir(id);
-        if dir.exists() {
+        let fs = self.fs()?;
+        match fs.remove_dir_all(&dir) {
             // Left over by a run that failed before completing it.
-            fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&dir, e)),
         }
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        fs.create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(dir)
     }
 
@@ -349,8 +342,9 @@ impl CheckpointStorage {
     /// Removes a checkpoint that failed (its shared files are collected later).
     pub fn discard(&self, id: CheckpointId) {
         let dir = self.checkpoint_dir(id);
-        if let Err(e) = fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
+        let removed = self.fs().and_then(|fs| fs.remove_dir_all(&dir).map_err(|e| Error::io(&dir, e)));
+        if let Err(e) = removed
+            && !matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
         {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove a failed checkpoint");
         }
@@ -362,13 +356,19 @@ impl CheckpointStorage {
     /// Shared files created for checkpoints newer than `latest` belong to a checkpoint in
     /// flight and are never touched.
     pub fn retain(&self, retained: usize, latest: CheckpointId) -> Result<()> {
-        let all = checkpoint_ids(&self.root)?;
-        let complete: Vec<&(CheckpointId, PathBuf)> =
-            all.iter().filter(|(_, d)| d.join(METADATA_FILE).is_file()).collect();
+        let fs = self.fs()?;
+        let all = checkpoint_ids(&*fs, &self.root)?;
+        let mut complete: Vec<&(CheckpointId, PathBuf)> = Vec::new();
+        for entry in &all {
+            let metadata = entry.1.join(METADATA_FILE);
+            if fs.is_file(&metadata).map_err(|e| Error::io(&metadata, e))? {
+                complete.push(entry);
+            }
+        }
         let keep: HashSet<CheckpointId> = complete.iter().rev().take(retained).map(|(id, _)| *id).collect();
         for (id, dir) in &all {
             if *id <= latest && !keep.contains(id) {
-                fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                fs.remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             }
         }
         let mut referenced = HashSet::new();
@@ -386,22 +386,13 @@ impl CheckpointStorage {
             }
         }
         let shared = self.shared_dir();
-        let entries = match fs::read_dir(&shared) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(&shared, e)),
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let created: Option<CheckpointId> = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix('c'))
-                .and_then(|n| n.split('-').next())
-                .and_then(|n| n.parse().ok());
+        for entry in list_or_empty(&*fs, &shared)? {
+            let created: Option<CheckpointId> =
+                entry.name().strip_prefix('c').and_then(|n| n.split('-').next()).and_then(|n| n.parse().ok());
             let Some(created) = created else { continue };
+            let path = entry.path;
             if created <= latest && !referenced.contains(&normalize(&path)) {
-                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                fs.remove_file(&path).map_err(|e| Error::io(&path, e))?;
             }
         }
         Ok(())
@@ -409,15 +400,18 @@ impl CheckpointStorage {
 
     /// Removes every checkpoint and shared file of the job (after it finished).
     pub fn discard_all(&self) -> Result<()> {
-        for (_, dir) in checkpoint_ids(&self.root)? {
-            fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let fs = self.fs()?;
+        for (_, dir) in checkpoint_ids(&*fs, &self.root)? {
+            fs.remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
         let shared = self.shared_dir();
-        if shared.exists() {
-            fs::remove_dir_all(&shared).map_err(|e| Error::io(&shared, e))?;
+        match fs.remove_dir_all(&shared) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&shared, e)),
         }
         // The root itself goes only if nothing else (a user's file) is in it.
-        let _ = fs::remove_dir(&self.root);
+        let _ = fs.remove_empty_dir(&self.root);
         Ok(())
     }
 
@@ -430,7 +424,8 @@ impl CheckpointStorage {
 /// Writes a self-contained copy of `checkpoint` into `target`: each subtask's keyed chain
 /// is merged into one base file, operator state is copied, and `_metadata` comes last.
 pub fn write_savepoint(target: &Path, checkpoint: &CheckpointMetadata) -> Result<PathBuf> {
-    fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+    let fs = for_path(target)?;
+    fs.create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let mut out = checkpoint.clone();
     out.kind = CheckpointKind::Savepoint;
     for (op_id, op) in out.operators.iter_mut() {
@@ -438,7 +433,9 @@ pub fn write_savepoint(target: &Path, checkpoint: &CheckpointMetadata) -> Result
             let stem = format!("{}-{}", slug(op_id), st.subtask);
             if let Some(file) = &mut st.operator_state {
                 let dest = target.join(format!("{stem}.opstate"));
-                fs::copy(&file.path, &dest).map_err(|e| Error::io(&file.path, e))?;
+                // The checkpoint may be on another store than the savepoint.
+                let bytes = for_path(&file.path)?.read(&file.path).map_err(|e| Error::io(&file.path, e))?;
+                fs.write(&dest, &bytes).map_err(|e| Error::io(&dest, e))?;
                 file.path = dest;
             }
             if !st.keyed_state.is_empty() {
@@ -462,6 +459,8 @@ pub fn write_savepoint(target: &Path, checkpoint: &CheckpointMetadata) -> Result
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::state::kvfile::write_sorted;
 

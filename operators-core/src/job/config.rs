@@ -195,10 +195,10 @@ impl JobConfig {
         // A URL here would be read as a relative path (`hdfs:///x` as `./hdfs:/x`).
         crate::path::check_local("state.local-dir", &self.local_state_dir)?;
         if let Some(dir) = &self.savepoint_dir {
-            crate::path::check_local("savepoint.dir", dir)?;
+            crate::path::check_store("savepoint.dir", dir)?;
         }
         if let Some(r) = &self.restore {
-            crate::path::check_local("savepoint.path", &r.path)?;
+            crate::path::check_store("savepoint.path", &r.path)?;
         }
         if let Some(id) = &self.job_id
             && !is_job_id(id)

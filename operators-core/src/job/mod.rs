@@ -470,8 +470,8 @@ impl Job {
     /// (see [`Job::savepoint_status`]). `stop`: the job stops after it (stop-with-
     /// savepoint); `drain`: sources end their streams first so operators flush, which
     /// only a stopping job can do (`drain` without `stop` is refused).
-    /// `target_dir` is a local path: a URL is refused (resolve a `file://` URL with
-    /// [`crate::path::local_dir`] first).
+    /// `target_dir` is a local path or a URL of a registered store (resolve a setting's
+    /// text with [`crate::path::store_dir`] first: a `file://` URL is refused here).
     pub fn request_savepoint(&self, target_dir: Option<PathBuf>, stop: bool, drain: bool) -> Result<String> {
         self.savepoint_request(target_dir, stop, drain, false)
     }
@@ -492,7 +492,7 @@ impl Job {
         }
         if let Some(dir) = &target_dir {
             // Refused before anything is written: `hdfs:///x` would be `./hdfs:/x`.
-            crate::path::check_local("target-directory", dir)?;
+            crate::path::check_store("target-directory", dir)?;
         }
         let base = match target_dir.or_else(|| self.config.savepoint_target()) {
             Some(b) => b,

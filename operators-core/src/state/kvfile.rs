@@ -10,11 +10,11 @@
 //! (tag 1 = put, 0 = delete), then the footer `OPKVEND` + entry count (u64le) + CRC32 of
 //! everything before the footer (u32le).
 
-use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fs::{FileWrite, for_path};
 
 const MAGIC: &[u8; 5] = b"OPKV\x01";
 const FOOTER_MAGIC: &[u8; 7] = b"OPKVEND";
@@ -26,7 +26,7 @@ pub type KvEntry = (Vec<u8>, Option<Vec<u8>>);
 /// Writes a sorted key-value file.
 pub struct KvFileWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: BufWriter<Box<dyn FileWrite>>,
     crc: crc32fast::Hasher,
     entries: u64,
     bytes: u64,
@@ -36,7 +36,7 @@ pub struct KvFileWriter {
 impl KvFileWriter {
     /// Creates (truncates) `path` and writes the header.
     pub fn create(path: &Path) -> Result<Self> {
-        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        let file = for_path(path)?.create(path).map_err(|e| Error::io(path, e))?;
         let mut w = Self {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(256 * 1024, file),
@@ -88,7 +88,7 @@ impl KvFileWriter {
         self.entries
     }
 
-    /// Writes the footer, flushes and fsyncs. Returns the file size in bytes.
+    /// Writes the footer, flushes and makes the file durable. Returns its size in bytes.
     pub fn finish(mut self) -> Result<u64> {
         let crc = self.crc.clone().finalize();
         let mut footer = Vec::with_capacity(FOOTER_LEN);
@@ -98,7 +98,7 @@ impl KvFileWriter {
         self.out.write_all(&footer).map_err(|e| Error::io(&self.path, e))?;
         self.bytes += footer.len() as u64;
         let file = self.out.into_inner().map_err(|e| Error::io(&self.path, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        file.finish().map_err(|e| Error::io(&self.path, e))?;
         Ok(self.bytes)
     }
 }
@@ -113,7 +113,7 @@ fn len_u32(len: usize, path: &Path) -> Result<u32> {
 /// Streams the entries of a key-value file, verifying its checksum at the end.
 pub struct KvFileReader {
     path: PathBuf,
-    input: BufReader<File>,
+    input: BufReader<Box<dyn Read + Send>>,
     remaining_body: u64,
     crc: crc32fast::Hasher,
     entries: u64,
@@ -123,14 +123,14 @@ pub struct KvFileReader {
 impl KvFileReader {
     /// Opens `path` and checks the header.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let file = for_path(path)?.open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.len;
         if len < (MAGIC.len() + FOOTER_LEN) as u64 {
             return Err(corrupt(path, "file too short"));
         }
         let mut r = Self {
             path: path.to_path_buf(),
-            input: BufReader::with_capacity(256 * 1024, file),
+            input: BufReader::with_capacity(256 * 1024, file.reader),
             remaining_body: len - FOOTER_LEN as u64,
             crc: crc32fast::Hasher::new(),
             entries: 0,
