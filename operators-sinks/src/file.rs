@@ -11,11 +11,17 @@
 //! renamed before the crash is left alone), and in-progress files of earlier runs that no
 //! checkpoint references — records that will be replayed — are deleted once the first
 //! checkpoint of the new run completes. One job per output directory.
+//!
+//! The directory may be on any registered file system ([`operators_core::fs`]): on HDFS
+//! (`hdfs://namenode:port/dir`) a part is durable when its close completes it, and the
+//! commit is HDFS's atomic rename.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use operators_core::fs::{FileSystem, FileWrite};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -84,9 +90,10 @@ pub struct FileSink {
 
 impl FileSink {
     /// Parts in `dir` (created when the job starts, if missing), rolled at 128 MiB and
-    /// at every checkpoint. `dir` is a local path: a URL is refused by
-    /// [`FileSink::validate`] (resolve a `file://` URL with
-    /// [`operators_core::path::local_dir`] first).
+    /// at every checkpoint. `dir` is a local path or a URL of a registered file system
+    /// (`hdfs://...` once `operators-hdfs` is registered); other URLs are refused by
+    /// [`FileSink::validate`] (resolve a setting's text with
+    /// [`operators_core::path::store_dir`] first).
     pub fn new(dir: impl Into<PathBuf>, format: FileFormat) -> Self {
         Self {
             dir: dir.into(),
@@ -124,9 +131,9 @@ impl FileSink {
     }
 
     /// Checks the settings without touching the file system (a dry run changes
-    /// nothing): a usable prefix, and a directory that is a local path, not a URL the
-    /// file system would read as a relative path. [`FileSink::check_dir`] does the
-    /// checks that need I/O.
+    /// nothing): a usable prefix, and a directory that is a local path or a URL of a
+    /// registered file system, not a URL the local file system would read as a relative
+    /// path. [`FileSink::check_dir`] does the checks that need I/O.
     pub fn validate(&self) -> std::result::Result<(), SinkError> {
         if self.prefix.is_empty() || self.prefix.contains('/') || self.prefix.starts_with('.') {
             return Err(SinkError::config(
@@ -134,7 +141,7 @@ impl FileSink {
                 format!("`{}` is not a usable file name prefix", self.prefix),
             ));
         }
-        operators_core::path::check_local(&self.param, &self.dir).map_err(|e| match e {
+        operators_core::path::check_store(&self.param, &self.dir).map_err(|e| match e {
             operators_core::Error::Config { key, message } => SinkError::config(key, message),
             other => SinkError::config(&self.param, other.to_string()),
         })
@@ -143,15 +150,35 @@ impl FileSink {
     /// Creates the directory if missing and checks that it can be written. Run when the
     /// job starts ([`SinkFactory::preflight`]) and by every subtask it creates.
     pub fn check_dir(&self) -> std::result::Result<(), SinkError> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| SinkError::config(&self.param, format!("cannot create `{}`: {e}", self.dir.display())))?;
+        let fs = self.fs()?;
+        fs.create_dir_all(&self.dir).map_err(|e| self.dir_error("create", e))?;
         // Unique per call: subtasks of one job check the same directory concurrently.
         static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let probe = self.dir.join(format!(".probe-{}-{n}", std::process::id()));
-        std::fs::write(&probe, b"")
-            .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| SinkError::config(&self.param, format!("cannot write to `{}`: {e}", self.dir.display())))
+        fs.write(&probe, b"").and_then(|_| fs.remove_file(&probe)).map_err(|e| self.dir_error("write to", e))
+    }
+
+    /// A directory that cannot be used as configured (no permission, a file in the way)
+    /// is a configuration error; a store that does not answer (a NameNode down) is an
+    /// I/O error, which a restart may get past.
+    fn dir_error(&self, what: &str, e: std::io::Error) -> SinkError {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::PermissionDenied
+            | K::NotADirectory
+            | K::AlreadyExists
+            | K::IsADirectory
+            | K::InvalidInput
+            | K::ReadOnlyFilesystem
+            | K::Unsupported => SinkError::config(&self.param, format!("cannot {what} `{}`: {e}", self.dir.display())),
+            _ => SinkError::io(&self.dir, e),
+        }
+    }
+
+    /// The file system the directory is on.
+    fn fs(&self) -> std::result::Result<Arc<dyn FileSystem>, SinkError> {
+        operators_core::fs::for_path(&self.dir).map_err(|e| SinkError::config(&self.param, e.to_string()))
     }
 }
 
@@ -189,15 +216,53 @@ struct PendingPart {
     final_name: String,
 }
 
+/// A part's file: on the local disk (synced behind the writes, see [`OpenPart`]), or on
+/// another file system.
+enum PartFile {
+    Local(File),
+    Remote(Box<dyn FileWrite>),
+}
+
+impl Write for PartFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            PartFile::Local(f) => f.write(buf),
+            PartFile::Remote(f) => f.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            PartFile::Local(f) => f.write_all(buf),
+            PartFile::Remote(f) => f.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            PartFile::Local(f) => f.flush(),
+            PartFile::Remote(f) => f.flush(),
+        }
+    }
+}
+
+impl PartFile {
+    /// Makes the file durable.
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            PartFile::Local(f) => f.sync_all(),
+            PartFile::Remote(f) => f.finish(),
+        }
+    }
+}
+
 enum PartWriter {
     /// `scratch` is the encode buffer, kept across batches: a fresh one per batch (about
     /// a MiB) was page-faulted in anew every time.
     Lines {
-        out: BufWriter<File>,
+        out: BufWriter<PartFile>,
         csv_header: bool,
         scratch: Vec<u8>,
     },
-    Parquet(Box<ArrowWriter<File>>),
+    Parquet(Box<ArrowWriter<PartFile>>),
 }
 
 struct OpenPart {
@@ -238,7 +303,11 @@ impl OpenPart {
         final_name: String,
         schema: &SchemaRef,
     ) -> std::result::Result<Self, SinkError> {
-        let file = File::create(&temp).map_err(|e| SinkError::io(&temp, e))?;
+        let file = if operators_core::fs::scheme_of(&temp).is_none() {
+            PartFile::Local(File::create(&temp).map_err(|e| SinkError::io(&temp, e))?)
+        } else {
+            PartFile::Remote(cfg.fs()?.create(&temp).map_err(|e| SinkError::io(&temp, e))?)
+        };
         let writer = match cfg.format {
             FileFormat::JsonLines => PartWriter::Lines {
                 out: BufWriter::with_capacity(1 << 20, file),
@@ -276,6 +345,8 @@ impl OpenPart {
             PartWriter::Lines { out, .. } => out.get_ref(),
             PartWriter::Parquet(w) => w.inner(),
         };
+        // Another file system makes a part durable at its close only.
+        let PartFile::Local(file) = file else { return Ok(()) };
         let file = file.try_clone().map_err(|e| SinkError::io(&self.temp, e))?;
         self.synced_at = self.bytes;
         self.syncing = Some(std::thread::spawn(move || file.sync_data()));
@@ -321,7 +392,7 @@ impl OpenPart {
             PartWriter::Lines { out, .. } => out.into_inner().map_err(|e| SinkError::io(&self.temp, e.into_error()))?,
             PartWriter::Parquet(w) => w.into_inner().map_err(|e| encode_err(&self.temp, e))?,
         };
-        file.sync_all().map_err(|e| SinkError::io(&self.temp, e))?;
+        file.finish().map_err(|e| SinkError::io(&self.temp, e))?;
         Ok(PendingPart { temp: file_name(&self.temp), final_name: self.final_name })
     }
 }
@@ -330,35 +401,40 @@ fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-fn sync_dir(dir: &Path) -> std::result::Result<(), SinkError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SinkError::io(dir, e))
-}
-
 /// Renames pending parts to their final names; idempotent.
-fn commit_parts(dir: &Path, parts: &[PendingPart]) -> std::result::Result<(), SinkError> {
+fn commit_parts(fs: &dyn FileSystem, dir: &Path, parts: &[PendingPart]) -> std::result::Result<(), SinkError> {
     for p in parts {
         let temp = dir.join(&p.temp);
         let fin = dir.join(&p.final_name);
-        if temp.exists() {
-            std::fs::rename(&temp, &fin).map_err(|e| SinkError::io(&temp, e))?;
-        } else if !fin.exists() {
-            return Err(SinkError::LostPart { path: temp });
+        // The rename itself tells whether it was done before (a commit repeated after a
+        // restore): a status first would cost a round trip per part on a remote store.
+        match fs.rename(&temp, &fin) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !fs.is_file(&fin).map_err(|e| SinkError::io(&fin, e))? {
+                    return Err(SinkError::LostPart { path: temp });
+                }
+            }
+            Err(e) => return Err(SinkError::io(&temp, e)),
         }
     }
-    sync_dir(dir)
+    fs.sync_dir(dir).map_err(|e| SinkError::io(dir, e))
 }
 
 /// Deletes in-progress files of other runs or attempts (their records are replayed).
-fn clean_stale(dir: &Path, prefix: &str, token: &str) -> std::result::Result<usize, SinkError> {
+fn clean_stale(fs: &dyn FileSystem, dir: &Path, prefix: &str, token: &str) -> std::result::Result<usize, SinkError> {
     let head = format!(".{prefix}-");
     let mine = format!(".{prefix}-{token}-");
     let mut removed = 0;
-    for entry in std::fs::read_dir(dir).map_err(|e| SinkError::io(dir, e))? {
-        let entry = entry.map_err(|e| SinkError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for entry in fs.list(dir).map_err(|e| SinkError::io(dir, e))? {
+        let name = entry.name();
         if name.starts_with(&head) && name.ends_with(".inprogress") && !name.starts_with(&mine) {
-            std::fs::remove_file(entry.path()).map_err(|e| SinkError::io(entry.path(), e))?;
-            removed += 1;
+            match fs.remove_file(&entry.path) {
+                Ok(()) => removed += 1,
+                // Removed meanwhile: what this wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SinkError::io(&entry.path, e)),
+            }
         }
     }
     Ok(removed)
@@ -395,7 +471,8 @@ impl FileSinkWriter {
         }
         self.cleaned = true;
         let (dir, prefix, token) = (self.cfg.dir.clone(), self.cfg.prefix.clone(), self.token.clone());
-        let removed = blocking(move || clean_stale(&dir, &prefix, &token)).await?;
+        let fs = self.cfg.fs()?;
+        let removed = blocking(move || clean_stale(&*fs, &dir, &prefix, &token)).await?;
         if removed > 0 {
             tracing::info!(removed, dir = %self.cfg.dir.display(), "removed in-progress files of earlier runs");
         }
@@ -451,7 +528,8 @@ impl Sink for FileSinkWriter {
                 reason: format!("file sink committable: {e}"),
             })?;
         let dir = self.cfg.dir.clone();
-        blocking(move || commit_parts(&dir, &parts)).await
+        let fs = self.cfg.fs()?;
+        blocking(move || commit_parts(&*fs, &dir, &parts)).await
     }
 
     async fn recover(&mut self, committables: Vec<Committable>, _ctx: &mut OperatorContext) -> Result<()> {
@@ -489,11 +567,12 @@ mod tests {
         std::fs::write(dir.path().join(".part-x-0-0.json.inprogress"), b"{}\n").unwrap();
         let parts =
             vec![PendingPart { temp: ".part-x-0-0.json.inprogress".into(), final_name: "part-x-0-0.json".into() }];
-        commit_parts(dir.path(), &parts).unwrap();
-        commit_parts(dir.path(), &parts).unwrap();
+        let fs = operators_core::fs::LocalFileSystem;
+        commit_parts(&fs, dir.path(), &parts).unwrap();
+        commit_parts(&fs, dir.path(), &parts).unwrap();
         assert!(dir.path().join("part-x-0-0.json").exists());
         std::fs::remove_file(dir.path().join("part-x-0-0.json")).unwrap();
-        assert!(matches!(commit_parts(dir.path(), &parts), Err(SinkError::LostPart { .. })));
+        assert!(matches!(commit_parts(&fs, dir.path(), &parts), Err(SinkError::LostPart { .. })));
     }
 
     #[test]
@@ -504,7 +583,7 @@ mod tests {
         {
             std::fs::write(dir.path().join(n), b"").unwrap();
         }
-        assert_eq!(clean_stale(dir.path(), "part", "cur1a2").unwrap(), 1);
+        assert_eq!(clean_stale(&operators_core::fs::LocalFileSystem, dir.path(), "part", "cur1a2").unwrap(), 1);
         assert!(dir.path().join(".part-cur1a2-1-3.json.inprogress").exists());
         assert!(dir.path().join("part-old1a0-0-1.json").exists());
     }
