@@ -121,34 +121,50 @@ pub(super) async fn supervise(
                     return Err(err);
                 };
                 tracing::warn!(error = %err, delay_ms = millis(delay), attempt = attempt + 1, "job failed; restarting");
-                lock(&shared.status).restarts = tracker.restarts();
-                shared.set_status(JobStatus::Restarting, Some(err.to_string()));
-                let sleep = tokio::time::sleep(delay);
-                tokio::pin!(sleep);
+                let mut delay = delay;
+                let mut reason = err.to_string();
                 loop {
-                    tokio::select! {
-                        _ = &mut sleep => break,
-                        cmd = commands.recv() => match cmd {
-                            Some(JobCommand::Cancel) => {
-                                shared.set_status(JobStatus::Canceled, None);
-                                return Ok(JobOutcome { status: JobStatus::Canceled, savepoint: None, restarts: tracker.restarts() });
+                    lock(&shared.status).restarts = tracker.restarts();
+                    shared.set_status(JobStatus::Restarting, Some(reason.clone()));
+                    let sleep = tokio::time::sleep(delay);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            _ = &mut sleep => break,
+                            cmd = commands.recv() => match cmd {
+                                Some(JobCommand::Cancel) => {
+                                    shared.set_status(JobStatus::Canceled, None);
+                                    return Ok(JobOutcome { status: JobStatus::Canceled, savepoint: None, restarts: tracker.restarts() });
+                                }
+                                Some(JobCommand::Savepoint(req)) => shared.set_savepoint(
+                                    &req.request_id,
+                                    SavepointStatus::Failed { reason: "the job is restarting".into() },
+                                ),
+                                None => { sleep.as_mut().await; break; }
                             }
-                            Some(JobCommand::Savepoint(req)) => shared.set_savepoint(
-                                &req.request_id,
-                                SavepointStatus::Failed { reason: "the job is restarting".into() },
-                            ),
-                            None => { sleep.as_mut().await; break; }
                         }
                     }
-                }
-                attempt += 1;
-                if let Some(path) = &last_completed {
+                    attempt += 1;
+                    let Some(path) = &last_completed else { break };
                     match read_metadata(path) {
-                        Ok(l) => restore = Some(l),
-                        Err(e) => {
-                            shared.set_status(JobStatus::Failed, Some(e.to_string()));
-                            return Err(e);
+                        Ok(l) => {
+                            restore = Some(l);
+                            break;
                         }
+                        // The store of the checkpoints not answering (a NameNode down) is
+                        // one more failure for the restart strategy, not the job's end.
+                        Err(e) => match tracker.on_failure(Instant::now(), Instant::now(), &e) {
+                            Some(next) => {
+                                tracing::warn!(error = %e, delay_ms = millis(next), attempt = attempt + 1, "cannot read the checkpoint to restore; restarting");
+                                delay = next;
+                                reason = e.to_string();
+                            }
+                            None => {
+                                tracing::error!(error = %e, "job failed");
+                                shared.set_status(JobStatus::Failed, Some(e.to_string()));
+                                return Err(e);
+                            }
+                        },
                     }
                 }
             }
