@@ -29,3 +29,12 @@
 pub mod logging;
 pub mod runner;
 pub mod server;
+
+/// Registers the file systems of this build with [`operators_core::fs`] (`hdfs://` with
+/// the `hdfs` feature), so that checkpoint, savepoint and sink directories may name
+/// them. Repeating it is harmless.
+pub fn register_file_systems() -> operators_core::Result<()> {
+    #[cfg(feature = "hdfs")]
+    operators_hdfs::register()?;
+    Ok(())
+}

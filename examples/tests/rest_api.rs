@@ -135,12 +135,12 @@ fn read_savepoint_stop_and_restart_without_loss_or_repeat() {
 
     // A target directory with a scheme is refused with Flink's 400 and `errors`, naming
     // the field and the value; the job runs on, and nothing is made of it locally
-    // (taken as a path, `hdfs:///tmp/sp` was `./hdfs:/tmp/sp`).
+    // (taken as a path, `gs://b/sp` was `./gs:/b/sp`).
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     for (path, field, value, cancel) in [
-        ("savepoints", "target-directory", "hdfs:///tmp/sp", false),
+        ("savepoints", "target-directory", "gs://b/sp", false),
         ("savepoints", "target-directory", "s3://bucket/sp", true),
-        ("stop", "targetDirectory", "hdfs:///tmp/sp", false),
+        ("stop", "targetDirectory", "gs://b/sp", false),
     ] {
         let request = json!({field: value, "cancel-job": cancel, "drain": false});
         let mut resp = agent.post(&format!("{base}/jobs/{jid}/{path}")).send_json(&request).unwrap();
@@ -153,7 +153,7 @@ fn read_savepoint_stop_and_restart_without_loss_or_repeat() {
         );
     }
     assert_eq!(get(&format!("{base}/jobs/{jid}"))["state"], "RUNNING");
-    assert!(!tmp.path().join("hdfs:").exists() && !tmp.path().join("s3:").exists());
+    assert!(!tmp.path().join("gs:").exists() && !tmp.path().join("s3:").exists());
 
     // A savepoint while the job runs on.
     let (code, body) =

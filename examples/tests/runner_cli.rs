@@ -405,16 +405,16 @@ fn directories_with_a_scheme_are_refused_before_anything_runs_never_made_local()
         "--stream.sql.watermark",
         "ts,200ms",
     ];
+    // (hdfs:// is a store for all but the local working state: runner_hdfs.rs.)
     let cases: Vec<(&str, &str, &[&str])> = vec![
-        ("stream.checkpoint.dir", "hdfs:///tmp/csp/flink/checkpoints", none),
         ("stream.checkpoint.dir", "s3://bucket/checkpoints", none),
         ("stream.state.dir", "gs://bucket/state", none),
-        ("savepoint.dir", "hdfs:///tmp/savepoints", none),
-        ("savepoint", "hdfs:///tmp/savepoints/savepoint-1", none),
-        // (`source.path` reads HDFS: runner_hdfs.rs.)
-        ("sink.path", "hdfs:///data/out", none),
-        ("dead.letter.path", "hdfs:///data/dead", dead_letters),
-        ("stream.sql.late.path", "hdfs:///data/late", windowed),
+        ("stream.state.dir", "hdfs:///tmp/state", none),
+        ("savepoint.dir", "s3a://b/savepoints", none),
+        ("savepoint", "gs://b/savepoints/savepoint-1", none),
+        ("sink.path", "s3://bucket/out", none),
+        ("dead.letter.path", "abfs://c/dead", dead_letters),
+        ("stream.sql.late.path", "viewfs://cluster/late", windowed),
     ];
     for (key, value, extra) in &cases {
         let mut args: Vec<&str> = base.to_vec();
@@ -430,9 +430,9 @@ fn directories_with_a_scheme_are_refused_before_anything_runs_never_made_local()
         assert_eq!(o.status.code(), Some(2), "{key}: {err}");
         assert!(err.contains(&format!("`{key}`")) && err.contains(&format!("`{value}`")), "{key}: {err}");
         assert!(err.contains("local path") && err.contains("file://"), "{key}: the supported forms: {err}");
-        assert_eq!(value.starts_with("hdfs:"), err.contains("HDFS support"), "{key}: {err}");
+        assert_eq!(value.starts_with("hdfs:"), err.contains("directory on this machine"), "{key}: {err}");
         assert!(!err.contains("started"), "{key}: nothing ran: {err}");
-        // The bug this guards against: `hdfs:///x` taken as the relative path `./hdfs:/x`.
+        // The bug this guards against: `s3://x` taken as the relative path `./s3:/x`.
         assert_eq!(names(cwd.path()), ["in"], "{key}: nothing was created");
     }
 }
@@ -477,15 +477,15 @@ fn client_commands_refuse_a_savepoint_directory_with_a_scheme_before_calling_the
     let job = "0123456789abcdef0123456789abcdef";
     // Port 9 (discard): were the server called, the error would be that it cannot be reached.
     for (args, named) in [
-        (vec!["stop", "-m", "127.0.0.1:9", "-p", "hdfs:///tmp/sp", job], "`-p`"),
-        (vec!["cancel", "-m", "127.0.0.1:9", "-s", "hdfs:///tmp/sp", job], "`-s`"),
-        (vec!["savepoint", "-m", "127.0.0.1:9", job, "hdfs:///tmp/sp"], "DIR"),
-        (vec!["run", "-m", "127.0.0.1:9", "-s", "hdfs:///tmp/sp", "--", "--source.type", "csv"], "`-s`"),
+        (vec!["stop", "-m", "127.0.0.1:9", "-p", "s3://b/sp", job], "`-p`"),
+        (vec!["cancel", "-m", "127.0.0.1:9", "-s", "s3://b/sp", job], "`-s`"),
+        (vec!["savepoint", "-m", "127.0.0.1:9", job, "s3://b/sp"], "DIR"),
+        (vec!["run", "-m", "127.0.0.1:9", "-s", "s3://b/sp", "--", "--source.type", "csv"], "`-s`"),
     ] {
         let o = run(cwd.path(), &args);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains(named) && err.contains("`hdfs:///tmp/sp`") && err.contains("file://"), "{args:?}: {err}");
+        assert!(err.contains(named) && err.contains("`s3://b/sp`") && err.contains("file://"), "{args:?}: {err}");
         assert!(!err.contains("cannot reach"), "{args:?}: refused before the server was called: {err}");
     }
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use operators_benches::{Run, best, measure, median, peak_rss_bytes, report, reset_peak_rss};
 use operators_core::builtins::{DiscardSink, GeneratorSource, MapTransform};
@@ -75,6 +75,23 @@ enum Scenario {
     /// The `operator` binary on the csv-sql-json job (CSV → the toolkit's SQL → JSON
     /// files, PROCESS_ONCE, default checkpointing), against the same bare single-threaded
     /// decode → SQL → encode loop; with the child's CPU time and peak memory.
+    /// The CSV → JSON job through the `operator` binary reading from and writing to HDFS
+    /// (`HDFS_URL`, `testing/services/hdfs.sh`), against the same job on local disk in
+    /// the same run.
+    HdfsCsvJson {
+        /// Directory of CSV files (8 columns); copied to HDFS first.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Generate this many rows into the input directory first.
+        #[arg(long)]
+        generate: Option<u64>,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The operator binary (default: next to this one).
+        #[arg(long)]
+        operator: Option<PathBuf>,
+    },
     RunnerCsvSqlJson {
         /// Directory of CSV files (8 columns: id, name, city, x, y, tags, score, ts).
         #[arg(long)]
@@ -335,6 +352,98 @@ async fn csv_scenario(
         cpu(&with) / cpu(&without).max(1e-9),
         rss_with >> 20,
         rss_without >> 20
+    );
+    Ok(())
+}
+
+fn hdfs_csv_json(
+    input: Option<PathBuf>,
+    generate: Option<u64>,
+    rounds: usize,
+    operator: Option<PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use operators_benches::runner::{ChildRun, SCHEMA_JSON, operator_binary, run_operator};
+    let binary = operator_binary(operator)?;
+    let scratch = tempfile::tempdir()?;
+    let input = match input {
+        Some(dir) => dir,
+        None => scratch.path().join("input"),
+    };
+    if let Some(rows) = generate.or_else(|| (!input.exists()).then_some(2_000_000)) {
+        let bytes = operators_benches::csv::generate(&input, rows)?;
+        eprintln!("generated {rows} rows, {} MiB, into {}", bytes >> 20, input.display());
+    }
+    let url = std::env::var("HDFS_URL")
+        .map_err(|_| "HDFS_URL is not set: start HDFS with `testing/services/hdfs.sh start`")?;
+    operators_hdfs::register()?;
+    let root = PathBuf::from(format!(
+        "{}/pipeline-bench/hdfs-csv-json-{:08x}",
+        url.trim_end_matches('/'),
+        rand::random::<u32>()
+    ));
+    let hdfs = operators_core::fs::for_path(&root)?;
+    let hdfs_input = root.join("input");
+    hdfs.create_dir_all(&hdfs_input)?;
+    let started = std::time::Instant::now();
+    for file in operators_benches::csv::inputs(&input)? {
+        let name = file.file_name().ok_or("an input file without a name")?;
+        hdfs.write(&hdfs_input.join(name), &std::fs::read(&file)?)?;
+    }
+    eprintln!("copied the input to {} in {:.1} s", hdfs_input.display(), started.elapsed().as_secs_f64());
+    let text = |p: &Path| p.to_str().map(String::from).ok_or("a path is not UTF-8");
+    let job = |source: String, sink: String| -> Vec<String> {
+        [
+            "--source.type",
+            "csv",
+            "--source.path",
+            &source,
+            "--source.watch.type",
+            "PROCESS_ONCE",
+            "--stream.sql.schema.json",
+            SCHEMA_JSON,
+            "--sink.type",
+            "file",
+            "--sink.path",
+            &sink,
+            "--progress",
+            "off",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut on_hdfs: Vec<ChildRun> = Vec::new();
+    let mut local: Vec<ChildRun> = Vec::new();
+    for round in 0..rounds {
+        let out = root.join(format!("out-{round}"));
+        let args = job(text(&hdfs_input)?, text(&out)?);
+        let run = run_operator(&binary, scratch.path(), &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        hdfs.remove_dir_all(&out)?;
+        let base_out = scratch.path().join(format!("base-{round}"));
+        operators_benches::settle_disk();
+        let args = job(text(&input)?, text(&base_out)?);
+        let base = run_operator(&binary, scratch.path(), &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let _ = std::fs::remove_dir_all(&base_out);
+        if run.rows_out != base.rows_out || run.rows_out == 0 {
+            return Err(format!("the HDFS job wrote {} rows, the local one {}", run.rows_out, base.rows_out).into());
+        }
+        on_hdfs.push(run);
+        local.push(base);
+    }
+    hdfs.remove_dir_all(&root)?;
+    let rate = |r: &ChildRun| r.rows_out as f64 / r.wall.as_secs_f64().max(1e-9);
+    let best_of = |runs: &[ChildRun]| runs.iter().copied().max_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let (Some(h), Some(l)) = (best_of(&on_hdfs), best_of(&local)) else { return Err("no rounds ran".into()) };
+    report("hdfs-csv-json", rate(&h), rate(&l));
+    println!(
+        "hdfs-csv-json rows={} wall_s={:.3} baseline_wall_s={:.3} cpu_s={:.2} baseline_cpu_s={:.2} peak_rss_mib={} baseline_peak_rss_mib={}",
+        h.rows_out,
+        h.wall.as_secs_f64(),
+        l.wall.as_secs_f64(),
+        h.cpu.as_secs_f64(),
+        l.cpu.as_secs_f64(),
+        h.peak_rss_bytes >> 20,
+        l.peak_rss_bytes >> 20
     );
     Ok(())
 }
@@ -683,6 +792,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Scenario::CsvJson { input, generate, rounds } => csv_scenario("csv-json", input, generate, rounds, false).await,
         Scenario::CsvSqlJson { input, generate, rounds } => {
             csv_scenario("csv-sql-json", input, generate, rounds, true).await
+        }
+        Scenario::HdfsCsvJson { input, generate, rounds, operator } => {
+            tokio::task::block_in_place(|| hdfs_csv_json(input, generate, rounds, operator))
         }
         Scenario::RunnerCsvSqlJson { input, generate, rounds, operator } => {
             tokio::task::block_in_place(|| runner_csv_sql_json(input, generate, rounds, operator))

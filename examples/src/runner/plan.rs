@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use operators_core::builtins::{NestTransform, RateLimitTransform};
 use operators_core::checkpoint::{CheckpointConfig, CheckpointingMode};
 use operators_core::operator::BadRecordPolicy;
-use operators_core::path::local_dir;
+use operators_core::path::{local_dir, store_dir};
 use operators_core::restart::RestartStrategy;
 use operators_core::state::{DEFAULT_MEMORY_BUDGET, StateBackendKind};
 use operators_core::window::WatermarkGenerator;
@@ -413,8 +413,9 @@ fn checkpointing(params: &Params) -> Result<Option<CheckpointConfig>, PlanError>
     };
     let default_interval = if mode == CheckpointingMode::ExactlyOnce { 30_000 } else { 60_000 };
     let interval = params.int("stream.checkpoint.interval")?.unwrap_or(default_interval);
-    // A local path or a file:// URL; `hdfs:///x` is refused here, not written to `./hdfs:/x`.
-    let dir = local_dir(
+    // A local path, a file:// URL or hdfs://; another URL is refused here, not written to
+    // a relative path such as `./s3:/x`.
+    let dir = store_dir(
         "stream.checkpoint.dir",
         &params.text("stream.checkpoint.dir").unwrap_or_else(|| "checkpoints".into()),
     )?;
@@ -491,10 +492,10 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
         config = config.with_state_memory_budget(bytes);
     }
     if let Some(dir) = params.get("savepoint.dir") {
-        config = config.with_savepoint_dir(local_dir("savepoint.dir", dir)?);
+        config = config.with_savepoint_dir(store_dir("savepoint.dir", dir)?);
     }
     if let Some(sp) = params.get("savepoint") {
-        config = config.with_restore(local_dir("savepoint", sp)?, params.bool("allow-non-restored-state")?);
+        config = config.with_restore(store_dir("savepoint", sp)?, params.bool("allow-non-restored-state")?);
     }
     // HDFS is read by a Rust client: there is no Hadoop installation to point at, and
     // the client (hdfs-native 0.13) takes its user from the environment only.
@@ -579,6 +580,8 @@ fn not_yet(key: &str, what: &str) -> PlanError {
 
 /// Plans the job the parameters describe.
 pub fn plan(params: &Params) -> Result<Plan, PlanError> {
+    // Before any directory setting is resolved: `hdfs://` is one of the stores they name.
+    crate::register_file_systems()?;
     params.validate()?;
     let source_type = params
         .choice("source.type")?
@@ -800,7 +803,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         dead_letters.extend(out.dead_letters);
         if let (Some(late), Some(path)) = (out.late_records, params.text("stream.sql.late.path")) {
             // Rows past their window's lateness, as the window's input saw them.
-            let sink = FileSink::new(local_dir("stream.sql.late.path", &path)?, FileFormat::JsonLines)
+            let sink = FileSink::new(store_dir("stream.sql.late.path", &path)?, FileFormat::JsonLines)
                 .with_prefix("late")
                 .with_param("stream.sql.late.path");
             sink.validate()?;
@@ -820,7 +823,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
             let path = params.required("sink.path", "the file sink writes into one directory")?;
             let format =
                 FileFormat::parse("sink.format", &params.text("sink.format").unwrap_or_else(|| "json".into()))?;
-            let sink = FileSink::new(local_dir("sink.path", &path)?, format)
+            let sink = FileSink::new(store_dir("sink.path", &path)?, format)
                 .with_roll_size(params.int("sink.file.roll.size.mb")?.unwrap_or(128).saturating_mul(1 << 20))
                 .with_roll_interval(params.int("sink.file.roll.interval.ms")?.map(Duration::from_millis));
             sink.validate()?;
@@ -881,7 +884,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
     }
     if policy == BadRecordPolicy::DeadLetter {
         let path = params.required("dead.letter.path", "dead letters need a directory")?;
-        let sink = FileSink::new(local_dir("dead.letter.path", &path)?, FileFormat::JsonLines)
+        let sink = FileSink::new(store_dir("dead.letter.path", &path)?, FileFormat::JsonLines)
             .with_prefix("dead-letters")
             .with_param("dead.letter.path");
         sink.validate()?;

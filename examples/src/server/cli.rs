@@ -24,7 +24,7 @@ operator stop [-m host:port] [-p DIR] [-d] JOBID
 operator savepoint [-m host:port] JOBID [DIR]
 
 common: --token TOKEN (or OPERATOR_REST_TOKEN), --json (print the server's JSON)
-savepoint directories are local paths or file:// URLs (hdfs://, s3://, ... are refused)
+savepoint directories are local paths, file:// or hdfs:// URLs (s3://, gs://, ... are refused)
 ";
 
 struct Client {
@@ -134,11 +134,13 @@ fn flag_value(it: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<Strin
 }
 
 /// A savepoint directory given as `what` (a flag, or a command's DIR), checked by the
-/// rule the server applies ([`operators_core::path::local_dir`]: a local path or a
-/// `file://` URL) before the server is called; returns the path to send. A URL with
-/// another scheme is refused here, naming `what`, the value and what is supported.
+/// rule the server applies ([`operators_core::path::store_dir`]: a local path, a
+/// `file://` URL or an `hdfs://` URL) before the server is called; returns the path to
+/// send. A URL with another scheme is refused here, naming `what`, the value and what is
+/// supported.
 fn savepoint_dir(what: &str, value: &str) -> Result<String, String> {
-    match operators_core::path::local_dir(what, value) {
+    crate::register_file_systems().map_err(|e| e.to_string())?;
+    match operators_core::path::store_dir(what, value) {
         Ok(path) => Ok(path.to_string_lossy().into_owned()),
         Err(operators_core::Error::Config { key, message }) => Err(format!("`{key}`: {message}")),
         Err(other) => Err(other.to_string()),

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use operators_core::Job;
 use operators_core::checkpoint::CheckpointStorage;
-use operators_core::path::local_dir;
+use operators_core::fs::FileSystem;
+use operators_core::path::{local_dir, store_dir};
 use operators_core::rest::JobRegistry;
 use serde::{Deserialize, Serialize};
 
@@ -80,33 +81,29 @@ pub struct Jobs {
     jobs: Arc<Mutex<Vec<Arc<ServerJob>>>>,
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a job record only its owner can read (it holds the submitted arguments, and
+/// so any secret among them), atomically: a temporary file renamed into place, so that a
+/// crash mid-write leaves the old record, never half a one.
+fn write_private(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
-    // `mode` applies only to a file that is created: a leftover of a crash, made with
-    // other permissions, would pass them on to the record.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
+    let mut file = fs.create_private(&tmp)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
-    // Renamed into place, so a crash mid-write leaves the old record, never half a one.
-    std::fs::rename(&tmp, path)
+    file.finish()?;
+    fs.rename(&tmp, path)
+}
+
+/// The file system of the server's state directory.
+fn store(dir: &Path) -> std::io::Result<Arc<dyn FileSystem>> {
+    operators_core::fs::for_path(dir).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 impl Jobs {
     /// The jobs of a server keeping its records in `state_dir`.
     pub fn new(state_dir: PathBuf, savepoints_dir: Option<PathBuf>, logs: Logs) -> std::io::Result<Self> {
-        std::fs::create_dir_all(state_dir.join("jobs"))?;
+        // Submissions may name hdfs:// directories.
+        crate::register_file_systems().map_err(|e| std::io::Error::other(e.to_string()))?;
+        store(&state_dir)?.create_dir_all(&state_dir.join("jobs"))?;
         let savepoints_dir = savepoints_dir.unwrap_or_else(|| state_dir.join("savepoints"));
         Ok(Self { state_dir, savepoints_dir, registry: JobRegistry::default(), logs, jobs: Arc::default() })
     }
@@ -133,11 +130,12 @@ impl Jobs {
     fn write_record(&self, record: &JobRecord) -> Result<(), SubmitError> {
         let path = self.record_path(&record.id);
         let write = || -> std::io::Result<()> {
+            let fs = store(&path)?;
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                fs.create_dir_all(dir)?;
             }
             let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-            write_private(&path, &bytes)
+            write_private(&*fs, &path, &bytes)
         };
         write().map_err(|e| SubmitError::Internal(format!("cannot record the job in {}: {e}", path.display())))
     }
@@ -154,10 +152,12 @@ impl Jobs {
             ));
         }
         let mut params = inv.params;
-        // Directories are resolved by the one rule (a local path or a file:// URL) before
-        // the job id is joined to them, so that a refusal names the value as given.
+        // Directories are resolved by the one rule (a local path, a file:// URL, or
+        // hdfs:// where the store may be remote) before the job id is joined to them, so
+        // that a refusal names the value as given.
         let dir = |key: &str, value: &str| {
-            local_dir(key, value).map_err(|e| SubmitError::BadRequest(PlanError::from(e).to_string()))
+            let resolved = if key == "stream.state.dir" { local_dir(key, value) } else { store_dir(key, value) };
+            resolved.map_err(|e| SubmitError::BadRequest(PlanError::from(e).to_string()))
         };
         if let Some(p) = submission.parallelism {
             params.set("stream.parallelism", &p.to_string(), Origin::CommandLine);
@@ -178,7 +178,12 @@ impl Jobs {
         params.set("stream.checkpoint.dir", &checkpoints.to_string_lossy(), Origin::CommandLine);
         let state = match params.get("stream.state.dir") {
             Some(d) => dir("stream.state.dir", d)?.join(id),
-            None => self.state_dir.join("jobs").join(id).join("state"),
+            // Working copies of keyed state are local: under the state directory when it
+            // is, else in the system's temporary directory.
+            None if operators_core::fs::scheme_of(&self.state_dir).is_none() => {
+                self.state_dir.join("jobs").join(id).join("state")
+            }
+            None => std::env::temp_dir().join("operator-server").join(id).join("state"),
         };
         params.set("stream.state.dir", &state.to_string_lossy(), Origin::CommandLine);
         if !params.has("savepoint.dir") {
@@ -232,7 +237,8 @@ impl Jobs {
                 Ok(id)
             }
             Err(e) => {
-                let _ = std::fs::remove_dir_all(self.state_dir.join("jobs").join(&id));
+                let dir = self.state_dir.join("jobs").join(&id);
+                let _ = store(&dir).and_then(|fs| fs.remove_dir_all(&dir));
                 Err(e)
             }
         }
@@ -267,12 +273,20 @@ impl Jobs {
     /// Starts again every job the records say was running; returns how many.
     pub fn resume_all(&self) -> usize {
         let dir = self.state_dir.join("jobs");
-        let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
+        let Ok(fs) = store(&dir) else { return 0 };
+        let entries = match fs.list(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot list the job records; no job resumed");
+                return 0;
+            }
+        };
         let mut records: Vec<JobRecord> = entries
-            .filter_map(|e| e.ok())
+            .into_iter()
+            .filter(|e| e.is_dir)
             .filter_map(|e| {
-                let path = e.path().join("job.json");
-                let bytes = std::fs::read(&path).ok()?;
+                let path = e.path.join("job.json");
+                let bytes = fs.read(&path).ok()?;
                 match serde_json::from_slice::<JobRecord>(&bytes) {
                     Ok(r) => Some(r),
                     Err(e) => {
@@ -419,9 +433,10 @@ mod tests {
         let jobs = Jobs::new(dir.path().to_path_buf(), None, Logs::default()).unwrap();
         let id = operators_core::new_job_id();
         for (args, savepoint, key) in [
-            (vec!["--stream.checkpoint.dir", "hdfs:///tmp/ck"], None, "stream.checkpoint.dir"),
+            (vec!["--stream.checkpoint.dir", "gs://b/ck"], None, "stream.checkpoint.dir"),
             (vec!["--stream.state.dir", "s3://bucket/state"], None, "stream.state.dir"),
-            (vec![], Some("hdfs:///tmp/sp/savepoint-1"), "savepointPath"),
+            (vec!["--stream.state.dir", "hdfs://nn:8020/state"], None, "stream.state.dir"),
+            (vec![], Some("s3a://b/sp/savepoint-1"), "savepointPath"),
         ] {
             let submission = Submission {
                 args: args.iter().map(|s| s.to_string()).collect(),

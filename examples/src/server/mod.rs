@@ -24,7 +24,7 @@ pub mod logs;
 use std::path::PathBuf;
 
 use logs::Logs;
-use operators_core::path::local_dir;
+use operators_core::path::store_dir;
 use operators_core::secret::Secret;
 
 /// Settings of a server (`operator serve --help`).
@@ -66,8 +66,9 @@ operator serve: runs jobs submitted over Flink's REST API
   --rest.token TOKEN           bearer token every call must carry (or OPERATOR_REST_TOKEN)
   --state.dir DIR              job records, checkpoints and state (default operator-server)
   --state.savepoints.dir DIR   default savepoint directory (default <state.dir>/savepoints);
-                               directories are local paths or file:// URLs (hdfs://, s3://,
-                               ... are refused)
+                               directories are local paths, file:// URLs or hdfs:// URLs
+                               (s3://, gs://, ... are refused); with an hdfs:// state.dir,
+                               keyed state's working copies go to the temporary directory
   --log.format text|json       log lines on stderr: text (coloured only on a terminal, not
                                with NO_COLOR set) or one JSON object per line (default text)
 ";
@@ -76,6 +77,7 @@ impl ServerConfig {
     /// From `operator serve` arguments (and `OPERATOR_REST_TOKEN`, which keeps the token
     /// out of the process list).
     pub fn from_args(args: &[String], token_env: Option<String>) -> Result<Self, String> {
+        crate::register_file_systems().map_err(|e| e.to_string())?;
         let mut config =
             ServerConfig { token: token_env.filter(|t| !t.is_empty()).map(Secret::new), ..ServerConfig::default() };
         let mut it = args.iter();
@@ -93,11 +95,12 @@ impl ServerConfig {
                     config.port = v.parse().map_err(|_| format!("`--rest.port`: `{v}` is not a port number"))?;
                 }
                 "--rest.token" => config.token = Some(value()?).filter(|t| !t.is_empty()).map(Secret::new),
-                // A local path or a file:// URL; `hdfs:///x` is refused, not made `./hdfs:/x`.
-                "--state.dir" => config.state_dir = local_dir("state.dir", &value()?).map_err(|e| e.to_string())?,
+                // A local path, a file:// URL or hdfs://; another URL is refused, not made a
+                // relative path such as `./s3:/x`.
+                "--state.dir" => config.state_dir = store_dir("state.dir", &value()?).map_err(|e| e.to_string())?,
                 "--state.savepoints.dir" => {
                     config.savepoints_dir =
-                        Some(local_dir("state.savepoints.dir", &value()?).map_err(|e| e.to_string())?);
+                        Some(store_dir("state.savepoints.dir", &value()?).map_err(|e| e.to_string())?);
                 }
                 "--log.format" => config.log_format = value()?.parse()?,
                 other => return Err(format!("`operator serve`: unknown argument `{other}`\n\n{SERVE_HELP}")),
@@ -154,8 +157,10 @@ mod tests {
 
     #[test]
     fn server_directories_with_a_scheme_are_refused_naming_the_argument() {
-        let e = ServerConfig::from_args(&args(&["--state.savepoints.dir", "hdfs:///sp"]), None).unwrap_err();
-        assert!(e.contains("state.savepoints.dir") && e.contains("hdfs:///sp") && e.contains("file://"), "{e}");
+        let e = ServerConfig::from_args(&args(&["--state.savepoints.dir", "gs://b/sp"]), None).unwrap_err();
+        assert!(e.contains("state.savepoints.dir") && e.contains("gs://b/sp") && e.contains("file://"), "{e}");
+        let c = ServerConfig::from_args(&args(&["--state.savepoints.dir", "hdfs://nn:8020/sp"]), None).unwrap();
+        assert_eq!(c.savepoints_dir, Some(PathBuf::from("hdfs://nn:8020/sp")));
         let e = ServerConfig::from_args(&args(&["--state.dir=s3://bucket/state"]), None).unwrap_err();
         assert!(e.contains("state.dir") && e.contains("s3://bucket/state"), "{e}");
         let c =

@@ -54,18 +54,38 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Rows of committed JSON-lines files in `dir`, as JSON objects; panics on partial lines.
+/// The file system of `dir`: the local disk, or the test HDFS for an `hdfs://` URL.
+fn store(dir: &Path) -> std::sync::Arc<dyn operators_core::fs::FileSystem> {
+    operators_hdfs::register().unwrap();
+    operators_core::fs::for_path(dir).unwrap()
+}
+
+/// A fresh directory on the test HDFS (`testing/services/hdfs.sh`; `HDFS_URL` names its
+/// NameNode), not created. Fails naming the script when HDFS_URL is unset.
+pub fn hdfs_dir(name: &str) -> PathBuf {
+    let url = match std::env::var("HDFS_URL") {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "HDFS_URL is not set: start HDFS with `testing/services/hdfs.sh start` (or `eval \"$(testing/services/start-all.sh)\"`)"
+        ),
+    };
+    PathBuf::from(format!("{}/operators-tests/{name}-{:016x}", url.trim_end_matches('/'), rand::random::<u64>()))
+}
+
+/// Rows of committed JSON-lines files in `dir` (local or on HDFS), as JSON objects;
+/// panics on partial lines.
 pub fn json_rows(dir: &Path) -> Vec<serde_json::Value> {
+    let fs = store(dir);
     let mut rows = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return rows };
-    let mut names: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    let Ok(entries) = fs.list(dir) else { return rows };
+    let mut names: Vec<PathBuf> = entries.into_iter().map(|e| e.path).collect();
     names.sort();
     for path in names {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with('.') || !name.ends_with(".json") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = String::from_utf8(fs.read(&path).unwrap()).unwrap();
         assert!(text.is_empty() || text.ends_with('\n'), "{name}: partial line");
         for line in text.lines() {
             rows.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}")));
@@ -74,19 +94,19 @@ pub fn json_rows(dir: &Path) -> Vec<serde_json::Value> {
     rows
 }
 
-/// Hidden (in-progress) files left in `dir`.
+/// Hidden (in-progress) files left in `dir` (local or on HDFS).
 pub fn hidden_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|it| {
-            it.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect()
-        })
+    store(dir)
+        .list(dir)
+        .map(|it| it.iter().map(|e| e.name().to_string()).filter(|n| n.starts_with('.')).collect())
         .unwrap_or_default()
 }
 
-/// Writes `files` CSV files of `rows_per_file` rows `id,name,score` into `dir`;
-/// returns the expected rows keyed by id.
+/// Writes `files` CSV files of `rows_per_file` rows `id,name,score` into `dir` (local
+/// or on HDFS); returns the expected rows keyed by id.
 pub fn write_csv_input(dir: &Path, files: usize, rows_per_file: usize, header: bool) -> BTreeMap<i64, (String, f64)> {
-    std::fs::create_dir_all(dir).unwrap();
+    let fs = store(dir);
+    fs.create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     let mut expected = BTreeMap::new();
     for f in 0..files {
         let mut s = String::new();
@@ -100,7 +120,7 @@ pub fn write_csv_input(dir: &Path, files: usize, rows_per_file: usize, header: b
             s.push_str(&format!("{id},\"{}\",{score}\n", name.replace('"', "\"\"")));
             expected.insert(id, (name, score));
         }
-        std::fs::write(dir.join(format!("input-{f:03}.csv")), s).unwrap();
+        fs.write(&dir.join(format!("input-{f:03}.csv")), s.as_bytes()).unwrap();
     }
     expected
 }

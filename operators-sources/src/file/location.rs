@@ -62,7 +62,7 @@ impl Location {
 
     #[cfg(feature = "hdfs")]
     fn hdfs(key: &str, value: &str) -> Result<Self, SourceError> {
-        let Some((authority, path)) = split_hdfs_url(value) else {
+        let Some((authority, path)) = operators_hdfs::split_url(value) else {
             return Err(SourceError::config(
                 key,
                 format!(
@@ -70,18 +70,9 @@ impl Location {
                 ),
             ));
         };
-        let mut builder = hdfs_native::ClientBuilder::new().with_io_runtime(hdfs_io_runtime(key)?);
-        if !authority.is_empty() {
-            builder = builder.with_url(format!("hdfs://{authority}"));
-        }
-        let client = builder.build().map_err(|e| {
-            let hint = if authority.is_empty() {
-                " (`hdfs:///` names the default file system: set `fs.defaultFS` in core-site.xml under `HADOOP_CONF_DIR`, or write the NameNode in the URL)"
-            } else {
-                ""
-            };
-            SourceError::config(key, format!("cannot use HDFS for `{value}`{hint}: {e}"))
-        })?;
+        // The process's client of that NameNode, shared with checkpoints and file sinks.
+        let client = operators_hdfs::client(authority)
+            .map_err(|e| SourceError::config(key, format!("cannot use HDFS for `{value}`: {e}")))?;
         let store = hdfs_native_object_store::HdfsObjectStore::new(client.clone());
         let dir = Path::from(path);
         let absolute = format!("/{dir}");
@@ -147,39 +138,6 @@ impl Location {
     pub fn file_path(&self, name: &str) -> Path {
         self.dir.clone().join(name)
     }
-}
-
-/// The runtime HDFS clients do their I/O on: one for the process, never dropped. Left to
-/// itself, a client made outside a runtime makes its own and drops it with the client —
-/// from inside the job's runtime, where tokio refuses to drop a runtime (a panic when the
-/// job ends).
-#[cfg(feature = "hdfs")]
-fn hdfs_io_runtime(key: &str) -> Result<tokio::runtime::Handle, SourceError> {
-    static RUNTIME: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> = std::sync::OnceLock::new();
-    let rt = RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("hdfs-io")
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())
-    });
-    match rt {
-        Ok(rt) => Ok(rt.handle().clone()),
-        Err(e) => Err(SourceError::config(key, format!("cannot start the HDFS client's I/O threads: {e}"))),
-    }
-}
-
-/// The NameNode authority (empty for the default file system) and the path of an
-/// `hdfs://` URL; `None` when it is not one (`hdfs:/x` has no authority part).
-#[cfg_attr(not(feature = "hdfs"), allow(dead_code))]
-fn split_hdfs_url(value: &str) -> Option<(&str, &str)> {
-    let rest = value.get(..7).filter(|p| p.eq_ignore_ascii_case("hdfs://")).map(|_| &value[7..])?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    Some((authority, path))
 }
 
 #[cfg(test)]
