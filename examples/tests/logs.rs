@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use support::{operator, write_csv_input};
 
-/// A one-file CSV job into JSON-lines files, under `dir`. `hadoop.user.name` is accepted
+/// A one-file CSV job into JSON-lines files, under `dir`. `hadoop.home.dir` is accepted
 /// and ignored with a warning: a log line every run writes.
 fn job_args(dir: &Path) -> Vec<String> {
     write_csv_input(&dir.join("in"), 1, 20, true);
@@ -28,8 +28,8 @@ fn job_args(dir: &Path) -> Vec<String> {
         "file",
         "--sink.path",
         dir.join("out").to_str().unwrap(),
-        "--hadoop.user.name",
-        "csp",
+        "--hadoop.home.dir",
+        "/opt/hadoop",
     ]
     .map(String::from)
     .to_vec()
@@ -72,7 +72,7 @@ fn runner_and_server_logs_to_a_file_have_no_colour_codes() {
     let status = logged(operator(dir.path()), &log).args(job_args(dir.path())).status().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{text}");
-    assert!(text.contains(" WARN ") && text.contains("hadoop.user.name"), "the runner logged its warning:\n{text}");
+    assert!(text.contains(" WARN ") && text.contains("hadoop.home.dir"), "the runner logged its warning:\n{text}");
     assert_no_escapes("runner", &text);
 
     let text = serve_until_listening(dir.path(), &dir.path().join("server.log"), &[]);
@@ -110,7 +110,7 @@ fn log_format_json_writes_one_object_per_line() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{text}");
     let lines = assert_json_lines("runner", &text);
-    assert!(lines.iter().any(|l| l["level"] == "WARN" && l["fields"]["key"] == "hadoop.user.name"), "{text}");
+    assert!(lines.iter().any(|l| l["level"] == "WARN" && l["fields"]["key"] == "hadoop.home.dir"), "{text}");
 
     let text = serve_until_listening(dir.path(), &dir.path().join("server.log"), &["--log.format", "json"]);
     let lines = assert_json_lines("server", &text);

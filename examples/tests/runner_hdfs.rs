@@ -247,3 +247,110 @@ fn csv_on_hdfs_to_json_files_on_hdfs_with_checkpoints_on_hdfs() {
     });
     assert!(ck_status.is_ok_and(|s| s.isdir), "checkpoint directory {ck_url} on HDFS");
 }
+
+/// The toolkit README's file → Kafka pipelines with every path on HDFS (input and
+/// checkpoints): Parquet → Kafka, ORC → Kafka, CSV with a header → Kafka with nesting.
+#[test]
+fn the_toolkit_pipelines_from_hdfs_to_kafka_with_checkpoints_on_hdfs() {
+    use operators_testkit::kafka::TestKafka;
+    let kafka = TestKafka::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (csv_url, csv_path) = hdfs_dir("kafka-csv");
+    let (parquet_url, parquet_path) = hdfs_dir("kafka-parquet");
+    let (orc_url, orc_path) = hdfs_dir("kafka-orc");
+    let (ck_url, _) = hdfs_dir("kafka-ck");
+    let mut parquet = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut parquet, sample_batch().schema(), None).unwrap();
+    w.write(&sample_batch()).unwrap();
+    w.close().unwrap();
+    let mut orc = Vec::new();
+    let mut w = orc_rust::ArrowWriterBuilder::new(&mut orc, sample_batch().schema()).try_build().unwrap();
+    w.write(&sample_batch()).unwrap();
+    w.close().unwrap();
+    put(&[
+        (format!("{csv_path}/a.csv"), b"id,name,k1\n1,n1,v1\n2,n2,v2\n".to_vec()),
+        (format!("{parquet_path}/part-0.parquet"), parquet),
+        (format!("{orc_path}/part-0.orc"), orc),
+    ]);
+    let to_kafka = |kind: &str, source: &str, extra: &[&str]| -> Vec<serde_json::Value> {
+        let topic = kafka.topic(&format!("hdfs-{kind}"), 1).unwrap();
+        let mut args = vec![
+            "--source.type",
+            kind,
+            "--source.path",
+            source,
+            "--source.watch.type",
+            "PROCESS_ONCE",
+            "--sink.type",
+            "kafka",
+            "--sink.kafka.brokers",
+            kafka.bootstrap_servers(),
+            "--sink.kafka.topic",
+            &topic,
+            "--stream.checkpoint.enable",
+            "true",
+            "--stream.checkpoint.mode",
+            "EXACTLY_ONCE",
+            "--stream.checkpoint.dir",
+            &ck_url,
+        ];
+        args.extend_from_slice(extra);
+        let o = run(tmp.path(), &args);
+        assert!(o.status.success(), "{kind} from {source} to Kafka: {}", stderr(&o));
+        let values = kafka.read_committed_values(&topic).unwrap();
+        sorted_by_id(values.iter().map(|v| serde_json::from_str(v).unwrap()).collect())
+    };
+    let expected = vec![
+        json!({"city": "beijing", "id": 1}),
+        json!({"city": "shanghai", "id": 2}),
+        json!({"city": "shenzhen", "id": 3}),
+    ];
+    assert_eq!(to_kafka("parquet", &parquet_url, &[]), expected);
+    assert_eq!(to_kafka("orc", &orc_url, &[]), expected);
+    assert_eq!(
+        to_kafka("csv", &csv_url, &["--source.firstLine.schema", "true", "--sink.merge.enable", "true"]),
+        vec![
+            json!({"id": "1", "feas": {"name": "n1", "k1": "v1"}}),
+            json!({"id": "2", "feas": {"name": "n2", "k1": "v2"}})
+        ]
+    );
+}
+
+/// `hadoop.user.name` is the HDFS user: the part files the job writes are that user's.
+#[test]
+fn hadoop_user_name_is_the_hdfs_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (in_url, in_path) = hdfs_dir("user-in");
+    let (out_url, out_path) = hdfs_dir("user-out");
+    put(&[(format!("{in_path}/a.csv"), b"id,name\n1,n1\n".to_vec())]);
+    let o = support::operator(tmp.path())
+        .env_remove("HADOOP_USER_NAME")
+        .args([
+            "--source.type",
+            "csv",
+            "--source.path",
+            &in_url,
+            "--source.firstLine.schema",
+            "true",
+            "--source.watch.type",
+            "PROCESS_ONCE",
+            "--sink.type",
+            "file",
+            "--sink.path",
+            &out_url,
+            "--hadoop.user.name",
+            "csp-etl",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("hadoop.user.name"), "applied, so no warning: {}", stderr(&o));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let owners: Vec<(String, String)> = rt.block_on(async {
+        let client = hdfs_native::ClientBuilder::new().with_url(env("HDFS_URL")).build().unwrap();
+        client.list_status(&out_path, false).await.unwrap().into_iter().map(|s| (s.path, s.owner)).collect()
+    });
+    let parts: Vec<&(String, String)> = owners.iter().filter(|(p, _)| p.ends_with(".json")).collect();
+    assert!(!parts.is_empty(), "{owners:?}");
+    assert!(parts.iter().all(|(_, owner)| owner == "csp-etl"), "{owners:?}");
+}

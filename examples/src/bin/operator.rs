@@ -71,6 +71,7 @@ fn main() -> ExitCode {
     let cwd = std::env::current_dir().unwrap_or_default();
     // Variables that are not Unicode cannot hold a parameter; skip them.
     let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let original_args = args.clone();
     let invocation = match resolve(args, env, &cwd) {
         Ok(i) => i,
         Err(e) => {
@@ -88,6 +89,20 @@ fn main() -> ExitCode {
     if invocation.version {
         println!("operator {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    // hdfs-native takes the HDFS user from HADOOP_USER_NAME alone, and a running process
+    // cannot change its environment soundly: the runner starts itself again with it set.
+    #[cfg(unix)]
+    if let Some(user) = invocation.params.text("hadoop.user.name").filter(|u| !u.trim().is_empty())
+        && std::env::var("HADOOP_USER_NAME").ok().as_deref() != Some(user.as_str())
+    {
+        use std::os::unix::process::CommandExt as _;
+        let err = match std::env::current_exe() {
+            Ok(exe) => std::process::Command::new(exe).args(&original_args).env("HADOOP_USER_NAME", &user).exec(),
+            Err(e) => e,
+        };
+        eprintln!("error: `hadoop.user.name`: cannot start the runner again as HDFS user `{user}`: {err}");
+        return ExitCode::from(1);
     }
     // Logging starts once the parameters say in which form; errors before that are
     // printed plainly.

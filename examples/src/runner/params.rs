@@ -416,7 +416,7 @@ pub const PARAMS: &[ParamSpec] = &[
         "hadoop.user.name",
         None,
         Kind::Text,
-        "accepted for compatibility, not applied yet: the HDFS user is HADOOP_USER_NAME from the environment, else the process's",
+        "the HDFS user (the runner starts itself again with HADOOP_USER_NAME set to it); default HADOOP_USER_NAME, else the process's user",
     ),
 ];
 

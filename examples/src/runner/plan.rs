@@ -498,17 +498,22 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
         config = config.with_restore(store_dir("savepoint", sp)?, params.bool("allow-non-restored-state")?);
     }
     // HDFS is read by a Rust client: there is no Hadoop installation to point at, and
-    // the client (hdfs-native 0.13) takes its user from the environment only.
+    // the client (hdfs-native 0.13) takes its user from HADOOP_USER_NAME only (the
+    // `operator` binary sets it from hadoop.user.name by starting itself again).
     if params.has("hadoop.home.dir") {
         tracing::warn!(
             key = "hadoop.home.dir",
             "accepted for compatibility and ignored: no Hadoop installation is used (HADOOP_CONF_DIR names the HDFS client's configuration)"
         );
     }
-    if params.has("hadoop.user.name") {
+    if let Some(user) = params.text("hadoop.user.name")
+        && std::env::var("HADOOP_USER_NAME").ok().as_deref() != Some(user.as_str())
+    {
+        // A job server's job, or the runner embedded: the HDFS user is the process's.
         tracing::warn!(
             key = "hadoop.user.name",
-            "accepted for compatibility and not applied: the HDFS user is HADOOP_USER_NAME from the environment, else the process's"
+            "not applied in this process: the HDFS user is HADOOP_USER_NAME from its environment, else its user \
+             (the operator runner applies it; a job server runs every job as its own HDFS user)"
         );
     }
     Ok(config)
