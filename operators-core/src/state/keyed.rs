@@ -354,6 +354,8 @@ pub struct KeyedStateStore {
     budget: Option<Arc<MemoryBudget>>,
     /// Bytes of this store counted in the budget.
     accounted: u64,
+    /// The spill store's [`KeyValueStore::resident_bytes`] when last asked.
+    spill_resident: u64,
     check_every: u32,
     since_check: u32,
     /// Changes are recorded for checkpoints.
@@ -409,6 +411,7 @@ impl KeyedStateStore {
             spill: spill.map(|store| Spill { store, used: false }),
             budget: None,
             accounted: 0,
+            spill_resident: 0,
             check_every: CHECK_EVERY,
             since_check: 0,
             changelog,
@@ -634,7 +637,7 @@ impl KeyedStateStore {
     }
 
     fn account(&mut self) -> u64 {
-        let local = self.table.bytes() as u64;
+        let local = self.table.bytes() as u64 + self.spill_resident;
         if let Some(b) = &self.budget {
             b.update(self.accounted, local);
         }
@@ -643,14 +646,17 @@ impl KeyedStateStore {
     }
 
     fn enforce_budget(&mut self) -> Result<()> {
-        let local = self.account();
+        // What the spill store holds in memory for what it stores grows with every
+        // eviction; the table makes room for it.
+        self.spill_resident = self.spill.as_ref().map_or(0, |s| s.store.resident_bytes());
+        self.account();
         let Some(budget) = self.budget.clone() else { return Ok(()) };
         let used = budget.used();
         if used <= budget.limit {
             return Ok(());
         }
         // Evict down to 7/8 of the budget, so that checks are not made on every write.
-        let target = local.saturating_sub(used - budget.limit / 8 * 7);
+        let target = (self.table.bytes() as u64).saturating_sub(used - budget.limit / 8 * 7);
         self.evict_to(target)?;
         self.account();
         Ok(())

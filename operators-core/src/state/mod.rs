@@ -52,6 +52,12 @@ pub trait KeyValueStore: Send {
     fn delete(&mut self, key: &[u8]) -> Result<()>;
     /// Up to `limit` entries with `start <= key < end`, in key order.
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Memory the store holds that grows with what it stores, not bounded by its caches
+    /// (an LSM tree's bloom filters): counted in the keyed-state budget, so that the
+    /// table in memory shrinks as the store grows.
+    fn resident_bytes(&self) -> u64 {
+        0
+    }
     /// Applies puts (`Some`) and deletions (`None`) in one batch.
     fn apply(&mut self, batch: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
         for (k, v) in batch {
@@ -226,6 +232,10 @@ mod disk_backend {
         open: Arc<Mutex<HashMap<String, Weak<JobStore>>>>,
     }
 
+    /// Bits per key of the disk store's bloom filters (fjall's default): a lookup of a key
+    /// never seen reads the disk about once in a hundred.
+    const BLOOM_BITS: u8 = 10;
+
     /// A job's fjall keyspace, removed from disk when its last subtask store closes.
     struct JobStore {
         keyspace: Option<fjall::Keyspace>,
@@ -296,12 +306,13 @@ mod disk_backend {
             // filter): at the default 64 MiB segments of small entries, a hundred MiB
             // outside the budget. Small segments bound that to a few MiB.
             let target = u32::try_from(self.store_memory / 4).unwrap_or(u32::MAX).max(2 << 20);
-            let options = fjall::PartitionCreateOptions::default().max_memtable_size(memtable).compaction_strategy(
-                fjall::compaction::Strategy::Leveled(fjall::compaction::Leveled {
+            let options = fjall::PartitionCreateOptions::default()
+                .max_memtable_size(memtable)
+                .bloom_filter_bits(Some(BLOOM_BITS))
+                .compaction_strategy(fjall::compaction::Strategy::Leveled(fjall::compaction::Leveled {
                     target_size: target,
                     ..Default::default()
-                }),
-            );
+                }));
             let partition = keyspace.open_partition(&name, options).map_err(|e| store_err(&path, "opening", e))?;
             Ok(Some(Box::new(DiskStore { partition: Some(partition), job: job_store.clone(), path })))
         }
@@ -415,6 +426,13 @@ mod disk_backend {
             b.commit().map_err(|e| store_err(&self.path, "batch", e))
         }
 
+        fn resident_bytes(&self) -> u64 {
+            // fjall keeps every segment's bloom filter in memory: BLOOM_BITS per item
+            // written (its count includes overwritten versions and tombstones not yet
+            // compacted away, which their filters hold too).
+            self.partition.as_ref().map_or(0, |p| p.approximate_len() as u64 * u64::from(BLOOM_BITS) / 8)
+        }
+
         fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
             if start >= end {
                 return Ok(Vec::new());
@@ -509,6 +527,18 @@ mod tests {
             .unwrap();
         s.put(b"k", b"v").unwrap();
         assert_eq!(s.get(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[cfg(feature = "disk")]
+    #[test]
+    fn the_disk_store_counts_its_bloom_filters_as_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = DiskStateBackend::new(dir.path().to_path_buf()).open_store(&scope()).unwrap().unwrap();
+        assert_eq!(s.resident_bytes(), 0);
+        s.apply((0u32..8000).map(|i| (i.to_be_bytes().to_vec(), Some(vec![1]))).collect()).unwrap();
+        // Ten bits a key.
+        assert_eq!(s.resident_bytes(), 10_000);
+        assert_eq!(MemoryStore::default().resident_bytes(), 0);
     }
 
     #[test]
