@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use support::{operator, write_csv_input};
 
-/// A one-file CSV job into JSON-lines files, under `dir`. `hadoop.home.dir` is accepted
-/// and ignored with a warning: a log line every run writes.
+/// A one-file CSV job into JSON-lines files, under `dir`. `hadoop.home.dir` makes the
+/// runner say where the HDFS client's configuration comes from: a log line with fields
+/// every run writes.
 fn job_args(dir: &Path) -> Vec<String> {
     write_csv_input(&dir.join("in"), 1, 20, true);
     [
@@ -72,7 +73,7 @@ fn runner_and_server_logs_to_a_file_have_no_colour_codes() {
     let status = logged(operator(dir.path()), &log).args(job_args(dir.path())).status().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{text}");
-    assert!(text.contains(" WARN ") && text.contains("hadoop.home.dir"), "the runner logged its warning:\n{text}");
+    assert!(text.contains(" INFO ") && text.contains("hadoop.home.dir"), "the runner logged its line:\n{text}");
     assert_no_escapes("runner", &text);
 
     let text = serve_until_listening(dir.path(), &dir.path().join("server.log"), &[]);
@@ -110,7 +111,7 @@ fn log_format_json_writes_one_object_per_line() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{text}");
     let lines = assert_json_lines("runner", &text);
-    assert!(lines.iter().any(|l| l["level"] == "WARN" && l["fields"]["key"] == "hadoop.home.dir"), "{text}");
+    assert!(lines.iter().any(|l| l["level"] == "INFO" && l["fields"]["key"] == "hadoop.home.dir"), "{text}");
 
     let text = serve_until_listening(dir.path(), &dir.path().join("server.log"), &["--log.format", "json"]);
     let lines = assert_json_lines("server", &text);

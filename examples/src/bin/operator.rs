@@ -96,19 +96,29 @@ fn main() -> ExitCode {
         println!("operator {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    // hdfs-native takes the HDFS user from HADOOP_USER_NAME alone, and a running process
-    // cannot change its environment soundly: the runner starts itself again with it set.
+    // hdfs-native takes the HDFS user from HADOOP_USER_NAME and its configuration from
+    // HADOOP_CONF_DIR, else HADOOP_HOME/etc/hadoop, and a running process cannot change
+    // its environment soundly: the runner starts itself again with them set.
     #[cfg(unix)]
-    if let Some(user) = invocation.params.text("hadoop.user.name").filter(|u| !u.trim().is_empty())
-        && std::env::var("HADOOP_USER_NAME").ok().as_deref() != Some(user.as_str())
     {
-        use std::os::unix::process::CommandExt as _;
-        let err = match std::env::current_exe() {
-            Ok(exe) => std::process::Command::new(exe).args(&original_args).env("HADOOP_USER_NAME", &user).exec(),
-            Err(e) => e,
-        };
-        eprintln!("error: `hadoop.user.name`: cannot start the runner again as HDFS user `{user}`: {err}");
-        return ExitCode::from(1);
+        let overrides: Vec<(&str, String)> =
+            [("hadoop.user.name", "HADOOP_USER_NAME"), ("hadoop.home.dir", "HADOOP_HOME")]
+                .into_iter()
+                .filter_map(|(param, var)| {
+                    let value = invocation.params.text(param).filter(|v| !v.trim().is_empty())?;
+                    (std::env::var(var).ok().as_deref() != Some(value.as_str())).then_some((var, value))
+                })
+                .collect();
+        if !overrides.is_empty() {
+            use std::os::unix::process::CommandExt as _;
+            let err = match std::env::current_exe() {
+                Ok(exe) => std::process::Command::new(exe).args(&original_args).envs(overrides.clone()).exec(),
+                Err(e) => e,
+            };
+            let vars: Vec<String> = overrides.iter().map(|(var, value)| format!("{var}={value}")).collect();
+            eprintln!("error: cannot start the runner again with {}: {err}", vars.join(" "));
+            return ExitCode::from(1);
+        }
     }
     // Logging starts once the parameters say in which form; errors before that are
     // printed plainly.

@@ -410,7 +410,7 @@ pub const PARAMS: &[ParamSpec] = &[
         "hadoop.home.dir",
         None,
         Kind::Text,
-        "accepted for compatibility; no Hadoop installation is used (HDFS through a Rust client; HADOOP_CONF_DIR names its configuration)",
+        "HADOOP_HOME for the HDFS client: without HADOOP_CONF_DIR, its configuration is <dir>/etc/hadoop (the runner starts itself again with HADOOP_HOME set)",
     ),
     p(
         "hadoop.user.name",

@@ -497,14 +497,26 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
     if let Some(sp) = params.get("savepoint") {
         config = config.with_restore(store_dir("savepoint", sp)?, params.bool("allow-non-restored-state")?);
     }
-    // HDFS is read by a Rust client: there is no Hadoop installation to point at, and
-    // the client (hdfs-native 0.13) takes its user from HADOOP_USER_NAME only (the
-    // `operator` binary sets it from hadoop.user.name by starting itself again).
-    if params.has("hadoop.home.dir") {
-        tracing::warn!(
-            key = "hadoop.home.dir",
-            "accepted for compatibility and ignored: no Hadoop installation is used (HADOOP_CONF_DIR names the HDFS client's configuration)"
-        );
+    // The HDFS client (hdfs-native 0.13) reads its user from HADOOP_USER_NAME and its
+    // configuration from HADOOP_CONF_DIR, else HADOOP_HOME/etc/hadoop, as Hadoop's own
+    // clients do; the `operator` binary sets both variables from hadoop.user.name and
+    // hadoop.home.dir by starting itself again. What this process could not apply is said.
+    if let Some(home) = params.text("hadoop.home.dir") {
+        let applied = std::env::var("HADOOP_HOME").ok().as_deref() == Some(home.as_str());
+        if !applied {
+            tracing::warn!(
+                key = "hadoop.home.dir",
+                "not applied in this process: the HDFS client's configuration is HADOOP_CONF_DIR, else \
+                 HADOOP_HOME/etc/hadoop from its environment (the operator runner applies it)"
+            );
+        } else if std::env::var_os("HADOOP_CONF_DIR").is_some() {
+            tracing::info!(
+                key = "hadoop.home.dir",
+                "HADOOP_CONF_DIR names the HDFS client's configuration; {home}/etc/hadoop is not read"
+            );
+        } else {
+            tracing::info!(key = "hadoop.home.dir", "the HDFS client's configuration is read from {home}/etc/hadoop");
+        }
     }
     if let Some(user) = params.text("hadoop.user.name")
         && std::env::var("HADOOP_USER_NAME").ok().as_deref() != Some(user.as_str())
