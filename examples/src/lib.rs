@@ -34,7 +34,10 @@ pub mod server;
 /// the `hdfs` feature), so that checkpoint, savepoint and sink directories may name
 /// them. Repeating it is harmless.
 pub fn register_file_systems() -> operators_core::Result<()> {
+    // An embedding service may have registered its own (another timeout, say): kept.
     #[cfg(feature = "hdfs")]
-    operators_hdfs::register()?;
+    if operators_core::fs::registered("hdfs").is_none() {
+        operators_hdfs::register()?;
+    }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! `operator serve` with its state on HDFS (`testing/services/hdfs.sh`): job records,
 //! checkpoints and savepoints under an `hdfs://` state directory, a job writing to HDFS
 //! canceled with a savepoint and resubmitted from it (every row once), job records
-//! readable by their owner only, and a running job resumed under its id after the
-//! server is SIGKILLed and started again.
+//! readable by their owner only, a running job resumed under its id after the server is
+//! SIGKILLed and started again, and the client's savepoint command to an hdfs:// target.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -69,6 +69,14 @@ fn a_server_with_its_state_on_hdfs_savepoints_resubmits_and_resumes_there() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(server.log(&again).contains("resumed after a server restart"));
+    // The client command, with an hdfs:// target of its own.
+    let target = root.join("client-savepoints");
+    let o = server.client(tmp.path(), &["savepoint", &again, target.to_str().unwrap()]);
+    let printed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let location = printed.trim().strip_prefix("Savepoint completed. Path: ").unwrap_or_else(|| panic!("{printed}"));
+    assert!(location.starts_with(target.to_str().unwrap()), "{location}");
+    assert!(fs.is_file(&std::path::Path::new(location).join("_metadata")).unwrap(), "{location}");
     wait_rows(&out, &expected, "across the savepoint and a server kill");
     let (status, _) = server.call("PATCH", &format!("/jobs/{again}?mode=cancel"), None);
     assert_eq!(status, 202);

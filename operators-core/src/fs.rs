@@ -219,7 +219,8 @@ impl FileSystem for LocalFileSystem {
     fn status(&self, path: &Path) -> io::Result<Option<FileStatus>> {
         match std::fs::metadata(path) {
             Ok(m) => Ok(Some(FileStatus { is_dir: m.is_dir(), len: if m.is_dir() { 0 } else { m.len() } })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            // Below a file: nothing there either.
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -177,15 +177,24 @@ fn wait<T: Send + 'static>(
 ) -> io::Result<T> {
     let rt = io_runtime().map_err(io::Error::other)?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    rt.spawn(async move {
+    let task = rt.spawn(async move {
         let _ = tx.send(op.await);
     });
-    rx.recv_timeout(timeout).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("HDFS did not answer {what} `{path}` within {} s", timeout.as_secs_f64()),
-        )
-    })
+    match rx.recv_timeout(timeout) {
+        Ok(v) => Ok(v),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            // Not left to finish unseen: a file it would create after this error would
+            // be a file nobody closes, locked to this client for the lease's hour.
+            task.abort();
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("HDFS did not answer {what} `{path}` within {} s", timeout.as_secs_f64()),
+            ))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(io::Error::other(format!("the HDFS call {what} `{path}` ended without an answer (it panicked)")))
+        }
+    }
 }
 
 /// An HDFS error as an I/O error of the kind callers test for.
@@ -194,6 +203,9 @@ fn to_io(e: HdfsError) -> io::Error {
     let kind = match &e {
         HdfsError::IOError(inner) => return io::Error::new(inner.kind(), e.to_string()),
         HdfsError::FileNotFound(_) => K::NotFound,
+        // hdfs-native reports a file another client is writing (its lease held) as one
+        // that exists; that one passes when the lease is recovered or expires.
+        HdfsError::AlreadyExists(m) if m.contains("lease") || m.contains("being created") => K::ResourceBusy,
         HdfsError::AlreadyExists(_) => K::AlreadyExists,
         HdfsError::IsADirectoryError(_) => K::IsADirectory,
         HdfsError::InvalidPath(_) | HdfsError::InvalidArgument(_) => K::InvalidInput,
@@ -203,7 +215,8 @@ fn to_io(e: HdfsError) -> io::Error {
             Some("PathIsNotEmptyDirectoryException") => K::DirectoryNotEmpty,
             Some("ParentNotDirectoryException") => K::NotADirectory,
             Some("AccessControlException") => K::PermissionDenied,
-            Some("SafeModeException" | "RetriableException" | "StandbyException") => K::Interrupted,
+            // Not `Interrupted`: `write_all` and `read_to_end` retry that kind at once.
+            Some("SafeModeException" | "RetriableException" | "StandbyException") => K::ResourceBusy,
             _ => K::Other,
         },
         _ => K::Other,

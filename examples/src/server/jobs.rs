@@ -76,6 +76,9 @@ pub struct ServerJob {
 pub struct Jobs {
     state_dir: PathBuf,
     savepoints_dir: PathBuf,
+    /// Where jobs keep the working copies of their keyed state: under the state
+    /// directory when it is local, else a directory of this server's own.
+    scratch: PathBuf,
     registry: JobRegistry,
     logs: Logs,
     jobs: Arc<Mutex<Vec<Arc<ServerJob>>>>,
@@ -87,10 +90,33 @@ pub struct Jobs {
 fn write_private(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
+    // A temporary file left by a write that failed may still be held open (on HDFS,
+    // under a lease for up to an hour): removed first, it cannot block this write.
+    match fs.remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut file = fs.create_private(&tmp)?;
     file.write_all(bytes)?;
     file.finish()?;
     fs.rename(&tmp, path)
+}
+
+/// A new directory only this user can enter, under the system's temporary directory,
+/// with a name nobody can guess (and so prepare for it) in advance.
+fn private_temp_dir() -> std::io::Result<PathBuf> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let n = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let dir = std::env::temp_dir().join(format!("operator-server-{n:016x}"));
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    // Not `recursive`: a directory already there was not made by this server.
+    builder.create(&dir)?;
+    Ok(dir)
 }
 
 /// The file system of the server's state directory.
@@ -105,7 +131,11 @@ impl Jobs {
         crate::register_file_systems().map_err(|e| std::io::Error::other(e.to_string()))?;
         store(&state_dir)?.create_dir_all(&state_dir.join("jobs"))?;
         let savepoints_dir = savepoints_dir.unwrap_or_else(|| state_dir.join("savepoints"));
-        Ok(Self { state_dir, savepoints_dir, registry: JobRegistry::default(), logs, jobs: Arc::default() })
+        let scratch = match operators_core::fs::scheme_of(&state_dir) {
+            None => state_dir.join("jobs"),
+            Some(_) => private_temp_dir()?,
+        };
+        Ok(Self { state_dir, savepoints_dir, scratch, registry: JobRegistry::default(), logs, jobs: Arc::default() })
     }
 
     /// The registry the REST routes read.
@@ -179,11 +209,8 @@ impl Jobs {
         let state = match params.get("stream.state.dir") {
             Some(d) => dir("stream.state.dir", d)?.join(id),
             // Working copies of keyed state are local: under the state directory when it
-            // is, else in the system's temporary directory.
-            None if operators_core::fs::scheme_of(&self.state_dir).is_none() => {
-                self.state_dir.join("jobs").join(id).join("state")
-            }
-            None => std::env::temp_dir().join("operator-server").join(id).join("state"),
+            // is, else in a directory of this server's own.
+            None => self.scratch.join(id).join("state"),
         };
         params.set("stream.state.dir", &state.to_string_lossy(), Origin::CommandLine);
         if !params.has("savepoint.dir") {
@@ -201,12 +228,16 @@ impl Jobs {
             self.logs.job_line(id, format!("warning: {i}"));
         }
         let mut config = planned.config.with_job_id(id);
-        if resuming
-            && let Some(cp) = &config.checkpointing
-            && CheckpointStorage::new(&cp.dir, &config.name).latest().ok().flatten().is_some()
-        {
+        if resuming && let Some(cp) = &config.checkpointing {
             // A checkpoint taken since the savepoint is newer than it: resume from that.
-            config.restore = None;
+            // A store that cannot say (a NameNode down) leaves the job unresumed (its
+            // record still says it runs, so the next start tries again), not rewound.
+            let latest = CheckpointStorage::new(&cp.dir, &config.name)
+                .latest()
+                .map_err(|e| SubmitError::Internal(format!("cannot look for the job's checkpoints: {e}")))?;
+            if latest.is_some() {
+                config.restore = None;
+            }
         }
         let job = planned.pipeline.start(config).map_err(|e| SubmitError::BadRequest(e.to_string()))?;
         let job = Arc::new(job);
@@ -286,7 +317,15 @@ impl Jobs {
             .filter(|e| e.is_dir)
             .filter_map(|e| {
                 let path = e.path.join("job.json");
-                let bytes = fs.read(&path).ok()?;
+                let bytes = match fs.read(&path) {
+                    Ok(bytes) => bytes,
+                    // A directory left by a submission that failed before its record.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "cannot read a job record; job not resumed");
+                        return None;
+                    }
+                };
                 match serde_json::from_slice::<JobRecord>(&bytes) {
                     Ok(r) => Some(r),
                     Err(e) => {

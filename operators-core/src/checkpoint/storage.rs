@@ -379,8 +379,13 @@ impl CheckpointStorage {
             let loaded = read_metadata(dir)?;
             for op in loaded.metadata.operators.values() {
                 for st in &op.subtasks {
+                    // By name: shared file names are unique, and a root written under one
+                    // spelling of its URL (`hdfs:///ck`) and read under another
+                    // (`hdfs://nn:8020/ck`) must not make referenced files look stray.
                     for f in &st.keyed_state {
-                        referenced.insert(normalize(&f.path));
+                        if let Some(name) = f.path.file_name() {
+                            referenced.insert(name.to_os_string());
+                        }
                     }
                 }
             }
@@ -390,8 +395,9 @@ impl CheckpointStorage {
             let created: Option<CheckpointId> =
                 entry.name().strip_prefix('c').and_then(|n| n.split('-').next()).and_then(|n| n.parse().ok());
             let Some(created) = created else { continue };
+            let name = std::ffi::OsString::from(entry.name());
             let path = entry.path;
-            if created <= latest && !referenced.contains(&normalize(&path)) {
+            if created <= latest && !referenced.contains(&name) {
                 fs.remove_file(&path).map_err(|e| Error::io(&path, e))?;
             }
         }

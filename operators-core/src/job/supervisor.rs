@@ -53,11 +53,21 @@ pub(super) async fn supervise(
     }
     let mut next_id = initial_restore.as_ref().map_or(1, |r| r.metadata.checkpoint_id + 1);
     if let Some(storage) = &storage {
-        // Never reuse the id of a directory an earlier run left behind.
-        if let Ok(Some(latest)) = storage.latest()
-            && let Ok(l) = read_metadata(&latest)
-        {
-            next_id = next_id.max(l.metadata.checkpoint_id + 1);
+        // Never reuse the id of a directory an earlier run left behind: a new chk-1 would
+        // replace its checkpoint, and retention would keep the older run's instead. A
+        // store that cannot say (a NameNode down) fails the start rather than guess.
+        let latest = match storage.latest() {
+            Ok(latest) => latest.map(|dir| read_metadata(&dir)).transpose(),
+            Err(e) => Err(e),
+        };
+        match latest {
+            Ok(Some(l)) => next_id = next_id.max(l.metadata.checkpoint_id + 1),
+            Err(e @ Error::Io { .. }) => {
+                shared.set_status(JobStatus::Failed, Some(e.to_string()));
+                return Err(e);
+            }
+            // Nothing there, or a checkpoint this version cannot read: as before.
+            Ok(None) | Err(_) => {}
         }
     }
     let mut restore = initial_restore;
@@ -152,8 +162,12 @@ pub(super) async fn supervise(
                             break;
                         }
                         // The store of the checkpoints not answering (a NameNode down) is
-                        // one more failure for the restart strategy, not the job's end.
-                        Err(e) => match tracker.on_failure(Instant::now(), Instant::now(), &e) {
+                        // one more failure for the restart strategy, not the job's end; a
+                        // corrupt or unreadable checkpoint does not mend by waiting.
+                        Err(e) => match matches!(e, Error::Io { .. })
+                            .then(|| tracker.on_failure(Instant::now(), Instant::now(), &e))
+                            .flatten()
+                        {
                             Some(next) => {
                                 tracing::warn!(error = %e, delay_ms = millis(next), attempt = attempt + 1, "cannot read the checkpoint to restore; restarting");
                                 delay = next;

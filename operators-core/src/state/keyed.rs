@@ -354,8 +354,10 @@ pub struct KeyedStateStore {
     budget: Option<Arc<MemoryBudget>>,
     /// Bytes of this store counted in the budget.
     accounted: u64,
-    /// The spill store's [`KeyValueStore::resident_bytes`] when last asked.
+    /// The spill store's [`KeyValueStore::resident_bytes`] when last asked, as counted.
     spill_resident: u64,
+    /// The warning that the spill store's memory outgrew its share was given.
+    resident_warned: bool,
     check_every: u32,
     since_check: u32,
     /// Changes are recorded for checkpoints.
@@ -412,6 +414,7 @@ impl KeyedStateStore {
             budget: None,
             accounted: 0,
             spill_resident: 0,
+            resident_warned: false,
             check_every: CHECK_EVERY,
             since_check: 0,
             changelog,
@@ -646,11 +649,22 @@ impl KeyedStateStore {
     }
 
     fn enforce_budget(&mut self) -> Result<()> {
-        // What the spill store holds in memory for what it stores grows with every
-        // eviction; the table makes room for it.
-        self.spill_resident = self.spill.as_ref().map_or(0, |s| s.store.resident_bytes());
-        self.account();
         let Some(budget) = self.budget.clone() else { return Ok(()) };
+        // What the spill store holds in memory for what it stores grows with every
+        // eviction; the table makes room for it, up to a quarter of the budget: beyond
+        // that the table would be emptied at every check, and every key read from disk.
+        let resident = self.spill.as_ref().map_or(0, |s| s.store.resident_bytes());
+        if resident > budget.limit / 4 && !self.resident_warned {
+            self.resident_warned = true;
+            tracing::warn!(
+                resident_mib = resident >> 20,
+                budget_mib = budget.limit >> 20,
+                "the disk store's bloom filters for the keys on disk take more than a quarter of the keyed-state \
+                 memory budget; memory grows past the budget with the keys: raise stream.state.memory.budget"
+            );
+        }
+        self.spill_resident = resident.min(budget.limit / 4);
+        self.account();
         let used = budget.used();
         if used <= budget.limit {
             return Ok(());
