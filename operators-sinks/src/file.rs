@@ -421,14 +421,19 @@ fn commit_parts(fs: &dyn FileSystem, dir: &Path, parts: &[PendingPart]) -> std::
     fs.sync_dir(dir).map_err(|e| SinkError::io(dir, e))
 }
 
-/// Deletes in-progress files of other runs or attempts (their records are replayed).
+/// Deletes in-progress files of other runs or attempts (their records are replayed), and
+/// the probes of directory checks that a killed process left (on HDFS a probe lives for
+/// a few round trips to the NameNode, which a SIGKILL can fall between).
 fn clean_stale(fs: &dyn FileSystem, dir: &Path, prefix: &str, token: &str) -> std::result::Result<usize, SinkError> {
     let head = format!(".{prefix}-");
     let mine = format!(".{prefix}-{token}-");
     let mut removed = 0;
     for entry in fs.list(dir).map_err(|e| SinkError::io(dir, e))? {
         let name = entry.name();
-        if name.starts_with(&head) && name.ends_with(".inprogress") && !name.starts_with(&mine) {
+        let stale_part = name.starts_with(&head) && name.ends_with(".inprogress") && !name.starts_with(&mine);
+        // Every subtask of this attempt checked the directory before its first row, so
+        // a probe still there when the first checkpoint completes is a leftover.
+        if stale_part || name.starts_with(".probe-") {
             match fs.remove_file(&entry.path) {
                 Ok(()) => removed += 1,
                 // Removed meanwhile: what this wanted.
@@ -578,12 +583,17 @@ mod tests {
     #[test]
     fn stale_cleanup_keeps_the_current_run() {
         let dir = tempfile::tempdir().unwrap();
-        for n in
-            [".part-old1a0-0-0.json.inprogress", ".part-cur1a2-1-3.json.inprogress", "part-old1a0-0-1.json", ".other"]
-        {
+        for n in [
+            ".part-old1a0-0-0.json.inprogress",
+            ".part-cur1a2-1-3.json.inprogress",
+            "part-old1a0-0-1.json",
+            ".other",
+            ".probe-12-0",
+        ] {
             std::fs::write(dir.path().join(n), b"").unwrap();
         }
-        assert_eq!(clean_stale(&operators_core::fs::LocalFileSystem, dir.path(), "part", "cur1a2").unwrap(), 1);
+        assert_eq!(clean_stale(&operators_core::fs::LocalFileSystem, dir.path(), "part", "cur1a2").unwrap(), 2);
+        assert!(!dir.path().join(".probe-12-0").exists());
         assert!(dir.path().join(".part-cur1a2-1-3.json.inprogress").exists());
         assert!(dir.path().join("part-old1a0-0-1.json").exists());
     }

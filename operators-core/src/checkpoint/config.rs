@@ -189,7 +189,8 @@ pub(crate) fn probe_dir(dir: &Path, key: &str) -> Result<()> {
     let fs = crate::fs::for_path(dir).map_err(|e| Error::config(key, e.to_string()))?;
     fs.create_dir_all(dir).map_err(|e| fail("create", e))?;
     let probe = dir.join(format!(".probe-{}", std::process::id()));
-    fs.write(&probe, b"probe").map_err(|e| fail("write to", e))?;
+    // Empty: on HDFS a file with a block waits for the DataNode's report to close.
+    fs.write(&probe, b"").map_err(|e| fail("write to", e))?;
     fs.remove_file(&probe).map_err(|e| fail("write to", e))?;
     fs.list(dir).map_err(|e| fail("read", e))?;
     Ok(())
