@@ -294,13 +294,13 @@ mod disk_backend {
                 return Err(Error::Internal("a job's disk store used after close".into()));
             };
             let name = partition_name(scope);
-            let path = job_store.path.join(&name);
-            // A partition of an earlier attempt under this name is stale.
-            if keyspace.partition_exists(&name) {
-                let stale =
-                    keyspace.open_partition(&name, Default::default()).map_err(|e| store_err(&path, "opening", e))?;
-                keyspace.delete_partition(stale).map_err(|e| store_err(&path, "removing", e))?;
+            // A partition under this name is one a closed subtask store left: it is not
+            // reused (it holds that store's entries) nor deleted (see `DiskStore`).
+            let mut name = name;
+            while keyspace.partition_exists(&name) {
+                name = format!("{name}-r{:08x}", rand::random::<u32>());
             }
+            let path = job_store.path.join(&name);
             let memtable = u32::try_from(self.store_memory / 4).unwrap_or(u32::MAX);
             // Compaction keeps a 16-byte hash per key of the segment it writes (for its bloom
             // filter): at the default 64 MiB segments of small entries, a hundred MiB
@@ -314,7 +314,7 @@ mod disk_backend {
                     ..Default::default()
                 }));
             let partition = keyspace.open_partition(&name, options).map_err(|e| store_err(&path, "opening", e))?;
-            Ok(Some(Box::new(DiskStore { partition: Some(partition), job: job_store.clone(), path })))
+            Ok(Some(Box::new(DiskStore { partition, job: job_store.clone(), path })))
         }
     }
 
@@ -383,9 +383,14 @@ mod disk_backend {
     }
 
     /// One subtask's disk store: a partition of its job's.
+    ///
+    /// Its partition is not deleted when it closes, but with the job's keyspace, when the
+    /// job's last store closes (a restart closes them all). fjall 2.11 cannot delete a
+    /// partition while the partition's memtable is being flushed: its flush thread
+    /// panics and poisons the keyspace under every other subtask. A subtask that ends
+    /// before the others (its input ended first) used to do exactly that.
     pub struct DiskStore {
-        /// Taken on drop, to delete the partition.
-        partition: Option<fjall::PartitionHandle>,
+        partition: fjall::PartitionHandle,
         job: Arc<JobStore>,
         /// For error messages.
         path: PathBuf,
@@ -395,27 +400,23 @@ mod disk_backend {
         fn keyspace(&self) -> Result<&fjall::Keyspace> {
             self.job.keyspace.as_ref().ok_or_else(|| Error::Internal("disk store used after close".into()))
         }
-
-        fn partition(&self) -> Result<&fjall::PartitionHandle> {
-            self.partition.as_ref().ok_or_else(|| Error::Internal("disk store used after close".into()))
-        }
     }
 
     impl KeyValueStore for DiskStore {
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            self.partition()?.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| store_err(&self.path, "get", e))
+            self.partition.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| store_err(&self.path, "get", e))
         }
 
         fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-            self.partition()?.insert(key, value).map_err(|e| store_err(&self.path, "put", e))
+            self.partition.insert(key, value).map_err(|e| store_err(&self.path, "put", e))
         }
 
         fn delete(&mut self, key: &[u8]) -> Result<()> {
-            self.partition()?.remove(key).map_err(|e| store_err(&self.path, "delete", e))
+            self.partition.remove(key).map_err(|e| store_err(&self.path, "delete", e))
         }
 
         fn apply(&mut self, batch: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
-            let partition = self.partition()?;
+            let partition = &self.partition;
             let mut b = self.keyspace()?.batch();
             for (k, v) in batch {
                 match v {
@@ -430,7 +431,7 @@ mod disk_backend {
             // fjall keeps every segment's bloom filter in memory: BLOOM_BITS per item
             // written (its count includes overwritten versions and tombstones not yet
             // compacted away, which their filters hold too).
-            self.partition.as_ref().map_or(0, |p| p.approximate_len() as u64 * u64::from(BLOOM_BITS) / 8)
+            self.partition.approximate_len() as u64 * u64::from(BLOOM_BITS) / 8
         }
 
         fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -438,21 +439,11 @@ mod disk_backend {
                 return Ok(Vec::new());
             }
             let mut out = Vec::new();
-            for item in self.partition()?.range(start..end).take(limit) {
+            for item in self.partition.range(start..end).take(limit) {
                 let (k, v) = item.map_err(|e| store_err(&self.path, "scan", e))?;
                 out.push((k.to_vec(), v.to_vec()));
             }
             Ok(out)
-        }
-    }
-
-    impl Drop for DiskStore {
-        fn drop(&mut self) {
-            if let (Some(partition), Some(keyspace)) = (self.partition.take(), &self.job.keyspace)
-                && let Err(e) = keyspace.delete_partition(partition)
-            {
-                tracing::warn!(path = %self.path.display(), error = %e, "could not remove a subtask's disk state");
-            }
         }
     }
 }
@@ -527,6 +518,39 @@ mod tests {
             .unwrap();
         s.put(b"k", b"v").unwrap();
         assert_eq!(s.get(b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[cfg(feature = "disk")]
+    #[test]
+    fn a_subtask_store_closing_while_the_others_flush_breaks_nothing() {
+        // Small memtables, so that flushes run all the time; one subtask's store closes
+        // in the middle of them, as when its input ends first.
+        let dir = tempfile::tempdir().unwrap();
+        let backend = DiskStateBackend::new(dir.path().to_path_buf()).with_memory_budget(8 << 20);
+        for round in 0..6u32 {
+            let job = format!("job{round}");
+            let open = |subtask| {
+                backend
+                    .open_store(&StoreScope { job_id: &job, operator_id: "op", subtask, attempt: 0 })
+                    .unwrap()
+                    .unwrap()
+            };
+            let (mut a, mut b) = (open(0), open(1));
+            let batch = |n: u32| (0..2000u32).map(move |i| ((n * 2000 + i).to_be_bytes().to_vec(), Some(vec![7; 64])));
+            for n in 0..40 {
+                a.apply(batch(n).collect()).unwrap();
+                b.apply(batch(n).collect()).unwrap();
+            }
+            drop(a);
+            for n in 40..80 {
+                b.apply(batch(n).collect()).unwrap();
+            }
+            assert_eq!(b.get(&(79u32 * 2000).to_be_bytes()).unwrap(), Some(vec![7; 64]), "round {round}");
+            // A store reopened under a closed one's name starts empty.
+            let mut again = open(0);
+            assert_eq!(again.get(&0u32.to_be_bytes()).unwrap(), None);
+            again.put(b"k", b"v").unwrap();
+        }
     }
 
     #[cfg(feature = "disk")]
