@@ -53,6 +53,8 @@ const ENVELOPE_TTL: u8 = 1;
 /// took it (keyed by its store key, so the region reads back sorted).
 const SPILL_SLOT: u8 = 0;
 const SPILL_DELTA: u8 = 1;
+/// Restored entries of a state not registered yet: state id, then the store key.
+const SPILL_RAW: u8 = 2;
 
 /// Budget checks happen every this many writes (a check sums the table's bytes).
 const CHECK_EVERY: u32 = 1024;
@@ -350,6 +352,9 @@ pub struct KeyedStateStore {
     /// Restored entries of states not registered yet, by state id (the kind of a state,
     /// which decides how its store keys parse, is known only when it is registered).
     raw: HashMap<u32, Changelog>,
+    /// States whose restored entries wait in the spill store instead (`SPILL_RAW`): a
+    /// store with one restores state larger than its memory budget.
+    raw_spilled: HashSet<u32>,
     spill: Option<Spill>,
     budget: Option<Arc<MemoryBudget>>,
     /// Bytes of this store counted in the budget.
@@ -410,6 +415,7 @@ impl KeyedStateStore {
             table: Table::default(),
             states: Vec::new(),
             raw: HashMap::new(),
+            raw_spilled: HashSet::new(),
             spill: spill.map(|store| Spill { store, used: false }),
             budget: None,
             accounted: 0,
@@ -499,7 +505,37 @@ impl KeyedStateStore {
                 }
             }
         }
+        if self.raw_spilled.remove(&id) {
+            self.ingest_spilled_raw(id, idx, kind)?;
+        }
         Ok((id, idx))
+    }
+
+    /// Moves the restored entries of state `id` from the spill store into the table, a
+    /// page at a time (the table evicts as they come in, under its budget).
+    fn ingest_spilled_raw(&mut self, id: u32, idx: u8, kind: Kind) -> Result<()> {
+        let mut start = raw_spill_key(id, &[]);
+        let end = match id.checked_add(1) {
+            Some(next) => raw_spill_key(next, &[]),
+            None => vec![SPILL_RAW + 1],
+        };
+        loop {
+            let Some(spill) = &self.spill else {
+                return Err(Error::Internal("restored state in a spill store that is gone".into()));
+            };
+            let page = spill.store.scan(&start, &end, 4096)?;
+            let Some((last, _)) = page.last() else { return Ok(()) };
+            start = last.clone();
+            start.push(0);
+            let mut done = Vec::with_capacity(page.len());
+            for (k, v) in page {
+                self.ingest(idx, kind, &k[5..], &v)?;
+                done.push((k, None));
+            }
+            if let Some(spill) = &mut self.spill {
+                spill.store.apply(done)?;
+            }
+        }
     }
 
     fn err(&self, message: String) -> Error {
@@ -664,6 +700,7 @@ impl KeyedStateStore {
             );
         }
         self.spill_resident = resident.min(budget.limit / 4);
+        self.table.maintain_index(self.headroom());
         self.account();
         let used = budget.used();
         if used <= budget.limit {
@@ -703,8 +740,44 @@ impl KeyedStateStore {
                 self.write_spill(&mut batch, &mut delta)?;
             }
         }
-        self.table.shrink_index();
-        self.write_spill(&mut batch, &mut delta)
+        self.write_spill(&mut batch, &mut delta)?;
+        self.compact();
+        Ok(())
+    }
+
+    /// Gives back the slots and index room eviction left behind (see [`Table::compact`]).
+    fn compact(&mut self) {
+        let slack = self.headroom();
+        let dirty = &mut self.dirty;
+        self.table.compact(slack, |from, to, slot| {
+            let (f, t) = (from as usize, to as usize);
+            if let Some(w) = dirty.get_mut(f / 64) {
+                *w &= !(1 << (f % 64));
+            }
+            if slot.flags & DIRTY != 0 {
+                if t / 64 >= dirty.len() {
+                    dirty.resize(t / 64 + 1, 0);
+                }
+                dirty[t / 64] |= 1 << (t % 64);
+            }
+        });
+        // Ids past the end are gone (their bits were moved or were stale).
+        let bound = self.table.id_bound();
+        self.dirty.truncate(bound.div_ceil(64));
+        if !bound.is_multiple_of(64)
+            && let Some(last) = self.dirty.last_mut()
+        {
+            *last &= (1u64 << (bound % 64)) - 1;
+        }
+        self.hand = self.hand.min(bound);
+        self.expire_cursor = self.expire_cursor.min(bound);
+    }
+
+    /// Inserts the index must have room for when the budget is checked: more than come
+    /// before the next check (see [`Table::maintain_index`]); also the free slots that
+    /// do not call for a compaction.
+    fn headroom(&self) -> usize {
+        4 * self.check_every as usize
     }
 
     fn write_spill(&mut self, batch: &mut Vec<KvEntry>, delta: &mut Changelog) -> Result<()> {
@@ -965,6 +1038,7 @@ impl KeyedStateStore {
             reason: reason.to_string(),
         };
         let mut loaded = 0;
+        let mut raw_batch: Vec<KvEntry> = Vec::new();
         for entry in MergedChain::open(chain)? {
             let entry = entry?;
             let (key, value) = &entry;
@@ -991,11 +1065,26 @@ impl KeyedStateStore {
                     let kind = self.states[idx].kind;
                     self.ingest(idx as u8, kind, key, value)?;
                 }
+                None if self.spill.is_some() => {
+                    self.raw_spilled.insert(state_id);
+                    raw_batch.push((raw_spill_key(state_id, key), Some(value.clone())));
+                    if raw_batch.len() >= 4096 {
+                        self.write_raw(&mut raw_batch)?;
+                    }
+                }
                 None => self.raw.entry(state_id).or_default().push(key, Some(value))?,
             }
             loaded += 1;
         }
+        self.write_raw(&mut raw_batch)?;
         Ok(loaded)
+    }
+
+    fn write_raw(&mut self, batch: &mut Vec<KvEntry>) -> Result<()> {
+        match &mut self.spill {
+            Some(spill) if !batch.is_empty() => spill.store.apply(std::mem::take(batch)),
+            _ => Ok(()),
+        }
     }
 
     /// Puts one restored entry (store key, envelope) into the table.
@@ -1294,6 +1383,14 @@ fn split_envelope(value: &[u8]) -> Option<(Option<i64>, &[u8])> {
         }
         _ => None,
     }
+}
+
+fn raw_spill_key(state_id: u32, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + key.len());
+    k.push(SPILL_RAW);
+    k.extend_from_slice(&state_id.to_be_bytes());
+    k.extend_from_slice(key);
+    k
 }
 
 fn spill_slot_key(state_id: u32, key_group: u16, key: &[u8]) -> Vec<u8> {
@@ -1960,6 +2057,51 @@ mod tests {
         assert_eq!(seen.get(&mut s, key(&20_000u64.to_be_bytes())).unwrap(), None);
         assert_eq!(log_of(&mut s).len(), 20_000, "every change reaches the checkpoint");
         assert!(log_of(&mut s).is_empty());
+    }
+
+    #[test]
+    fn a_restore_larger_than_the_budget_waits_on_disk_not_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(0);
+        let mut writer = store(&clock);
+        let seen: ValueState<u64> = writer.value_state("seen", None).unwrap();
+        let groups: MapState<u32, u32> = writer.map_state("groups", None).unwrap();
+        for i in 0..20_000u64 {
+            seen.put(&mut writer, key(&i.to_be_bytes()), &i).unwrap();
+        }
+        for i in 0..50u32 {
+            groups.put(&mut writer, key(&i.to_be_bytes()), &i, &(i * 2)).unwrap();
+        }
+        let log = writer.take_changelog().unwrap().unwrap();
+        let path = dir.path().join("base.kv");
+        write_sorted(&path, log.iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect()).unwrap();
+
+        let budget = Arc::new(MemoryBudget::new(64 << 10));
+        let mut s = KeyedStateStore::new(
+            "op",
+            Some(Box::new(MemoryStore::default())),
+            KeyGroupRange { start: 0, end: 128 },
+            Arc::new(clock.clone()),
+            true,
+        )
+        .with_memory_budget(budget.clone())
+        .check_budget_every(64);
+        // Loaded before the operator registers its states (as in `open`): the entries
+        // wait in the spill store, not in memory.
+        assert_eq!(s.load_chain(std::slice::from_ref(&path), |_| Ok(())).unwrap(), 20_050);
+        assert!(s.raw.is_empty());
+        assert_eq!(s.len_in_memory(), 0);
+        let seen: ValueState<u64> = s.value_state("seen", None).unwrap();
+        assert!(budget.used() <= budget.limit(), "{} of {}", budget.used(), budget.limit());
+        assert!(s.len_in_memory() < 5_000, "{} in memory", s.len_in_memory());
+        for i in (0..20_000u64).step_by(7) {
+            assert_eq!(seen.get(&mut s, key(&i.to_be_bytes())).unwrap(), Some(i));
+        }
+        let groups: MapState<u32, u32> = s.map_state("groups", None).unwrap();
+        assert_eq!(groups.get(&mut s, key(&7u32.to_be_bytes()), &7).unwrap(), Some(14));
+        // Moved, not copied: the spill store holds no restored entry any more.
+        let spill = s.spill.as_ref().unwrap();
+        assert!(spill.store.scan(&[SPILL_RAW], &[SPILL_RAW + 1], 1).unwrap().is_empty());
     }
 
     #[derive(Debug, Clone)]

@@ -146,6 +146,11 @@ fn key_eq(arena: &[u8], s: &Slot, key: &[u8], int: Option<i64>) -> bool {
     }
 }
 
+/// Buckets hashbrown gives a table of `capacity` (at most 7/8 full).
+fn buckets_for(capacity: usize) -> usize {
+    if capacity < 8 { if capacity < 4 { 4 } else { 8 } } else { (capacity * 8 / 7).next_power_of_two() }
+}
+
 /// Approximate heap cost of one map entry beyond its bytes (B-tree node share, boxes).
 const MAP_ENTRY_OVERHEAD: usize = 64;
 
@@ -245,16 +250,97 @@ impl Table {
         self.live
     }
 
-    /// Rebuilds the index once it holds four times the room its keys need. Eviction
-    /// removes keys and new ones take their place: hashbrown leaves a marker where a key
-    /// was removed, the markers use up its room, and it doubles although the keys did not
-    /// grow (it rehashes in place only under half load, hence the rebuild to twice the
-    /// keys: then it does).
-    pub(super) fn shrink_index(&mut self) {
-        if self.index.capacity() > 4 * self.live.max(1024) {
-            let Table { index, slots, arena, .. } = self;
-            index.shrink_to(2 * self.live, |&i| slot_hash(arena, &slots[i as usize]));
+    /// Keeps the index from doubling, or staying large, for keys it no longer holds.
+    ///
+    /// Eviction removes keys and new ones take their place. hashbrown leaves a marker
+    /// where a key was removed; the markers use up its room, and once it is out of room
+    /// over half full it doubles although the keys did not grow (and while it doubles,
+    /// the old table and the new one are both in memory). So before that happens, with
+    /// `headroom` inserts still to go, the index is rebuilt for the keys it holds; and it
+    /// is rebuilt smaller once it has four times the room they need. A rebuild frees the
+    /// old table before it allocates the new one, and re-hashes each key once.
+    pub(super) fn maintain_index(&mut self, headroom: usize) {
+        let out_of_room = self.index.capacity() - self.index.len() < headroom;
+        if out_of_room || self.index_oversized(headroom) {
+            self.rebuild_index(self.index_size(headroom));
         }
+    }
+
+    /// Room for a quarter more keys than held, and `headroom`.
+    fn index_need(&self, headroom: usize) -> usize {
+        self.live + self.live / 4 + headroom
+    }
+
+    fn index_oversized(&self, headroom: usize) -> bool {
+        buckets_for(2 * self.index_need(headroom)) < self.index_buckets()
+    }
+
+    /// The capacity to rebuild the index at: what the keys need, but never smaller than
+    /// now unless [oversized](Self::index_oversized). A rebuild takes back room markers
+    /// took, and grows a table new keys filled (at most doubling it, as hashbrown would).
+    /// It does not shrink at the first chance: under a budget, a smaller index leaves room
+    /// for keys, the keys fill it, the index doubles, keys are evicted to pay for it, the
+    /// index is rebuilt smaller, and so on — each round evicting keys that are read back.
+    fn index_size(&self, headroom: usize) -> usize {
+        let need = self.index_need(headroom);
+        if self.index_oversized(headroom) { need } else { need.max(self.index_buckets() / 8 * 7) }
+    }
+
+    /// Buckets of the index, from its allocation: a `u32` and a control byte per bucket,
+    /// and one SIMD group of control bytes more.
+    fn index_buckets(&self) -> usize {
+        self.index.allocation_size().saturating_sub(16) / 5
+    }
+
+    fn rebuild_index(&mut self, capacity: usize) {
+        // Dropped first: the old table and the new one are never held together.
+        self.index = HashTable::new();
+        self.index = HashTable::with_capacity(capacity);
+        let Table { index, slots, arena, .. } = self;
+        for (id, s) in slots.iter().enumerate().filter(|(_, s)| !s.is_free()) {
+            index.insert_unique(slot_hash(arena, s), id as u32, |&i| slot_hash(arena, &slots[i as usize]));
+        }
+    }
+
+    /// Moves slots from the end of the slot vector into the free slots, and gives back
+    /// the end, once over a fifth of the slots (and `slack` more) are free. Eviction
+    /// leaves free slots and reuses them, so the vector stays at its high-water mark; when
+    /// the keys held in memory fall for good (the disk store's filters grow into the
+    /// budget), that mark is memory the budget no longer counts. `moved(from, to, slot)`
+    /// is told of every move; slot ids held outside the table must follow it.
+    pub(super) fn compact(&mut self, slack: usize, mut moved: impl FnMut(u32, u32, &Slot)) {
+        if self.slots.len() <= self.live + self.live / 4 + slack {
+            return;
+        }
+        let mut holes = std::mem::take(&mut self.free);
+        holes.sort_unstable();
+        let mut end = self.slots.len();
+        for hole in holes {
+            while end > 0 && self.slots[end - 1].is_free() {
+                end -= 1;
+            }
+            if hole as usize >= end {
+                break;
+            }
+            let from = end - 1;
+            let slot = self.slots[from];
+            self.slots[hole as usize] = slot;
+            self.slots[from].state = FREE;
+            // The index entry follows (cheaper than rebuilding the index: fewer slots
+            // move than stay).
+            if let Some(entry) = self.index.find_mut(slot_hash(&self.arena, &slot), |&i| i as usize == from) {
+                *entry = hole;
+            }
+            moved(from as u32, hole, &slot);
+            end = from;
+        }
+        while end > 0 && self.slots[end - 1].is_free() {
+            end -= 1;
+        }
+        self.slots.truncate(end);
+        self.slots.shrink_to_fit();
+        self.free = Vec::new();
+        self.maintain_index(slack);
     }
 
     pub(super) fn key(&self, id: u32) -> KeyBytes<'_> {
@@ -370,10 +456,10 @@ impl Table {
     /// Bytes the table holds: what the memory budget counts.
     pub(super) fn bytes(&self) -> usize {
         // A slot, with the free slots eviction leaves (it evicts to 7/8 of the budget, and
-        // the slot vector does not shrink), and its index bucket (4 bytes and a control
-        // byte) at hashbrown's lowest load (7/16: it doubles at 7/8); then the arena and the
-        // heap table.
-        self.live * (std::mem::size_of::<Slot>() * 8 / 7 + 12)
+        // reuses them; [`compact`](Self::compact) gives back more), the index as
+        // allocated, then the arena and the heap table.
+        self.live * std::mem::size_of::<Slot>() * 8 / 7
+            + self.index.allocation_size()
             + self.arena.len().saturating_sub(self.arena_garbage)
             + self.heap_bytes
             + (self.heap.len() - self.heap_free.len()) * std::mem::size_of::<Heap>()
@@ -450,5 +536,67 @@ mod tests {
             assert_eq!(t.find(2, hash_key(k), k, KG), Some(*id));
             assert_eq!(&*t.key(*id), &k[..]);
         }
+    }
+
+    #[test]
+    fn churn_does_not_double_the_index() {
+        // 170 000 keys: hashbrown alone settles on 524 288 buckets under churn (it
+        // rehashes in place only under half load); the maintained index keeps 262 144.
+        let live = 170_000u32;
+        let mut t = Table::default();
+        let key = |i: u32| int_key_bytes(i64::from(i));
+        for i in 0..live {
+            t.insert(0, hash_key(&key(i)), &key(i), KG, 0);
+            if i % 1024 == 0 {
+                t.maintain_index(4096);
+            }
+        }
+        for i in live..live * 10 {
+            let old = key(i - live);
+            let id = t.find(0, hash_key(&old), &old, KG).expect("a live key");
+            t.remove(id);
+            t.insert(0, hash_key(&key(i)), &key(i), KG, 0);
+            if i % 1024 == 0 {
+                t.maintain_index(4096);
+            }
+            assert!(t.index_buckets() <= 262_144, "{} buckets at {i}", t.index_buckets());
+        }
+        for i in live * 9..live * 10 {
+            assert!(t.find(0, hash_key(&key(i)), &key(i), KG).is_some());
+        }
+        assert_eq!(t.len(), live as usize);
+    }
+
+    #[test]
+    fn compaction_moves_slots_into_holes_and_keeps_every_key() {
+        let mut t = Table::default();
+        let keys: Vec<Vec<u8>> = (0..10_000u32).map(|i| format!("k{i}").into_bytes()).collect();
+        let ids: Vec<u32> = keys.iter().map(|k| t.insert(0, hash_key(k), k, KG, 0)).collect();
+        for (i, k) in keys.iter().enumerate() {
+            t.set_bytes(ids[i], k);
+        }
+        // Every other key goes, the last 1000 stay.
+        for id in ids.iter().take(9_000).step_by(2) {
+            t.remove(*id);
+        }
+        let mut moves = Vec::new();
+        t.compact(0, |from, to, _| moves.push((from, to)));
+        assert_eq!(t.id_bound(), t.len());
+        assert_eq!(t.len(), 5_500);
+        assert!(!moves.is_empty() && moves.iter().all(|(from, to)| to < from));
+        for (i, k) in keys.iter().enumerate() {
+            let found = t.find(0, hash_key(k), k, KG);
+            if i < 9_000 && i % 2 == 0 {
+                assert_eq!(found, None);
+            } else {
+                let id = found.expect("a kept key");
+                assert_eq!(&*t.key(id), &k[..]);
+                assert_eq!(t.value(id).bytes(), Some(&k[..]));
+            }
+        }
+        // Below the threshold nothing moves.
+        let before = t.id_bound();
+        t.compact(0, |_, _, _| panic!("no move expected"));
+        assert_eq!(t.id_bound(), before);
     }
 }
