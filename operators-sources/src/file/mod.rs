@@ -631,6 +631,12 @@ impl Source for DirectoryReader {
     }
 }
 
+/// A file that cannot be decoded (CSV, Parquet or ORC), named in the error.
+#[cfg(any(feature = "csv", feature = "parquet", feature = "orc"))]
+pub(crate) fn decode_err(file: &str, e: impl std::fmt::Display) -> operators_core::Error {
+    crate::error::SourceError::Decode { file: file.to_string(), message: e.to_string() }.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,8 +21,7 @@ use orc_rust::ArrowReaderBuilder;
 use orc_rust::reader::AsyncChunkReader;
 use orc_rust::row_selection::{RowSelection, RowSelector};
 
-use super::{FileFormat, FileMeta, FilePosition, FileReader, Location, SchemaGuard};
-use crate::error::SourceError;
+use super::{FileFormat, FileMeta, FilePosition, FileReader, Location, SchemaGuard, decode_err};
 
 /// ORC files.
 #[derive(Debug, Clone)]
@@ -66,10 +65,6 @@ impl AsyncChunkReader for ObjectChunkReader {
         let range: Range<u64> = offset_from_start..offset_from_start + length;
         async move { self.store.get_range(&self.path, range).await.map_err(std::io::Error::other) }.boxed()
     }
-}
-
-fn decode_err(file: &str, e: impl std::fmt::Display) -> Error {
-    SourceError::Decode { file: file.to_string(), message: e.to_string() }.into()
 }
 
 #[async_trait]

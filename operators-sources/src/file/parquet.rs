@@ -24,8 +24,7 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
-use super::{FileFormat, FileMeta, FilePosition, FileReader, Location, SchemaGuard};
-use crate::error::SourceError;
+use super::{FileFormat, FileMeta, FilePosition, FileReader, Location, SchemaGuard, decode_err};
 
 /// Parquet files.
 #[derive(Debug, Clone)]
@@ -86,10 +85,6 @@ impl AsyncFileReader for ObjectFileReader {
         }
         .boxed()
     }
-}
-
-fn decode_err(file: &str, e: impl std::fmt::Display) -> Error {
-    SourceError::Decode { file: file.to_string(), message: e.to_string() }.into()
 }
 
 #[async_trait]

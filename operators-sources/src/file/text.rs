@@ -32,7 +32,7 @@ use operators_core::operator::{BadRecordPolicy, DeadLetter};
 use operators_core::schema::convert_strings;
 use operators_core::{Error, Result};
 
-use super::{FileFormat, FileMeta, FilePosition, FileReader, Location, SchemaGuard};
+use super::{FileFormat, FileMeta, FilePosition, FileReader, Location, SchemaGuard, decode_err};
 use crate::error::SourceError;
 
 /// Default of [`TextFormat::with_max_field_bytes`]: 16 MiB.
@@ -412,10 +412,6 @@ struct ReadAhead {
     /// File offset the read ends at.
     end: u64,
     handle: tokio::task::JoinHandle<(Vec<u8>, std::io::Result<()>)>,
-}
-
-fn decode_err(file: &str, e: impl std::fmt::Display) -> Error {
-    SourceError::Decode { file: file.to_string(), message: e.to_string() }.into()
 }
 
 impl TextReader {
