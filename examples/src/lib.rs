@@ -1,43 +1,23 @@
 //! # operators-examples
 //!
-//! The `operator` runner — the original toolkit's command line over this library — and,
-//! under `examples/`, one runnable example per pipeline kind written in plain Rust.
+//! One runnable example per pipeline kind, written in plain Rust against the library
+//! crates — the way a service embeds them. Each is a file under `examples/`:
 //!
 //! ```text
-//! cargo run --release -p operators-examples --bin operator -- \
-//!     --source.type csv --source.path examples/data/csv --source.firstLine.schema true \
-//!     --source.watch.type PROCESS_ONCE --sink.type file --sink.path /tmp/out
+//! cargo run -p operators-examples --example csv_sql_files
+//! cargo run -p operators-examples --example window_tumbling_event_time
 //! ```
 //!
-//! The runner's library part is public so that tests and embedding services can resolve
-//! and plan jobs from the same parameters:
+//! | example | shows |
+//! |---|---|
+//! | `csv_sql_files` | CSV files through SQL into JSON part files |
+//! | `parquet_orc_files` | Parquet and ORC directories into Parquet files |
+//! | `nest_stdout` | the toolkit's "merge" (nesting fields into `feas`) to stdout |
+//! | `keyed_running_count` | keyed state in a custom transform, exactly once across failures |
+//! | `window_tumbling_event_time`, `window_sliding_event_time`, `window_session_event_time` | event-time windows |
+//! | `window_count`, `window_processing_time`, `window_allowed_lateness` | count and processing-time windows, late data |
 //!
-//! ```
-//! use operators_examples::runner::params::resolve;
-//! let inv = resolve(
-//!     ["--source.type", "csv", "--source.path", "/nonexistent"].map(String::from),
-//!     Vec::new(),
-//!     std::path::Path::new("."),
-//! )
-//! .unwrap();
-//! let err = operators_examples::runner::plan::plan(&inv.params).unwrap_err();
-//! assert_eq!(err.key(), Some("source.path"));
-//! ```
+//! The `operator` runner and its job server are in the `operators-runner` package. This
+//! library has no items of its own.
 
 #![warn(missing_docs)]
-
-pub mod logging;
-pub mod runner;
-pub mod server;
-
-/// Registers the file systems of this build with [`operators_core::fs`] (`hdfs://` with
-/// the `hdfs` feature), so that checkpoint, savepoint and sink directories may name
-/// them. Repeating it is harmless.
-pub fn register_file_systems() -> operators_core::Result<()> {
-    // An embedding service may have registered its own (another timeout, say): kept.
-    #[cfg(feature = "hdfs")]
-    if operators_core::fs::registered("hdfs").is_none() {
-        operators_hdfs::register()?;
-    }
-    Ok(())
-}

@@ -10,9 +10,9 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), String> {
-//! use operators_examples::server::{ServerConfig, serve};
+//! use operators_runner::server::{ServerConfig, serve};
 //! let config = ServerConfig { state_dir: "/var/lib/operator".into(), ..ServerConfig::default() };
-//! serve(config, operators_examples::server::logs::Logs::default()).await
+//! serve(config, operators_runner::server::logs::Logs::default()).await
 //! # }
 //! ```
 

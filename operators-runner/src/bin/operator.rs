@@ -6,11 +6,11 @@
 
 use std::process::ExitCode;
 
-use operators_examples::logging::{LogFormat, env_filter, stderr_layer};
-use operators_examples::runner::params::{help, resolve};
-use operators_examples::runner::plan::plan;
-use operators_examples::runner::{EXIT_USAGE, dry_run, run};
-use operators_examples::server::{self, ServerConfig, cli, logs::Logs};
+use operators_runner::logging::{LogFormat, env_filter, stderr_layer};
+use operators_runner::runner::params::{help, resolve};
+use operators_runner::runner::plan::plan;
+use operators_runner::runner::{EXIT_USAGE, dry_run, run};
+use operators_runner::server::{self, ServerConfig, cli, logs::Logs};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
