@@ -6,7 +6,7 @@
 //! job without `unique.keys`, its output verified; in [`crate::runner_dedup`]).
 //!
 //! The binary is looked up next to `pipeline-bench` (build it with
-//! `cargo build --release -p operators-examples --bin operator`) or given with
+//! `cargo build --release -p operators-runner --bin operator`) or given with
 //! `--operator PATH`. Its CPU time and peak memory come from its own summary line.
 
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ pub fn operator_binary(explicit: Option<PathBuf>) -> Result<PathBuf, BoxError> {
     };
     if !path.is_file() {
         return Err(format!(
-            "no operator binary at {} (build it: cargo build --release -p operators-examples --bin operator, \
+            "no operator binary at {} (build it: cargo build --release -p operators-runner --bin operator, \
              or pass --operator PATH)",
             path.display()
         )
