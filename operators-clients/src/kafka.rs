@@ -1,4 +1,4 @@
-//! Kafka: the source, and the client settings it shares with the Kafka sink.
+//! Kafka client settings, shared by the Kafka source and the Kafka sink.
 //!
 //! Clients are librdkafka's (through `rdkafka`). Settings pass through to librdkafka
 //! unchanged, except that the names of the Java client that the toolkit's users know
@@ -7,29 +7,25 @@
 //! classes) are ignored with a warning instead of failing. Secrets (`sasl.password`,
 //! `ssl.key.password`…) never appear in `Debug` output or errors.
 
-mod source;
-
 use std::collections::BTreeMap;
 use std::fmt;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 
-pub use source::{KafkaSource, StartOffsets};
-
-use crate::error::SourceError;
+use crate::ClientError;
 use operators_core::secret::{MASK, is_secret_key, redact_url};
 
 /// Brokers and librdkafka properties of one Kafka client.
 ///
 /// ```
-/// use operators_sources::kafka::KafkaConfig;
+/// use operators_clients::kafka::KafkaConfig;
 /// let cfg = KafkaConfig::new("sink.kafka", "127.0.0.1:9092")?
 ///     .with_property("buffer.memory", "67108864")? // the Java client's name
 ///     .with_property("sasl.password", "secret")?;
 /// assert_eq!(cfg.property("queue.buffering.max.kbytes"), Some("65536"));
 /// assert!(!format!("{cfg:?}").contains("secret"));
-/// # Ok::<(), operators_sources::SourceError>(())
+/// # Ok::<(), operators_clients::ClientError>(())
 /// ```
 #[derive(Clone)]
 pub struct KafkaConfig {
@@ -52,25 +48,25 @@ impl fmt::Debug for KafkaConfig {
 impl KafkaConfig {
     /// Settings for a client of `brokers` (`host:port[,host:port…]`). `prefix` is how the
     /// user spells these settings (`source.kafka`, `sink.kafka`) and names them in errors.
-    pub fn new(prefix: &str, brokers: &str) -> Result<Self, SourceError> {
+    pub fn new(prefix: &str, brokers: &str) -> Result<Self, ClientError> {
         let brokers = brokers.trim();
         let key = format!("{prefix}.brokers");
         if brokers.is_empty() {
-            return Err(SourceError::config(key, "no brokers given; expected host:port[,host:port…]"));
+            return Err(ClientError::config(key, "no brokers given; expected host:port[,host:port…]"));
         }
         for b in brokers.split(',') {
             let b = b.trim();
             let b = b.rsplit_once("://").map_or(b, |(_, rest)| rest);
             let port_ok = b.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
             if !port_ok {
-                return Err(SourceError::config(key, format!("`{b}` is not host:port")));
+                return Err(ClientError::config(key, format!("`{b}` is not host:port")));
             }
         }
         Ok(Self { prefix: prefix.to_string(), brokers: brokers.to_string(), properties: BTreeMap::new() })
     }
 
     /// Sets a librdkafka property; Java client names are translated (see the module docs).
-    pub fn with_property(mut self, key: &str, value: &str) -> Result<Self, SourceError> {
+    pub fn with_property(mut self, key: &str, value: &str) -> Result<Self, ClientError> {
         let key = key.trim();
         let full = format!("{}.{key}", self.prefix);
         let translated = match key {
@@ -83,7 +79,7 @@ impl KafkaConfig {
                 let bytes: u64 = value
                     .trim()
                     .parse()
-                    .map_err(|_| SourceError::config(&full, format!("`{value}` is not a number of bytes")))?;
+                    .map_err(|_| ClientError::config(&full, format!("`{value}` is not a number of bytes")))?;
                 Some(("queue.buffering.max.kbytes".to_string(), (bytes / 1024).max(1).to_string()))
             }
             "send.buffer.bytes" => Some(("socket.send.buffer.bytes".to_string(), value.to_string())),
@@ -113,15 +109,15 @@ impl KafkaConfig {
     /// Applies the toolkit's `*.kafka.version` (`0.9`, `0.10`, `0.11` or newer). Brokers
     /// from 0.10 on tell their protocol versions themselves; 0.9 needs librdkafka's
     /// fallback settings.
-    pub fn with_version(self, version: &str) -> Result<Self, SourceError> {
+    pub fn with_version(self, version: &str) -> Result<Self, ClientError> {
         let v = version.trim();
         let key = format!("{}.version", self.prefix);
         let mut parts = v.split('.').map(str::parse::<u32>);
         let (Some(Ok(major)), Some(Ok(minor))) = (parts.next(), parts.next()) else {
-            return Err(SourceError::config(key, format!("`{v}` is not a Kafka version such as 0.11 or 2.8")));
+            return Err(ClientError::config(key, format!("`{v}` is not a Kafka version such as 0.11 or 2.8")));
         };
         if (major, minor) < (0, 9) {
-            return Err(SourceError::config(key, format!("Kafka {v} is too old; 0.9 is the oldest supported")));
+            return Err(ClientError::config(key, format!("Kafka {v} is too old; 0.9 is the oldest supported")));
         }
         if (major, minor) < (0, 10) {
             self.with_property("api.version.request", "false")?.with_property("broker.version.fallback", "0.9.0")
@@ -171,7 +167,7 @@ impl KafkaConfig {
     }
 
     /// Turns a client-creation error into one that names the setting.
-    pub fn creation_error(&self, e: KafkaError) -> SourceError {
+    pub fn creation_error(&self, e: KafkaError) -> ClientError {
         let (property, message) = match &e {
             // rdkafka's text of this error ends with the refused value, which may be a key
             // or a password (this build of librdkafka refuses every `ssl.*` property): it is
@@ -189,7 +185,7 @@ impl KafkaConfig {
             Some(p) => format!("{}.{p}", self.prefix),
             None => self.prefix.clone(),
         };
-        SourceError::config(key, format!("the Kafka client refused its settings: {message}"))
+        ClientError::config(key, format!("the Kafka client refused its settings: {message}"))
     }
 }
 
@@ -222,6 +218,18 @@ pub fn is_retryable(e: &KafkaError) -> bool {
     }
 }
 
+/// Whether a restarted task, with new clients, may succeed where this error happened:
+/// the job-level rule, where [`is_retryable`] is the rule of one client's call.
+///
+/// Everything [`is_retryable`] lets pass, and the errors that end one client instance
+/// but not the next: a fatal error of an idempotent or transactional producer (librdkafka
+/// refuses that instance from then on), a producer fenced or with an outdated epoch (the
+/// restarted task's producer initialises a new epoch).
+pub fn restart_may_help(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    is_retryable(e) || matches!(e.rdkafka_error_code(), Some(C::Fatal | C::ProducerFenced | C::InvalidProducerEpoch))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -250,6 +258,24 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
         let e = KafkaConfig::new("sink.kafka", "h:1").unwrap().with_property("buffer.memory", "lots").unwrap_err();
         assert!(e.to_string().contains("sink.kafka.buffer.memory"), "{e}");
+    }
+
+    #[test]
+    fn retry_rules() {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let produce = |c| KafkaError::MessageProduction(c);
+        // A broker away or slow: the same client gets there.
+        assert!(is_retryable(&produce(C::MessageTimedOut)) && restart_may_help(&produce(C::MessageTimedOut)));
+        assert!(is_retryable(&produce(C::BrokerTransportFailure)));
+        // This producer instance is done, the next one is not.
+        for c in [C::Fatal, C::ProducerFenced, C::InvalidProducerEpoch] {
+            assert!(!is_retryable(&produce(c)) && restart_may_help(&produce(c)), "{c:?}");
+        }
+        // The same every time: a record too large, no such topic, refused credentials.
+        for c in [C::MessageSizeTooLarge, C::UnknownTopicOrPartition, C::TopicAuthorizationFailed] {
+            assert!(!restart_may_help(&produce(c)), "{c:?}");
+        }
+        assert!(!restart_may_help(&KafkaError::ClientCreation("bad".into())));
     }
 
     #[test]

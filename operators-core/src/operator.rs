@@ -625,3 +625,25 @@ pub fn cloned<T: Clone + Send + Sync + 'static>(
 ) -> impl Fn(&TaskInfo) -> Result<T> + Send + Sync + 'static {
     move |_| Ok(prototype.clone())
 }
+
+/// Runs a blocking call — a client library's synchronous API, file I/O — on tokio's
+/// blocking threads, so that it does not hold up the async workers that move the job's
+/// batches. `what` names the caller (`"Kafka sink"`) in the error reported when the call
+/// panics.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> operators_core::Result<()> {
+/// let n = operators_core::operator::blocking("example", || Ok::<_, operators_core::Error>(2 + 2)).await?;
+/// assert_eq!(n, 4);
+/// # Ok(()) }
+/// ```
+pub async fn blocking<T, E>(what: &str, f: impl FnOnce() -> std::result::Result<T, E> + Send + 'static) -> Result<T>
+where
+    T: Send + 'static,
+    E: Into<Error> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(e) => Err(Error::Internal(format!("{what}: a blocking call panicked: {e}"))),
+    }
+}

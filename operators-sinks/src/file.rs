@@ -28,7 +28,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use operators_core::codec::JsonEncoder;
-use operators_core::operator::{Committable, OperatorContext, Sink, SinkFactory, TaskInfo};
+use operators_core::operator::{Committable, OperatorContext, Sink, SinkFactory, TaskInfo, blocking};
 use operators_core::{CheckpointId, Result};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -445,19 +445,10 @@ fn clean_stale(fs: &dyn FileSystem, dir: &Path, prefix: &str, token: &str) -> st
     Ok(removed)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::result::Result<T, SinkError> + Send + 'static,
-) -> Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(Into::into),
-        Err(e) => Err(operators_core::Error::Internal(format!("file writer panicked: {e}"))),
-    }
-}
-
 impl FileSinkWriter {
     async fn roll(&mut self) -> Result<()> {
         if let Some(part) = self.current.take() {
-            let pending = blocking(move || part.close()).await?;
+            let pending = blocking("file sink", move || part.close()).await?;
             self.closed.push(pending);
         }
         Ok(())
@@ -477,7 +468,7 @@ impl FileSinkWriter {
         self.cleaned = true;
         let (dir, prefix, token) = (self.cfg.dir.clone(), self.cfg.prefix.clone(), self.token.clone());
         let fs = self.cfg.fs()?;
-        let removed = blocking(move || clean_stale(&*fs, &dir, &prefix, &token)).await?;
+        let removed = blocking("file sink", move || clean_stale(&*fs, &dir, &prefix, &token)).await?;
         if removed > 0 {
             tracing::info!(removed, dir = %self.cfg.dir.display(), "removed in-progress files of earlier runs");
         }
@@ -497,11 +488,11 @@ impl Sink for FileSinkWriter {
                 let (temp, final_name) = self.next_names();
                 let cfg = self.cfg.clone();
                 let schema = batch.schema();
-                blocking(move || OpenPart::create(&cfg, temp, final_name, &schema)).await?
+                blocking("file sink", move || OpenPart::create(&cfg, temp, final_name, &schema)).await?
             }
         };
         let format = self.cfg.format;
-        let part = blocking(move || part.write(format, &batch).map(|_| part)).await?;
+        let part = blocking("file sink", move || part.write(format, &batch).map(|_| part)).await?;
         let roll =
             part.bytes >= self.cfg.roll_size || self.cfg.roll_interval.is_some_and(|i| part.opened.elapsed() >= i);
         self.current = Some(part);
@@ -534,7 +525,7 @@ impl Sink for FileSinkWriter {
             })?;
         let dir = self.cfg.dir.clone();
         let fs = self.cfg.fs()?;
-        blocking(move || commit_parts(&*fs, &dir, &parts)).await
+        blocking("file sink", move || commit_parts(&*fs, &dir, &parts)).await
     }
 
     async fn recover(&mut self, committables: Vec<Committable>, _ctx: &mut OperatorContext) -> Result<()> {

@@ -24,7 +24,6 @@
 //! Upserts de-duplicate the rows of a statement by key (the last row wins), as a database
 //! refuses to update one row twice in one statement.
 
-use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -33,13 +32,11 @@ use arrow::datatypes::{
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type,
     UInt16Type, UInt32Type, UInt64Type,
 };
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use operators_clients::jdbc::{DbConfig, DbKind, DbPool, DriverError, describe_sqlx, quote_ident};
 use operators_core::operator::{OperatorContext, Sink, SinkFactory, TaskInfo};
-use operators_core::{CheckpointId, Error, Result};
-use operators_sources::jdbc::{DbConfig, DbKind, DbPool, describe_sqlx, is_transient, quote_ident};
+use operators_core::{CheckpointId, Error, Result, codec};
 use serde::{Deserialize, Serialize};
 use sqlx::{Executor, MySql, Postgres, QueryBuilder, Sqlite, Transaction};
 
@@ -62,12 +59,12 @@ pub enum WriteMode {
 ///
 /// ```no_run
 /// use operators_sinks::jdbc::{JdbcSink, WriteMode};
-/// use operators_sources::jdbc::DbConfig;
+/// use operators_clients::jdbc::DbConfig;
 /// let db = DbConfig::parse("sink.db.url", "postgres://127.0.0.1/test", Some("app"), None)?;
 /// let sink = JdbcSink::new(db, "orders")
 ///     .with_mode(WriteMode::Upsert { keys: vec!["id".into()] })
 ///     .exactly_once(true);
-/// # Ok::<(), operators_sources::SourceError>(())
+/// # Ok::<(), operators_clients::ClientError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct JdbcSink {
@@ -192,29 +189,19 @@ struct JdbcWriter {
     epoch_rows: Vec<RecordBatch>,
 }
 
-fn db_err(what: &str, e: &sqlx::Error) -> Error {
-    Error::external(what.to_string(), is_transient(e), std::io::Error::other(describe_sqlx(e)))
+fn db_err(what: &str, e: sqlx::Error) -> Error {
+    let e = DriverError(e);
+    Error::external(what.to_string(), e.is_transient(), e)
 }
 
 fn ipc(batches: &[RecordBatch]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    if let Some(first) = batches.first() {
-        let mut w =
-            StreamWriter::try_new(&mut out, &first.schema()).map_err(|e| Error::arrow("encoding sink rows", e))?;
-        for b in batches {
-            w.write(b).map_err(|e| Error::arrow("encoding sink rows", e))?;
-        }
-        w.finish().map_err(|e| Error::arrow("encoding sink rows", e))?;
-    }
+    codec::ipc::write_batches(&mut out, batches).map_err(|e| Error::arrow("encoding sink rows", e))?;
     Ok(out)
 }
 
 fn from_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| Error::arrow("decoding sink rows", e))?;
-    reader.map(|b| b.map_err(|e| Error::arrow("decoding sink rows", e))).collect()
+    codec::ipc::read_batches(bytes).map_err(|e| Error::arrow("decoding sink rows", e))
 }
 
 /// One value of an Arrow column, as the database should receive it.
@@ -333,7 +320,7 @@ macro_rules! insert_rows {
                     }
                 });
                 qb.push(sink.upsert_clause(&batch.schema()));
-                qb.build().execute($exec).await.map_err(|e| db_err(&format!("writing into {}", sink.cfg.table), &e))?;
+                qb.build().execute($exec).await.map_err(|e| db_err(&format!("writing into {}", sink.cfg.table), e))?;
                 start = end;
             }
             Ok::<(), Error>(())
@@ -438,9 +425,9 @@ impl JdbcWriter {
 
     async fn begin(&self) -> Result<Tx> {
         Ok(match self.pool()? {
-            DbPool::Postgres(p) => Tx::Postgres(p.begin().await.map_err(|e| db_err("starting a transaction", &e))?),
-            DbPool::MySql(p) => Tx::MySql(p.begin().await.map_err(|e| db_err("starting a transaction", &e))?),
-            DbPool::Sqlite(p) => Tx::Sqlite(p.begin().await.map_err(|e| db_err("starting a transaction", &e))?),
+            DbPool::Postgres(p) => Tx::Postgres(p.begin().await.map_err(|e| db_err("starting a transaction", e))?),
+            DbPool::MySql(p) => Tx::MySql(p.begin().await.map_err(|e| db_err("starting a transaction", e))?),
+            DbPool::Sqlite(p) => Tx::Sqlite(p.begin().await.map_err(|e| db_err("starting a transaction", e))?),
         })
     }
 
@@ -485,8 +472,8 @@ impl JdbcWriter {
                     .bind(id)
                     .execute(&mut *t)
                     .await
-                    .map_err(|e| db_err("recording progress", &e))?;
-                t.commit().await.map_err(|e| db_err("committing", &e))?;
+                    .map_err(|e| db_err("recording progress", e))?;
+                t.commit().await.map_err(|e| db_err("committing", e))?;
             }};
         }
         match tx {
@@ -518,7 +505,7 @@ impl JdbcWriter {
                 sqlx::query_scalar(&sql).bind(&self.sink_id).bind(run_id).bind(sub).fetch_optional(p).await
             }
         };
-        r.map_err(|e| db_err("reading the progress table", &e))
+        r.map_err(|e| db_err("reading the progress table", e))
     }
 
     /// At least once: writes what is buffered.
@@ -674,5 +661,5 @@ async fn ensure_progress_table(pool: &DbPool) -> Result<()> {
         DbPool::MySql(p) => p.execute(ddl.as_str()).await.map(|_| ()),
         DbPool::Sqlite(p) => p.execute(ddl.as_str()).await.map(|_| ()),
     };
-    r.map_err(|e| db_err(&format!("creating {t}"), &e))
+    r.map_err(|e| db_err(&format!("creating {t}"), e))
 }

@@ -9,14 +9,14 @@ use std::time::Duration;
 use arrow::array::{Float64Array, Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
 
+use operators_clients::jdbc::test_util::TestDb;
+use operators_clients::jdbc::{DbConfig, DbKind};
 use operators_core::builtins::{FaultInjector, GeneratorSource, MapTransform};
 use operators_core::checkpoint::{CheckpointConfig, CheckpointingMode};
 use operators_core::operator::{Committable, OperatorContext, SinkFactory, TaskInfo};
 use operators_core::restart::RestartStrategy;
 use operators_core::{JobConfig, Pipeline};
 use operators_sinks::jdbc::{JdbcSink, PROGRESS_TABLE, WriteMode};
-use operators_sources::jdbc::test_util::TestDb;
-use operators_sources::jdbc::{DbConfig, DbKind};
 
 fn create_table(kind: DbKind) -> &'static str {
     match kind {

@@ -48,6 +48,11 @@ pub enum SourceError {
         /// The decoder's message.
         message: String,
     },
+
+    /// The client settings of a database or Kafka are wrong.
+    #[cfg(any(feature = "jdbc", feature = "kafka"))]
+    #[error(transparent)]
+    Client(#[from] operators_clients::ClientError),
 }
 
 impl SourceError {
@@ -69,6 +74,8 @@ impl From<SourceError> for operators_core::Error {
                 operators_core::Error::external("file source", retryable, e)
             }
             SourceError::Decode { .. } => operators_core::Error::external("file source", false, e),
+            #[cfg(any(feature = "jdbc", feature = "kafka"))]
+            SourceError::Client(e) => e.into(),
         }
     }
 }

@@ -3,9 +3,8 @@
 //! [`DbConfig`] takes the URL forms users have (`postgres://`, `mysql://`, `sqlite:`, and
 //! the toolkit's `jdbc:postgresql://…`, `jdbc:mysql://…`), keeps the password in a
 //! [`Secret`] that never prints, and connects. [`ColumnKind`] maps the database's column
-//! types to Arrow. The sink in `operators-sinks` uses the same connection code.
+//! types to Arrow. The database source and sink both connect through it.
 
-mod source;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
@@ -18,9 +17,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
-pub use source::{DbPosition, JdbcSource};
-
-use crate::error::SourceError;
+use crate::ClientError;
 
 /// A password: the library's one credential type, re-exported where database settings are.
 pub use operators_core::secret::Secret;
@@ -80,12 +77,12 @@ impl DbConfig {
     /// Parses a database URL. `key` names the setting in errors (`source.db.url`).
     /// Credentials in the URL are moved out of it into the config; `username` and
     /// `password`, when given, win over them.
-    pub fn parse(key: &str, url: &str, username: Option<&str>, password: Option<&str>) -> Result<Self, SourceError> {
+    pub fn parse(key: &str, url: &str, username: Option<&str>, password: Option<&str>) -> Result<Self, ClientError> {
         let raw = url.trim();
         let raw = raw.strip_prefix("jdbc:").unwrap_or(raw);
         let lower = raw.to_ascii_lowercase();
         if lower.starts_with("hive2:") || lower.starts_with("hive:") {
-            return Err(SourceError::config(
+            return Err(ClientError::config(
                 key,
                 "Hive is not supported (no HiveServer2 client exists in Rust); supported: postgresql, mysql, mariadb, sqlite",
             ));
@@ -93,7 +90,7 @@ impl DbConfig {
         if let Some(path) = lower.strip_prefix("sqlite:").map(|_| &raw["sqlite:".len()..]) {
             let path = path.trim_start_matches("//");
             if path.is_empty() {
-                return Err(SourceError::config(key, "a sqlite URL needs a file: sqlite:/path/to/db"));
+                return Err(ClientError::config(key, "a sqlite URL needs a file: sqlite:/path/to/db"));
             }
             return Ok(Self {
                 kind: DbKind::Sqlite,
@@ -105,12 +102,12 @@ impl DbConfig {
             });
         }
         let mut parsed = url::Url::parse(raw)
-            .map_err(|e| SourceError::config(key, format!("`{}` is not a database URL: {e}", redact(raw))))?;
+            .map_err(|e| ClientError::config(key, format!("`{}` is not a database URL: {e}", redact(raw))))?;
         let kind = match parsed.scheme() {
             "postgres" | "postgresql" => DbKind::Postgres,
             "mysql" | "mariadb" => DbKind::MySql,
             other => {
-                return Err(SourceError::config(
+                return Err(ClientError::config(
                     key,
                     format!("unsupported database `{other}`; supported: postgresql, mysql, mariadb, sqlite"),
                 ));
@@ -170,14 +167,14 @@ impl DbConfig {
         self
     }
 
-    fn connect_error(&self, key: &str, e: sqlx::Error) -> SourceError {
-        SourceError::config(key, format!("cannot connect to {}: {}", self.display(), describe_sqlx(&e)))
+    fn connect_error(&self, key: &str, e: sqlx::Error) -> ClientError {
+        ClientError::config(key, format!("cannot connect to {}: {}", self.display(), describe_sqlx(&e)))
     }
 
     /// Opens a connection pool; fails with a message naming the database (never the
     /// password) when the server is down, the credentials are wrong or the database
     /// does not exist.
-    pub async fn connect(&self, key: &str) -> Result<DbPool, SourceError> {
+    pub async fn connect(&self, key: &str) -> Result<DbPool, ClientError> {
         let acquire = Duration::from_secs(10);
         match self.kind {
             DbKind::Postgres => {
@@ -231,11 +228,10 @@ impl DbConfig {
     }
 }
 
+/// User and password of a URL as written: `%40` is `@`, and `+` stays `+` (it means a
+/// space only in query strings).
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// A URL with any password replaced by `****`: in its user info or in a query parameter
@@ -250,6 +246,19 @@ pub fn describe_sqlx(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(db) => db.message().to_string(),
         other => other.to_string(),
+    }
+}
+
+/// A driver error as the cause of the error that reports it: it reads as the database's
+/// own message ([`describe_sqlx`]) and keeps sqlx's error as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe_sqlx(.0))]
+pub struct DriverError(#[source] pub sqlx::Error);
+
+impl DriverError {
+    /// Whether retrying may succeed ([`is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        is_transient(&self.0)
     }
 }
 
@@ -487,6 +496,13 @@ mod tests {
         let s = DbConfig::parse("source.db.url", "sqlite:/tmp/x.db", None, None).unwrap();
         assert_eq!(s.kind(), DbKind::Sqlite);
         assert_eq!(DbConfig::parse("k", "jdbc:mariadb://h/db", None, None).unwrap().kind(), DbKind::MySql);
+    }
+
+    #[test]
+    fn user_info_is_decoded_as_user_info() {
+        let c = DbConfig::parse("source.db.url", "postgres://a%2Bb:p+q%40r@h/db", None, None).unwrap();
+        assert_eq!(c.username.as_deref(), Some("a+b"));
+        assert_eq!(c.password.as_ref().map(Secret::expose), Some("p+q@r"));
     }
 
     #[test]

@@ -7,16 +7,14 @@
 //! was already committed before a crash is not applied twice.
 
 use std::collections::HashSet;
-use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::FaultInjector;
+use crate::codec::ipc;
 use crate::error::{Error, Result};
 use crate::message::CheckpointId;
 use crate::operator::{OperatorContext, Sink, SinkFactory, TaskInfo};
@@ -111,14 +109,7 @@ fn encode(header: &Header, batches: &[RecordBatch]) -> Result<Vec<u8>> {
     let mut out = postcard::to_allocvec(header).map_err(|e| Error::Internal(format!("committable header: {e}")))?;
     let len = out.len() as u32;
     out.splice(0..0, len.to_le_bytes());
-    if let Some(first) = batches.first() {
-        let mut w =
-            StreamWriter::try_new(&mut out, &first.schema()).map_err(|e| Error::arrow("encoding committable", e))?;
-        for b in batches {
-            w.write(b).map_err(|e| Error::arrow("encoding committable", e))?;
-        }
-        w.finish().map_err(|e| Error::arrow("encoding committable", e))?;
-    }
+    ipc::write_batches(&mut out, batches).map_err(|e| Error::arrow("encoding committable", e))?;
     Ok(out)
 }
 
@@ -131,14 +122,7 @@ fn decode(bytes: &[u8]) -> Result<(Header, Vec<RecordBatch>)> {
     let header_end =
         4usize.checked_add(len).filter(|e| *e <= bytes.len()).ok_or_else(|| bad("bad header length".into()))?;
     let header: Header = postcard::from_bytes(&bytes[4..header_end]).map_err(|e| bad(e.to_string()))?;
-    let rest = &bytes[header_end..];
-    let mut batches = Vec::new();
-    if !rest.is_empty() {
-        let reader = StreamReader::try_new(Cursor::new(rest), None).map_err(|e| bad(e.to_string()))?;
-        for b in reader {
-            batches.push(b.map_err(|e| bad(e.to_string()))?);
-        }
-    }
+    let batches = ipc::read_batches(&bytes[header_end..]).map_err(|e| bad(e.to_string()))?;
     Ok((header, batches))
 }
 

@@ -1,5 +1,7 @@
-//! Record codecs shared by connectors: JSON objects in and out of Arrow batches.
+//! Record codecs shared by connectors: JSON objects in and out of Arrow batches, and
+//! Arrow IPC streams of batches kept in committables.
 
+pub mod ipc;
 pub mod json;
 
 pub use json::{JsonDecoder, JsonEncoder, JsonRecord};

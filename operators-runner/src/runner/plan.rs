@@ -104,6 +104,12 @@ impl From<operators_sources::SourceError> for PlanError {
     }
 }
 
+impl From<operators_clients::ClientError> for PlanError {
+    fn from(e: operators_clients::ClientError) -> Self {
+        operators_core::Error::from(e).into()
+    }
+}
+
 impl From<operators_sinks::SinkError> for PlanError {
     fn from(e: operators_sinks::SinkError) -> Self {
         operators_core::Error::from(e).into()

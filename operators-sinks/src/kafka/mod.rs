@@ -68,7 +68,7 @@
 //! use operators_core::checkpoint::CheckpointConfig;
 //! use operators_core::{JobConfig, Pipeline};
 //! use operators_sinks::kafka::{Delivery, KafkaSink};
-//! use operators_sources::kafka::KafkaConfig;
+//! use operators_clients::kafka::KafkaConfig;
 //!
 //! # async fn run() -> operators_core::Result<()> {
 //! let kafka = KafkaConfig::new("sink.kafka", "127.0.0.1:9092")?;
@@ -91,11 +91,11 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use operators_clients::kafka::{KafkaConfig, restart_may_help};
 use operators_core::builtins::FaultInjector;
 use operators_core::codec::json::JsonEncoder;
-use operators_core::operator::{OperatorContext, RestoredState, Sink, SinkFactory, TaskInfo};
+use operators_core::operator::{OperatorContext, RestoredState, Sink, SinkFactory, TaskInfo, blocking};
 use operators_core::{CheckpointId, Error, Result};
-use operators_sources::kafka::KafkaConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
@@ -118,7 +118,7 @@ pub enum Delivery {
 ///
 /// ```
 /// use operators_sinks::kafka::{Delivery, KafkaSink};
-/// use operators_sources::kafka::KafkaConfig;
+/// use operators_clients::kafka::KafkaConfig;
 /// let kafka = KafkaConfig::new("sink.kafka", "127.0.0.1:9092")?.with_property("linger.ms", "20")?;
 /// let sink = KafkaSink::new(kafka, "orders")?
 ///     .with_key_columns(["order_id"])
@@ -254,10 +254,10 @@ impl SinkFactory for KafkaSink {
     }
 }
 
-/// Remembers the first delivery failure of a producer.
+/// Remembers the first delivery failure of a producer: where, and librdkafka's error.
 #[derive(Default)]
 struct DeliveryContext {
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<(String, KafkaError)>>,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -269,7 +269,7 @@ impl ProducerContext for DeliveryContext {
         if let Err((e, msg)) = result {
             let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
             if failure.is_none() {
-                *failure = Some(format!("delivery to {}/{} failed: {e}", msg.topic(), msg.partition()));
+                *failure = Some((format!("delivery to {}/{}", msg.topic(), msg.partition()), e.clone()));
             }
         }
     }
@@ -277,7 +277,7 @@ impl ProducerContext for DeliveryContext {
 
 type KafkaProducer = ThreadedProducer<DeliveryContext>;
 
-fn take_failure(producer: &KafkaProducer) -> Option<String> {
+fn take_failure(producer: &KafkaProducer) -> Option<(String, KafkaError)> {
     producer.context().failure.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
@@ -340,8 +340,20 @@ struct KafkaSinkTask {
     faults: FaultInjector,
 }
 
-fn kafka_error(context: &str, e: impl std::fmt::Display, retryable: bool) -> Error {
-    Error::external("Kafka sink", retryable, format!("{context}: {e}"))
+/// A librdkafka error of the sink, with what it was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+struct KafkaSinkError {
+    context: String,
+    #[source]
+    source: KafkaError,
+}
+
+/// Whether a restart may help is decided from librdkafka's error code
+/// ([`restart_may_help`]): a record larger than the broker takes or a topic that does
+/// not exist fails the job at once instead of through every restart attempt.
+fn kafka_error(context: impl Into<String>, e: KafkaError) -> Error {
+    Error::external("Kafka sink", restart_may_help(&e), KafkaSinkError { context: context.into(), source: e })
 }
 
 fn recovery_error(e: RecoveryError) -> Error {
@@ -367,16 +379,9 @@ fn create_producer(config: &KafkaConfig, transactional: Option<(&str, i32)>) -> 
         let timeout = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(60_000).min(120_000));
         producer
             .init_transactions(timeout)
-            .map_err(|e| kafka_error(&format!("initialising transactional id `{tid}`"), e, true))?;
+            .map_err(|e| kafka_error(format!("initialising transactional id `{tid}`"), e))?;
     }
     Ok(producer)
-}
-
-/// Runs blocking librdkafka calls off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("Kafka sink: a blocking call panicked: {e}")))?
 }
 
 fn drop_in_background(producer: Arc<KafkaProducer>) {
@@ -450,12 +455,12 @@ impl KafkaSinkTask {
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(Duration::from_millis(20));
                     }
-                    Err((e, _)) => return Err(kafka_error(&format!("sending to `{}`", self.topic), e, true)),
+                    Err((e, _)) => return Err(kafka_error(format!("sending to `{}`", self.topic), e)),
                 }
             }
         }
-        if let Some(f) = take_failure(producer) {
-            return Err(kafka_error("producing", f, true));
+        if let Some((context, e)) = take_failure(producer) {
+            return Err(kafka_error(context, e));
         }
         Ok(())
     }
@@ -466,10 +471,10 @@ fn column_names(batch: &RecordBatch) -> String {
 }
 
 async fn flush(producer: Arc<KafkaProducer>) -> Result<()> {
-    blocking(move || {
-        producer.flush(rdkafka::util::Timeout::Never).map_err(|e| kafka_error("flushing", e, true))?;
+    blocking("Kafka sink", move || {
+        producer.flush(rdkafka::util::Timeout::Never).map_err(|e| kafka_error("flushing", e))?;
         match take_failure(&producer) {
-            Some(f) => Err(kafka_error("producing", f, true)),
+            Some((context, e)) => Err(kafka_error(context, e)),
             None => Ok(()),
         }
     })
@@ -522,7 +527,7 @@ impl Transactions {
         if !txn.open {
             txn.producer
                 .begin_transaction()
-                .map_err(|e| kafka_error(&format!("beginning a transaction of `{}`", txn.tid), e, true))?;
+                .map_err(|e| kafka_error(format!("beginning a transaction of `{}`", txn.tid), e))?;
             txn.open = true;
         }
         Ok(txn.producer.clone())
@@ -665,7 +670,7 @@ impl Sink for KafkaSinkTask {
         match &mut self.mode {
             Mode::AtLeastOnce(producer) => {
                 let config = self.config.clone();
-                *producer = Some(Arc::new(blocking(move || create_producer(&config, None)).await?));
+                *producer = Some(Arc::new(blocking("Kafka sink", move || create_producer(&config, None)).await?));
             }
             Mode::ExactlyOnce(t) => {
                 let restored = t.restored.take().unwrap_or_default();
@@ -771,10 +776,10 @@ impl Sink for KafkaSinkTask {
                 let timeout = Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(60_000));
                 let label = tid.clone();
                 let started = std::time::Instant::now();
-                blocking(move || {
+                blocking("Kafka sink", move || {
                     producer
                         .commit_transaction(timeout)
-                        .map_err(|e| kafka_error(&format!("committing transaction `{label}`"), e, true))
+                        .map_err(|e| kafka_error(format!("committing transaction `{label}`"), e))
                 })
                 .await?;
                 tracing::debug!(transactional_id = %tid, ms = started.elapsed().as_millis() as u64, "committed");
@@ -798,10 +803,8 @@ impl Sink for KafkaSinkTask {
                 if let Some(txn) = t.current.take() {
                     if txn.open {
                         let producer = txn.producer.clone();
-                        let _ = blocking(move || {
-                            producer
-                                .abort_transaction(Duration::from_secs(10))
-                                .map_err(|e| kafka_error("aborting", e, true))
+                        let _ = blocking("Kafka sink", move || {
+                            producer.abort_transaction(Duration::from_secs(10)).map_err(|e| kafka_error("aborting", e))
                         })
                         .await;
                     }

@@ -31,7 +31,7 @@ use kafka_protocol::messages::sasl_handshake_request::SaslHandshakeRequest;
 use kafka_protocol::messages::sasl_handshake_response::SaslHandshakeResponse;
 use kafka_protocol::messages::{ApiKey, ProducerId, RequestHeader, ResponseHeader, TransactionalId};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use operators_sources::kafka::KafkaConfig;
+use operators_clients::kafka::KafkaConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Column, Executor, Row, Statement, TypeInfo, ValueRef};
 use tokio::sync::mpsc;
 
-use super::{ColumnKind, DbConfig, DbKind, DbPool, describe_sqlx, quote_ident};
+use super::{ColumnKind, DbConfig, DbKind, DbPool, DriverError, describe_sqlx, quote_ident};
 use crate::error::SourceError;
 
 /// Reads a table or query.
@@ -507,11 +507,8 @@ async fn stream_query(
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        let err = Error::external(
-                            format!("reading `{query}`"),
-                            super::is_transient(&e),
-                            std::io::Error::other(describe_sqlx(&e)),
-                        );
+                        let err =
+                            Error::external(format!("reading `{query}`"), super::is_transient(&e), DriverError(e));
                         let _ = tx.send(Err(err)).await;
                         return;
                     }
@@ -585,11 +582,7 @@ impl JdbcReader {
                     _ => {}
                 }
                 let rows = query.fetch_all($pool).await.map_err(|e| {
-                    Error::external(
-                        format!("reading `{sql}`"),
-                        super::is_transient(&e),
-                        std::io::Error::other(describe_sqlx(&e)),
-                    )
+                    Error::external(format!("reading `{sql}`"), super::is_transient(&e), DriverError(e))
                 })?;
                 for row in &rows {
                     batcher.push(row)?;

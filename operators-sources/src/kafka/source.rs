@@ -35,7 +35,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use operators_core::codec::json::{JsonDecoder, JsonRecord};
 use operators_core::operator::{
-    BadRecordPolicy, RestoredState, Source, SourceContext, SourceFactory, SourcePoll, TaskInfo,
+    BadRecordPolicy, RestoredState, Source, SourceContext, SourceFactory, SourcePoll, TaskInfo, blocking,
 };
 use operators_core::{CheckpointId, Error, Result};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -268,13 +268,8 @@ fn owner(topic: &str, partition: i32, parallelism: usize) -> usize {
 }
 
 fn kafka_err(context: &str, e: KafkaError) -> Error {
-    let retryable = super::is_retryable(&e);
+    let retryable = super::restart_may_help(&e);
     Error::external(format!("kafka source: {context}"), retryable, e)
-}
-
-/// Runs a blocking librdkafka call off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("a Kafka client call panicked: {e}")))
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -292,7 +287,7 @@ impl KafkaReader {
         let (parallelism, subtask) = (self.parallelism, self.subtask);
         async move {
             let consumer = consumer?;
-            blocking(move || {
+            blocking("Kafka source", move || {
                 let mut out = Vec::new();
                 for topic in &topics {
                     let md =
@@ -308,7 +303,7 @@ impl KafkaReader {
                 }
                 Ok(out)
             })
-            .await?
+            .await
             .map(|all| all.into_iter().filter(|(t, p)| owner(t, *p, parallelism) == subtask).collect())
         }
     }
@@ -327,7 +322,7 @@ impl KafkaReader {
                 return Ok(Vec::new());
             }
             let consumer = consumer?;
-            blocking(move || {
+            blocking("Kafka source", move || {
             let mut committed = BTreeMap::new();
             if use_group {
                 let mut tpl = TopicPartitionList::new();
@@ -366,7 +361,7 @@ impl KafkaReader {
             }
             Ok(out)
         })
-        .await?
+        .await
         }
     }
 
@@ -374,7 +369,7 @@ impl KafkaReader {
         let consumer = self.consumer();
         async move {
             let consumer = consumer?;
-            blocking(move || {
+            blocking("Kafka source", move || {
                 parts
                     .into_iter()
                     .map(|tp| {
@@ -383,9 +378,9 @@ impl KafkaReader {
                             .map_err(|e| kafka_err("reading end offsets", e))?;
                         Ok((tp, high))
                     })
-                    .collect()
+                    .collect::<Result<Vec<_>>>()
             })
-            .await?
+            .await
         }
     }
 
@@ -422,14 +417,14 @@ impl KafkaReader {
         // auto.offset.reset says: everything in it is new to this job.
         let consumer = self.consumer()?;
         let parts: Vec<Tp> = starts.iter().map(|(tp, _)| tp.clone()).collect();
-        let lows = blocking(move || {
+        let lows = blocking("Kafka source", move || {
             parts
                 .into_iter()
                 .map(|tp| consumer.fetch_watermarks(&tp.0, tp.1, TIMEOUT).map(|(low, _)| (tp, low)))
                 .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| kafka_err("reading watermarks", e))
         })
-        .await?
-        .map_err(|e| kafka_err("reading watermarks", e))?;
+        .await?;
         if let Some(ends) = &mut self.ends {
             // Bounded reading ignores partitions that did not exist at the first start.
             for (tp, low) in &lows {
