@@ -327,6 +327,25 @@ async fn a_dropped_connection_is_retried_and_the_replay_writes_the_same_document
     counts_add_up(&stats);
 }
 
+/// An answer item without a result says nothing of its document: the flush fails, the
+/// restored job resends, and no row is lost or counted as nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_item_without_result_is_resent_not_dropped() {
+    let es = TestEs::local(EsServerConfig::default()).await.unwrap();
+    es.require_server().unwrap().inject([EsFault::EmptyItems { count: 1 }]);
+    let index = es.index("empty-item");
+    let s = sink(&es, &index, SyncMode::Full).with_version("1");
+    let stats = s.stats();
+    let p = Pipeline::new();
+    p.source("gen", GeneratorSource::bounded(3_000).with_batch_size(250)).sink("es", s);
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = p.run(checkpointed("empty-item", dir.path(), 3)).await.unwrap();
+    assert_eq!(es.require_server().unwrap().pending_faults(), 0);
+    assert_eq!(outcome.restarts, 1, "{outcome:?}");
+    assert_eq!(es.count(&index).await.unwrap(), 3_000);
+    counts_add_up(&stats);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_answer_over_the_timeout_is_retried() {
     let es = TestEs::local(EsServerConfig::default()).await.unwrap();

@@ -58,6 +58,12 @@ pub enum EsFault {
         /// How many items.
         count: usize,
     },
+    /// The next `count` bulk items are answered with an empty object (no result under an
+    /// action's name, as a broken proxy may send) without being applied.
+    EmptyItems {
+        /// How many items.
+        count: usize,
+    },
     /// The next request is answered with HTTP 503 as a whole, nothing applied.
     Unavailable,
     /// The next `_bulk` request is applied, then the connection is closed without an
@@ -554,6 +560,15 @@ fn bulk(shared: &Shared, path_index: Option<&str>, body: &[u8]) -> Response<Full
                     store.faults.pop_front();
                 }
                 Some(r)
+            }
+            Some(EsFault::EmptyItems { count }) => {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    store.faults.pop_front();
+                }
+                errors = true;
+                items.push(json!({}));
+                continue;
             }
             _ => None,
         };
