@@ -1,20 +1,4 @@
-//! Exactly-once part files: JSON lines, CSV or Parquet.
-//!
-//! Each subtask writes a part file under a hidden in-progress name
-//! (`.part-<run>-<subtask>-<n>.<ext>.inprogress`). A part is closed when it reaches the
-//! roll size or age, and at every checkpoint barrier; closed parts are fsynced and listed
-//! in the checkpoint as the sink's committable. Only when that checkpoint is complete are
-//! they renamed to their final names (`part-<run>-<subtask>-<n>.<ext>`), so readers of the
-//! directory never see records of a checkpoint that may still be rolled back.
-//!
-//! After a crash, the parts listed in the restored checkpoint are renamed (a part already
-//! renamed before the crash is left alone), and in-progress files of earlier runs that no
-//! checkpoint references — records that will be replayed — are deleted once the first
-//! checkpoint of the new run completes. One job per output directory.
-//!
-//! The directory may be on any registered file system ([`operators_core::fs`]): on HDFS
-//! (`hdfs://namenode:port/dir`) a part is durable when its close completes it, and the
-//! commit is HDFS's atomic rename.
+//! The sink: its builder and factory, the subtask writing part files, and their commit.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -37,36 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::SinkError;
 
-/// The format of part files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileFormat {
-    /// One JSON object per line.
-    JsonLines,
-    /// CSV with a header line in every part.
-    Csv,
-    /// Parquet (snappy).
-    Parquet,
-}
-
-impl FileFormat {
-    /// Parses `json`, `csv` or `parquet`.
-    pub fn parse(key: &str, value: &str) -> std::result::Result<Self, SinkError> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "json" | "jsonl" | "ndjson" => Ok(FileFormat::JsonLines),
-            "csv" => Ok(FileFormat::Csv),
-            "parquet" => Ok(FileFormat::Parquet),
-            other => Err(SinkError::config(key, format!("unknown format `{other}`; expected json, csv or parquet"))),
-        }
-    }
-
-    fn extension(self) -> &'static str {
-        match self {
-            FileFormat::JsonLines => "json",
-            FileFormat::Csv => "csv",
-            FileFormat::Parquet => "parquet",
-        }
-    }
-}
+use super::config::FileFormat;
 
 /// Writes part files into a directory, exactly once with checkpoints.
 ///
@@ -211,9 +166,9 @@ impl SinkFactory for FileSink {
 
 /// A part closed and waiting for its checkpoint: in-progress name, final name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct PendingPart {
-    temp: String,
-    final_name: String,
+pub(super) struct PendingPart {
+    pub(super) temp: String,
+    pub(super) final_name: String,
 }
 
 /// A part's file: on the local disk (synced behind the writes, see [`OpenPart`]), or on
@@ -402,7 +357,11 @@ fn file_name(path: &Path) -> String {
 }
 
 /// Renames pending parts to their final names; idempotent.
-fn commit_parts(fs: &dyn FileSystem, dir: &Path, parts: &[PendingPart]) -> std::result::Result<(), SinkError> {
+pub(super) fn commit_parts(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    parts: &[PendingPart],
+) -> std::result::Result<(), SinkError> {
     for p in parts {
         let temp = dir.join(&p.temp);
         let fin = dir.join(&p.final_name);
@@ -424,7 +383,12 @@ fn commit_parts(fs: &dyn FileSystem, dir: &Path, parts: &[PendingPart]) -> std::
 /// Deletes in-progress files of other runs or attempts (their records are replayed), and
 /// the probes of directory checks that a killed process left (on HDFS a probe lives for
 /// a few round trips to the NameNode, which a SIGKILL can fall between).
-fn clean_stale(fs: &dyn FileSystem, dir: &Path, prefix: &str, token: &str) -> std::result::Result<usize, SinkError> {
+pub(super) fn clean_stale(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    prefix: &str,
+    token: &str,
+) -> std::result::Result<usize, SinkError> {
     let head = format!(".{prefix}-");
     let mine = format!(".{prefix}-{token}-");
     let mut removed = 0;
@@ -543,49 +507,5 @@ impl Sink for FileSinkWriter {
 
     async fn close(&mut self) -> Result<()> {
         self.clean_once().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_parse() {
-        assert_eq!(FileFormat::parse("sink.format", "JSON").unwrap(), FileFormat::JsonLines);
-        assert_eq!(FileFormat::parse("sink.format", "parquet").unwrap(), FileFormat::Parquet);
-        assert!(FileFormat::parse("sink.format", "xml").unwrap_err().to_string().contains("sink.format"));
-    }
-
-    #[test]
-    fn commit_is_idempotent_and_detects_lost_parts() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".part-x-0-0.json.inprogress"), b"{}\n").unwrap();
-        let parts =
-            vec![PendingPart { temp: ".part-x-0-0.json.inprogress".into(), final_name: "part-x-0-0.json".into() }];
-        let fs = operators_core::fs::LocalFileSystem;
-        commit_parts(&fs, dir.path(), &parts).unwrap();
-        commit_parts(&fs, dir.path(), &parts).unwrap();
-        assert!(dir.path().join("part-x-0-0.json").exists());
-        std::fs::remove_file(dir.path().join("part-x-0-0.json")).unwrap();
-        assert!(matches!(commit_parts(&fs, dir.path(), &parts), Err(SinkError::LostPart { .. })));
-    }
-
-    #[test]
-    fn stale_cleanup_keeps_the_current_run() {
-        let dir = tempfile::tempdir().unwrap();
-        for n in [
-            ".part-old1a0-0-0.json.inprogress",
-            ".part-cur1a2-1-3.json.inprogress",
-            "part-old1a0-0-1.json",
-            ".other",
-            ".probe-12-0",
-        ] {
-            std::fs::write(dir.path().join(n), b"").unwrap();
-        }
-        assert_eq!(clean_stale(&operators_core::fs::LocalFileSystem, dir.path(), "part", "cur1a2").unwrap(), 2);
-        assert!(!dir.path().join(".probe-12-0").exists());
-        assert!(dir.path().join(".part-cur1a2-1-3.json.inprogress").exists());
-        assert!(dir.path().join("part-old1a0-0-1.json").exists());
     }
 }

@@ -1,37 +1,8 @@
-//! Writes rows into a database table: insert or upsert, batched, at least or exactly once.
-//!
-//! Rows are written with multi-row `INSERT` statements (`ON CONFLICT … DO UPDATE` on
-//! PostgreSQL and SQLite, `ON DUPLICATE KEY UPDATE` on MySQL/MariaDB for upserts), a
-//! statement every `batch.size` rows or `flush interval`.
-//!
-//! **At least once**: statements run as they fill, transient errors (lost connections,
-//! deadlocks) are retried with backoff, and every barrier flushes.
-//!
-//! **Exactly once**: the rows of one checkpoint are kept with the checkpoint (the sink's
-//! committable) and written when the checkpoint completes, in one transaction that also
-//! upserts a row of a small progress table — `(sink, run, subtask) → checkpoint id`. The
-//! database thus records which checkpoint's rows are in. Committing and recovering are one
-//! code path: given a checkpoint's rows, look up the progress table, and write them only if
-//! it does not already list that checkpoint. A crash at any instant — before the
-//! checkpoint completes, after it but before the commit, or during the commit — leaves the
-//! rows either in or out together with their progress row, and the restored job writes
-//! exactly the ones that are out.
-//!
-//! Writing at commit time (rather than into a transaction kept open across the barrier)
-//! keeps one writer at a time: SQLite allows no more, and on PostgreSQL an upsert of a key
-//! written in the previous, still open transaction would wait on it forever.
-//!
-//! Upserts de-duplicate the rows of a statement by key (the last row wins), as a database
-//! refuses to update one row twice in one statement.
+//! The sink: its builder and factory, the subtask that writes rows, and the progress table.
 
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{
-    DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type,
-    UInt16Type, UInt32Type, UInt64Type,
-};
+use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use operators_clients::jdbc::{DbConfig, DbKind, DbPool, DriverError, describe_sqlx, quote_ident};
@@ -40,20 +11,11 @@ use operators_core::{CheckpointId, Error, Result, codec};
 use serde::{Deserialize, Serialize};
 use sqlx::{Executor, MySql, Postgres, QueryBuilder, Sqlite, Transaction};
 
+use super::config::WriteMode;
+use super::statement::{Value, rows_per_statement, value};
+
 /// Name of the progress table the exactly-once mode keeps.
 pub const PROGRESS_TABLE: &str = "operators_sink_progress";
-
-/// Insert or upsert.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteMode {
-    /// Plain `INSERT`.
-    Insert,
-    /// Insert, or update the row with the same key columns.
-    Upsert {
-        /// The key columns (a unique or primary key of the table).
-        keys: Vec<String>,
-    },
-}
 
 /// Writes into a database table.
 ///
@@ -202,83 +164,6 @@ fn ipc(batches: &[RecordBatch]) -> Result<Vec<u8>> {
 
 fn from_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
     codec::ipc::read_batches(bytes).map_err(|e| Error::arrow("decoding sink rows", e))
-}
-
-/// One value of an Arrow column, as the database should receive it.
-enum Value {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(String),
-    Bytes(Vec<u8>),
-    Date(chrono::NaiveDate),
-    Timestamp(chrono::NaiveDateTime),
-}
-
-fn ts(micros: i64) -> Value {
-    chrono::DateTime::from_timestamp_micros(micros).map_or(Value::Null, |t| Value::Timestamp(t.naive_utc()))
-}
-
-fn value(column: &dyn Array, row: usize) -> Result<Value> {
-    if column.is_null(row) {
-        return Ok(Value::Null);
-    }
-    Ok(match column.data_type() {
-        DataType::Boolean => Value::Bool(column.as_boolean().value(row)),
-        DataType::Int8 => Value::Int(i64::from(column.as_primitive::<Int8Type>().value(row))),
-        DataType::Int16 => Value::Int(i64::from(column.as_primitive::<Int16Type>().value(row))),
-        DataType::Int32 => Value::Int(i64::from(column.as_primitive::<Int32Type>().value(row))),
-        DataType::Int64 => Value::Int(column.as_primitive::<Int64Type>().value(row)),
-        DataType::UInt8 => Value::Int(i64::from(column.as_primitive::<UInt8Type>().value(row))),
-        DataType::UInt16 => Value::Int(i64::from(column.as_primitive::<UInt16Type>().value(row))),
-        DataType::UInt32 => Value::Int(i64::from(column.as_primitive::<UInt32Type>().value(row))),
-        DataType::UInt64 => {
-            let v = column.as_primitive::<UInt64Type>().value(row);
-            i64::try_from(v).map(Value::Int).unwrap_or_else(|_| Value::Text(v.to_string()))
-        }
-        DataType::Float32 => Value::Float(f64::from(column.as_primitive::<Float32Type>().value(row))),
-        DataType::Float64 => Value::Float(column.as_primitive::<Float64Type>().value(row)),
-        DataType::Utf8 => Value::Text(column.as_string::<i32>().value(row).to_string()),
-        DataType::LargeUtf8 => Value::Text(column.as_string::<i64>().value(row).to_string()),
-        DataType::Utf8View => Value::Text(column.as_string_view().value(row).to_string()),
-        DataType::Binary => Value::Bytes(column.as_binary::<i32>().value(row).to_vec()),
-        DataType::LargeBinary => Value::Bytes(column.as_binary::<i64>().value(row).to_vec()),
-        DataType::Date32 => {
-            let days = column.as_primitive::<Date32Type>().value(row);
-            chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
-                .and_then(|e| e.checked_add_signed(chrono::Duration::days(i64::from(days))))
-                .map_or(Value::Null, Value::Date)
-        }
-        DataType::Timestamp(unit, _) => match unit {
-            TimeUnit::Second => ts(column.as_primitive::<TimestampSecondType>().value(row).saturating_mul(1_000_000)),
-            TimeUnit::Millisecond => {
-                ts(column.as_primitive::<TimestampMillisecondType>().value(row).saturating_mul(1000))
-            }
-            TimeUnit::Microsecond => ts(column.as_primitive::<TimestampMicrosecondType>().value(row)),
-            TimeUnit::Nanosecond => ts(column.as_primitive::<TimestampNanosecondType>().value(row) / 1000),
-        },
-        DataType::List(_) | DataType::LargeList(_) | DataType::Struct(_) | DataType::Map(_, _) => {
-            // Nested values go in as JSON text.
-            let one = arrow::record_batch::RecordBatch::try_from_iter([("v", column.slice(row, 1))])
-                .map_err(|e| Error::arrow("encoding a nested value", e))?;
-            let mut out = Vec::new();
-            operators_core::codec::JsonEncoder::new().encode_lines(&one, &mut out)?;
-            let obj: serde_json::Value =
-                serde_json::from_slice(&out).map_err(|e| Error::Internal(format!("re-reading a JSON value: {e}")))?;
-            Value::Text(obj["v"].to_string())
-        }
-        other => {
-            let s = arrow::compute::cast(&column.slice(row, 1), &DataType::Utf8)
-                .map_err(|e| Error::arrow(format!("writing a {other} value"), e))?;
-            Value::Text(s.as_string::<i32>().value(0).to_string())
-        }
-    })
-}
-
-/// Rows per statement: the drivers allow 65535 parameters (SQLite 32766).
-fn rows_per_statement(batch_size: usize, columns: usize) -> usize {
-    batch_size.min(30_000 / columns.max(1)).max(1)
 }
 
 /// Inserts `batch` with `exec`; evaluates to `Result<()>` (an async block scopes the `?`s,

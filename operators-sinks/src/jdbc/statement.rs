@@ -1,0 +1,86 @@
+//! Arrow values as statement parameters, and how many rows one statement takes.
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{
+    DataType, Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type,
+    UInt16Type, UInt32Type, UInt64Type,
+};
+use operators_core::{Error, Result};
+
+/// One value of an Arrow column, as the database should receive it.
+pub(super) enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Date(chrono::NaiveDate),
+    Timestamp(chrono::NaiveDateTime),
+}
+
+fn ts(micros: i64) -> Value {
+    chrono::DateTime::from_timestamp_micros(micros).map_or(Value::Null, |t| Value::Timestamp(t.naive_utc()))
+}
+
+pub(super) fn value(column: &dyn Array, row: usize) -> Result<Value> {
+    if column.is_null(row) {
+        return Ok(Value::Null);
+    }
+    Ok(match column.data_type() {
+        DataType::Boolean => Value::Bool(column.as_boolean().value(row)),
+        DataType::Int8 => Value::Int(i64::from(column.as_primitive::<Int8Type>().value(row))),
+        DataType::Int16 => Value::Int(i64::from(column.as_primitive::<Int16Type>().value(row))),
+        DataType::Int32 => Value::Int(i64::from(column.as_primitive::<Int32Type>().value(row))),
+        DataType::Int64 => Value::Int(column.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => Value::Int(i64::from(column.as_primitive::<UInt8Type>().value(row))),
+        DataType::UInt16 => Value::Int(i64::from(column.as_primitive::<UInt16Type>().value(row))),
+        DataType::UInt32 => Value::Int(i64::from(column.as_primitive::<UInt32Type>().value(row))),
+        DataType::UInt64 => {
+            let v = column.as_primitive::<UInt64Type>().value(row);
+            i64::try_from(v).map(Value::Int).unwrap_or_else(|_| Value::Text(v.to_string()))
+        }
+        DataType::Float32 => Value::Float(f64::from(column.as_primitive::<Float32Type>().value(row))),
+        DataType::Float64 => Value::Float(column.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => Value::Text(column.as_string::<i32>().value(row).to_string()),
+        DataType::LargeUtf8 => Value::Text(column.as_string::<i64>().value(row).to_string()),
+        DataType::Utf8View => Value::Text(column.as_string_view().value(row).to_string()),
+        DataType::Binary => Value::Bytes(column.as_binary::<i32>().value(row).to_vec()),
+        DataType::LargeBinary => Value::Bytes(column.as_binary::<i64>().value(row).to_vec()),
+        DataType::Date32 => {
+            let days = column.as_primitive::<Date32Type>().value(row);
+            chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+                .and_then(|e| e.checked_add_signed(chrono::Duration::days(i64::from(days))))
+                .map_or(Value::Null, Value::Date)
+        }
+        DataType::Timestamp(unit, _) => match unit {
+            TimeUnit::Second => ts(column.as_primitive::<TimestampSecondType>().value(row).saturating_mul(1_000_000)),
+            TimeUnit::Millisecond => {
+                ts(column.as_primitive::<TimestampMillisecondType>().value(row).saturating_mul(1000))
+            }
+            TimeUnit::Microsecond => ts(column.as_primitive::<TimestampMicrosecondType>().value(row)),
+            TimeUnit::Nanosecond => ts(column.as_primitive::<TimestampNanosecondType>().value(row) / 1000),
+        },
+        DataType::List(_) | DataType::LargeList(_) | DataType::Struct(_) | DataType::Map(_, _) => {
+            // Nested values go in as JSON text.
+            let one = arrow::record_batch::RecordBatch::try_from_iter([("v", column.slice(row, 1))])
+                .map_err(|e| Error::arrow("encoding a nested value", e))?;
+            let mut out = Vec::new();
+            operators_core::codec::JsonEncoder::new().encode_lines(&one, &mut out)?;
+            let obj: serde_json::Value =
+                serde_json::from_slice(&out).map_err(|e| Error::Internal(format!("re-reading a JSON value: {e}")))?;
+            Value::Text(obj["v"].to_string())
+        }
+        other => {
+            let s = arrow::compute::cast(&column.slice(row, 1), &DataType::Utf8)
+                .map_err(|e| Error::arrow(format!("writing a {other} value"), e))?;
+            Value::Text(s.as_string::<i32>().value(0).to_string())
+        }
+    })
+}
+
+/// Rows per statement: the drivers allow 65535 parameters (SQLite 32766).
+pub(super) fn rows_per_statement(batch_size: usize, columns: usize) -> usize {
+    batch_size.min(30_000 / columns.max(1)).max(1)
+}
