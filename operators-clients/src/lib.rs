@@ -29,6 +29,9 @@ pub mod jdbc;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
+/// The result of this crate's functions.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
 /// Why a client cannot be configured.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -41,3 +41,7 @@ pub mod kafka;
 pub mod stdout;
 
 pub use error::SinkError;
+
+/// The result of this crate's own functions (settings, parsing); operators themselves
+/// return [`operators_core::Result`], into which [`SinkError`] converts.
+pub type Result<T, E = SinkError> = std::result::Result<T, E>;

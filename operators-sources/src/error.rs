@@ -41,12 +41,13 @@ pub enum SourceError {
     },
 
     /// A file could not be decoded.
-    #[error("cannot read `{file}`: {message}")]
+    #[error("cannot read `{file}`: {source}")]
     Decode {
         /// The file.
         file: String,
-        /// The decoder's message.
-        message: String,
+        /// The decoder's error (csv's, Arrow's, parquet's or orc-rust's).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// The client settings of a database or Kafka are wrong.

@@ -35,3 +35,7 @@ pub mod jdbc;
 pub mod kafka;
 
 pub use error::SourceError;
+
+/// The result of this crate's own functions (settings, parsing); operators themselves
+/// return [`operators_core::Result`], into which [`SourceError`] converts.
+pub type Result<T, E = SourceError> = std::result::Result<T, E>;

@@ -13,10 +13,13 @@ pub enum SqlError {
     /// DataFusion could not plan the query (syntax, unknown column or function, types).
     #[error("cannot plan the SQL: {message}\n  in: {sql}")]
     Plan {
-        /// DataFusion's message.
+        /// DataFusion's message, or what this crate's planner refused.
         message: String,
         /// The query.
         sql: String,
+        /// DataFusion's error, where it refused the query.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The query needs state across batches (or is not a query over the table).
@@ -45,8 +48,14 @@ pub enum SqlError {
         message: String,
         /// The query.
         sql: String,
+        /// DataFusion's or Arrow's error, where one failed.
+        #[source]
+        source: Option<BoxError>,
     },
 }
+
+/// The error of a library this crate calls, kept as the cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl From<SqlError> for operators_core::Error {
     fn from(e: SqlError) -> Self {

@@ -133,7 +133,11 @@ mod transform;
 pub mod udf;
 pub mod window;
 
-pub use error::SqlError;
+pub use error::{BoxError, SqlError};
+
+/// The result of this crate's own functions (settings, parsing); operators themselves
+/// return [`operators_core::Result`], into which [`SqlError`] converts.
+pub type Result<T, E = SqlError> = std::result::Result<T, E>;
 pub use operators_core::schema;
 pub use transform::{SqlTransform, SqlTransformBuilder, display_value, nullable};
 pub use window::{SqlOutput, SqlPlan, SqlStreamExt, WindowedSql, parse_watermark};

@@ -151,8 +151,11 @@ impl SqlTransformBuilder {
 
     async fn plan_async(self, windows: bool) -> Result<SqlPlan, SqlError> {
         let sql = self.sql.trim().trim_end_matches(';').to_string();
-        let plan_err =
-            |e: datafusion::error::DataFusionError| SqlError::Plan { message: e.to_string(), sql: sql.clone() };
+        let plan_err = |e: datafusion::error::DataFusionError| SqlError::Plan {
+            message: e.to_string(),
+            sql: sql.clone(),
+            source: Some(Box::new(e)),
+        };
         let Some(schema) = self.schema.clone() else {
             return Err(SqlError::Input("no input schema was given".into()));
         };
@@ -276,8 +279,11 @@ fn compile(
     steps: &mut Vec<Step>,
     sql: &str,
 ) -> Result<SchemaRef, SqlError> {
-    let plan_err =
-        |e: datafusion::error::DataFusionError| SqlError::Plan { message: e.to_string(), sql: sql.to_string() };
+    let plan_err = |e: datafusion::error::DataFusionError| SqlError::Plan {
+        message: e.to_string(),
+        sql: sql.to_string(),
+        source: Some(Box::new(e)),
+    };
     let physical = |e: &datafusion::logical_expr::Expr, schema: &DFSchema| {
         state.create_physical_expr(e.clone(), schema).map_err(plan_err)
     };
@@ -366,8 +372,14 @@ impl SqlTransform {
         &self.query.sql
     }
 
-    fn exec_err(&self, message: impl std::fmt::Display) -> SqlError {
-        SqlError::Execution { message: message.to_string(), sql: self.query.sql.clone() }
+    /// A failure of DataFusion or Arrow on a batch, kept as the cause.
+    fn exec_err(&self, e: impl std::error::Error + Send + Sync + 'static) -> SqlError {
+        SqlError::Execution { message: e.to_string(), sql: self.query.sql.clone(), source: Some(Box::new(e)) }
+    }
+
+    /// A failure this crate found, with no library error behind it.
+    fn exec_msg(&self, message: &str) -> SqlError {
+        SqlError::Execution { message: message.to_string(), sql: self.query.sql.clone(), source: None }
     }
 
     /// Fits `batch` to the declared input schema: picks the declared columns by name,
@@ -453,7 +465,7 @@ impl SqlTransform {
                         .and_then(|v| v.into_array(current.num_rows()))
                         .map_err(|e| self.exec_err(e))?;
                     let mask: &BooleanArray =
-                        mask.as_boolean_opt().ok_or_else(|| self.exec_err("the WHERE clause is not a boolean"))?;
+                        mask.as_boolean_opt().ok_or_else(|| self.exec_msg("the WHERE clause is not a boolean"))?;
                     arrow::compute::filter_record_batch(&current, mask).map_err(|e| self.exec_err(e))?
                 }
                 Step::Cast(schema) => {

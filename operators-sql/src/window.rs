@@ -368,7 +368,7 @@ fn unsupported(clause: &'static str, reason: impl Into<String>, sql: &str) -> Sq
 }
 
 fn plan_error(message: impl Into<String>, sql: &str) -> SqlError {
-    SqlError::Plan { message: message.into(), sql: sql.to_string() }
+    SqlError::Plan { message: message.into(), sql: sql.to_string(), source: None }
 }
 
 /// Refuses the clauses the window path does not evaluate, naming each.
@@ -849,9 +849,9 @@ pub(crate) async fn plan_windowed(
     // The pre-projection, planned by DataFusion like any per-batch query.
     let pre_sql = pre.sql(select);
     let rewrite = |e: SqlError| match e {
-        SqlError::Plan { message, .. } => SqlError::Plan { message, sql: sql.to_string() },
+        SqlError::Plan { message, source, .. } => SqlError::Plan { message, sql: sql.to_string(), source },
         SqlError::Unsupported { clause, reason, .. } => SqlError::Unsupported { clause, reason, sql: sql.to_string() },
-        SqlError::Execution { message, .. } => SqlError::Execution { message, sql: sql.to_string() },
+        SqlError::Execution { message, source, .. } => SqlError::Execution { message, sql: sql.to_string(), source },
         other => other,
     };
     let pre_transform = Box::pin(builder.clone().with_sql(pre_sql).build_async()).await.map_err(rewrite)?;

@@ -20,6 +20,8 @@
 //! skips one. Reads are streamed in chunks and at most two batches per file wait to be
 //! emitted, so memory does not grow with file size.
 
+#[cfg(any(feature = "parquet", feature = "orc"))]
+mod columnar;
 pub mod location;
 #[cfg(feature = "orc")]
 pub mod orc;
@@ -633,8 +635,8 @@ impl Source for DirectoryReader {
 
 /// A file that cannot be decoded (CSV, Parquet or ORC), named in the error.
 #[cfg(any(feature = "csv", feature = "parquet", feature = "orc"))]
-pub(crate) fn decode_err(file: &str, e: impl std::fmt::Display) -> operators_core::Error {
-    crate::error::SourceError::Decode { file: file.to_string(), message: e.to_string() }.into()
+pub(crate) fn decode_err(file: &str, e: impl std::error::Error + Send + Sync + 'static) -> operators_core::Error {
+    crate::error::SourceError::Decode { file: file.to_string(), source: Box::new(e) }.into()
 }
 
 #[cfg(test)]

@@ -6,21 +6,19 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use object_store::ObjectStore;
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
-use operators_core::operator::DeadLetter;
-use operators_core::{Error, Result};
+use operators_core::Result;
 use orc_rust::ArrowReaderBuilder;
 use orc_rust::reader::AsyncChunkReader;
 use orc_rust::row_selection::{RowSelection, RowSelector};
 
+use super::columnar::{ColumnarReader, rows_to_skip};
 use super::{FileFormat, FileMeta, FilePosition, FileReader, Location, SchemaGuard, decode_err};
 
 /// ORC files.
@@ -80,59 +78,19 @@ impl FileFormat for OrcFormat {
         position: Option<FilePosition>,
         schema: &mut SchemaGuard,
     ) -> Result<Box<dyn FileReader>> {
-        let skip = match position {
-            Some(FilePosition::Rows { rows }) => rows,
-            None => 0,
-            Some(other) => return Err(Error::Internal(format!("an ORC file cannot resume at {other:?}"))),
-        };
+        let skip = rows_to_skip("ORC", position)?;
         let reader = ObjectChunkReader { store: location.store.clone(), path: file.path.clone(), size: file.size };
         let builder = ArrowReaderBuilder::try_new_async(reader).await.map_err(|e| decode_err(&file.display, e))?;
         schema.check(&file.display, &builder.schema())?;
         let total = builder.file_metadata().number_of_rows();
         let mut builder = builder.with_batch_size(self.batch_size);
         if skip > 0 {
-            let skip_n = usize::try_from(skip.min(total)).unwrap_or(usize::MAX);
-            let rest = usize::try_from(total.saturating_sub(skip)).unwrap_or(0);
+            let skip_n = usize::try_from(skip.min(total)).map_err(|e| decode_err(&file.display, e))?;
+            let rest = usize::try_from(total.saturating_sub(skip)).map_err(|e| decode_err(&file.display, e))?;
             builder = builder
                 .with_row_selection(RowSelection::from(vec![RowSelector::skip(skip_n), RowSelector::select(rest)]));
         }
         let stream = builder.build_async();
-        Ok(Box::new(OrcReader {
-            display: file.display.clone(),
-            size: file.size,
-            total,
-            rows: skip,
-            stream: stream.boxed(),
-        }))
-    }
-}
-
-struct OrcReader {
-    display: String,
-    size: u64,
-    total: u64,
-    rows: u64,
-    stream: BoxStream<'static, std::result::Result<RecordBatch, arrow::error::ArrowError>>,
-}
-
-#[async_trait]
-impl FileReader for OrcReader {
-    async fn next_batch(&mut self, _dead: &mut Vec<DeadLetter>) -> Result<Option<RecordBatch>> {
-        match self.stream.next().await {
-            Some(Ok(batch)) => {
-                self.rows += batch.num_rows() as u64;
-                Ok(Some(batch))
-            }
-            Some(Err(e)) => Err(decode_err(&self.display, e)),
-            None => Ok(None),
-        }
-    }
-
-    fn position(&self) -> FilePosition {
-        FilePosition::Rows { rows: self.rows }
-    }
-
-    fn bytes_done(&self) -> u64 {
-        (self.size * self.rows.min(self.total)).checked_div(self.total).unwrap_or(0)
+        Ok(Box::new(ColumnarReader::new(file, total, skip, stream.boxed())))
     }
 }

@@ -7,23 +7,21 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use object_store::ObjectStore;
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
-use operators_core::operator::DeadLetter;
-use operators_core::{Error, Result};
+use operators_core::Result;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
+use super::columnar::{ColumnarReader, rows_to_skip};
 use super::{FileFormat, FileMeta, FilePosition, FileReader, Location, SchemaGuard, decode_err};
 
 /// Parquet files.
@@ -100,56 +98,18 @@ impl FileFormat for ParquetFormat {
         position: Option<FilePosition>,
         schema: &mut SchemaGuard,
     ) -> Result<Box<dyn FileReader>> {
-        let skip = match position {
-            Some(FilePosition::Rows { rows }) => rows,
-            None => 0,
-            Some(other) => return Err(Error::Internal(format!("a parquet file cannot resume at {other:?}"))),
-        };
+        let skip = rows_to_skip("parquet", position)?;
         let reader = ObjectFileReader { store: location.store.clone(), path: file.path.clone(), size: file.size };
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| decode_err(&file.display, e))?;
         schema.check(&file.display, builder.schema())?;
         let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        // Past the file's rows there is nothing to skip to: offset at its end.
+        let offset = usize::try_from(skip.min(total)).map_err(|e| decode_err(&file.display, e))?;
         let stream = builder
             .with_batch_size(self.batch_size)
-            .with_offset(usize::try_from(skip).unwrap_or(usize::MAX))
+            .with_offset(offset)
             .build()
             .map_err(|e| decode_err(&file.display, e))?;
-        Ok(Box::new(ParquetReader {
-            display: file.display.clone(),
-            size: file.size,
-            total,
-            rows: skip,
-            stream: stream.boxed(),
-        }))
-    }
-}
-
-struct ParquetReader {
-    display: String,
-    size: u64,
-    total: u64,
-    rows: u64,
-    stream: BoxStream<'static, parquet::errors::Result<RecordBatch>>,
-}
-
-#[async_trait]
-impl FileReader for ParquetReader {
-    async fn next_batch(&mut self, _dead: &mut Vec<DeadLetter>) -> Result<Option<RecordBatch>> {
-        match self.stream.next().await {
-            Some(Ok(batch)) => {
-                self.rows += batch.num_rows() as u64;
-                Ok(Some(batch))
-            }
-            Some(Err(e)) => Err(decode_err(&self.display, e)),
-            None => Ok(None),
-        }
-    }
-
-    fn position(&self) -> FilePosition {
-        FilePosition::Rows { rows: self.rows }
-    }
-
-    fn bytes_done(&self) -> u64 {
-        (self.size * self.rows.min(self.total)).checked_div(self.total).unwrap_or(0)
+        Ok(Box::new(ColumnarReader::new(file, total, skip, stream.boxed())))
     }
 }
