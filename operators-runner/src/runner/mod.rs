@@ -49,11 +49,10 @@ pub fn dry_run(plan: &Plan, params: &Params) -> String {
 
 /// Serves the REST API if `rest.port` is set; returns whether it does.
 async fn serve_rest(job: Arc<Job>, params: &Params) -> Result<bool, String> {
-    let Some(port) = params.int("rest.port").map_err(|e| e.to_string())? else {
+    let Some(port) = params.num::<u16>("rest.port").map_err(|e| e.to_string())? else {
         return Ok(false);
     };
-    let address = params.text("rest.address").unwrap_or_else(|| "127.0.0.1".into());
-    let port = u16::try_from(port).map_err(|_| format!("`rest.port`: {port} is not a port number"))?;
+    let address = params.text_or_default("rest.address").map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind((address.as_str(), port))
         .await
         .map_err(|e| format!("`rest.port`: cannot listen on {address}:{port}: {e}"))?;
@@ -116,8 +115,9 @@ pub async fn run(plan: Plan, params: &Params) -> ExitCode {
     }
     if rest && !interrupted {
         // Clients polling a stop-with-savepoint need a moment to read its location.
-        let linger = params.int("rest.linger.ms").ok().flatten().unwrap_or(3000);
-        tokio::time::sleep(std::time::Duration::from_millis(linger)).await;
+        // Checked when the job was planned.
+        let linger = params.millis_or_default("rest.linger.ms").unwrap_or_default();
+        tokio::time::sleep(linger).await;
     }
     let s = summary(&job, source_id, sink_id);
     let secs = started.elapsed().as_secs_f64();

@@ -21,8 +21,13 @@ pub enum Kind {
     Text,
     /// `true` or `false` (case-insensitive).
     Bool,
-    /// A non-negative integer.
-    Int,
+    /// A whole number in `min..=max`; a value outside is refused, never clamped.
+    Int {
+        /// The smallest value taken.
+        min: u64,
+        /// The largest value taken.
+        max: u64,
+    },
     /// A size in bytes: a whole number with an optional unit (`k`, `m`, `g`, `t`, binary:
     /// `128m` is 128 MiB).
     Bytes,
@@ -30,13 +35,51 @@ pub enum Kind {
     Enum(&'static [&'static str]),
 }
 
+/// Any non-negative whole number (a duration in ms, a count that may be 0).
+const INT: Kind = Kind::Int { min: 0, max: u64::MAX };
+/// At least 1: sizes of batches and pools, parallelism.
+const COUNT: Kind = Kind::Int { min: 1, max: u64::MAX };
+/// A count kept as 32 bits by the library (retries, tolerated failures).
+const U32: Kind = Kind::Int { min: 0, max: u32::MAX as u64 };
+/// Megabytes, as bytes in 64 bits.
+const MEGABYTES: Kind = Kind::Int { min: 1, max: u64::MAX >> 20 };
+
+/// A parameter's default, stated once: help, `--dry-run` and planning all read it here.
+#[derive(Debug, Clone, Copy)]
+pub enum ParamDefault {
+    /// Optional, with no default.
+    None,
+    /// This value, in the parameter's own syntax.
+    Value(&'static str),
+    /// Computed from other parameters (`value`); `describe` says how, for `--help`.
+    Computed {
+        /// The rule, as `--help` shows it.
+        describe: &'static str,
+        /// The value for the given parameters; `None` leaves it to the connector.
+        value: fn(&Params) -> Option<String>,
+    },
+    /// The connector's own default, which its documentation states; `--help` shows this
+    /// description of it.
+    Connector(&'static str),
+}
+
+impl ParamDefault {
+    /// How `--help` shows it.
+    pub fn describe(&self) -> Option<&'static str> {
+        match self {
+            ParamDefault::None => None,
+            ParamDefault::Value(v) | ParamDefault::Connector(v) | ParamDefault::Computed { describe: v, .. } => Some(v),
+        }
+    }
+}
+
 /// One parameter of the runner.
 #[derive(Debug, Clone, Copy)]
 pub struct ParamSpec {
     /// The key, case-sensitive as written.
     pub key: &'static str,
-    /// The default, as text.
-    pub default: Option<&'static str>,
+    /// The default.
+    pub default: ParamDefault,
     /// The kind of value.
     pub kind: Kind,
     /// One line of help.
@@ -45,12 +88,31 @@ pub struct ParamSpec {
     pub extension: bool,
 }
 
+impl ParamSpec {
+    /// The same parameter with a default computed from other parameters.
+    const fn computed(self, describe: &'static str, value: fn(&Params) -> Option<String>) -> Self {
+        ParamSpec { default: ParamDefault::Computed { describe, value }, ..self }
+    }
+
+    /// The same parameter, its default left to the connector (described for `--help`).
+    const fn by_connector(self, describe: &'static str) -> Self {
+        ParamSpec { default: ParamDefault::Connector(describe), ..self }
+    }
+}
+
+const fn default_of(default: Option<&'static str>) -> ParamDefault {
+    match default {
+        Some(v) => ParamDefault::Value(v),
+        None => ParamDefault::None,
+    }
+}
+
 const fn p(key: &'static str, default: Option<&'static str>, kind: Kind, help: &'static str) -> ParamSpec {
-    ParamSpec { key, default, kind, help, extension: false }
+    ParamSpec { key, default: default_of(default), kind, help, extension: false }
 }
 
 const fn ext(key: &'static str, default: Option<&'static str>, kind: Kind, help: &'static str) -> ParamSpec {
-    ParamSpec { key, default, kind, help, extension: true }
+    ParamSpec { key, default: default_of(default), kind, help, extension: true }
 }
 
 /// Source types.
@@ -74,11 +136,11 @@ pub const PARAMS: &[ParamSpec] = &[
         Kind::Enum(&["PROCESS_CONTINUOUSLY", "PROCESS_ONCE"]),
         "file sources: watch for new files, or read the files present at start and finish",
     ),
-    p("source.watch.interval", Some("60000"), Kind::Int, "file sources: directory scan interval, ms"),
+    p("source.watch.interval", Some("60000"), INT, "file sources: directory scan interval, ms"),
     ext(
         "source.watch.settle",
         Some("1000"),
-        Kind::Int,
+        INT,
         "file sources: a file is read once its size and time stayed the same this long, ms",
     ),
     p("source.firstLine.schema", Some("false"), Kind::Bool, "text sources: the first line holds the column names"),
@@ -90,33 +152,36 @@ pub const PARAMS: &[ParamSpec] = &[
     ),
     p(
         "source.field.delimiter",
-        Some(", (tsv: \\t)"),
+        None,
         Kind::Text,
         "text sources: field delimiter; a character, an escape or an ASCII code",
-    ),
+    )
+    .by_connector(", (tsv: \\t)"),
     p(
         "source.charset",
         Some("UTF-8"),
         Kind::Text,
         "text sources: charset (UTF-8, GBK, GB18030, UTF-16, ISO-8859-1, ...)",
     ),
-    ext("source.quote", Some("\" (tsv, txt: none)"), Kind::Text, "text sources: quote character, or `none`"),
+    ext("source.quote", None, Kind::Text, "text sources: quote character, or `none`")
+        .by_connector("\" (tsv, txt: none)"),
     ext(
         "source.field.max.bytes",
         Some("16777216"),
-        Kind::Int,
+        COUNT,
         "text sources: bytes a quoted field may span; a quote still open past them, or at the end of the file, is a bad record",
     ),
     ext(
         "source.concurrent.files",
-        Some("cores, at most 4; 1 with unique.keys"),
-        Kind::Int,
+        None,
+        COUNT,
         "file sources: files read at once; rows of a file keep their order, files interleave (1: name order)",
-    ),
+    )
+    .computed("1 with unique.keys, else the number of cores, at most 4", |p| p.has("unique.keys").then(|| "1".into())),
     ext(
         "source.batch.size",
         Some("8192"),
-        Kind::Int,
+        COUNT,
         "file sources: rows per batch (smaller batches mean less data in flight)",
     ),
     ext(
@@ -152,8 +217,8 @@ pub const PARAMS: &[ParamSpec] = &[
         "database source: accepted for compatibility; drivers are built in",
     ),
     p("source.db.table", None, Kind::Text, "database source: table"),
-    p("source.db.sql", Some("select * from <table>"), Kind::Text, "database source: query"),
-    p("source.db.fetch.size", Some("50"), Kind::Int, "database source: rows fetched per round trip (and per batch)"),
+    p("source.db.sql", None, Kind::Text, "database source: query").by_connector("select * from <table>"),
+    p("source.db.fetch.size", Some("50"), COUNT, "database source: rows fetched per round trip (and per batch)"),
     ext(
         "source.db.key.column",
         None,
@@ -203,7 +268,7 @@ pub const PARAMS: &[ParamSpec] = &[
     ext(
         "stream.sql.watermark.idle.timeout",
         None,
-        Kind::Int,
+        COUNT,
         "windowed stream.sql: ms without rows after which a source subtask stops holding back event time (default: never)",
     ),
     p("stream.sql.schema", None, Kind::Text, "input schema: struct<_col0:BigInt,_col1:String>"),
@@ -214,7 +279,12 @@ pub const PARAMS: &[ParamSpec] = &[
         "input schema as ordered JSON {\"id\":\"BigInt\",...}; wins over stream.sql.schema; also the text-file schema",
     ),
     p("unique.keys", None, Kind::Text, "deduplication: key columns, comma separated"),
-    p("unique.data.ttl.in.minute", Some("60"), Kind::Int, "deduplication: how long a key is remembered, minutes"),
+    p(
+        "unique.data.ttl.in.minute",
+        Some("60"),
+        Kind::Int { min: 1, max: u64::MAX / 60 },
+        "deduplication: how long a key is remembered, minutes",
+    ),
     p("sink.type", Some("kafka"), Kind::Enum(SINK_TYPES), "sink: kafka, es, and this library's file, jdbc, stdout"),
     p("sink.kafka.version", Some("0.11"), Kind::Text, "Kafka sink: accepted for compatibility"),
     p("sink.kafka.brokers", None, Kind::Text, "Kafka sink: bootstrap servers"),
@@ -255,12 +325,12 @@ pub const PARAMS: &[ParamSpec] = &[
     p(
         "sink.es.update.retry.on.conflict",
         Some("5"),
-        Kind::Int,
+        U32,
         "Elasticsearch sink: retries of an update on a version conflict",
     ),
-    p("sink.es.bulk.flush.max.actions", Some("1000"), Kind::Int, "Elasticsearch sink: actions per bulk request"),
-    p("sink.es.bulk.flush.max.size.mb", Some("5"), Kind::Int, "Elasticsearch sink: bulk request size, MB"),
-    p("sink.es.bulk.flush.interval.ms", Some("60000"), Kind::Int, "Elasticsearch sink: flush at least this often, ms"),
+    p("sink.es.bulk.flush.max.actions", Some("1000"), COUNT, "Elasticsearch sink: actions per bulk request"),
+    p("sink.es.bulk.flush.max.size.mb", Some("5"), MEGABYTES, "Elasticsearch sink: bulk request size, MB"),
+    p("sink.es.bulk.flush.interval.ms", Some("60000"), INT, "Elasticsearch sink: flush at least this often, ms"),
     p(
         "sink.es.bulk.flush.backoff.enable",
         Some("true"),
@@ -276,21 +346,16 @@ pub const PARAMS: &[ParamSpec] = &[
     p(
         "sink.es.bulk.flush.backoff.delay",
         Some("60000"),
-        Kind::Int,
+        INT,
         "Elasticsearch sink: backoff delay (initial delay for EXPONENTIAL), ms",
     ),
     p(
         "bulk.flush.backoff.retries",
         Some("5"),
-        Kind::Int,
+        U32,
         "Elasticsearch sink: backoff retries (also sink.es.bulk.flush.backoff.retries)",
     ),
-    ext(
-        "sink.es.bulk.flush.backoff.retries",
-        None,
-        Kind::Int,
-        "Elasticsearch sink: same as bulk.flush.backoff.retries",
-    ),
+    ext("sink.es.bulk.flush.backoff.retries", None, U32, "Elasticsearch sink: same as bulk.flush.backoff.retries"),
     p(
         "sink.merge.enable",
         Some("false"),
@@ -306,11 +371,11 @@ pub const PARAMS: &[ParamSpec] = &[
         Kind::Enum(&["json", "csv", "parquet"]),
         "file sink: json (lines), csv or parquet",
     ),
-    ext("sink.file.roll.size.mb", Some("128"), Kind::Int, "file sink: close a part at this size, MB"),
+    ext("sink.file.roll.size.mb", Some("128"), MEGABYTES, "file sink: close a part at this size, MB"),
     ext(
         "sink.file.roll.interval.ms",
         None,
-        Kind::Int,
+        COUNT,
         "file sink: close a part at this age, ms (checkpoints close parts too)",
     ),
     ext("sink.db.url", None, Kind::Text, "database sink: URL"),
@@ -324,10 +389,10 @@ pub const PARAMS: &[ParamSpec] = &[
         "database sink: insert, or upsert by sink.db.key.columns",
     ),
     ext("sink.db.key.columns", None, Kind::Text, "database sink: key columns for upsert, comma separated"),
-    ext("sink.db.batch.size", Some("1000"), Kind::Int, "database sink: rows per insert statement"),
-    p("stream.parallelism", Some("1"), Kind::Int, "parallelism of the source and transforms"),
-    p("stream.sink.parallelism", Some("1"), Kind::Int, "parallelism of the sink"),
-    ext("stream.rate.limit", None, Kind::Int, "at most this many rows per second from the source"),
+    ext("sink.db.batch.size", Some("1000"), COUNT, "database sink: rows per insert statement"),
+    p("stream.parallelism", Some("1"), COUNT, "parallelism of the source and transforms"),
+    p("stream.sink.parallelism", Some("1"), COUNT, "parallelism of the sink"),
+    ext("stream.rate.limit", None, COUNT, "at most this many rows per second from the source"),
     p("stream.checkpoint.enable", Some("true"), Kind::Bool, "take checkpoints"),
     p(
         "stream.checkpoint.dir",
@@ -342,17 +407,23 @@ pub const PARAMS: &[ParamSpec] = &[
         "state backend: memory/fs keep keyed state in memory; rocksdb (also disk, sled) in memory up to \
          stream.state.memory.budget and past it on disk (an embedded LSM store)",
     ),
-    p("stream.checkpoint.interval", Some("60000 (EXACTLY_ONCE: 30000)"), Kind::Int, "checkpoint interval, ms"),
-    p("stream.checkpoint.timeout", Some("60000"), Kind::Int, "checkpoint timeout, ms"),
-    p("stream.checkpoint.tolerable.failure.num", Some("10"), Kind::Int, "consecutive checkpoint failures tolerated"),
-    p("stream.checkpoint.min.pause", Some("1000"), Kind::Int, "minimum pause between checkpoints, ms"),
+    p("stream.checkpoint.interval", None, INT, "checkpoint interval, ms").computed(
+        "60000 (EXACTLY_ONCE: 30000)",
+        |p| {
+            let exactly_once = p.choice("stream.checkpoint.mode").ok().flatten().as_deref() == Some("exactly_once");
+            Some(if exactly_once { "30000" } else { "60000" }.into())
+        },
+    ),
+    p("stream.checkpoint.timeout", Some("60000"), INT, "checkpoint timeout, ms"),
+    p("stream.checkpoint.tolerable.failure.num", Some("10"), U32, "consecutive checkpoint failures tolerated"),
+    p("stream.checkpoint.min.pause", Some("1000"), INT, "minimum pause between checkpoints, ms"),
     p(
         "stream.checkpoint.mode",
         Some("AT_LEAST_ONCE"),
         Kind::Enum(&["AT_LEAST_ONCE", "EXACTLY_ONCE"]),
         "checkpoint mode; EXACTLY_ONCE also makes the sinks transactional",
     ),
-    ext("stream.checkpoint.retained", Some("1"), Kind::Int, "completed checkpoints kept"),
+    ext("stream.checkpoint.retained", Some("1"), COUNT, "completed checkpoints kept"),
     ext("stream.checkpoint.retain.on.cancel", Some("true"), Kind::Bool, "keep checkpoints when the job is canceled"),
     ext("stream.state.dir", None, Kind::Text, "directory of on-disk working state (default: <temp>/operators-state)"),
     ext(
@@ -362,22 +433,23 @@ pub const PARAMS: &[ParamSpec] = &[
         "memory for keyed state (dedup, windows); past it rocksdb keeps entries not used recently on disk \
          (k, m, g: KiB, MiB, GiB)",
     ),
-    p("job.retry.maxNumberRestartAttempts", Some("4"), Kind::Int, "restarts before the job fails"),
-    p("job.retry.backoffTimeMS", Some("60000"), Kind::Int, "wait before a restart, ms"),
+    p("job.retry.maxNumberRestartAttempts", Some("4"), U32, "restarts before the job fails"),
+    p("job.retry.backoffTimeMS", Some("60000"), INT, "wait before a restart, ms"),
     ext(
         "job.retry.strategy",
         Some("fixed-delay"),
         Kind::Enum(&["fixed-delay", "exponential-backoff", "failure-rate", "none"]),
         "restart strategy",
     ),
-    ext("job.retry.maxBackoffTimeMS", Some("300000"), Kind::Int, "exponential-backoff: largest wait, ms"),
+    ext("job.retry.maxBackoffTimeMS", Some("300000"), INT, "exponential-backoff: largest wait, ms"),
     ext(
         "job.retry.failureRateIntervalMS",
         Some("60000"),
-        Kind::Int,
+        INT,
         "failure-rate: at most maxNumberRestartAttempts failures in this window, ms",
     ),
-    ext("savepoint.dir", Some("<stream.checkpoint.dir>/savepoints"), Kind::Text, "where savepoints go by default"),
+    ext("savepoint.dir", None, Kind::Text, "where savepoints go by default")
+        .by_connector("<stream.checkpoint.dir>/savepoints"),
     ext("savepoint", None, Kind::Text, "start from this savepoint or checkpoint (also --savepoint PATH)"),
     ext(
         "allow-non-restored-state",
@@ -385,13 +457,18 @@ pub const PARAMS: &[ParamSpec] = &[
         Kind::Bool,
         "start from a savepoint with state of operators the job no longer has",
     ),
-    ext("rest.port", None, Kind::Int, "serve the Flink-shaped REST API on this port (0: any free port)"),
+    ext(
+        "rest.port",
+        None,
+        Kind::Int { min: 0, max: 65535 },
+        "serve the Flink-shaped REST API on this port (0: any free port)",
+    ),
     ext("rest.address", Some("127.0.0.1"), Kind::Text, "address of the REST API"),
     ext("rest.token", None, Kind::Text, "bearer token the REST API requires"),
     ext(
         "rest.linger.ms",
         Some("3000"),
-        Kind::Int,
+        INT,
         "keep the REST API up this long after the job ends, so clients can read its final state, ms",
     ),
     ext(
@@ -499,6 +576,11 @@ pub enum ParamError {
     },
 }
 
+/// A parameter read as if it had a default that the table does not give it.
+fn no_default(key: &str) -> ParamError {
+    ParamError::Missing { key: key.to_string(), why: "no value was given and the parameter has no default".into() }
+}
+
 /// Looks up a parameter's spec.
 pub fn spec(key: &str) -> Option<&'static ParamSpec> {
     PARAMS.iter().find(|s| s.key == key)
@@ -599,11 +681,24 @@ impl Params {
         }
     }
 
+    /// The default of `key` for these parameters: its value, or what its rule computes
+    /// ([`ParamDefault`]); `None` where there is none or the connector decides.
+    pub fn default_of(&self, key: &str) -> Option<String> {
+        match spec(key)?.default {
+            ParamDefault::Value(v) => Some(v.to_string()),
+            ParamDefault::Computed { value, .. } => value(self),
+            ParamDefault::None | ParamDefault::Connector(_) => None,
+        }
+    }
+
     /// Text value of `key`, or its default.
     pub fn text(&self, key: &str) -> Option<String> {
-        self.get(key).map(str::to_string).or_else(|| {
-            spec(key).and_then(|s| s.default).filter(|d| !d.contains('<') && !d.contains('(')).map(str::to_string)
-        })
+        self.get(key).map(str::to_string).or_else(|| self.default_of(key))
+    }
+
+    /// Text value of `key` or its default, for a parameter that has one.
+    pub fn text_or_default(&self, key: &str) -> Result<String, ParamError> {
+        self.text(key).ok_or_else(|| no_default(key))
     }
 
     /// A required text value.
@@ -623,16 +718,51 @@ impl Params {
         }
     }
 
-    /// Integer value of `key`, or its default.
+    /// Integer value of `key`, or its default, in the parameter's range: a value outside
+    /// is refused naming the key, the value and the range.
     pub fn int(&self, key: &str) -> Result<Option<u64>, ParamError> {
-        match self.get(key) {
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| self.invalid(key, v, "expected a non-negative whole number")),
-            None => Ok(spec(key).and_then(|s| s.default).and_then(|d| d.parse().ok())),
+        let Some(v) = self.text(key) else { return Ok(None) };
+        let (min, max) = match spec(key).map(|s| s.kind) {
+            Some(Kind::Int { min, max }) => (min, max),
+            _ => (0, u64::MAX),
+        };
+        let range = || if max == u64::MAX { format!("at least {min}") } else { format!("{min} to {max}") };
+        let n = v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| self.invalid(key, &v, format!("expected a whole number, {}", range())))?;
+        if n < min || n > max {
+            return Err(self.invalid(key, &v, format!("out of range: expected {}", range())));
         }
+        Ok(Some(n))
+    }
+
+    /// Integer value of `key` (or its default) as a `T`; one that does not fit is refused,
+    /// never clamped.
+    pub fn num<T: TryFrom<u64>>(&self, key: &str) -> Result<Option<T>, ParamError> {
+        let Some(n) = self.int(key)? else { return Ok(None) };
+        T::try_from(n).map(Some).map_err(|_| {
+            self.invalid(
+                key,
+                &n.to_string(),
+                format!("out of range for this platform's {}", std::any::type_name::<T>()),
+            )
+        })
+    }
+
+    /// Like [`Params::num`], for a parameter that has a default: its value or the default.
+    pub fn num_or_default<T: TryFrom<u64>>(&self, key: &str) -> Result<T, ParamError> {
+        self.num(key)?.ok_or_else(|| no_default(key))
+    }
+
+    /// A duration given in milliseconds, or its default.
+    pub fn millis(&self, key: &str) -> Result<Option<std::time::Duration>, ParamError> {
+        Ok(self.int(key)?.map(std::time::Duration::from_millis))
+    }
+
+    /// Like [`Params::millis`], for a parameter that has a default.
+    pub fn millis_or_default(&self, key: &str) -> Result<std::time::Duration, ParamError> {
+        self.num_or_default(key).map(std::time::Duration::from_millis)
     }
 
     /// Byte-size value of `key` (see [`Kind::Bytes`]), or its default.
@@ -654,6 +784,11 @@ impl Params {
             .ok_or_else(|| self.invalid(key, &v, format!("expected one of {}", options.join(", "))))
     }
 
+    /// Enum value of `key` in lower case or its default, for a parameter that has one.
+    pub fn choice_or_default(&self, key: &str) -> Result<String, ParamError> {
+        self.choice(key)?.ok_or_else(|| no_default(key))
+    }
+
     /// Checks every given key exists and every value has the right type.
     pub fn validate(&self) -> Result<(), ParamError> {
         for key in self.values.keys() {
@@ -669,7 +804,7 @@ impl Params {
                 Kind::Bool => {
                     self.bool(s.key)?;
                 }
-                Kind::Int => {
+                Kind::Int { .. } => {
                     self.int(s.key)?;
                 }
                 Kind::Bytes => {
@@ -836,9 +971,15 @@ pub fn help() -> String {
          Keys marked + are this library's own.\n\nparameters (default in brackets):\n",
     );
     for s in PARAMS {
-        let default = s.default.map(|d| format!(" [{d}]")).unwrap_or_default();
+        let default = s.default.describe().map(|d| format!(" [{d}]")).unwrap_or_default();
+        let range = match s.kind {
+            Kind::Int { min: 0, max: u64::MAX } => String::new(),
+            Kind::Int { min, max: u64::MAX } => format!(" (at least {min})"),
+            Kind::Int { min, max } => format!(" ({min} to {max})"),
+            _ => String::new(),
+        };
         let mark = if s.extension { "+" } else { " " };
-        out.push_str(&format!("  {mark} {}{default}\n        {}\n", s.key, s.help));
+        out.push_str(&format!("  {mark} {}{default}{range}\n        {}\n", s.key, s.help));
     }
     out
 }
@@ -991,12 +1132,81 @@ mod tests {
         assert!(err.to_string().contains("`--source.type` needs a value"), "{err}");
     }
 
+    /// A default that its own parameter would refuse is a mistake of the table: each is
+    /// read back through the accessor of its kind, with no value given.
+    #[test]
+    fn every_default_is_valid_for_its_parameter() {
+        for mode in ["AT_LEAST_ONCE", "EXACTLY_ONCE"] {
+            let mut params = Params::default();
+            params.set("stream.checkpoint.mode", mode, Origin::CommandLine);
+            params.set("unique.keys", "id", Origin::CommandLine);
+            for s in PARAMS {
+                let checked = match s.kind {
+                    Kind::Int { .. } => params.int(s.key).map(|_| ()),
+                    Kind::Bool => params.bool(s.key).map(|_| ()),
+                    Kind::Bytes => params.bytes(s.key).map(|_| ()),
+                    Kind::Enum(_) => params.choice(s.key).map(|_| ()),
+                    Kind::Text => Ok(()),
+                };
+                assert!(checked.is_ok(), "{}: {checked:?}", s.key);
+            }
+        }
+    }
+
+    /// The budget's default is the state backend's own, which the runner leaves to it.
+    #[test]
+    fn the_documented_budget_is_the_backends_default() {
+        let ParamDefault::Value(text) = spec("stream.state.memory.budget").unwrap().default else {
+            panic!("the budget's default is a value");
+        };
+        assert_eq!(parse_bytes(text), Ok(operators_core::state::DEFAULT_MEMORY_BUDGET));
+    }
+
+    #[test]
+    fn defaults_that_depend_on_other_parameters_follow_them() {
+        let mut params = Params::default();
+        assert_eq!(params.int("stream.checkpoint.interval").unwrap(), Some(60_000));
+        assert_eq!(params.int("source.concurrent.files").unwrap(), None);
+        params.set("stream.checkpoint.mode", "exactly_once", Origin::CommandLine);
+        params.set("unique.keys", "id", Origin::CommandLine);
+        assert_eq!(params.int("stream.checkpoint.interval").unwrap(), Some(30_000));
+        assert_eq!(params.int("source.concurrent.files").unwrap(), Some(1));
+        // A connector's own default is described, not guessed.
+        assert_eq!(params.text("savepoint.dir"), None);
+        assert_eq!(spec("savepoint.dir").unwrap().default.describe(), Some("<stream.checkpoint.dir>/savepoints"));
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_never_clamped() {
+        let mut params = Params::default();
+        for (key, value, says) in [
+            ("stream.parallelism", "0", "expected at least 1"),
+            ("rest.port", "65536", "expected 0 to 65535"),
+            ("stream.checkpoint.tolerable.failure.num", "4294967296", "expected 0 to 4294967295"),
+            ("job.retry.maxNumberRestartAttempts", "99999999999", "expected 0 to 4294967295"),
+            ("sink.file.roll.size.mb", "17592186044416", "expected 1 to 17592186044415"),
+            ("unique.data.ttl.in.minute", "0", "expected 1 to"),
+            ("stream.parallelism", "-1", "expected a whole number, at least 1"),
+        ] {
+            params.set(key, value, Origin::CommandLine);
+            let e = params.int(key).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(value) && e.contains(says), "{e}");
+            assert!(params.validate().is_err(), "{key}={value}");
+            params.set(key, "", Origin::CommandLine);
+        }
+        params.set("rest.port", "8081", Origin::CommandLine);
+        assert_eq!(params.num::<u16>("rest.port").unwrap(), Some(8081));
+        params.set("stream.checkpoint.tolerable.failure.num", "4294967295", Origin::CommandLine);
+        assert_eq!(params.num_or_default::<u32>("stream.checkpoint.tolerable.failure.num").unwrap(), u32::MAX);
+        assert_eq!(params.num_or_default::<u32>("job.retry.maxNumberRestartAttempts").unwrap(), 4);
+    }
+
     #[test]
     fn help_lists_every_parameter_with_its_default() {
         let h = help();
         for s in PARAMS {
             assert!(h.contains(s.key), "{}", s.key);
-            if let Some(d) = s.default {
+            if let Some(d) = s.default.describe() {
                 assert!(h.contains(&format!("[{d}]")), "{}", s.key);
             }
         }

@@ -15,7 +15,7 @@ use operators_core::checkpoint::{CheckpointConfig, CheckpointingMode};
 use operators_core::operator::BadRecordPolicy;
 use operators_core::path::{local_dir, store_dir};
 use operators_core::restart::RestartStrategy;
-use operators_core::state::{DEFAULT_MEMORY_BUDGET, StateBackendKind};
+use operators_core::state::StateBackendKind;
 use operators_core::window::WatermarkGenerator;
 use operators_core::{JobConfig, Pipeline, Stream};
 use operators_sinks::elasticsearch::{Backoff, BackoffKind, EsConfig, EsSink, SyncMode};
@@ -320,10 +320,8 @@ fn sql_watermark(params: &Params, schema: &SchemaRef) -> Result<WatermarkGenerat
         )
     })?;
     let mut generator = operators_sql::parse_watermark(&text).map_err(component(KEY))?;
-    match params.int("stream.sql.watermark.idle.timeout")? {
-        Some(0) => return Err(conflict("stream.sql.watermark.idle.timeout", "must be at least 1 (ms)")),
-        Some(ms) => generator = generator.with_idle_timeout(Duration::from_millis(ms)),
-        None => {}
+    if let Some(idle) = params.millis("stream.sql.watermark.idle.timeout")? {
+        generator = generator.with_idle_timeout(idle);
     }
     let column = generator.column();
     match schema.field_with_name(column).map(|f| f.data_type()) {
@@ -394,11 +392,9 @@ fn text_format(params: &Params, kind: &str) -> Result<TextFormat, PlanError> {
     if let Some(c) = params.get("source.charset") {
         format = format.with_charset(parse_charset("source.charset", c)?);
     }
-    if let Some(bytes) = params.int("source.field.max.bytes")? {
-        let bytes = usize::try_from(bytes)
-            .ok()
-            .and_then(std::num::NonZeroUsize::new)
-            .ok_or_else(|| conflict("source.field.max.bytes", "must be at least 1 and fit in memory"))?;
+    if let Some(bytes) = params.num::<usize>("source.field.max.bytes")? {
+        let bytes = std::num::NonZeroUsize::new(bytes)
+            .ok_or_else(|| conflict("source.field.max.bytes", "must be at least 1"))?;
         format = format.with_max_field_bytes(bytes);
     }
     // As in the toolkit, the SQL input schema is also the schema of text files: the
@@ -417,46 +413,49 @@ fn checkpointing(params: &Params) -> Result<Option<CheckpointConfig>, PlanError>
         Some("exactly_once") => CheckpointingMode::ExactlyOnce,
         _ => CheckpointingMode::AtLeastOnce,
     };
-    let default_interval = if mode == CheckpointingMode::ExactlyOnce { 30_000 } else { 60_000 };
-    let interval = params.int("stream.checkpoint.interval")?.unwrap_or(default_interval);
     // A local path, a file:// URL or hdfs://; another URL is refused here, not written to
     // a relative path such as `./s3:/x`.
-    let dir = store_dir(
-        "stream.checkpoint.dir",
-        &params.text("stream.checkpoint.dir").unwrap_or_else(|| "checkpoints".into()),
-    )?;
+    let dir = store_dir("stream.checkpoint.dir", &params.text_or_default("stream.checkpoint.dir")?)?;
     let cfg = CheckpointConfig::new(dir)
         .with_mode(mode)
-        .with_interval(Duration::from_millis(interval))
-        .with_timeout(Duration::from_millis(params.int("stream.checkpoint.timeout")?.unwrap_or(60_000)))
-        .with_min_pause(Duration::from_millis(params.int("stream.checkpoint.min.pause")?.unwrap_or(1000)))
-        .with_tolerable_failures(
-            u32::try_from(params.int("stream.checkpoint.tolerable.failure.num")?.unwrap_or(10)).unwrap_or(u32::MAX),
-        )
-        .with_retained(usize::try_from(params.int("stream.checkpoint.retained")?.unwrap_or(1)).unwrap_or(usize::MAX))
+        // The interval's default depends on the mode (see its parameter).
+        .with_interval(params.millis_or_default("stream.checkpoint.interval")?)
+        .with_timeout(params.millis_or_default("stream.checkpoint.timeout")?)
+        .with_min_pause(params.millis_or_default("stream.checkpoint.min.pause")?)
+        .with_tolerable_failures(params.num_or_default("stream.checkpoint.tolerable.failure.num")?)
+        .with_retained(params.num_or_default("stream.checkpoint.retained")?)
         .with_retain_on_cancel(params.bool("stream.checkpoint.retain.on.cancel")?);
     cfg.validate()?;
     Ok(Some(cfg))
 }
 
 fn restart(params: &Params) -> Result<RestartStrategy, PlanError> {
-    let attempts = u32::try_from(params.int("job.retry.maxNumberRestartAttempts")?.unwrap_or(4)).unwrap_or(u32::MAX);
-    let delay = Duration::from_millis(params.int("job.retry.backoffTimeMS")?.unwrap_or(60_000));
+    let attempts: u32 = params.num_or_default("job.retry.maxNumberRestartAttempts")?;
+    let delay = params.millis_or_default("job.retry.backoffTimeMS")?;
     let strategy = match params.choice("job.retry.strategy")?.as_deref() {
         Some("none") => RestartStrategy::None,
         Some("exponential-backoff") => RestartStrategy::ExponentialBackoff {
             initial: delay,
-            max: Duration::from_millis(params.int("job.retry.maxBackoffTimeMS")?.unwrap_or(300_000)),
+            max: params.millis_or_default("job.retry.maxBackoffTimeMS")?,
             multiplier: 2.0,
             reset_after: Duration::from_secs(3600),
             jitter: 0.1,
             max_attempts: Some(attempts),
         },
-        Some("failure-rate") => RestartStrategy::FailureRate {
-            max_failures: attempts.max(1),
-            interval: Duration::from_millis(params.int("job.retry.failureRateIntervalMS")?.unwrap_or(60_000)),
-            delay,
-        },
+        Some("failure-rate") => {
+            if attempts == 0 {
+                return Err(conflict(
+                    "job.retry.maxNumberRestartAttempts",
+                    "failure-rate allows this many failures per job.retry.failureRateIntervalMS: at least 1 \
+                     (or job.retry.strategy none)",
+                ));
+            }
+            RestartStrategy::FailureRate {
+                max_failures: attempts,
+                interval: params.millis_or_default("job.retry.failureRateIntervalMS")?,
+                delay,
+            }
+        }
         _ => RestartStrategy::fixed_delay(attempts, delay),
     };
     strategy.validate()?;
@@ -464,17 +463,15 @@ fn restart(params: &Params) -> Result<RestartStrategy, PlanError> {
 }
 
 fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
-    let name = params.text("job.name").unwrap_or_else(|| "CSP StreamJob".into());
-    let parallelism = params.int("stream.parallelism")?.unwrap_or(1);
-    if parallelism == 0 {
-        return Err(conflict("stream.parallelism", "must be at least 1"));
-    }
-    let backend = match params.choice("stream.checkpoint.type")?.as_deref() {
-        Some("memory") | Some("fs") => StateBackendKind::Memory,
-        _ => StateBackendKind::Disk,
-    };
+    let name = params.text_or_default("job.name")?;
+    let parallelism: usize = params.num_or_default("stream.parallelism")?;
+    // The toolkit's names (memory, fs, rocksdb…) are core's to map, once.
+    let backend: StateBackendKind =
+        params.choice_or_default("stream.checkpoint.type")?.parse().map_err(|e: operators_core::Error| {
+            PlanError::Component { key: "stream.checkpoint.type".into(), message: e.to_string() }
+        })?;
     let mut config = JobConfig::new(name)
-        .with_parallelism(usize::try_from(parallelism).unwrap_or(usize::MAX))
+        .with_parallelism(parallelism)
         .with_state_backend(backend.clone())
         .with_restart(restart(params)?);
     if let Some(cp) = checkpointing(params)? {
@@ -483,7 +480,10 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
     if let Some(dir) = params.get("stream.state.dir") {
         config = config.with_local_state_dir(local_dir("stream.state.dir", dir)?);
     }
-    if params.has("stream.state.memory.budget") {
+    // Given only: the default is the state backend's own (DEFAULT_MEMORY_BUDGET, which
+    // the parameter's documented default equals).
+    if let (true, Some(bytes)) = (params.has("stream.state.memory.budget"), params.bytes("stream.state.memory.budget")?)
+    {
         if backend == StateBackendKind::Memory {
             return Err(conflict(
                 "stream.state.memory.budget",
@@ -491,7 +491,6 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
                  to keep what exceeds it on disk",
             ));
         }
-        let bytes = params.bytes("stream.state.memory.budget")?.unwrap_or(DEFAULT_MEMORY_BUDGET);
         if bytes < 1 << 20 {
             return Err(conflict("stream.state.memory.budget", "must be at least 1m"));
         }
@@ -564,33 +563,31 @@ fn es_sink(params: &Params) -> Result<EsSink, PlanError> {
         sink = sink.with_version(&v);
     }
     let external = params.choice("sink.es.version.type")?.is_some_and(|t| t == "external_gte");
-    let retry_on_conflict = params.int("sink.es.update.retry.on.conflict")?.unwrap_or(5);
-    let int = |key: &str, default: u64| -> Result<u64, PlanError> { Ok(params.int(key)?.unwrap_or(default)) };
-    let max_actions = usize::try_from(int("sink.es.bulk.flush.max.actions", 1000)?).unwrap_or(usize::MAX);
-    let max_bytes =
-        usize::try_from(int("sink.es.bulk.flush.max.size.mb", 5)?.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-    if max_actions == 0 || max_bytes == 0 {
-        return Err(conflict("sink.es.bulk.flush.max.actions", "bulk limits must be at least 1"));
-    }
-    let interval = Duration::from_millis(int("sink.es.bulk.flush.interval.ms", 60_000)?);
+    let retry_on_conflict: u32 = params.num_or_default("sink.es.update.retry.on.conflict")?;
+    let max_actions: usize = params.num_or_default("sink.es.bulk.flush.max.actions")?;
+    // The parameter's range keeps megabytes within 64 bits of bytes.
+    let max_mb: u64 = params.num_or_default("sink.es.bulk.flush.max.size.mb")?;
+    let max_bytes = usize::try_from(max_mb << 20)
+        .map_err(|_| conflict("sink.es.bulk.flush.max.size.mb", format!("{max_mb} MB do not fit in memory")))?;
+    let interval = params.millis_or_default("sink.es.bulk.flush.interval.ms")?;
     let kind = match params.choice("sink.es.bulk.flush.backoff.type")?.as_deref() {
         Some("exponential") => BackoffKind::Exponential,
         _ => BackoffKind::Constant,
     };
-    let retries = match params.int("sink.es.bulk.flush.backoff.retries")? {
+    let retries = match params.num("sink.es.bulk.flush.backoff.retries")? {
         Some(r) => r,
-        None => int("bulk.flush.backoff.retries", 5)?,
+        None => params.num_or_default("bulk.flush.backoff.retries")?,
     };
     let backoff = Backoff {
         enabled: params.bool("sink.es.bulk.flush.backoff.enable")?,
         kind,
-        delay: Duration::from_millis(int("sink.es.bulk.flush.backoff.delay", 60_000)?),
-        retries: u32::try_from(retries).unwrap_or(u32::MAX),
+        delay: params.millis_or_default("sink.es.bulk.flush.backoff.delay")?,
+        retries,
     };
     let sink = sink
         .with_external_versioning(external)
         .with_cleanup(params.bool("sink.es.cleanup")?)
-        .with_retry_on_conflict(u32::try_from(retry_on_conflict).unwrap_or(u32::MAX))
+        .with_retry_on_conflict(retry_on_conflict)
         .with_bulk(max_actions, max_bytes, interval)
         .with_backoff(backoff);
     sink.validate()?;
@@ -601,6 +598,214 @@ fn not_yet(key: &str, what: &str) -> PlanError {
     conflict(key, format!("{what} is not available in this build yet"))
 }
 
+/// What a source's builder gets besides the parameters.
+struct SourceCtx<'a> {
+    pipeline: &'a Pipeline,
+    /// The `source.type` asked for.
+    kind: &'a str,
+    watch: WatchMode,
+    settle: Duration,
+    batch: usize,
+    policy: BadRecordPolicy,
+}
+
+/// Builds a source into the pipeline: the stream of its rows and, for a source that
+/// finishes by itself, the unit of its progress.
+type SourceBuilder = fn(&Params, &SourceCtx<'_>) -> Result<(Stream, Option<ProgressUnit>), PlanError>;
+
+/// The sources by `source.type`: adding a source is an entry here and its builder (and
+/// its name in the parameter table's `source.type`).
+const SOURCES: &[(&[&str], SourceBuilder)] =
+    &[(FILE_SOURCES, file_source), (&["jdbc"], jdbc_source), (KAFKA_SOURCES, kafka_source)];
+
+fn file_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<ProgressUnit>), PlanError> {
+    let (pipeline, source_type, watch, settle, batch) = (ctx.pipeline, ctx.kind, ctx.watch, ctx.settle, ctx.batch);
+    let path = params.required("source.path", "file sources read one directory")?;
+    let location = Location::parse("source.path", &path)?;
+    // Files at once: deduplication keeps "the first row of each key" in file name
+    // order, so it reads one at a time unless told otherwise (the parameter's
+    // default says so); else the source decides.
+    let concurrent = params.num::<usize>("source.concurrent.files")?;
+    let files = |s: DirectorySource| match concurrent {
+        Some(n) => s.with_concurrent_files(n),
+        None => s,
+    };
+    let stream = match source_type {
+        "parquet" => pipeline.source(
+            "source",
+            files(
+                DirectorySource::new(location, ParquetFormat::new().with_batch_size(batch))
+                    .with_watch(watch)
+                    .with_settle(settle),
+            ),
+        ),
+        "orc" => pipeline.source(
+            "source",
+            files(
+                DirectorySource::new(location, OrcFormat::new().with_batch_size(batch))
+                    .with_watch(watch)
+                    .with_settle(settle),
+            ),
+        ),
+        kind => pipeline.source(
+            "source",
+            files(
+                DirectorySource::new(location, text_format(params, kind)?.with_batch_size(batch))
+                    .with_watch(watch)
+                    .with_settle(settle),
+            ),
+        ),
+    };
+    Ok((stream, (watch == WatchMode::ProcessOnce).then_some(ProgressUnit::Bytes)))
+}
+
+fn jdbc_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<ProgressUnit>), PlanError> {
+    let pipeline = ctx.pipeline;
+    let db_type = params.choice("source.db.type")?;
+    if db_type.as_deref() == Some("hive") {
+        return Err(conflict(
+            "source.db.type",
+            "hive is not supported (no HiveServer2 client exists in Rust); supported: postgresql, mysql, mariadb, sqlite",
+        ));
+    }
+    let url = params.required("source.db.url", "the database source needs a URL")?;
+    let db =
+        DbConfig::parse("source.db.url", &url, params.get("source.db.username"), params.get("source.db.password"))?;
+    if let Some(t) = db_type {
+        let expected = match db.kind() {
+            DbKind::Postgres => &["postgresql"][..],
+            DbKind::MySql => &["mysql", "mariadb"][..],
+            DbKind::Sqlite => &["sqlite"][..],
+        };
+        if !expected.contains(&t.as_str()) {
+            return Err(conflict(
+                "source.db.type",
+                format!("`{t}` does not match the URL's database ({:?})", db.kind()),
+            ));
+        }
+    }
+    if params.has("source.db.driverClassName") {
+        tracing::warn!("source.db.driverClassName is accepted for compatibility and ignored: drivers are built in");
+    }
+    let mut source = JdbcSource::new(db).with_fetch_size(params.num_or_default("source.db.fetch.size")?);
+    match (params.get("source.db.table"), params.get("source.db.sql")) {
+        (_, Some(sql)) => source = source.with_sql(sql.trim_matches('\'')),
+        (Some(table), None) => source = source.with_table(table),
+        (None, None) => {
+            return Err(missing("source.db.table", "the database source reads a table or source.db.sql"));
+        }
+    }
+    if let Some(key) = params.get("source.db.key.column") {
+        source = source.with_key_column(key);
+    }
+    Ok((pipeline.source("source", source).parallelism(1), Some(ProgressUnit::Rows)))
+}
+
+fn kafka_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<ProgressUnit>), PlanError> {
+    let (pipeline, policy, batch) = (ctx.pipeline, ctx.policy, ctx.batch);
+    let schema = sql_schema(params)?
+        .ok_or_else(|| missing("stream.sql.schema", "the Kafka source decodes JSON records by this schema"))?;
+    let topics = list(&params.required("source.kafka.topic", "the Kafka source reads these topics")?);
+    let mut kafka = kafka_config(params, "source.kafka")?;
+    if let Some(group) = params.get("group.id") {
+        kafka = kafka.with_property("group.id", group).map_err(component("group.id"))?;
+    }
+    if let Some(reset) = params.text("auto.offset.reset") {
+        kafka = kafka.with_property("auto.offset.reset", &reset).map_err(component("auto.offset.reset"))?;
+    }
+    let source = KafkaSource::new(kafka, topics, schema).with_bad_records(policy).with_batch_size(batch);
+    source.validate().map_err(component("source.kafka.topic"))?;
+    Ok((pipeline.source("source", source), None))
+}
+
+/// What a sink's builder gets besides the parameters and the stream it writes.
+struct SinkCtx<'a> {
+    config: &'a JobConfig,
+    parallelism: usize,
+    /// The rows' schema, where SQL produced them.
+    known_schema: Option<&'a SchemaRef>,
+}
+
+/// Builds a sink on the stream; returns the stream of its dead letters, if it has any.
+type SinkBuilder = fn(&Params, Stream, &SinkCtx<'_>) -> Result<Option<Stream>, PlanError>;
+
+/// The sinks by `sink.type`: adding a sink is an entry here and its builder (and its name
+/// in the parameter table's `sink.type`).
+const SINKS: &[(&str, SinkBuilder)] =
+    &[("file", file_sink), ("stdout", stdout_sink), ("jdbc", jdbc_sink), ("kafka", kafka_sink), ("es", es_sink_stage)];
+
+fn file_sink(params: &Params, stream: Stream, ctx: &SinkCtx<'_>) -> Result<Option<Stream>, PlanError> {
+    let sink_parallelism = ctx.parallelism;
+    let path = params.required("sink.path", "the file sink writes into one directory")?;
+    let format = FileFormat::parse("sink.format", &params.text_or_default("sink.format")?)?;
+    // The parameter's range keeps megabytes within 64 bits of bytes.
+    let roll_mb: u64 = params.num_or_default("sink.file.roll.size.mb")?;
+    let sink = FileSink::new(store_dir("sink.path", &path)?, format)
+        .with_roll_size(roll_mb << 20)
+        .with_roll_interval(params.millis("sink.file.roll.interval.ms")?);
+    sink.validate()?;
+    stream.sink("sink", sink).parallelism(sink_parallelism);
+    Ok(None)
+}
+
+fn stdout_sink(_: &Params, stream: Stream, ctx: &SinkCtx<'_>) -> Result<Option<Stream>, PlanError> {
+    stream.sink("sink", StdoutSink).parallelism(ctx.parallelism);
+    Ok(None)
+}
+
+fn jdbc_sink(params: &Params, stream: Stream, ctx: &SinkCtx<'_>) -> Result<Option<Stream>, PlanError> {
+    let (config, sink_parallelism) = (ctx.config, ctx.parallelism);
+    let url = params.required("sink.db.url", "the database sink needs a URL")?;
+    let db = DbConfig::parse("sink.db.url", &url, params.get("sink.db.username"), params.get("sink.db.password"))?;
+    let table = params.required("sink.db.table", "the database sink writes one table")?;
+    let mode = match params.choice("sink.db.mode")?.as_deref() {
+        Some("upsert") => {
+            let keys = list(&params.required("sink.db.key.columns", "upsert needs the key columns")?);
+            WriteMode::Upsert { keys }
+        }
+        _ => WriteMode::Insert,
+    };
+    let exactly_once = config.checkpointing.as_ref().is_some_and(|c| c.mode == CheckpointingMode::ExactlyOnce);
+    let sink = JdbcSink::new(db, table)
+        .with_mode(mode)
+        .with_batch_size(params.num_or_default("sink.db.batch.size")?)
+        .exactly_once(exactly_once);
+    sink.validate()?;
+    stream.sink("sink", sink).parallelism(sink_parallelism);
+    Ok(None)
+}
+
+fn kafka_sink(params: &Params, stream: Stream, ctx: &SinkCtx<'_>) -> Result<Option<Stream>, PlanError> {
+    let (config, sink_parallelism) = (ctx.config, ctx.parallelism);
+    let topic = params.required("sink.kafka.topic", "the Kafka sink writes one topic")?;
+    let kafka = kafka_config(params, "sink.kafka")?;
+    let exactly_once = config.checkpointing.as_ref().is_some_and(|c| c.mode == CheckpointingMode::ExactlyOnce);
+    let mut sink = KafkaSink::new(kafka, &topic)
+        .map_err(component("sink.kafka.topic"))?
+        .with_delivery(if exactly_once { Delivery::ExactlyOnce } else { Delivery::AtLeastOnce });
+    if let Some(keys) = params.get("sink.key.columns") {
+        let keys = list(keys);
+        if keys.is_empty() {
+            return Err(conflict("sink.key.columns", "names no column"));
+        }
+        sink = sink.with_key_columns(keys);
+    }
+    stream.sink("sink", sink).parallelism(sink_parallelism);
+    Ok(None)
+}
+
+fn es_sink_stage(params: &Params, stream: Stream, ctx: &SinkCtx<'_>) -> Result<Option<Stream>, PlanError> {
+    let (known_schema, sink_parallelism) = (ctx.known_schema, ctx.parallelism);
+    let sink = es_sink(params)?;
+    // The rows' schema is known here when SQL produces them; otherwise the sink
+    // checks the first batch and stops the job before writing anything.
+    if let Some(schema) = &known_schema {
+        sink.check_schema(schema)?;
+    }
+    let sink_stream = stream.sink("sink", sink).parallelism(sink_parallelism);
+    Ok(Some(sink_stream.dead_letters()))
+}
+
 /// Plans the job the parameters describe.
 pub fn plan(params: &Params) -> Result<Plan, PlanError> {
     // Before any directory setting is resolved: `hdfs://` is one of the stores they name.
@@ -609,12 +814,12 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
     let source_type = params
         .choice("source.type")?
         .ok_or_else(|| missing("source.type", &format!("choose one of {}", super::params::SOURCE_TYPES.join(", "))))?;
-    let sink_type = params.choice("sink.type")?.unwrap_or_else(|| "kafka".into());
-    let is_file = matches!(source_type.as_str(), "csv" | "tsv" | "txt" | "parquet" | "orc");
+    let sink_type = params.choice_or_default("sink.type")?;
+    let is_file = FILE_SOURCES.contains(&source_type.as_str());
     let watch = if is_file {
         WatchMode::parse(
-            &params.text("source.watch.type").unwrap_or_else(|| "PROCESS_CONTINUOUSLY".into()),
-            params.int("source.watch.interval")?.unwrap_or(60_000),
+            &params.text_or_default("source.watch.type")?,
+            params.num_or_default("source.watch.interval")?,
         )?
     } else {
         WatchMode::ProcessOnce
@@ -653,125 +858,17 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         ));
     }
     let config = job_config(params)?;
-    let sink_parallelism = usize::try_from(params.int("stream.sink.parallelism")?.unwrap_or(1)).unwrap_or(usize::MAX);
-    if sink_parallelism == 0 {
-        return Err(conflict("stream.sink.parallelism", "must be at least 1"));
-    }
+    let sink_parallelism: usize = params.num_or_default("stream.sink.parallelism")?;
 
     let pipeline = Pipeline::new();
-    let settle = Duration::from_millis(params.int("source.watch.settle")?.unwrap_or(1000));
-    let batch = usize::try_from(params.int("source.batch.size")?.unwrap_or(8192)).unwrap_or(usize::MAX);
-    if batch == 0 {
-        return Err(conflict("source.batch.size", "must be at least 1"));
-    }
-    let (source, progress): (Stream, Option<ProgressUnit>) = match source_type.as_str() {
-        "csv" | "tsv" | "txt" | "parquet" | "orc" => {
-            let path = params.required("source.path", "file sources read one directory")?;
-            let location = Location::parse("source.path", &path)?;
-            // Files at once: deduplication keeps "the first row of each key" in file name
-            // order, so it reads one at a time unless told otherwise.
-            let concurrent = match params.int("source.concurrent.files")? {
-                Some(0) => return Err(conflict("source.concurrent.files", "must be at least 1")),
-                Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
-                None => params.has("unique.keys").then_some(1),
-            };
-            let files = |s: DirectorySource| match concurrent {
-                Some(n) => s.with_concurrent_files(n),
-                None => s,
-            };
-            let stream = match source_type.as_str() {
-                "parquet" => pipeline.source(
-                    "source",
-                    files(
-                        DirectorySource::new(location, ParquetFormat::new().with_batch_size(batch))
-                            .with_watch(watch)
-                            .with_settle(settle),
-                    ),
-                ),
-                "orc" => pipeline.source(
-                    "source",
-                    files(
-                        DirectorySource::new(location, OrcFormat::new().with_batch_size(batch))
-                            .with_watch(watch)
-                            .with_settle(settle),
-                    ),
-                ),
-                kind => pipeline.source(
-                    "source",
-                    files(
-                        DirectorySource::new(location, text_format(params, kind)?.with_batch_size(batch))
-                            .with_watch(watch)
-                            .with_settle(settle),
-                    ),
-                ),
-            };
-            (stream, (watch == WatchMode::ProcessOnce).then_some(ProgressUnit::Bytes))
-        }
-        "jdbc" => {
-            let db_type = params.choice("source.db.type")?;
-            if db_type.as_deref() == Some("hive") {
-                return Err(conflict(
-                    "source.db.type",
-                    "hive is not supported (no HiveServer2 client exists in Rust); supported: postgresql, mysql, mariadb, sqlite",
-                ));
-            }
-            let url = params.required("source.db.url", "the database source needs a URL")?;
-            let db = DbConfig::parse(
-                "source.db.url",
-                &url,
-                params.get("source.db.username"),
-                params.get("source.db.password"),
-            )?;
-            if let Some(t) = db_type {
-                let expected = match db.kind() {
-                    DbKind::Postgres => &["postgresql"][..],
-                    DbKind::MySql => &["mysql", "mariadb"][..],
-                    DbKind::Sqlite => &["sqlite"][..],
-                };
-                if !expected.contains(&t.as_str()) {
-                    return Err(conflict(
-                        "source.db.type",
-                        format!("`{t}` does not match the URL's database ({:?})", db.kind()),
-                    ));
-                }
-            }
-            if params.has("source.db.driverClassName") {
-                tracing::warn!(
-                    "source.db.driverClassName is accepted for compatibility and ignored: drivers are built in"
-                );
-            }
-            let mut source = JdbcSource::new(db).with_fetch_size(
-                usize::try_from(params.int("source.db.fetch.size")?.unwrap_or(50)).unwrap_or(usize::MAX),
-            );
-            match (params.get("source.db.table"), params.get("source.db.sql")) {
-                (_, Some(sql)) => source = source.with_sql(sql.trim_matches('\'')),
-                (Some(table), None) => source = source.with_table(table),
-                (None, None) => {
-                    return Err(missing("source.db.table", "the database source reads a table or source.db.sql"));
-                }
-            }
-            if let Some(key) = params.get("source.db.key.column") {
-                source = source.with_key_column(key);
-            }
-            (pipeline.source("source", source).parallelism(1), Some(ProgressUnit::Rows))
-        }
-        "kafka" | "kafka_deduplication" => {
-            let schema = sql_schema(params)?
-                .ok_or_else(|| missing("stream.sql.schema", "the Kafka source decodes JSON records by this schema"))?;
-            let topics = list(&params.required("source.kafka.topic", "the Kafka source reads these topics")?);
-            let mut kafka = kafka_config(params, "source.kafka")?;
-            if let Some(group) = params.get("group.id") {
-                kafka = kafka.with_property("group.id", group).map_err(component("group.id"))?;
-            }
-            if let Some(reset) = params.text("auto.offset.reset") {
-                kafka = kafka.with_property("auto.offset.reset", &reset).map_err(component("auto.offset.reset"))?;
-            }
-            let source = KafkaSource::new(kafka, topics, schema).with_bad_records(policy).with_batch_size(batch);
-            source.validate().map_err(component("source.kafka.topic"))?;
-            (pipeline.source("source", source), None)
-        }
-        _ => return Err(not_yet("source.type", &format!("the {source_type} source"))),
+    let settle = params.millis_or_default("source.watch.settle")?;
+    let batch: usize = params.num_or_default("source.batch.size")?;
+    let ctx = SourceCtx { pipeline: &pipeline, kind: &source_type, watch, settle, batch, policy };
+    let Some(build_source) = SOURCES.iter().find(|(kinds, _)| kinds.contains(&source_type.as_str())).map(|(_, b)| b)
+    else {
+        return Err(not_yet("source.type", &format!("the {source_type} source")));
     };
+    let (source, progress) = build_source(params, &ctx)?;
     let mut dead_letters = vec![source.dead_letters()];
     let mut stream = source;
     if let Some(rate) = params.int("stream.rate.limit")? {
@@ -785,11 +882,9 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         if keys.is_empty() {
             return Err(conflict("unique.keys", "names no column"));
         }
-        let minutes = params.int("unique.data.ttl.in.minute")?.unwrap_or(60);
-        if minutes == 0 {
-            return Err(conflict("unique.data.ttl.in.minute", "must be at least 1"));
-        }
-        let ttl = Duration::from_secs(minutes.saturating_mul(60));
+        // The parameter's range keeps minutes within 64 bits of seconds.
+        let minutes: u64 = params.num_or_default("unique.data.ttl.in.minute")?;
+        let ttl = Duration::from_secs(minutes * 60);
         stream = stream.dedup("dedup", keys, ttl);
     }
     let sql_on = params.bool("stream.sql.enable")? || source_type == "kafka";
@@ -799,8 +894,8 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         let schema = sql_schema(params)?.ok_or_else(|| {
             missing("stream.sql.schema", "the SQL needs the input schema (or stream.sql.schema.json)")
         })?;
-        let sql = SqlTransformBuilder::new(params.text("stream.sql").unwrap_or_else(|| "select * from t1".into()))
-            .with_table(params.text("stream.sql.table").unwrap_or_else(|| "t1".into()))
+        let sql = SqlTransformBuilder::new(params.text_or_default("stream.sql")?)
+            .with_table(params.text_or_default("stream.sql.table")?)
             .with_schema(Arc::clone(&schema))
             .with_bad_records(policy)
             .build_plan()
@@ -835,76 +930,17 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
     }
     if params.bool("sink.merge.enable")? {
         let nest = NestTransform::new()
-            .with_nested_field(params.text("sink.merge.nested.field").unwrap_or_else(|| "feas".into()))
-            .with_exclude(list(&params.text("sink.merge.exclude.fields").unwrap_or_else(|| "id".into())));
+            .with_nested_field(params.text_or_default("sink.merge.nested.field")?)
+            .with_exclude(list(&params.text_or_default("sink.merge.exclude.fields")?));
         nest.validate()?;
         stream = stream.transform("merge", nest);
         known_schema = None;
     }
-    match sink_type.as_str() {
-        "file" => {
-            let path = params.required("sink.path", "the file sink writes into one directory")?;
-            let format =
-                FileFormat::parse("sink.format", &params.text("sink.format").unwrap_or_else(|| "json".into()))?;
-            let sink = FileSink::new(store_dir("sink.path", &path)?, format)
-                .with_roll_size(params.int("sink.file.roll.size.mb")?.unwrap_or(128).saturating_mul(1 << 20))
-                .with_roll_interval(params.int("sink.file.roll.interval.ms")?.map(Duration::from_millis));
-            sink.validate()?;
-            stream.sink("sink", sink).parallelism(sink_parallelism);
-        }
-        "stdout" => {
-            stream.sink("sink", StdoutSink).parallelism(sink_parallelism);
-        }
-        "jdbc" => {
-            let url = params.required("sink.db.url", "the database sink needs a URL")?;
-            let db =
-                DbConfig::parse("sink.db.url", &url, params.get("sink.db.username"), params.get("sink.db.password"))?;
-            let table = params.required("sink.db.table", "the database sink writes one table")?;
-            let mode = match params.choice("sink.db.mode")?.as_deref() {
-                Some("upsert") => {
-                    let keys = list(&params.required("sink.db.key.columns", "upsert needs the key columns")?);
-                    WriteMode::Upsert { keys }
-                }
-                _ => WriteMode::Insert,
-            };
-            let exactly_once = config.checkpointing.as_ref().is_some_and(|c| c.mode == CheckpointingMode::ExactlyOnce);
-            let sink = JdbcSink::new(db, table)
-                .with_mode(mode)
-                .with_batch_size(
-                    usize::try_from(params.int("sink.db.batch.size")?.unwrap_or(1000)).unwrap_or(usize::MAX),
-                )
-                .exactly_once(exactly_once);
-            sink.validate()?;
-            stream.sink("sink", sink).parallelism(sink_parallelism);
-        }
-        "kafka" => {
-            let topic = params.required("sink.kafka.topic", "the Kafka sink writes one topic")?;
-            let kafka = kafka_config(params, "sink.kafka")?;
-            let exactly_once = config.checkpointing.as_ref().is_some_and(|c| c.mode == CheckpointingMode::ExactlyOnce);
-            let mut sink = KafkaSink::new(kafka, &topic)
-                .map_err(component("sink.kafka.topic"))?
-                .with_delivery(if exactly_once { Delivery::ExactlyOnce } else { Delivery::AtLeastOnce });
-            if let Some(keys) = params.get("sink.key.columns") {
-                let keys = list(keys);
-                if keys.is_empty() {
-                    return Err(conflict("sink.key.columns", "names no column"));
-                }
-                sink = sink.with_key_columns(keys);
-            }
-            stream.sink("sink", sink).parallelism(sink_parallelism);
-        }
-        "es" => {
-            let sink = es_sink(params)?;
-            // The rows' schema is known here when SQL produces them; otherwise the sink
-            // checks the first batch and stops the job before writing anything.
-            if let Some(schema) = &known_schema {
-                sink.check_schema(schema)?;
-            }
-            let sink_stream = stream.sink("sink", sink).parallelism(sink_parallelism);
-            dead_letters.push(sink_stream.dead_letters());
-        }
-        other => return Err(not_yet("sink.type", &format!("the {other} sink"))),
-    }
+    let Some(build_sink) = SINKS.iter().find(|(kind, _)| *kind == sink_type).map(|(_, b)| b) else {
+        return Err(not_yet("sink.type", &format!("the {sink_type} sink")));
+    };
+    let ctx = SinkCtx { config: &config, parallelism: sink_parallelism, known_schema: known_schema.as_ref() };
+    dead_letters.extend(build_sink(params, stream, &ctx)?);
     if policy == BadRecordPolicy::DeadLetter {
         let path = params.required("dead.letter.path", "dead letters need a directory")?;
         let sink = FileSink::new(store_dir("dead.letter.path", &path)?, FileFormat::JsonLines)
@@ -920,7 +956,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
     // the job starts (and by a dry run). Neither check does I/O.
     config.validate()?;
     pipeline.build(&config)?;
-    let restart = params.choice("job.retry.strategy")?.unwrap_or_else(|| "fixed-delay".into());
+    let restart = params.choice_or_default("job.retry.strategy")?;
     let shape = Shape {
         source: &source_type,
         sink: &sink_type,
@@ -944,4 +980,27 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         });
     }
     Ok(Plan { pipeline, config, progress, source_id: "source", sink_id: "sink", ignored })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::params::{SINK_TYPES, SOURCE_TYPES};
+
+    /// The parameter table's `source.type` and `sink.type` name exactly the registered
+    /// builders: a connector added to one and not the other is caught here.
+    #[test]
+    fn every_source_and_sink_type_has_one_builder() {
+        for kind in SOURCE_TYPES {
+            let builders = SOURCES.iter().filter(|(kinds, _)| kinds.contains(kind)).count();
+            assert_eq!(builders, 1, "source.type {kind}");
+        }
+        let registered: Vec<&str> = SOURCES.iter().flat_map(|(kinds, _)| kinds.iter().copied()).collect();
+        assert_eq!(registered.len(), SOURCE_TYPES.len(), "{registered:?}");
+        let mut sinks: Vec<&str> = SINKS.iter().map(|(kind, _)| *kind).collect();
+        sinks.sort_unstable();
+        let mut table = SINK_TYPES.to_vec();
+        table.sort_unstable();
+        assert_eq!(sinks, table);
+    }
 }
