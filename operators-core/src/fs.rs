@@ -325,6 +325,19 @@ pub fn for_path(path: &Path) -> Result<Arc<dyn FileSystem>> {
     }
 }
 
+/// Creates `dir` if missing and checks that a file can be written in it: writes and
+/// removes an empty probe file (empty: on HDFS a file with a block waits for the
+/// DataNode's report before it closes). Probes are named uniquely per call, as subtasks
+/// of one job check one directory at once, and start with `.probe-`, which tells one a
+/// killed process left. An error says what could not be done (`create`, `write to`).
+pub fn probe_dir(fs: &dyn FileSystem, dir: &Path) -> std::result::Result<(), (&'static str, io::Error)> {
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    fs.create_dir_all(dir).map_err(|e| ("create", e))?;
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".probe-{}-{n}", std::process::id()));
+    fs.write(&probe, b"").and_then(|()| fs.remove_file(&probe)).map_err(|e| ("write to", e))
+}
+
 /// Lexically normalizes `a/b/../c` to `a/c` without touching the store. A URL keeps its
 /// `scheme://authority` (a plain path normalization would fold it into `scheme:/`).
 pub fn normalize(path: &Path) -> PathBuf {

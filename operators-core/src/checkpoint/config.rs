@@ -183,15 +183,11 @@ impl CheckpointConfig {
     }
 }
 
-/// Creates `dir` and writes and removes a probe file in it.
+/// Creates `dir`, checks that it can be written ([`crate::fs::probe_dir`]) and read.
 pub(crate) fn probe_dir(dir: &Path, key: &str) -> Result<()> {
     let fail = |what: &str, e: std::io::Error| Error::config(key, format!("cannot {what} `{}`: {e}", dir.display()));
     let fs = crate::fs::for_path(dir).map_err(|e| Error::config(key, e.to_string()))?;
-    fs.create_dir_all(dir).map_err(|e| fail("create", e))?;
-    let probe = dir.join(format!(".probe-{}", std::process::id()));
-    // Empty: on HDFS a file with a block waits for the DataNode's report to close.
-    fs.write(&probe, b"").map_err(|e| fail("write to", e))?;
-    fs.remove_file(&probe).map_err(|e| fail("write to", e))?;
+    crate::fs::probe_dir(&*fs, dir).map_err(|(what, e)| fail(what, e))?;
     fs.list(dir).map_err(|e| fail("read", e))?;
     Ok(())
 }

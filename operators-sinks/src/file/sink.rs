@@ -106,12 +106,7 @@ impl FileSink {
     /// job starts ([`SinkFactory::preflight`]) and by every subtask it creates.
     pub fn check_dir(&self) -> std::result::Result<(), SinkError> {
         let fs = self.fs()?;
-        fs.create_dir_all(&self.dir).map_err(|e| self.dir_error("create", e))?;
-        // Unique per call: subtasks of one job check the same directory concurrently.
-        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let probe = self.dir.join(format!(".probe-{}-{n}", std::process::id()));
-        fs.write(&probe, b"").and_then(|_| fs.remove_file(&probe)).map_err(|e| self.dir_error("write to", e))
+        operators_core::fs::probe_dir(&*fs, &self.dir).map_err(|(what, e)| self.dir_error(what, e))
     }
 
     /// A directory that cannot be used as configured (no permission, a file in the way)
