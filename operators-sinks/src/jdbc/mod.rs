@@ -27,6 +27,8 @@
 mod config;
 mod sink;
 mod statement;
+#[cfg(test)]
+mod tests;
 
 pub use config::WriteMode;
 pub use sink::{JdbcSink, PROGRESS_TABLE};

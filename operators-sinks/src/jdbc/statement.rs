@@ -60,7 +60,8 @@ pub(super) fn value(column: &dyn Array, row: usize) -> Result<Value> {
                 ts(column.as_primitive::<TimestampMillisecondType>().value(row).saturating_mul(1000))
             }
             TimeUnit::Microsecond => ts(column.as_primitive::<TimestampMicrosecondType>().value(row)),
-            TimeUnit::Nanosecond => ts(column.as_primitive::<TimestampNanosecondType>().value(row) / 1000),
+            // Floor, not truncation: 1 ns before 1970 is in the microsecond before it.
+            TimeUnit::Nanosecond => ts(column.as_primitive::<TimestampNanosecondType>().value(row).div_euclid(1000)),
         },
         DataType::List(_) | DataType::LargeList(_) | DataType::Struct(_) | DataType::Map(_, _) => {
             // Nested values go in as JSON text.

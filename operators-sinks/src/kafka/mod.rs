@@ -83,6 +83,8 @@
 pub mod recovery;
 mod service;
 mod sink;
+#[cfg(test)]
+mod tests;
 mod transactions;
 
 pub use sink::{Delivery, KafkaSink};

@@ -262,7 +262,7 @@ struct KafkaReader {
     origins: BTreeMap<Tp, String>,
 }
 
-fn owner(topic: &str, partition: i32, parallelism: usize) -> usize {
+pub(super) fn owner(topic: &str, partition: i32, parallelism: usize) -> usize {
     let h = xxhash_rust::xxh3::xxh3_64(topic.as_bytes());
     ((h % parallelism as u64) as usize + partition.max(0) as usize) % parallelism
 }
@@ -683,29 +683,5 @@ impl Source for KafkaReader {
     async fn close(&mut self) -> Result<()> {
         self.consumer = None;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partitions_spread_evenly_and_stably() {
-        for parallelism in 1..5 {
-            let mut counts = vec![0; parallelism];
-            for p in 0..12 {
-                counts[owner("events", p, parallelism)] += 1;
-            }
-            assert!(counts.iter().all(|c| *c == 12 / parallelism || *c == 12 / parallelism + 1), "{counts:?}");
-        }
-        assert_eq!(owner("t", 3, 4), owner("t", 3, 4));
-    }
-
-    #[test]
-    fn start_offsets_parse() {
-        assert_eq!("EARLIEST".parse::<StartOffsets>().ok(), Some(StartOffsets::Earliest));
-        assert_eq!("latest".parse::<StartOffsets>().ok(), Some(StartOffsets::Latest));
-        assert!("sometime".parse::<StartOffsets>().is_err());
     }
 }

@@ -1,0 +1,48 @@
+//! Unit tests of the database sink's pieces that need no database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, ListArray, StringArray, TimestampNanosecondArray, UInt64Array};
+use arrow::datatypes::Int64Type;
+
+use super::statement::{Value, rows_per_statement, value};
+
+#[test]
+fn statements_stay_under_the_drivers_parameter_limit() {
+    assert_eq!(rows_per_statement(1000, 8), 1000);
+    assert_eq!(rows_per_statement(10_000, 8), 3750);
+    assert_eq!(rows_per_statement(10_000, 40_000), 1);
+    assert_eq!(rows_per_statement(0, 0), 1);
+}
+
+#[test]
+fn values_become_what_the_database_takes() {
+    let text = |array: ArrayRef, row| match value(&*array, row).unwrap() {
+        Value::Text(t) => t,
+        _ => panic!("not text"),
+    };
+    let ints: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), None]));
+    assert!(matches!(value(&*ints, 0).unwrap(), Value::Int(7)));
+    assert!(matches!(value(&*ints, 1).unwrap(), Value::Null));
+    // An unsigned value past i64 goes in as its decimal text, not wrapped.
+    let big: ArrayRef = Arc::new(UInt64Array::from(vec![u64::MAX]));
+    assert_eq!(text(big, 0), "18446744073709551615");
+    let s: ArrayRef = Arc::new(StringArray::from(vec!["a'b"]));
+    assert_eq!(text(s, 0), "a'b");
+    let list: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(vec![Some(vec![Some(1), None])]));
+    assert_eq!(text(list, 0), "[1,null]");
+}
+
+#[test]
+fn nanosecond_timestamps_round_down_before_1970_too() {
+    let ts: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![-1, 1_500]));
+    let micros = |row| match value(&*ts, row).unwrap() {
+        Value::Timestamp(t) => t.and_utc().timestamp_micros(),
+        _ => panic!("not a timestamp"),
+    };
+    // 1 ns before the epoch lies in the microsecond before it.
+    assert_eq!(micros(0), -1);
+    assert_eq!(micros(1), 1);
+}
