@@ -29,6 +29,9 @@ pub fn dry_run(plan: &Plan, params: &Params) -> String {
     for (k, v, origin) in params.describe() {
         out.push_str(&format!("  {k} = {v}    ({origin})\n"));
     }
+    for (k, v) in &plan.defaults {
+        out.push_str(&format!("  {k} = {v}    (default)\n"));
+    }
     if !plan.ignored.is_empty() {
         out.push_str("\nparameters with no effect in this pipeline:\n");
         for i in &plan.ignored {

@@ -691,6 +691,12 @@ impl Params {
         }
     }
 
+    /// Every parameter not given that has a default, with the default's value for these
+    /// parameters, in the table's order.
+    pub fn defaults(&self) -> Vec<(&'static str, String)> {
+        PARAMS.iter().filter(|s| !self.has(s.key)).filter_map(|s| Some((s.key, self.default_of(s.key)?))).collect()
+    }
+
     /// Text value of `key`, or its default.
     pub fn text(&self, key: &str) -> Option<String> {
         self.get(key).map(str::to_string).or_else(|| self.default_of(key))

@@ -276,6 +276,9 @@ pub struct Plan {
     pub sink_id: &'static str,
     /// Parameters given that have no effect in this pipeline (warned about at start).
     pub ignored: Vec<Ignored>,
+    /// Parameters not given whose default (from the parameter table) this pipeline uses,
+    /// with that default's value: what `--dry-run` shows next to the given ones.
+    pub defaults: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -480,19 +483,20 @@ fn job_config(params: &Params) -> Result<JobConfig, PlanError> {
     if let Some(dir) = params.get("stream.state.dir") {
         config = config.with_local_state_dir(local_dir("stream.state.dir", dir)?);
     }
-    // Given only: the default is the state backend's own (DEFAULT_MEMORY_BUDGET, which
-    // the parameter's documented default equals).
-    if let (true, Some(bytes)) = (params.has("stream.state.memory.budget"), params.bytes("stream.state.memory.budget")?)
-    {
-        if backend == StateBackendKind::Memory {
+    // A budget is for the state kept on disk past it: given with memory state, it is
+    // refused; with disk state, the given value or the table's default applies.
+    const BUDGET: &str = "stream.state.memory.budget";
+    if backend == StateBackendKind::Memory {
+        if params.has(BUDGET) {
             return Err(conflict(
-                "stream.state.memory.budget",
+                BUDGET,
                 "stream.checkpoint.type memory keeps all keyed state in memory; a budget needs rocksdb \
                  to keep what exceeds it on disk",
             ));
         }
+    } else if let Some(bytes) = params.bytes(BUDGET)? {
         if bytes < 1 << 20 {
-            return Err(conflict("stream.state.memory.budget", "must be at least 1m"));
+            return Err(conflict(BUDGET, "must be at least 1m"));
         }
         config = config.with_state_memory_budget(bytes);
     }
@@ -979,13 +983,64 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
             why: "the kafka source always runs stream.sql (default `select * from t1`)".into(),
         });
     }
-    Ok(Plan { pipeline, config, progress, source_id: "source", sink_id: "sink", ignored })
+    let defaults = params
+        .defaults()
+        .into_iter()
+        .filter(|(key, _)| shape.why_ignored(key).is_none())
+        .map(|(key, value)| (key.to_string(), value))
+        .collect();
+    Ok(Plan { pipeline, config, progress, source_id: "source", sink_id: "sink", ignored, defaults })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::params::{SINK_TYPES, SOURCE_TYPES};
+    use crate::runner::params::{Origin, SINK_TYPES, SOURCE_TYPES};
+
+    /// Every default the plan uses is the table's: help shows it, the dry run lists it,
+    /// and giving it explicitly plans the same job.
+    #[test]
+    fn help_dry_run_and_plan_agree_on_every_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::create_dir(&input).unwrap();
+        let (out, checkpoints) = (dir.path().join("out"), dir.path().join("cp"));
+        let base = |extra: &[(&str, &str)]| {
+            let mut p = Params::default();
+            let given = [
+                ("source.type", "csv"),
+                ("source.path", input.to_str().unwrap()),
+                ("sink.type", "file"),
+                ("sink.path", out.to_str().unwrap()),
+                ("stream.checkpoint.dir", checkpoints.to_str().unwrap()),
+                ("unique.keys", "_col0"),
+                ("stream.sql.enable", "true"),
+                ("stream.sql.schema", "struct<_col0:String>"),
+                ("sink.merge.enable", "true"),
+            ];
+            for (k, v) in given.iter().chain(extra) {
+                p.set(k, v, Origin::CommandLine);
+            }
+            p
+        };
+        let fingerprint = |plan: &Plan| {
+            let graph = plan.pipeline.build(&plan.config).unwrap().describe();
+            format!("{:?}\n{graph}", plan.config)
+        };
+        let params = base(&[]);
+        let planned = plan(&params).unwrap();
+        let help = crate::runner::params::help();
+        let shown = crate::runner::dry_run(&planned, &params);
+        assert!(planned.defaults.len() > 20, "{:?}", planned.defaults);
+        for (key, value) in &planned.defaults {
+            let described = crate::runner::params::spec(key).unwrap().default.describe().unwrap();
+            assert!(help.contains(&format!("{key} [{described}]")), "help of {key}");
+            assert!(shown.contains(&format!("  {key} = {value}    (default)")), "dry run of {key}: {shown}");
+            let explicit = plan(&base(&[(key, value)])).unwrap();
+            assert_eq!(fingerprint(&explicit), fingerprint(&planned), "{key} = {value}");
+            assert!(!explicit.defaults.iter().any(|(k, _)| k == key), "{key}");
+        }
+    }
 
     /// The parameter table's `source.type` and `sink.type` name exactly the registered
     /// builders: a connector added to one and not the other is caught here.
