@@ -997,28 +997,65 @@ mod tests {
     use super::*;
     use crate::runner::params::{Origin, SINK_TYPES, SOURCE_TYPES};
 
-    /// Every default the plan uses is the table's: help shows it, the dry run lists it,
-    /// and giving it explicitly plans the same job.
+    /// Every default is the table's: help shows it, the dry run lists it, and giving it
+    /// explicitly plans the same job. Jobs of every source and sink type, restart
+    /// strategy and option together use every parameter that has a default.
     #[test]
     fn help_dry_run_and_plan_agree_on_every_default() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in");
         std::fs::create_dir(&input).unwrap();
         let (out, checkpoints) = (dir.path().join("out"), dir.path().join("cp"));
-        let base = |extra: &[(&str, &str)]| {
-            let mut p = Params::default();
-            let given = [
+        let (input, out, checkpoints) = (input.to_str().unwrap(), out.to_str().unwrap(), checkpoints.to_str().unwrap());
+        // Each default is left out by at least one job (sink.type and the checkpoint
+        // directory by the Kafka job).
+        let common = [("stream.sql.schema", "struct<_col0:String>")];
+        let jobs: Vec<Vec<(&str, &str)>> = vec![
+            vec![
                 ("source.type", "csv"),
-                ("source.path", input.to_str().unwrap()),
+                ("source.path", input),
                 ("sink.type", "file"),
-                ("sink.path", out.to_str().unwrap()),
-                ("stream.checkpoint.dir", checkpoints.to_str().unwrap()),
+                ("sink.path", out),
                 ("unique.keys", "_col0"),
                 ("stream.sql.enable", "true"),
-                ("stream.sql.schema", "struct<_col0:String>"),
                 ("sink.merge.enable", "true"),
-            ];
-            for (k, v) in given.iter().chain(extra) {
+                ("rest.port", "0"),
+                ("savepoint", checkpoints),
+                ("stream.checkpoint.dir", checkpoints),
+            ],
+            vec![
+                ("source.type", "kafka"),
+                ("source.kafka.brokers", "127.0.0.1:9092"),
+                ("source.kafka.topic", "in"),
+                ("sink.kafka.brokers", "127.0.0.1:9092"),
+                ("sink.kafka.topic", "out"),
+                ("job.retry.strategy", "exponential-backoff"),
+            ],
+            vec![
+                ("source.type", "jdbc"),
+                ("source.db.url", "postgres://127.0.0.1/db"),
+                ("source.db.table", "t"),
+                ("sink.type", "jdbc"),
+                ("sink.db.url", "postgres://127.0.0.1/db"),
+                ("sink.db.table", "t"),
+                ("job.retry.strategy", "failure-rate"),
+                ("stream.checkpoint.dir", checkpoints),
+            ],
+            vec![
+                ("source.type", "parquet"),
+                ("source.path", input),
+                ("source.watch.type", "PROCESS_ONCE"),
+                ("sink.type", "es"),
+                ("sink.es.server", "127.0.0.1:9200"),
+                ("sink.es.index", "i"),
+                ("sink.es.unique.column", "_col0"),
+                ("sink.es.sync.type", "full"),
+                ("stream.checkpoint.dir", checkpoints),
+            ],
+        ];
+        let params = |job: &[(&str, &str)], extra: &[(&str, &str)]| {
+            let mut p = Params::default();
+            for (k, v) in common.iter().chain(job).chain(extra) {
                 p.set(k, v, Origin::CommandLine);
             }
             p
@@ -1027,19 +1064,35 @@ mod tests {
             let graph = plan.pipeline.build(&plan.config).unwrap().describe();
             format!("{:?}\n{graph}", plan.config)
         };
-        let params = base(&[]);
-        let planned = plan(&params).unwrap();
         let help = crate::runner::params::help();
-        let shown = crate::runner::dry_run(&planned, &params);
-        assert!(planned.defaults.len() > 20, "{:?}", planned.defaults);
-        for (key, value) in &planned.defaults {
-            let described = crate::runner::params::spec(key).unwrap().default.describe().unwrap();
-            assert!(help.contains(&format!("{key} [{described}]")), "help of {key}");
-            assert!(shown.contains(&format!("  {key} = {value}    (default)")), "dry run of {key}: {shown}");
-            let explicit = plan(&base(&[(key, value)])).unwrap();
-            assert_eq!(fingerprint(&explicit), fingerprint(&planned), "{key} = {value}");
-            assert!(!explicit.defaults.iter().any(|(k, _)| k == key), "{key}");
+        let mut seen = std::collections::BTreeSet::new();
+        for job in &jobs {
+            let given = params(job, &[]);
+            let planned = plan(&given).unwrap();
+            let shown = crate::runner::dry_run(&planned, &given);
+            for (key, value) in &planned.defaults {
+                let described = crate::runner::params::spec(key).unwrap().default.describe().unwrap();
+                assert!(help.contains(&format!("{key} [{described}]")), "help of {key}");
+                assert!(shown.contains(&format!("  {key} = {value}    (default)")), "dry run of {key}: {shown}");
+                let explicit = plan(&params(job, &[(key, value)])).unwrap();
+                assert_eq!(fingerprint(&explicit), fingerprint(&planned), "{key} = {value}");
+                assert!(!explicit.defaults.iter().any(|(k, _)| k == key), "{key}");
+                seen.insert(key.clone());
+            }
         }
+        let with_default: Vec<&str> = crate::runner::params::PARAMS
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.default,
+                    crate::runner::params::ParamDefault::Value(_)
+                        | crate::runner::params::ParamDefault::Computed { .. }
+                )
+            })
+            .map(|s| s.key)
+            .collect();
+        let missed: Vec<&&str> = with_default.iter().filter(|k| !seen.contains(**k)).collect();
+        assert!(missed.is_empty(), "defaults no job used: {missed:?}");
     }
 
     /// The parameter table's `source.type` and `sink.type` name exactly the registered
