@@ -131,22 +131,27 @@ impl Writer {
             // (a proxy or a faulty server) says nothing of its document: the whole answer
             // is unreadable, the actions stay buffered and the task's restart resends them
             // (each is idempotent by `_id`), rather than counting the row as nothing.
-            if let Some(i) = answer.items.iter().position(|m| m.len() != 1) {
-                return Err(Error::external(
-                    "Elasticsearch bulk",
-                    true,
-                    std::io::Error::other(format!(
-                        "unreadable answer: item {i} holds {} results where one was expected",
-                        answer.items[i].len()
-                    )),
-                ));
+            let mut results = Vec::with_capacity(answer.items.len());
+            for (i, result) in answer.items.into_iter().enumerate() {
+                let found = result.len();
+                match result.into_values().next() {
+                    Some(r) if found == 1 => results.push(r),
+                    _ => {
+                        return Err(Error::external(
+                            "Elasticsearch bulk",
+                            true,
+                            std::io::Error::other(format!(
+                                "unreadable answer: item {i} holds {found} results where one was expected"
+                            )),
+                        ));
+                    }
+                }
             }
             let mut retry: Vec<Item> = Vec::new();
             let mut first_reason = String::new();
             let mut max_attempt = 0;
             let items = std::mem::take(&mut self.items);
-            for (mut item, result) in items.into_iter().zip(answer.items) {
-                let Some(r) = result.into_values().next() else { continue };
+            for (mut item, r) in items.into_iter().zip(results) {
                 let stats = &self.settings.stats;
                 let s = &self.settings;
                 match classify(r.status, s.mode, s.external_versioning, item.conflicts, s.retry_on_conflict) {
