@@ -86,6 +86,13 @@ pub struct ParamSpec {
     pub help: &'static str,
     /// Added by this library (not in the original toolkit).
     pub extension: bool,
+    /// Other keys that name this parameter. A value given under one is the parameter's
+    /// value; giving two of its names different values in the same place is refused.
+    pub aliases: &'static [&'static str],
+    /// Holds a credential: its value is masked wherever parameters are shown (help, dry
+    /// run, errors, the job server). Agrees with [`is_secret_key`], the rule the library
+    /// applies to keys outside this table (a test checks both).
+    pub secret: bool,
 }
 
 impl ParamSpec {
@@ -98,6 +105,21 @@ impl ParamSpec {
     const fn by_connector(self, describe: &'static str) -> Self {
         ParamSpec { default: ParamDefault::Connector(describe), ..self }
     }
+
+    /// The same parameter, also named by `aliases`.
+    const fn alias(self, aliases: &'static [&'static str]) -> Self {
+        ParamSpec { aliases, ..self }
+    }
+
+    /// The same parameter, holding a credential.
+    const fn secret(self) -> Self {
+        ParamSpec { secret: true, ..self }
+    }
+
+    /// Whether `key` names this parameter, as its key or an alias.
+    pub fn is_named(&self, key: &str) -> bool {
+        self.key == key || self.aliases.contains(&key)
+    }
 }
 
 const fn default_of(default: Option<&'static str>) -> ParamDefault {
@@ -108,11 +130,11 @@ const fn default_of(default: Option<&'static str>) -> ParamDefault {
 }
 
 const fn p(key: &'static str, default: Option<&'static str>, kind: Kind, help: &'static str) -> ParamSpec {
-    ParamSpec { key, default: default_of(default), kind, help, extension: false }
+    ParamSpec { key, default: default_of(default), kind, help, extension: false, aliases: &[], secret: false }
 }
 
 const fn ext(key: &'static str, default: Option<&'static str>, kind: Kind, help: &'static str) -> ParamSpec {
-    ParamSpec { key, default: default_of(default), kind, help, extension: true }
+    ParamSpec { key, default: default_of(default), kind, help, extension: true, aliases: &[], secret: false }
 }
 
 /// Source types.
@@ -209,7 +231,7 @@ pub const PARAMS: &[ParamSpec] = &[
         "database source: URL (postgres://, mysql://, sqlite:, jdbc:postgresql://, jdbc:mysql://)",
     ),
     p("source.db.username", None, Kind::Text, "database source: user"),
-    p("source.db.password", None, Kind::Text, "database source: password"),
+    p("source.db.password", None, Kind::Text, "database source: password").secret(),
     p(
         "source.db.driverClassName",
         None,
@@ -320,8 +342,8 @@ pub const PARAMS: &[ParamSpec] = &[
         "Elasticsearch sink, full mode: after a completed run, delete documents of older versions",
     ),
     ext("sink.es.username", None, Kind::Text, "Elasticsearch sink: basic-auth user"),
-    ext("sink.es.password", None, Kind::Text, "Elasticsearch sink: basic-auth password"),
-    ext("sink.es.api.key", None, Kind::Text, "Elasticsearch sink: API key"),
+    ext("sink.es.password", None, Kind::Text, "Elasticsearch sink: basic-auth password").secret(),
+    ext("sink.es.api.key", None, Kind::Text, "Elasticsearch sink: API key").secret(),
     p(
         "sink.es.update.retry.on.conflict",
         Some("5"),
@@ -349,13 +371,8 @@ pub const PARAMS: &[ParamSpec] = &[
         INT,
         "Elasticsearch sink: backoff delay (initial delay for EXPONENTIAL), ms",
     ),
-    p(
-        "bulk.flush.backoff.retries",
-        Some("5"),
-        U32,
-        "Elasticsearch sink: backoff retries (also sink.es.bulk.flush.backoff.retries)",
-    ),
-    ext("sink.es.bulk.flush.backoff.retries", None, U32, "Elasticsearch sink: same as bulk.flush.backoff.retries"),
+    p("bulk.flush.backoff.retries", Some("5"), U32, "Elasticsearch sink: backoff retries")
+        .alias(&["sink.es.bulk.flush.backoff.retries"]),
     p(
         "sink.merge.enable",
         Some("false"),
@@ -380,7 +397,7 @@ pub const PARAMS: &[ParamSpec] = &[
     ),
     ext("sink.db.url", None, Kind::Text, "database sink: URL"),
     ext("sink.db.username", None, Kind::Text, "database sink: user"),
-    ext("sink.db.password", None, Kind::Text, "database sink: password"),
+    ext("sink.db.password", None, Kind::Text, "database sink: password").secret(),
     ext("sink.db.table", None, Kind::Text, "database sink: table"),
     ext(
         "sink.db.mode",
@@ -464,7 +481,7 @@ pub const PARAMS: &[ParamSpec] = &[
         "serve the Flink-shaped REST API on this port (0: any free port)",
     ),
     ext("rest.address", Some("127.0.0.1"), Kind::Text, "address of the REST API"),
-    ext("rest.token", None, Kind::Text, "bearer token the REST API requires"),
+    ext("rest.token", None, Kind::Text, "bearer token the REST API requires").secret(),
     ext(
         "rest.linger.ms",
         Some("3000"),
@@ -513,6 +530,17 @@ pub enum Origin {
     Environment(String),
 }
 
+impl Origin {
+    /// Whether two values came from places of the same precedence (any two environment
+    /// variables are one place), where neither overrides the other.
+    fn same_place(&self, other: &Origin) -> bool {
+        match (self, other) {
+            (Origin::Environment(_), Origin::Environment(_)) => true,
+            _ => self == other,
+        }
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -525,7 +553,7 @@ impl fmt::Display for Origin {
 }
 
 /// A problem with the parameters, naming the key.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ParamError {
     /// A key no parameter has.
     #[error("unknown parameter `{key}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
@@ -581,9 +609,21 @@ fn no_default(key: &str) -> ParamError {
     ParamError::Missing { key: key.to_string(), why: "no value was given and the parameter has no default".into() }
 }
 
-/// Looks up a parameter's spec.
+/// Looks up a parameter's spec by its key or one of its aliases.
 pub fn spec(key: &str) -> Option<&'static ParamSpec> {
-    PARAMS.iter().find(|s| s.key == key)
+    PARAMS.iter().find(|s| s.is_named(key))
+}
+
+/// The key a value given under `key` is kept under: the parameter's own key for an alias,
+/// else `key` itself.
+fn canonical(key: &str) -> &str {
+    spec(key).map_or(key, |s| s.key)
+}
+
+/// Whether a key's value must be masked: the table's column for its parameters, the
+/// library's rule for the Kafka client's pass-through properties.
+pub fn is_secret(key: &str) -> bool {
+    spec(key).map_or_else(|| is_secret_key(key), |s| s.secret)
 }
 
 /// Parses a byte size: digits, then optionally `k`, `m`, `g` or `t` (binary units, with an
@@ -605,7 +645,7 @@ fn parse_bytes(v: &str) -> Result<u64, String> {
 }
 
 fn is_passthrough(key: &str) -> bool {
-    PASSTHROUGH.iter().any(|p| key.starts_with(p) && key.len() > p.len() && !PARAMS.iter().any(|s| s.key == key))
+    PASSTHROUGH.iter().any(|p| key.starts_with(p) && key.len() > p.len() && spec(key).is_none())
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -630,26 +670,61 @@ fn suggest(key: &str) -> Option<String> {
         .map(|(_, k)| k.to_string())
 }
 
+/// A value as given.
+#[derive(Debug, Clone)]
+struct Given {
+    value: String,
+    origin: Origin,
+    /// The name it was given under: the parameter's key or one of its aliases.
+    name: String,
+}
+
 /// The resolved parameters.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
-    values: BTreeMap<String, (String, Origin)>,
+    /// By the parameter's own key; a value given under an alias is kept here too.
+    values: BTreeMap<String, Given>,
+    /// Two names of one parameter given different values in the same place.
+    clashes: Vec<ParamError>,
 }
 
 impl Params {
-    /// Sets `key` from `origin`, replacing a value of lower precedence.
+    /// Sets `key` (a parameter's key or alias) from `origin`, replacing a value of lower
+    /// precedence.
     pub fn set(&mut self, key: &str, value: &str, origin: Origin) {
-        self.values.insert(key.to_string(), (value.to_string(), origin));
+        let canonical = canonical(key).to_string();
+        if let Some(before) = self.values.get(&canonical)
+            && before.origin.same_place(&origin)
+            && before.name != key
+            && before.value.trim() != value.trim()
+            && !value.trim().is_empty()
+        {
+            // Neither wins by precedence, and picking one would drop the other unseen.
+            self.clashes.push(ParamError::Conflict {
+                key: canonical.clone(),
+                why: format!(
+                    "given as `{}` and as `{key}` with different values in the same place ({origin}); \
+                     they name one parameter",
+                    before.name
+                ),
+            });
+        }
+        self.values.insert(canonical, Given { value: value.to_string(), origin, name: key.to_string() });
     }
 
     /// The value given for `key` (not defaults).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(|(v, _)| v.as_str()).filter(|v| !v.trim().is_empty())
+        self.values.get(canonical(key)).map(|g| g.value.as_str()).filter(|v| !v.trim().is_empty())
     }
 
     /// Where `key`'s value came from.
     pub fn origin(&self, key: &str) -> Origin {
-        self.values.get(key).map_or(Origin::Default, |(_, o)| o.clone())
+        self.values.get(canonical(key)).map_or(Origin::Default, |g| g.origin.clone())
+    }
+
+    /// The name `key`'s value was given under (an alias, perhaps), for messages.
+    fn given_name<'a>(&'a self, key: &'a str) -> &'a str {
+        self.values.get(canonical(key)).map_or(key, |g| g.name.as_str())
     }
 
     /// Whether `key` was given.
@@ -659,7 +734,7 @@ impl Params {
 
     /// Every key given (from the environment, the command line or a file), in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.values.iter().filter(|(_, (v, _))| !v.trim().is_empty()).map(|(k, _)| k.as_str())
+        self.values.iter().filter(|(_, g)| !g.value.trim().is_empty()).map(|(k, _)| k.as_str())
     }
 
     /// Keys given under `prefix` with their values, prefix removed.
@@ -667,14 +742,14 @@ impl Params {
         self.values
             .iter()
             .filter(|(k, _)| k.starts_with(prefix) && spec(k).is_none())
-            .map(|(k, (v, _))| (k[prefix.len()..].to_string(), v.clone()))
+            .map(|(k, g)| (k[prefix.len()..].to_string(), g.value.clone()))
             .collect()
     }
 
     fn invalid(&self, key: &str, value: &str, why: impl Into<String>) -> ParamError {
-        let masked = if is_secret_key(key) { MASK.to_string() } else { redact_url(value) };
+        let masked = if is_secret(key) { MASK.to_string() } else { redact_url(value) };
         ParamError::Invalid {
-            key: key.to_string(),
+            key: self.given_name(key).to_string(),
             value: masked,
             origin: self.origin(key).to_string(),
             why: why.into(),
@@ -797,6 +872,9 @@ impl Params {
 
     /// Checks every given key exists and every value has the right type.
     pub fn validate(&self) -> Result<(), ParamError> {
+        if let Some(clash) = self.clashes.first() {
+            return Err(clash.clone());
+        }
         for key in self.values.keys() {
             if spec(key).is_none() && !is_passthrough(key) {
                 return Err(ParamError::Unknown { key: key.clone(), suggestion: suggest(key) });
@@ -828,11 +906,11 @@ impl Params {
     /// Every given key with its value (secrets masked) and origin.
     pub fn describe(&self) -> Vec<(String, String, String)> {
         self.values
-            .iter()
-            .map(|(k, (v, o))| {
+            .values()
+            .map(|g| {
                 // A password can also sit inside a URL (`source.db.url`, `sink.es.server`).
-                let shown = if is_secret_key(k) { MASK.to_string() } else { redact_url(v) };
-                (k.clone(), shown, o.to_string())
+                let shown = if is_secret(&g.name) { MASK.to_string() } else { redact_url(&g.value) };
+                (g.name.clone(), shown, g.origin.to_string())
             })
             .collect()
     }
@@ -944,9 +1022,11 @@ pub fn resolve(
         }
     }
     for s in PARAMS {
-        let name = env_name(s.key);
-        if let Some((_, v)) = env.iter().find(|(n, _)| *n == name) {
-            inv.params.set(s.key, v, Origin::Environment(name));
+        for key in std::iter::once(s.key).chain(s.aliases.iter().copied()) {
+            let name = env_name(key);
+            if let Some((_, v)) = env.iter().find(|(n, _)| *n == name) {
+                inv.params.set(key, v, Origin::Environment(name));
+            }
         }
     }
     for (name, value) in &env {
@@ -985,7 +1065,9 @@ pub fn help() -> String {
             _ => String::new(),
         };
         let mark = if s.extension { "+" } else { " " };
-        out.push_str(&format!("  {mark} {}{default}{range}\n        {}\n", s.key, s.help));
+        let aliases = if s.aliases.is_empty() { String::new() } else { format!(" (also {})", s.aliases.join(", ")) };
+        let secret = if s.secret { " (secret: never shown)" } else { "" };
+        out.push_str(&format!("  {mark} {}{default}{range}\n        {}{aliases}{secret}\n", s.key, s.help));
     }
     out
 }
@@ -1101,13 +1183,65 @@ mod tests {
             assert!(!d.contains(secret), "{secret} in {d}");
         }
         assert!(d.contains("postgres://u:****@h:99999/db"), "{d}");
-        // Every parameter of the table that holds a credential is one by the one rule.
+        // The table's secret column and the library's one rule (which masks the same keys
+        // in logs and in the Kafka client's properties) agree on every name.
+        for s in PARAMS {
+            for key in std::iter::once(s.key).chain(s.aliases.iter().copied()) {
+                assert_eq!(s.secret, is_secret_key(key), "{key}");
+                assert_eq!(is_secret(key), s.secret, "{key}");
+            }
+        }
         for key in ["source.db.password", "sink.db.password", "sink.es.password", "sink.es.api.key", "rest.token"] {
-            assert!(spec(key).is_some() && is_secret_key(key), "{key}");
+            assert!(spec(key).is_some_and(|s| s.secret), "{key}");
+            let h = help();
+            let entry: String = h[h.find(&format!(" {key}")).unwrap()..].lines().take(2).collect();
+            assert!(entry.contains("(secret: never shown)"), "{entry}");
         }
         // A bad value of a secret is not echoed in the error.
         let err = inv.params.invalid("sink.es.password", "hunter2", "why").to_string();
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    /// An alias is the same parameter: its value is read under the parameter's key, the
+    /// environment knows it, errors name the alias as given, help lists it, and two names
+    /// with different values in one place are refused rather than one silently dropped.
+    #[test]
+    fn aliases_name_the_same_parameter() {
+        let (key, alias) = ("bulk.flush.backoff.retries", "sink.es.bulk.flush.backoff.retries");
+        let inv = resolve(args(&["--sink.es.bulk.flush.backoff.retries", "7"]), vec![], Path::new("/")).unwrap();
+        inv.params.validate().unwrap();
+        assert_eq!(inv.params.num_or_default::<u32>(key).unwrap(), 7);
+        assert!(inv.params.keys().any(|k| k == key));
+        assert!(!inv.params.defaults().iter().any(|(k, _)| *k == key));
+
+        // Precedence still holds across places: the environment's alias over the command line.
+        let env = vec![("OPERATOR_SINK_ES_BULK_FLUSH_BACKOFF_RETRIES".to_string(), "9".to_string())];
+        let inv = resolve(args(&["--bulk.flush.backoff.retries", "7"]), env, Path::new("/")).unwrap();
+        inv.params.validate().unwrap();
+        assert_eq!(inv.params.num_or_default::<u32>(key).unwrap(), 9);
+
+        // The same value under both names is no conflict; different values are.
+        let same = resolve(
+            args(&["--bulk.flush.backoff.retries", "7", "--sink.es.bulk.flush.backoff.retries", "7"]),
+            vec![],
+            Path::new("/"),
+        )
+        .unwrap();
+        same.params.validate().unwrap();
+        let clash = resolve(
+            args(&["--bulk.flush.backoff.retries", "7", "--sink.es.bulk.flush.backoff.retries", "8"]),
+            vec![],
+            Path::new("/"),
+        )
+        .unwrap();
+        let e = clash.params.validate().unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(alias) && e.contains("command line"), "{e}");
+
+        let bad = resolve(args(&["--sink.es.bulk.flush.backoff.retries", "-2"]), vec![], Path::new("/")).unwrap();
+        let e = bad.params.validate().unwrap_err().to_string();
+        assert!(e.contains(&format!("`{alias}`")) && e.contains("-2"), "{e}");
+        assert!(help().contains(&format!("(also {alias})")));
+        assert_eq!(spec(alias).map(|s| s.key), Some(key));
     }
 
     #[test]

@@ -578,10 +578,7 @@ fn es_sink(params: &Params) -> Result<EsSink, PlanError> {
         Some("exponential") => BackoffKind::Exponential,
         _ => BackoffKind::Constant,
     };
-    let retries = match params.num("sink.es.bulk.flush.backoff.retries")? {
-        Some(r) => r,
-        None => params.num_or_default("bulk.flush.backoff.retries")?,
-    };
+    let retries = params.num_or_default("bulk.flush.backoff.retries")?;
     let backoff = Backoff {
         enabled: params.bool("sink.es.bulk.flush.backoff.enable")?,
         kind,
