@@ -6,6 +6,8 @@
 //! `operators-clients` and is re-exported here.
 
 mod source;
+#[cfg(test)]
+mod tests;
 
 /// Per-test databases for integration tests (feature `test-util`).
 #[cfg(feature = "test-util")]

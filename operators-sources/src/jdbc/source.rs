@@ -229,7 +229,7 @@ impl SourceFactory for JdbcSource {
     }
 }
 
-enum ColumnBuilder {
+pub(super) enum ColumnBuilder {
     Bool(BooleanBuilder),
     I8(Int8Builder),
     I16(Int16Builder),
@@ -298,7 +298,7 @@ fn days(d: chrono::NaiveDate) -> i32 {
 }
 
 /// Reads one row's columns into the builders; one implementation per driver.
-trait AppendRow {
+pub(super) trait AppendRow {
     fn append(
         &self,
         kinds: &[ColumnKind],
@@ -433,7 +433,7 @@ impl AppendRow for sqlx::sqlite::SqliteRow {
 }
 
 /// Turns rows into batches of `capacity` rows.
-struct Batcher {
+pub(super) struct Batcher {
     schema: SchemaRef,
     kinds: Vec<ColumnKind>,
     builders: Vec<ColumnBuilder>,
@@ -443,12 +443,12 @@ struct Batcher {
 }
 
 impl Batcher {
-    fn new(schema: SchemaRef, kinds: Vec<ColumnKind>, origin: String, first_row: u64) -> Self {
+    pub(super) fn new(schema: SchemaRef, kinds: Vec<ColumnKind>, origin: String, first_row: u64) -> Self {
         let builders = kinds.iter().map(|k| ColumnBuilder::new(*k)).collect();
         Self { schema, kinds, builders, rows: 0, origin, seen: first_row }
     }
 
-    fn push<R: AppendRow>(&mut self, row: &R) -> Result<()> {
+    pub(super) fn push<R: AppendRow>(&mut self, row: &R) -> Result<()> {
         self.seen += 1;
         row.append(&self.kinds, &mut self.builders).map_err(|(col, e)| {
             Error::bad_record(
@@ -460,7 +460,7 @@ impl Batcher {
         Ok(())
     }
 
-    fn take(&mut self) -> Result<RecordBatch> {
+    pub(super) fn take(&mut self) -> Result<RecordBatch> {
         let columns: Vec<ArrayRef> = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
         let rows = std::mem::take(&mut self.rows);
         RecordBatch::try_new_with_options(
@@ -561,16 +561,8 @@ impl JdbcReader {
     async fn next_page(&mut self, key: &str) -> Result<Option<RecordBatch>> {
         let Some(pool) = self.pool.clone() else { return Ok(None) };
         let kind = pool.kind();
-        let inner = self.cfg.query()?;
-        let q = quote_ident(kind, key);
         let limit = self.cfg.fetch_size;
-        let bind = |n: usize| if kind == DbKind::Postgres { format!("${n}") } else { "?".to_string() };
-        let sql = match &self.position {
-            DbPosition::AfterInt(_) | DbPosition::AfterText(_) => {
-                format!("select * from ({inner}) as q where q.{q} > {} order by q.{q} limit {limit}", bind(1))
-            }
-            _ => format!("select * from ({inner}) as q order by q.{q} limit {limit}"),
-        };
+        let sql = page_sql(kind, &self.cfg.query()?, key, limit, &self.position);
         let kinds: Vec<ColumnKind> = self.columns.iter().map(|(_, k)| *k).collect();
         let mut batcher = Batcher::new(self.schema.clone(), kinds, self.cfg.db.display(), 0);
         macro_rules! page {
@@ -618,6 +610,19 @@ impl JdbcReader {
         }
         self.read += batch.num_rows() as u64;
         Ok(Some(batch))
+    }
+}
+
+/// The query of one page of a read in key order: the first page, or the page after the
+/// position's key, which is bound as the statement's one parameter (never spliced in).
+pub(super) fn page_sql(kind: DbKind, inner: &str, key: &str, limit: usize, position: &DbPosition) -> String {
+    let q = quote_ident(kind, key);
+    let param = if kind == DbKind::Postgres { "$1" } else { "?" };
+    match position {
+        DbPosition::AfterInt(_) | DbPosition::AfterText(_) => {
+            format!("select * from ({inner}) as q where q.{q} > {param} order by q.{q} limit {limit}")
+        }
+        _ => format!("select * from ({inner}) as q order by q.{q} limit {limit}"),
     }
 }
 
