@@ -1,30 +1,13 @@
 //! Prints records to standard output as JSON lines (at-least-once; for trying things out).
+//!
+//! ```
+//! use operators_sinks::stdout::StdoutSink;
+//! let sink = StdoutSink; // `sink.type=stdout` in the runner
+//! # let _ = sink;
+//! ```
 
-use std::io::Write;
+mod sink;
+#[cfg(test)]
+mod tests;
 
-use arrow::record_batch::RecordBatch;
-use async_trait::async_trait;
-use operators_core::codec::JsonEncoder;
-use operators_core::operator::{OperatorContext, Sink, SinkFactory, TaskInfo};
-use operators_core::{Error, Result};
-
-/// Writes every record to stdout as one JSON object per line.
-#[derive(Debug, Clone, Default)]
-pub struct StdoutSink;
-
-#[async_trait]
-impl Sink for StdoutSink {
-    async fn write_batch(&mut self, batch: RecordBatch, _ctx: &mut OperatorContext) -> Result<()> {
-        let mut buf = Vec::with_capacity(batch.get_array_memory_size());
-        JsonEncoder::new().encode_lines(&batch, &mut buf)?;
-        // One write per batch keeps lines of parallel subtasks from interleaving.
-        let mut out = std::io::stdout().lock();
-        out.write_all(&buf).and_then(|_| out.flush()).map_err(|e| Error::io("<stdout>", e))
-    }
-}
-
-impl SinkFactory for StdoutSink {
-    fn create(&self, _info: &TaskInfo) -> Result<Box<dyn Sink>> {
-        Ok(Box::new(StdoutSink))
-    }
-}
+pub use sink::StdoutSink;
