@@ -327,6 +327,28 @@ async fn a_dropped_connection_is_retried_and_the_replay_writes_the_same_document
     counts_add_up(&stats);
 }
 
+/// Retries of a request, unanswered or answered busy, come out of one budget: a cluster
+/// alternating between dropping the connection and answering 503 is given up on after
+/// `retries` retries, as each fault alone is (before, each unanswered try started a count
+/// of its own and four retries passed a budget of three).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_and_busy_requests_share_one_retry_budget() {
+    let es = TestEs::local(EsServerConfig::default()).await.unwrap();
+    // A dropped connection applies to `_bulk` only, so the probe at start passes it by.
+    let faults = [EsFault::DropConnection, EsFault::Unavailable, EsFault::DropConnection, EsFault::Unavailable];
+    es.require_server().unwrap().inject(faults);
+    let index = es.index("one-budget");
+    let backoff = Backoff { retries: 3, ..quick_backoff() };
+    let s = EsSink::new(config(&es), &index, "id", SyncMode::Incremental).with_backoff(backoff);
+    let stats = s.stats();
+    let p = Pipeline::new();
+    p.source("gen", GeneratorSource::bounded(10)).sink("es", s);
+    let err = p.run(job("one-budget")).await.unwrap_err().to_string();
+    assert!(err.contains("giving up after 3 retries") && err.contains("503"), "{err}");
+    assert_eq!(EsStats::get(&stats.request_retries), 3, "{stats:?}");
+    assert_eq!(es.require_server().unwrap().pending_faults(), 0);
+}
+
 /// An answer item without a result says nothing of its document: the flush fails, the
 /// restored job resends, and no row is lost or counted as nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

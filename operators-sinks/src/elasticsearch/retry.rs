@@ -89,10 +89,12 @@ impl Writer {
         if let Some(e) = self.failure.take() {
             return Err(e);
         }
+        // Retries of whole requests (unanswered or busy), one budget for the flush; items
+        // rejected one by one count their own attempts.
         let mut attempt = 0u32;
         while !self.items.is_empty() {
             let body = std::mem::take(&mut self.buf);
-            let sent = self.send(Method::Post, "_bulk", Some(&body), "application/x-ndjson").await;
+            let sent = self.send(Method::Post, "_bulk", Some(&body), "application/x-ndjson", &mut attempt).await;
             self.buf = body;
             let answer: BulkResponse = match sent? {
                 Answer::Busy(why) => {

@@ -37,14 +37,18 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Sends one request, failing over between servers while none answers.
+    ///
+    /// `attempt` is the caller's count of retries of this request, unanswered and busy
+    /// alike: one budget of `retries`, so a cluster alternating between the two cannot
+    /// stretch it (each call starting its own count allowed `(retries + 1)²` waits).
     pub(super) async fn send(
         &mut self,
         method: Method,
         path: &str,
         body: Option<&[u8]>,
         content_type: &'static str,
+        attempt: &mut u32,
     ) -> Result<Answer> {
-        let mut round = 0u32;
         let mut tried = 0usize;
         loop {
             let node = &self.nodes[self.current];
@@ -104,8 +108,8 @@ impl Writer {
                         EsStats::add(&self.settings.stats.failovers, 1);
                     }
                     if tried.is_multiple_of(self.nodes.len()) {
-                        round += 1;
-                        self.wait_or_fail(round, &why).await?;
+                        *attempt += 1;
+                        self.wait_or_fail(*attempt, &why).await?;
                         EsStats::add(&self.settings.stats.request_retries, 1);
                     }
                 }
@@ -166,7 +170,7 @@ impl Writer {
     async fn request(&mut self, method: Method, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>> {
         let mut attempt = 0;
         loop {
-            match self.send(method, path, body, "application/json").await? {
+            match self.send(method, path, body, "application/json", &mut attempt).await? {
                 Answer::Ok(bytes) => return Ok(bytes),
                 Answer::Busy(why) => {
                     attempt += 1;
