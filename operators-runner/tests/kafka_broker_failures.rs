@@ -19,7 +19,8 @@ use operators_core::{JobConfig, Pipeline};
 use operators_sinks::kafka::{Delivery, KafkaSink};
 use operators_sources::kafka::{KafkaConfig, KafkaSource};
 use operators_testkit::kafka::{TestKafka, TestRecord};
-use support::{operator, write_csv_input};
+use support::kill::{concat_args, csv_input_args, kafka_sink_args};
+use support::{spawn_logged, write_csv_input};
 
 /// The tests of this file take turns: two nodes down at once would leave the cluster
 /// without a controller quorum and below the min ISR.
@@ -64,51 +65,29 @@ fn csv_to_kafka_exactly_once_survives_a_broker_killed_and_restarted() {
     let input = tmp.path().join("in");
     let expected = write_csv_input(&input, 40, 1000, false);
     let ck = tmp.path().join("ck");
-    let args = [
-        "--job.name",
-        "broker-kill-csv",
-        "--source.type",
-        "csv",
-        "--source.path",
-        input.to_str().unwrap(),
-        "--source.watch.type",
-        "PROCESS_ONCE",
-        "--source.watch.settle",
-        "0",
-        "--stream.sql.schema.json",
-        r#"{"id":"BigInt","name":"String","score":"Double"}"#,
-        "--source.batch.size",
-        "250",
-        "--stream.rate.limit",
-        "2500",
-        "--sink.kafka.brokers",
-        kafka.bootstrap_servers(),
-        "--sink.kafka.topic",
-        &output,
-        "--sink.kafka.linger.ms",
-        "5",
-        "--stream.checkpoint.mode",
-        "EXACTLY_ONCE",
-        "--stream.checkpoint.interval",
-        "200",
-        "--stream.checkpoint.dir",
-        ck.to_str().unwrap(),
-        "--job.retry.strategy",
-        "fixed-delay",
-        "--job.retry.maxNumberRestartAttempts",
-        "20",
-        "--job.retry.backoffTimeMS",
-        "500",
-        "--progress",
-        "off",
-    ];
-    let child = operator(tmp.path())
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(tmp.path().join("run.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let args = concat_args(&[
+        &["--job.name", "broker-kill-csv"],
+        &csv_input_args(input.to_str().unwrap(), "0"),
+        &["--source.batch.size", "250", "--stream.rate.limit", "2500"],
+        &kafka_sink_args(kafka.bootstrap_servers(), &output),
+        &[
+            "--stream.checkpoint.mode",
+            "EXACTLY_ONCE",
+            "--stream.checkpoint.interval",
+            "200",
+            "--stream.checkpoint.dir",
+            ck.to_str().unwrap(),
+            "--job.retry.strategy",
+            "fixed-delay",
+            "--job.retry.maxNumberRestartAttempts",
+            "20",
+            "--job.retry.backoffTimeMS",
+            "500",
+            "--progress",
+            "off",
+        ],
+    ]);
+    let child = spawn_logged(tmp.path(), &args, &tmp.path().join("run.log"));
     kill_leader_for_a_while(&kafka, &output, Duration::from_secs(4), Duration::from_secs(6));
     let done = child.wait_with_output().unwrap();
     let log = std::fs::read_to_string(tmp.path().join("run.log")).unwrap_or_default();

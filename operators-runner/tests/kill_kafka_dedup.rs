@@ -8,11 +8,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use operators_testkit::kafka::{TestKafka, TestRecord};
-use rand::{Rng, SeedableRng};
-use support::{kill_after, operator, spawn_logged};
+use support::kill::{Ends, KillLoop, Kills, LastRun, concat_args, kafka_sink_args, restartable_args, seeded_rng};
+use support::operator;
 
 const KILLS: usize = 22;
 const KEYS: i64 = 3000;
@@ -55,63 +55,43 @@ async fn sigkill_at_random_moments_keeps_the_first_occurrence_of_each_key_exactl
 
     let tmp = tempfile::tempdir().unwrap();
     let ck = tmp.path().join("ck");
-    let seed: u64 = rand::random();
-    eprintln!("kill test seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let args = [
-        "--job.name",
-        "kill-kafka",
-        "--source.type",
-        "kafka_deduplication",
-        "--source.kafka.brokers",
-        kafka.bootstrap_servers(),
-        "--source.kafka.topic",
-        &input,
-        "--group.id",
-        "kill-kafka",
-        "--unique.keys",
-        "id,name",
-        "--stream.sql.schema.json",
-        r#"{"id":"BigInt","name":"String","seq":"BigInt"}"#,
-        "--source.batch.size",
-        "200",
-        "--stream.rate.limit",
-        "400",
-        "--sink.kafka.brokers",
-        kafka.bootstrap_servers(),
-        "--sink.kafka.topic",
-        &output,
-        "--sink.kafka.linger.ms",
-        "5",
-        "--stream.checkpoint.mode",
-        "EXACTLY_ONCE",
-        "--stream.checkpoint.interval",
-        "100",
-        "--stream.checkpoint.min.pause",
-        "0",
-        "--stream.checkpoint.dir",
-        ck.to_str().unwrap(),
-        "--job.retry.strategy",
-        "none",
-        "--progress",
-        "off",
-    ];
-    let mut midway = 0;
-    for kill in 1..=KILLS {
-        let child = spawn_logged(tmp.path(), &args, &tmp.path().join(format!("run-{kill}.log")));
-        let delay = Duration::from_millis(rng.random_range(1000..3000));
-        if let Some(status) = tokio::task::spawn_blocking(move || kill_after(child, delay)).await.unwrap() {
-            panic!("run {kill} exited on its own with {status}");
-        }
-        let seen = committed(&kafka, &output);
-        for (key, seq) in &seen {
-            assert_eq!(Some(seq), expected.get(key), "kill {kill}: {key:?} is not the first occurrence");
-        }
-        if !seen.is_empty() && seen.len() < expected.len() {
-            midway += 1;
-        }
-        eprintln!("kill {kill}: after {delay:?}, {} of {} keys committed", seen.len(), expected.len());
-    }
+    let mut rng = seeded_rng(None);
+    let args = concat_args(&[
+        &[
+            "--job.name",
+            "kill-kafka",
+            "--source.type",
+            "kafka_deduplication",
+            "--source.kafka.brokers",
+            kafka.bootstrap_servers(),
+            "--source.kafka.topic",
+            &input,
+            "--group.id",
+            "kill-kafka",
+            "--unique.keys",
+            "id,name",
+            "--stream.sql.schema.json",
+            r#"{"id":"BigInt","name":"String","seq":"BigInt"}"#,
+            "--source.batch.size",
+            "200",
+            "--stream.rate.limit",
+            "400",
+        ],
+        &kafka_sink_args(kafka.bootstrap_servers(), &output),
+        &restartable_args(Some("EXACTLY_ONCE"), "100", ck.to_str().unwrap()),
+    ]);
+    let kill_loop =
+        KillLoop { cwd: tmp.path(), args: &args, delays_ms: 1000..3000, kills: KILLS, ends: Ends::MustNotFinish };
+    let Kills { midway, .. } = kill_loop
+        .run_off_runtime(&mut rng, async |kill: usize, delay: Duration| {
+            let seen = committed(&kafka, &output);
+            for (key, seq) in &seen {
+                assert_eq!(Some(seq), expected.get(key), "kill {kill}: {key:?} is not the first occurrence");
+            }
+            eprintln!("kill {kill}: after {delay:?}, {} of {} keys committed", seen.len(), expected.len());
+            !seen.is_empty() && seen.len() < expected.len()
+        })
+        .await;
     assert!(
         midway >= KILLS / 2,
         "most kills hit a job with partial output ({midway}); the last run logged:\n{}",
@@ -119,27 +99,18 @@ async fn sigkill_at_random_moments_keeps_the_first_occurrence_of_each_key_exactl
     );
 
     // A last run, unkilled, until everything is out (the Kafka source never ends by itself).
-    let mut child = operator(tmp.path())
+    let child = operator(tmp.path())
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let got = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the last run exited with {status}");
-        }
-        let seen = committed(&kafka, &output);
-        if seen.len() >= expected.len() || Instant::now() > deadline {
-            break seen;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let mut last = LastRun::new(child, None, Duration::from_secs(180));
+    let got = last
+        .wait_for_async(|| committed(&kafka, &output), |seen: &BTreeMap<Key, i64>| seen.len() >= expected.len())
+        .await;
     // Let a few more checkpoints commit: nothing may appear twice afterwards either.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    last.stop_after_async(Duration::from_secs(1)).await;
     assert_eq!(got, expected, "the output equals the first occurrence of each input key, row for row");
     assert_eq!(committed(&kafka, &output), expected);
 }

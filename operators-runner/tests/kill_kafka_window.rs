@@ -21,8 +21,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use operators_testkit::kafka::{TestKafka, TestRecord};
-use rand::{Rng, SeedableRng};
-use support::{kill_after, spawn_logged};
+use rand::Rng;
+use support::kill::{Ends, KillLoop, Kills, LastRun, concat_args, kafka_sink_args, restartable_args, seeded_rng};
+use support::spawn_logged;
 
 const KILLS: usize = 22;
 /// Input records (the flush record comes on top).
@@ -92,9 +93,7 @@ fn check_against(oracle: &BTreeMap<Window, i64>, seen: &BTreeMap<Window, i64>, w
 #[test]
 fn sigkill_at_random_moments_emits_every_window_count_exactly_once() {
     let kafka = TestKafka::start();
-    let seed: u64 = rand::random();
-    eprintln!("kill test seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = seeded_rng(None);
 
     // One input partition, deliberately. The watermark is generated after the source,
     // over the merged stream of every partition a source subtask reads, as
@@ -151,74 +150,50 @@ fn sigkill_at_random_moments_emits_every_window_count_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
     let ck = tmp.path().join("ck");
     let watermark = format!("ts,{WATERMARK_DELAY_MS}ms");
-    let args = [
-        "--job.name",
-        "kill-kafka-window",
-        "--source.type",
-        "kafka",
-        "--source.kafka.brokers",
-        kafka.bootstrap_servers(),
-        "--source.kafka.topic",
-        &input,
-        "--group.id",
-        "kill-kafka-window",
-        "--stream.sql.schema.json",
-        r#"{"id":"BigInt","ts":"Timestamp","seq":"BigInt"}"#,
-        "--stream.sql",
-        "select id, window_start, window_end, count(*) as cnt from t1 group by id, tumble(ts, interval '1' second)",
-        "--stream.sql.watermark",
-        &watermark,
-        "--stream.parallelism",
-        "2",
-        "--stream.sql.watermark.idle.timeout",
-        "1000",
-        "--source.batch.size",
-        "50",
-        // The limit is shared by the two subtasks of the rate limiter, and only one gets
-        // rows: about 200 rows a second. The 22 runs (1 to 3 s each, start-up and the first
-        // second's idle wait included) got through 4 to 5 of the 8 s of event time here,
-        // so windows fire while the job is being killed, and the last, unkilled run
-        // through the rest in about 15 s; about 95 s in all.
-        "--stream.rate.limit",
-        "400",
-        "--sink.kafka.brokers",
-        kafka.bootstrap_servers(),
-        "--sink.kafka.topic",
-        &output,
-        "--sink.kafka.linger.ms",
-        "5",
-        "--stream.checkpoint.mode",
-        "EXACTLY_ONCE",
-        "--stream.checkpoint.interval",
-        "100",
-        "--stream.checkpoint.min.pause",
-        "0",
-        "--stream.checkpoint.dir",
-        ck.to_str().unwrap(),
-        "--job.retry.strategy",
-        "none",
-        "--progress",
-        "off",
-    ];
+    let args = concat_args(&[
+        &[
+            "--job.name",
+            "kill-kafka-window",
+            "--source.type",
+            "kafka",
+            "--source.kafka.brokers",
+            kafka.bootstrap_servers(),
+            "--source.kafka.topic",
+            &input,
+            "--group.id",
+            "kill-kafka-window",
+            "--stream.sql.schema.json",
+            r#"{"id":"BigInt","ts":"Timestamp","seq":"BigInt"}"#,
+            "--stream.sql",
+            "select id, window_start, window_end, count(*) as cnt from t1 group by id, tumble(ts, interval '1' second)",
+            "--stream.sql.watermark",
+            &watermark,
+            "--stream.parallelism",
+            "2",
+            "--stream.sql.watermark.idle.timeout",
+            "1000",
+            "--source.batch.size",
+            "50",
+            // The limit is shared by the two subtasks of the rate limiter, and only one gets
+            // rows: about 200 rows a second. The 22 runs (1 to 3 s each, start-up and the first
+            // second's idle wait included) got through 4 to 5 of the 8 s of event time here,
+            // so windows fire while the job is being killed, and the last, unkilled run
+            // through the rest in about 15 s; about 95 s in all.
+            "--stream.rate.limit",
+            "400",
+        ],
+        &kafka_sink_args(kafka.bootstrap_servers(), &output),
+        &restartable_args(Some("EXACTLY_ONCE"), "100", ck.to_str().unwrap()),
+    ]);
     let started = Instant::now();
-    let mut midway = 0;
-    for kill in 1..=KILLS {
-        let log = tmp.path().join(format!("run-{kill}.log"));
-        let child = spawn_logged(tmp.path(), &args, &log);
-        let delay = Duration::from_millis(rng.random_range(1000..3000));
-        if let Some(status) = kill_after(child, delay) {
-            panic!(
-                "run {kill} exited on its own with {status}:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
+    let kill_loop =
+        KillLoop { cwd: tmp.path(), args: &args, delays_ms: 1000..3000, kills: KILLS, ends: Ends::MustNotFinish };
+    let Kills { midway, .. } = kill_loop.run(&mut rng, |kill, delay| {
         let seen = committed(&kafka, &output);
         check_against(&oracle, &seen, &format!("kill {kill}"));
-        if !seen.is_empty() && seen.len() < windows {
-            midway += 1;
-        }
         eprintln!("kill {kill}: after {delay:?}, {} of {windows} windows committed", seen.len());
-    }
+        !seen.is_empty() && seen.len() < windows
+    });
     assert!(
         midway >= KILLS / 2,
         "most kills hit a job with partial output ({midway}); the last run logged:\n{}",
@@ -227,23 +202,17 @@ fn sigkill_at_random_moments_emits_every_window_count_exactly_once() {
 
     // A last run, unkilled, until every window is out (the Kafka source never ends).
     let log = tmp.path().join("run-last.log");
-    let mut child = spawn_logged(tmp.path(), &args, &log);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let got = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the last run exited with {status}:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        let seen = committed(&kafka, &output);
-        check_against(&oracle, &seen, "last run");
-        if seen.len() >= windows || Instant::now() > deadline {
-            break seen;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let mut last = LastRun::new(spawn_logged(tmp.path(), &args, &log), Some(log.as_path()), Duration::from_secs(120));
+    let got = last.wait_for(
+        || {
+            let seen = committed(&kafka, &output);
+            check_against(&oracle, &seen, "last run");
+            seen
+        },
+        |seen: &BTreeMap<Window, i64>| seen.len() >= windows,
+    );
     // Let more checkpoints complete: nothing may appear twice afterwards either.
-    std::thread::sleep(Duration::from_secs(2));
-    let _ = child.kill();
-    let _ = child.wait();
+    last.stop_after(Duration::from_secs(2));
     let missing: Vec<&Window> = oracle.keys().filter(|w| !got.contains_key(w)).take(10).collect();
     assert!(
         missing.is_empty(),

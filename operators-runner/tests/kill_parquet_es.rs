@@ -15,9 +15,9 @@ use arrow::array::{Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use operators_testkit::es::TestEs;
-use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::{kill_after, run_off_runtime, spawn_logged, write_parquet};
+use support::kill::{Ends, KillLoop, Kills, concat_args, once_source_args, restartable_args, seeded_rng};
+use support::{run_off_runtime, write_parquet};
 
 const KILLS: usize = 12;
 const FILES: i64 = 4;
@@ -79,85 +79,64 @@ async fn sigkill_at_random_moments_leaves_an_index_equal_to_the_input() {
     let expected = write_input(&input);
     let index = es.index("kill");
     let ck = tmp.path().join("ck");
-    let seed: u64 = rand::random();
-    eprintln!("kill test seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let args = [
-        "--job.name",
-        "kill-es",
-        "--source.type",
-        "parquet",
-        "--source.path",
-        input.to_str().unwrap(),
-        "--source.watch.type",
-        "PROCESS_ONCE",
-        "--source.watch.settle",
-        "0",
-        "--source.batch.size",
-        "250",
-        "--stream.rate.limit",
-        "800",
-        "--sink.type",
-        "es",
-        "--sink.es.server",
-        es.servers(),
-        "--sink.es.index",
-        &index,
-        "--sink.es.username",
-        &user,
-        "--sink.es.password",
-        &password,
-        "--sink.es.type",
-        "parquet",
-        "--sink.es.sync.type",
-        "full",
-        "--sink.es.unique.column",
-        "id",
-        "--sink.es.version",
-        "1586959594",
-        "--sink.es.bulk.flush.max.actions",
-        "300",
-        "--sink.es.bulk.flush.backoff.delay",
-        "50",
-        "--stream.checkpoint.interval",
-        "200",
-        "--stream.checkpoint.min.pause",
-        "0",
-        "--stream.checkpoint.dir",
-        ck.to_str().unwrap(),
-        "--job.retry.strategy",
-        "none",
-        "--progress",
-        "off",
-    ];
-    let mut midway = 0;
-    for kill in 1..=KILLS {
-        let child = spawn_logged(tmp.path(), &args, &tmp.path().join(format!("run-{kill}.log")));
-        let delay = Duration::from_millis(rng.random_range(800..2200));
-        if let Some(status) = tokio::task::spawn_blocking(move || kill_after(child, delay)).await.unwrap() {
-            panic!(
-                "run {kill} exited on its own with {status}:\n{}",
-                std::fs::read_to_string(tmp.path().join(format!("run-{kill}.log"))).unwrap_or_default()
-            );
-        }
-        let docs = es.documents(&index).await.unwrap();
-        // Whatever is there at any moment is input, as the input says.
-        for (id, source) in &docs {
-            let want = expected.get(id).unwrap_or_else(|| panic!("kill {kill}: document {id} is not in the input"));
-            let mut got = source.clone();
-            if got.get("name").is_none() {
-                got["name"] = Value::Null;
+    let mut rng = seeded_rng(None);
+    let args = concat_args(&[
+        &["--job.name", "kill-es"],
+        &once_source_args("parquet", input.to_str().unwrap(), "0"),
+        &[
+            "--source.batch.size",
+            "250",
+            "--stream.rate.limit",
+            "800",
+            "--sink.type",
+            "es",
+            "--sink.es.server",
+            es.servers(),
+            "--sink.es.index",
+            &index,
+            "--sink.es.username",
+            &user,
+            "--sink.es.password",
+            &password,
+            "--sink.es.type",
+            "parquet",
+            "--sink.es.sync.type",
+            "full",
+            "--sink.es.unique.column",
+            "id",
+            "--sink.es.version",
+            "1586959594",
+            "--sink.es.bulk.flush.max.actions",
+            "300",
+            "--sink.es.bulk.flush.backoff.delay",
+            "50",
+        ],
+        &restartable_args(None, "200", ck.to_str().unwrap()),
+    ]);
+    let kill_loop =
+        KillLoop { cwd: tmp.path(), args: &args, delays_ms: 800..2200, kills: KILLS, ends: Ends::MustNotFinish };
+    let Kills { midway, .. } = kill_loop
+        .run_off_runtime(&mut rng, async |kill: usize, delay: Duration| {
+            let docs = es.documents(&index).await.unwrap();
+            // Whatever is there at any moment is input, as the input says.
+            for (id, source) in &docs {
+                let want = expected.get(id).unwrap_or_else(|| panic!("kill {kill}: document {id} is not in the input"));
+                let mut got = source.clone();
+                if got.get("name").is_none() {
+                    got["name"] = Value::Null;
+                }
+                assert_eq!(&got, want, "kill {kill}: document {id}");
             }
-            assert_eq!(&got, want, "kill {kill}: document {id}");
-        }
-        if !docs.is_empty() && docs.len() < expected.len() {
-            midway += 1;
-        }
-        eprintln!("kill {kill}: after {delay:?}, {} of {} documents", docs.len(), expected.len());
-        if std::env::var("KILL_LOGS").is_ok() {
-            eprintln!("{}", std::fs::read_to_string(tmp.path().join(format!("run-{kill}.log"))).unwrap_or_default());
-        }
-    }
+            eprintln!("kill {kill}: after {delay:?}, {} of {} documents", docs.len(), expected.len());
+            if std::env::var("KILL_LOGS").is_ok() {
+                eprintln!(
+                    "{}",
+                    std::fs::read_to_string(tmp.path().join(format!("run-{kill}.log"))).unwrap_or_default()
+                );
+            }
+            !docs.is_empty() && docs.len() < expected.len()
+        })
+        .await;
     assert!(midway >= KILLS / 2, "most kills hit a job with a partial index ({midway})");
 
     // A last run, unkilled: it finishes by itself (PROCESS_ONCE).

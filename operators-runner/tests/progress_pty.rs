@@ -7,6 +7,7 @@ mod support;
 
 use std::process::Command;
 
+use support::kill::{concat_args, once_source_args};
 use support::{operator, write_csv_input};
 
 fn quote(s: &str) -> String {
@@ -30,26 +31,21 @@ fn the_bar_advances_to_100_percent_on_a_terminal() {
     let input = tmp.path().join("in");
     write_csv_input(&input, 8, 20_000, false);
     let out_dir = tmp.path().join("out");
-    let args = [
-        "--source.type",
-        "csv",
-        "--source.path",
-        input.to_str().unwrap(),
-        "--source.watch.type",
-        "PROCESS_ONCE",
-        "--source.watch.settle",
-        "20",
-        "--source.batch.size",
-        "2000",
-        "--stream.rate.limit",
-        "80000",
-        "--sink.type",
-        "file",
-        "--sink.path",
-        out_dir.to_str().unwrap(),
-        "--progress",
-        "auto",
-    ];
+    let args = concat_args(&[
+        &once_source_args("csv", input.to_str().unwrap(), "20"),
+        &[
+            "--source.batch.size",
+            "2000",
+            "--stream.rate.limit",
+            "80000",
+            "--sink.type",
+            "file",
+            "--sink.path",
+            out_dir.to_str().unwrap(),
+            "--progress",
+            "auto",
+        ],
+    ]);
     let command = std::iter::once(env!("CARGO_BIN_EXE_operator").to_string())
         .chain(args.iter().map(|a| a.to_string()))
         .map(|a| quote(&a))
