@@ -537,6 +537,7 @@ pub(crate) async fn run_operator_task(mut env: TaskEnv, factory: OperatorFactory
             );
             if let Some(budget) = setup.backend.memory_budget() {
                 keyed = keyed.with_memory_budget(budget);
+                keyed.reserve_budget_share(info.parallelism);
             }
             if let Some(kr) = restore.as_ref().and_then(|r| r.keyed.clone()) {
                 let storage = env.checkpointing.as_ref().map(|c| c.storage.clone());

@@ -441,6 +441,25 @@ impl KeyedStateStore {
         self
     }
 
+    /// Reserves the slots this store may come to hold under its budget, as one of
+    /// `parts` stores sharing it (the subtasks of its operator, whose key groups are
+    /// about equal shares of the keys).
+    ///
+    /// Why: a vector that grows past its capacity is copied into one twice as large, and
+    /// for that instant both are in memory. The slot vector grows that way until the
+    /// budget stops it, so its last doubling, at the budget, briefly took half the
+    /// budget again on top of it: the peak memory of a run that fills its budget.
+    /// Reserved and not yet used, the room is address space only.
+    pub fn reserve_budget_share(&mut self, parts: usize) {
+        let Some(budget) = &self.budget else { return };
+        // A quarter more than an even share, for key groups of uneven sizes; a store
+        // holding more still grows (and copies) as before.
+        let parts = parts.max(1) as u64;
+        let share = usize::try_from(budget.limit / parts + budget.limit / parts / 4).unwrap_or(usize::MAX);
+        // Slot ids are u32; the table never holds more.
+        self.table.reserve_slots((share / Table::SLOT_BYTES).min(u32::MAX as usize));
+    }
+
     #[cfg(test)]
     fn check_budget_every(mut self, writes: u32) -> Self {
         self.check_every = writes.max(1);
@@ -2057,6 +2076,27 @@ mod tests {
         assert_eq!(seen.get(&mut s, key(&20_000u64.to_be_bytes())).unwrap(), None);
         assert_eq!(log_of(&mut s).len(), 20_000, "every change reaches the checkpoint");
         assert!(log_of(&mut s).is_empty());
+    }
+
+    /// Filling a budget never copies the slot vector into a larger one (both would be
+    /// in memory at once): the store reserved its share of the budget up front.
+    #[test]
+    fn filling_the_budget_never_regrows_the_slot_vector() {
+        let clock = ManualClock::new(0);
+        let budget = 1u64 << 20;
+        let mut s = spilling(&clock, budget).check_budget_every(64);
+        s.reserve_budget_share(1);
+        let reserved = s.table.slot_capacity();
+        assert!(reserved >= budget as usize / Table::SLOT_BYTES, "{reserved}");
+        let seen: ValueState<u64> = s.value_state("seen", None).unwrap();
+        for i in 0..200_000u64 {
+            seen.put(&mut s, key(&i.to_be_bytes()), &i).unwrap();
+            assert!(s.table.slot_capacity() <= reserved, "the slot vector grew at key {i}");
+        }
+        assert!(s.len_in_memory() < 200_000, "the budget was reached: {} in memory", s.len_in_memory());
+        for i in (0..200_000u64).step_by(997) {
+            assert_eq!(seen.get(&mut s, key(&i.to_be_bytes())).unwrap(), Some(i));
+        }
     }
 
     #[test]

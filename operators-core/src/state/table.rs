@@ -241,6 +241,21 @@ impl Table {
         &mut self.slots[id as usize]
     }
 
+    /// Makes room for `slots` slots in all, so that the slot vector does not grow (and
+    /// copy itself) before it holds them. Room not used yet is address space, not memory.
+    pub(super) fn reserve_slots(&mut self, slots: usize) {
+        self.slots.reserve_exact(slots.saturating_sub(self.slots.len()));
+    }
+
+    /// Slots the slot vector holds room for.
+    #[cfg(test)]
+    pub(super) fn slot_capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
+    /// Bytes of one slot.
+    pub(super) const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
     /// Number of slot ids ever handed out (free ones included): ids are `0..capacity`.
     pub(super) fn id_bound(&self) -> usize {
         self.slots.len()
