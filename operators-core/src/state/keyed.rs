@@ -59,6 +59,11 @@ const SPILL_RAW: u8 = 2;
 /// Budget checks happen every this many writes (a check sums the table's bytes).
 const CHECK_EVERY: u32 = 1024;
 
+/// Changed keys a checkpoint gathers at a time, by key group, to write them in order:
+/// all at once took 4 bytes per changed key (8 MB for 2 M keys) at the checkpoint, the
+/// moment a run that fills its memory budget peaks; each pass reads the change bitmap.
+const IDS_PER_PASS: usize = 1 << 18;
+
 /// When a state entry's time-to-live is renewed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TtlUpdate {
@@ -364,6 +369,8 @@ pub struct KeyedStateStore {
     /// The warning that the spill store's memory outgrew its share was given.
     resident_warned: bool,
     check_every: u32,
+    /// Changed keys gathered per pass of [`write_changes`](Self::write_changes).
+    ids_per_pass: usize,
     since_check: u32,
     /// Changes are recorded for checkpoints.
     changelog: bool,
@@ -422,6 +429,7 @@ impl KeyedStateStore {
             spill_resident: 0,
             resident_warned: false,
             check_every: CHECK_EVERY,
+            ids_per_pass: IDS_PER_PASS,
             since_check: 0,
             changelog,
             dirty: Vec::new(),
@@ -458,6 +466,12 @@ impl KeyedStateStore {
         let share = usize::try_from(budget.limit / parts + budget.limit / parts / 4).unwrap_or(usize::MAX);
         // Slot ids are u32; the table never holds more.
         self.table.reserve_slots((share / Table::SLOT_BYTES).min(u32::MAX as usize));
+    }
+
+    #[cfg(test)]
+    fn ids_per_pass(mut self, ids: usize) -> Self {
+        self.ids_per_pass = ids.max(1);
+        self
     }
 
     #[cfg(test)]
@@ -961,7 +975,9 @@ impl KeyedStateStore {
     /// On an error the store is part-way through and the task must fail (its state is
     /// restored from the last checkpoint).
     pub(crate) fn write_changes(&mut self, w: &mut KvFileWriter) -> Result<()> {
-        // The dirty ids by key group (a counting sort: 4 bytes per id).
+        // The dirty ids by key group: a counting sort, over as many key groups at a time
+        // as `ids_per_pass` ids hold (see `IDS_PER_PASS`).
+        let per_pass = self.ids_per_pass;
         let dirty = std::mem::take(&mut self.dirty);
         let live = |table: &Table, id: u32| {
             let slot = table.slot(id);
@@ -975,29 +991,16 @@ impl KeyedStateStore {
         };
         let range = self.key_groups;
         let first = usize::from(range.start);
-        let mut starts = vec![0usize; usize::from(range.end).saturating_sub(first) + 1];
+        let mut counts = vec![0usize; range.len()];
         for id in dirty_ids() {
             if let Some(group) = live(&self.table, id) {
                 // Keys outside the subtask's key groups are refused when inserted.
                 if !range.contains(group) {
                     return Err(self.err(format!("a changed key of key group {group} lies outside {range:?}")));
                 }
-                starts[usize::from(group) - first + 1] += 1;
+                counts[usize::from(group) - first] += 1;
             }
         }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        let mut ids = vec![0u32; starts.last().copied().unwrap_or(0)];
-        let mut fill = starts.clone();
-        for id in dirty_ids() {
-            if let Some(group) = live(&self.table, id) {
-                let at = &mut fill[usize::from(group) - first];
-                ids[*at] = id;
-                *at += 1;
-            }
-        }
-        drop(dirty);
         let Self { table, states, spill, operator, .. } = self;
         let Some(spill) = spill.as_mut() else {
             return Err(state_err(operator, "changes written in place without a spill store"));
@@ -1005,23 +1008,54 @@ impl KeyedStateStore {
         let store = spill.store.as_mut();
         let mut evicted = EvictedChanges::default();
         let mut scratch = Scratch::default();
-        for run in starts.windows(2).map(|w| &ids[w[0]..w[1]]).filter(|run| !run.is_empty()) {
-            let mut group = Changelog::default();
-            for &id in run {
-                let slot = *table.slot(id);
-                if collect_changes(table, states, id, &mut group, &mut scratch)? {
-                    if slot.flags & IN_SPILL != 0 {
-                        let key = spill_slot_key(states[usize::from(slot.state)].id, slot.key_group, &table.key(id));
-                        evicted.consume(store, key)?;
+        let mut ids: Vec<u32> = Vec::new();
+        let mut low = 0;
+        while low < counts.len() {
+            // The key groups `low..high`: at least one, and as many more as fit.
+            let (mut high, mut n) = (low, 0);
+            while high < counts.len() && (high == low || n + counts[high] <= per_pass) {
+                n += counts[high];
+                high += 1;
+            }
+            let mut starts = vec![0usize; high - low + 1];
+            for g in low..high {
+                starts[g - low + 1] = starts[g - low] + counts[g];
+            }
+            ids.clear();
+            ids.resize(n, 0);
+            let mut fill = starts.clone();
+            for id in dirty_ids() {
+                if let Some(group) = live(table, id) {
+                    let g = usize::from(group) - first;
+                    if (low..high).contains(&g) {
+                        let at = &mut fill[g - low];
+                        ids[*at] = id;
+                        *at += 1;
                     }
-                    table.remove(id);
                 }
             }
-            group.for_each_sorted(|k, v| {
-                evicted.write_below(store, k, w, operator)?;
-                w.append(k, v)
-            })?;
+            for run in starts.windows(2).map(|w| &ids[w[0]..w[1]]).filter(|run| !run.is_empty()) {
+                let mut group = Changelog::default();
+                for &id in run {
+                    let slot = *table.slot(id);
+                    if collect_changes(table, states, id, &mut group, &mut scratch)? {
+                        if slot.flags & IN_SPILL != 0 {
+                            let key =
+                                spill_slot_key(states[usize::from(slot.state)].id, slot.key_group, &table.key(id));
+                            evicted.consume(store, key)?;
+                        }
+                        table.remove(id);
+                    }
+                }
+                group.for_each_sorted(|k, v| {
+                    evicted.write_below(store, k, w, operator)?;
+                    w.append(k, v)
+                })?;
+            }
+            low = high;
         }
+        drop(ids);
+        drop(dirty);
         evicted.write_rest(store, w, operator)?;
         self.account();
         Ok(())
@@ -1818,6 +1852,8 @@ mod tests {
         )
         .with_memory_budget(Arc::new(MemoryBudget::new(budget)))
         .check_budget_every(1)
+        // A few key groups per pass, so that the tests' checkpoints take several.
+        .ids_per_pass(2)
     }
 
     fn key(bytes: &[u8]) -> KeyRef<'_> {
