@@ -318,13 +318,16 @@ impl Table {
     }
 
     /// Moves slots from the end of the slot vector into the free slots, and gives back
-    /// the end, once over a fifth of the slots (and `slack` more) are free. Eviction
-    /// leaves free slots and reuses them, so the vector stays at its high-water mark; when
-    /// the keys held in memory fall for good (the disk store's filters grow into the
-    /// budget), that mark is memory the budget no longer counts. `moved(from, to, slot)`
-    /// is told of every move; slot ids held outside the table must follow it.
+    /// the end, once the free slots pass what [`bytes`](Self::bytes) counts for them (an
+    /// eighth) by a thirty-second of the keys (and `slack` more). Eviction leaves free
+    /// slots and reuses them, so the vector stays at its high-water mark; when the keys
+    /// held in memory fall for good (the disk store's filters grow into the budget), that
+    /// mark is memory the budget no longer counts. (At a quarter more than the keys, the
+    /// threshold before, up to a tenth of the slots' memory went uncounted.)
+    /// `moved(from, to, slot)` is told of every move; slot ids held outside the table
+    /// must follow it.
     pub(super) fn compact(&mut self, slack: usize, mut moved: impl FnMut(u32, u32, &Slot)) {
-        if self.slots.len() <= self.live + self.live / 4 + slack {
+        if self.slots.len() <= self.live + self.live / 7 + self.live / 32 + slack {
             return;
         }
         let mut holes = std::mem::take(&mut self.free);
