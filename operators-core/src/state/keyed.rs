@@ -61,8 +61,14 @@ const CHECK_EVERY: u32 = 1024;
 
 /// Changed keys a checkpoint gathers at a time, by key group, to write them in order:
 /// all at once took 4 bytes per changed key (8 MB for 2 M keys) at the checkpoint, the
-/// moment a run that fills its memory budget peaks; each pass reads the change bitmap.
+/// moment a run that fills its memory budget peaks. Each pass reads the change bitmap,
+/// so a pass takes at least a `MAX_ID_PASSES`th of the changes: a checkpoint of many
+/// millions of changes makes a few passes, not hundreds.
 const IDS_PER_PASS: usize = 1 << 18;
+
+/// The most passes a checkpoint makes over the change bitmap (see [`IDS_PER_PASS`]),
+/// short of a single key group holding more than a pass.
+const MAX_ID_PASSES: usize = 8;
 
 /// When a state entry's time-to-live is renewed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -458,7 +464,10 @@ impl KeyedStateStore {
     /// budget stops it, so its last doubling, at the budget, briefly took half the
     /// budget again on top of it: the peak memory of a run that fills its budget.
     /// Reserved and not yet used, the room is address space only.
-    pub fn reserve_budget_share(&mut self, parts: usize) {
+    ///
+    /// A compaction ([`Table::compact`]) gives back the room past the slots it keeps;
+    /// growing past them again copies the vector as before.
+    pub(crate) fn reserve_budget_share(&mut self, parts: usize) {
         let Some(budget) = &self.budget else { return };
         // A quarter more than an even share, for key groups of uneven sizes; a store
         // holding more still grows (and copies) as before.
@@ -977,7 +986,6 @@ impl KeyedStateStore {
     pub(crate) fn write_changes(&mut self, w: &mut KvFileWriter) -> Result<()> {
         // The dirty ids by key group: a counting sort, over as many key groups at a time
         // as `ids_per_pass` ids hold (see `IDS_PER_PASS`).
-        let per_pass = self.ids_per_pass;
         let dirty = std::mem::take(&mut self.dirty);
         let live = |table: &Table, id: u32| {
             let slot = table.slot(id);
@@ -1001,6 +1009,7 @@ impl KeyedStateStore {
                 counts[usize::from(group) - first] += 1;
             }
         }
+        let per_pass = self.ids_per_pass.max(counts.iter().sum::<usize>().div_ceil(MAX_ID_PASSES));
         let Self { table, states, spill, operator, .. } = self;
         let Some(spill) = spill.as_mut() else {
             return Err(state_err(operator, "changes written in place without a spill store"));

@@ -684,8 +684,9 @@ struct Given {
 pub struct Params {
     /// By the parameter's own key; a value given under an alias is kept here too.
     values: BTreeMap<String, Given>,
-    /// Two names of one parameter given different values in the same place.
-    clashes: Vec<ParamError>,
+    /// The first time two names of one parameter were given different values in the
+    /// same place; [`validate`](Self::validate) refuses it.
+    clash: Option<ParamError>,
 }
 
 impl Params {
@@ -700,7 +701,7 @@ impl Params {
             && !value.trim().is_empty()
         {
             // Neither wins by precedence, and picking one would drop the other unseen.
-            self.clashes.push(ParamError::Conflict {
+            self.clash.get_or_insert(ParamError::Conflict {
                 key: canonical.clone(),
                 why: format!(
                     "given as `{}` and as `{key}` with different values in the same place ({origin}); \
@@ -872,7 +873,7 @@ impl Params {
 
     /// Checks every given key exists and every value has the right type.
     pub fn validate(&self) -> Result<(), ParamError> {
-        if let Some(clash) = self.clashes.first() {
+        if let Some(clash) = &self.clash {
             return Err(clash.clone());
         }
         for key in self.values.keys() {

@@ -12,18 +12,19 @@ use operators_core::{Error, Result};
 #[derive(Debug, Clone, Default)]
 pub struct StdoutSink;
 
-/// Writes `batch` to `out` as JSON lines in one `write_all`, then flushes.
-pub(super) fn write_lines(batch: &RecordBatch, out: &mut impl Write, name: &str) -> Result<()> {
+/// Writes `batch` to `out` (standard output) as JSON lines in one `write_all`, then
+/// flushes.
+pub(super) fn write_lines(batch: &RecordBatch, out: &mut impl Write) -> Result<()> {
     let mut buf = Vec::with_capacity(batch.get_array_memory_size());
     JsonEncoder::new().encode_lines(batch, &mut buf)?;
     // One write per batch keeps lines of parallel subtasks from interleaving.
-    out.write_all(&buf).and_then(|_| out.flush()).map_err(|e| Error::io(name, e))
+    out.write_all(&buf).and_then(|_| out.flush()).map_err(|e| Error::io("<stdout>", e))
 }
 
 #[async_trait]
 impl Sink for StdoutSink {
     async fn write_batch(&mut self, batch: RecordBatch, _ctx: &mut OperatorContext) -> Result<()> {
-        write_lines(&batch, &mut std::io::stdout().lock(), "<stdout>")
+        write_lines(&batch, &mut std::io::stdout().lock())
     }
 }
 

@@ -43,7 +43,7 @@ impl std::io::Write for Recorder {
 #[test]
 fn a_batch_is_one_write_of_json_lines() {
     let mut out = Recorder::default();
-    write_lines(&batch(), &mut out, "<stdout>").unwrap();
+    write_lines(&batch(), &mut out).unwrap();
     let text = String::from_utf8(out.bytes).unwrap();
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines, vec![serde_json::json!({"id": 1, "name": "a\"b"}), serde_json::json!({"id": 2, "name": null})]);
@@ -64,7 +64,7 @@ fn a_closed_output_is_an_io_error_naming_it() {
             Ok(())
         }
     }
-    match write_lines(&batch(), &mut Closed, "<stdout>") {
+    match write_lines(&batch(), &mut Closed) {
         Err(e @ Error::Io { .. }) => assert!(e.to_string().contains("<stdout>"), "{e}"),
         other => panic!("expected an I/O error, got {other:?}"),
     }
