@@ -44,10 +44,10 @@ fn types_table(kind: DbKind) -> &'static str {
         DbKind::MySql => {
             "create table types (id bigint primary key, b boolean, s smallint, i int, f4 float, f8 double, \
              d decimal(10,3), t text, v varchar(20), day date, ts datetime(3), tz timestamp(3) null, bin varbinary(10), \
-             j json, u char(36), tm time, tiny tinyint, big_u bigint unsigned);
+             j json, u char(36), tm time, tiny tinyint, big_u bigint unsigned, yr year);
              insert into types values (1, true, 7, 42, 1.5, 2.25, 123.456, 'hello', '北京', '2020-04-15', \
              '2020-04-15 14:06:34.123', '2020-04-15 12:06:34', x'0102ff', '{\"a\": [1, 2]}', \
-             'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '13:45:00', -5, 18446744073709551615);
+             'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '13:45:00', -5, 18446744073709551615, 2024);
              insert into types (id) values (2)"
         }
         DbKind::Sqlite => {
@@ -108,6 +108,7 @@ async fn every_column_type_and_nulls() {
         if db.kind == DbKind::MySql {
             assert_eq!(get("tiny"), (DataType::Int8, "-5".into()));
             assert_eq!(get("big_u"), (DataType::UInt64, "18446744073709551615".into()));
+            assert_eq!(get("yr"), (DataType::Int16, "2024".into()));
         }
         db.cleanup().await;
     }
