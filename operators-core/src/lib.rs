@@ -68,6 +68,7 @@
 #![warn(missing_docs)]
 
 pub mod builtins;
+pub mod changelog;
 mod channel;
 pub mod checkpoint;
 pub mod clock;
