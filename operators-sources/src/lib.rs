@@ -23,9 +23,12 @@
 //! | `orc` | yes | [`file::orc`]: ORC files |
 //! | `jdbc` | no | `jdbc::JdbcSource`: PostgreSQL, MySQL/MariaDB, SQLite queries |
 //! | `kafka` | no | `kafka::KafkaSource`: JSON records from Kafka topics (librdkafka) |
+//! | `mysql-cdc` | no | `cdc::mysql::MySqlCdcSource`: a MySQL/MariaDB table, then its changes from the binary log |
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "jdbc")]
+pub mod cdc;
 mod error;
 #[cfg(feature = "file")]
 pub mod file;

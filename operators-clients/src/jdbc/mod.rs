@@ -150,6 +150,22 @@ impl DbConfig {
         self.kind
     }
 
+    /// The driver URL, without user or password (for a client of its own, as the
+    /// change-data-capture source's binlog reader).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The user, from the URL or given apart.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// The password, from the URL or given apart.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+
     /// The URL with user but without password, for messages.
     pub fn display(&self) -> String {
         let shown = match (&self.username, self.kind) {

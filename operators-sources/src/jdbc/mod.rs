@@ -5,7 +5,7 @@
 //! type mapping [`ColumnKind`], the retry rule [`is_transient`]) lives in
 //! `operators-clients` and is re-exported here.
 
-mod source;
+pub(crate) mod source;
 #[cfg(test)]
 mod tests;
 

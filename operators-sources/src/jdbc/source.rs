@@ -229,7 +229,7 @@ impl SourceFactory for JdbcSource {
     }
 }
 
-pub(super) enum ColumnBuilder {
+pub(crate) enum ColumnBuilder {
     Bool(BooleanBuilder),
     I8(Int8Builder),
     I16(Int16Builder),
@@ -248,7 +248,7 @@ pub(super) enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(kind: ColumnKind) -> Self {
+    pub(crate) fn new(kind: ColumnKind) -> Self {
         match kind {
             ColumnKind::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
             ColumnKind::I8 => ColumnBuilder::I8(Int8Builder::new()),
@@ -271,7 +271,28 @@ impl ColumnBuilder {
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    /// Appends a null.
+    pub(crate) fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Bool(b) => b.append_null(),
+            ColumnBuilder::I8(b) => b.append_null(),
+            ColumnBuilder::I16(b) => b.append_null(),
+            ColumnBuilder::I32(b) => b.append_null(),
+            ColumnBuilder::I64(b) => b.append_null(),
+            ColumnBuilder::U8(b) => b.append_null(),
+            ColumnBuilder::U16(b) => b.append_null(),
+            ColumnBuilder::U32(b) => b.append_null(),
+            ColumnBuilder::U64(b) => b.append_null(),
+            ColumnBuilder::F32(b) => b.append_null(),
+            ColumnBuilder::F64(b) => b.append_null(),
+            ColumnBuilder::Text(b) => b.append_null(),
+            ColumnBuilder::Bytes(b) => b.append_null(),
+            ColumnBuilder::Date(b) => b.append_null(),
+            ColumnBuilder::Ts(b) => b.append_null(),
+        }
+    }
+
+    pub(crate) fn finish(&mut self) -> ArrayRef {
         match self {
             ColumnBuilder::Bool(b) => Arc::new(b.finish()),
             ColumnBuilder::I8(b) => Arc::new(b.finish()),
@@ -292,13 +313,13 @@ impl ColumnBuilder {
     }
 }
 
-fn days(d: chrono::NaiveDate) -> i32 {
+pub(crate) fn days(d: chrono::NaiveDate) -> i32 {
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
     i32::try_from((d - epoch).num_days()).unwrap_or(i32::MAX)
 }
 
 /// Reads one row's columns into the builders; one implementation per driver.
-pub(super) trait AppendRow {
+pub(crate) trait AppendRow {
     fn append(
         &self,
         kinds: &[ColumnKind],
@@ -437,7 +458,7 @@ impl AppendRow for sqlx::sqlite::SqliteRow {
 }
 
 /// Turns rows into batches of `capacity` rows.
-pub(super) struct Batcher {
+pub(crate) struct Batcher {
     schema: SchemaRef,
     kinds: Vec<ColumnKind>,
     builders: Vec<ColumnBuilder>,
@@ -447,12 +468,12 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
-    pub(super) fn new(schema: SchemaRef, kinds: Vec<ColumnKind>, origin: String, first_row: u64) -> Self {
+    pub(crate) fn new(schema: SchemaRef, kinds: Vec<ColumnKind>, origin: String, first_row: u64) -> Self {
         let builders = kinds.iter().map(|k| ColumnBuilder::new(*k)).collect();
         Self { schema, kinds, builders, rows: 0, origin, seen: first_row }
     }
 
-    pub(super) fn push<R: AppendRow>(&mut self, row: &R) -> Result<()> {
+    pub(crate) fn push<R: AppendRow>(&mut self, row: &R) -> Result<()> {
         self.seen += 1;
         row.append(&self.kinds, &mut self.builders).map_err(|(col, e)| {
             Error::bad_record(
@@ -464,7 +485,12 @@ impl Batcher {
         Ok(())
     }
 
-    pub(super) fn take(&mut self) -> Result<RecordBatch> {
+    /// Rows appended since the last [`Batcher::take`].
+    pub(crate) fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub(crate) fn take(&mut self) -> Result<RecordBatch> {
         let columns: Vec<ArrayRef> = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
         let rows = std::mem::take(&mut self.rows);
         RecordBatch::try_new_with_options(

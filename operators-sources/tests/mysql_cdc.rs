@@ -1,0 +1,385 @@
+//! MySQL/MariaDB change data capture against the local MariaDB (row binlog): a snapshot
+//! taken while writes run, then the log; every column type and NULLs; a stop and restore
+//! that neither loses nor repeats a change; a DDL on the followed table. Each test works
+//! in its own database; the changes of other tests' databases in the shared log are
+//! passed over.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use arrow::array::AsArray;
+use arrow::record_batch::RecordBatch;
+use operators_core::builtins::{CommittedOutput, TwoPhaseMemorySink};
+use operators_core::checkpoint::CheckpointConfig;
+use operators_core::restart::RestartStrategy;
+use operators_core::{JobConfig, JobStatus, Pipeline};
+use operators_sources::cdc::mysql::{MySqlCdcSource, StartupMode};
+use operators_sources::cdc::{ChangeKind, KIND_COLUMN, POSITION_COLUMN};
+use operators_sources::jdbc::JdbcSource;
+use operators_sources::jdbc::test_util::TestDb;
+use rand::{Rng, SeedableRng};
+use support::cell;
+
+/// Every column type the database source reads from MySQL, and a change counter.
+const TYPES: &str = "create table items (id bigint primary key, b boolean, s smallint, i int, f4 float, f8 double, \
+    d decimal(10,3), t text, v varchar(20), day date, ts datetime(3), tz timestamp(3) null default null, \
+    bin varbinary(10), j json, tm time, tiny tinyint, big_u bigint unsigned, mu mediumint unsigned, \
+    e enum('red','Green','it''s'), st set('x','y','z'), yr year, n int not null default 0)";
+
+fn values(id: i64, rng: &mut impl Rng) -> String {
+    if rng.random_bool(0.15) {
+        return format!("({id}, {})", ["NULL"; 20].join(", ") + ", 0");
+    }
+    format!(
+        "({id}, {}, {}, {}, {}, {}, {}.{:03}, 'text {id} 北京', 'v{}', '20{:02}-0{}-1{}', '2021-03-04 05:06:{:02}.{:03}', \
+         '2022-01-02 03:04:05.{:03}', x'00{:02x}ff', '{{\"a\": [{id}, null]}}', '1{}:3{}:00', {}, {}, {}, '{}', '{}', {}, 0)",
+        rng.random_bool(0.5),
+        rng.random_range(-30000..30000),
+        rng.random_range(-2_000_000_000..2_000_000_000),
+        rng.random_range(-1000..1000) as f32 / 4.0,
+        rng.random_range(-1e6..1e6),
+        rng.random_range(-9999..9999),
+        rng.random_range(0..1000),
+        rng.random_range(0..1000),
+        rng.random_range(0..30),
+        rng.random_range(1..10),
+        rng.random_range(0..10),
+        rng.random_range(0..60),
+        rng.random_range(0..1000),
+        rng.random_range(0..1000),
+        rng.random_range(0..256),
+        rng.random_range(0..10),
+        rng.random_range(0..10),
+        rng.random_range(-128..128),
+        if rng.random_bool(0.5) { u64::MAX - rng.random_range(0..5) } else { rng.random_range(0..5) },
+        rng.random_range(0..16_777_216),
+        ["red", "Green", "it''s"][rng.random_range(0..3)],
+        ["", "x", "y,z", "x,y,z"][rng.random_range(0..4)],
+        rng.random_range(1901..2155),
+    )
+}
+
+/// One random write: an insert, an update of some columns (NULL included) or a delete.
+async fn write(db: &TestDb, rng: &mut impl Rng, next_id: &mut i64) {
+    let id = rng.random_range(1..*next_id);
+    match rng.random_range(0..10) {
+        0..=2 => {
+            let row = values(*next_id, rng);
+            *next_id += 1;
+            db.exec(&format!("insert into items values {row}")).await;
+        }
+        3..=7 => {
+            let set = match rng.random_range(0..4) {
+                0 => "t = null, v = 'changed'".to_string(),
+                1 => format!("i = {}, tz = now(3)", rng.random_range(0..100)),
+                2 => "e = 'Green', st = 'x,z', mu = 16777215, big_u = 18446744073709551615".to_string(),
+                _ => "d = -0.5, day = '1969-12-31', ts = '1960-01-01 00:00:00.5', yr = 2155".to_string(),
+            };
+            db.exec(&format!("update items set {set}, n = n + 1 where id = {id}")).await;
+        }
+        8 => db.exec(&format!("delete from items where id = {id}")).await,
+        _ => {
+            // Several changes in one statement: one transaction, one rows event.
+            let a = rng.random_range(1..*next_id);
+            db.exec(&format!("update items set n = n + 1, b = not b where id in ({id}, {a}, {})", id + 1)).await;
+        }
+    }
+}
+
+type Rows = BTreeMap<String, Vec<String>>;
+
+/// The changelog applied: `+I`/`+U` write the row under its key, `-U`/`-D` remove it.
+fn apply(batches: &[RecordBatch], columns: usize) -> Rows {
+    let mut rows = Rows::new();
+    for b in batches {
+        let kinds = b.column_by_name(KIND_COLUMN).unwrap().as_string::<i32>();
+        for r in 0..b.num_rows() {
+            let key = cell(b.column(0).as_ref(), r);
+            match ChangeKind::parse(kinds.value(r)).unwrap() {
+                k if k.is_upsert() => {
+                    rows.insert(key, (0..columns).map(|c| cell(b.column(c).as_ref(), r)).collect());
+                }
+                _ => {
+                    rows.remove(&key);
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// The table as the database source reads it now.
+async fn table(db: &TestDb) -> (Rows, usize) {
+    let out = CommittedOutput::default();
+    let p = Pipeline::new();
+    p.source("db", JdbcSource::new(db.config()).with_table("items").with_fetch_size(1000))
+        .sink("out", TwoPhaseMemorySink::new(out.clone()));
+    p.run(JobConfig::new("db-read").with_restart(RestartStrategy::None)).await.unwrap();
+    let batches = out.batches();
+    let columns = batches.first().map_or(0, |b| b.num_columns());
+    (apply_plain(&batches), columns)
+}
+
+fn apply_plain(batches: &[RecordBatch]) -> Rows {
+    let mut rows = Rows::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            rows.insert(
+                cell(b.column(0).as_ref(), r),
+                (0..b.num_columns()).map(|c| cell(b.column(c).as_ref(), r)).collect(),
+            );
+        }
+    }
+    rows
+}
+
+/// Every change once, in order: each update adds 1 to the row's counter `n`, so per key
+/// the emitted values of `n` must go 0 (or the snapshot's value), +1, +1… with each `-U`
+/// and `-D` showing the value last emitted. A change emitted twice (in the snapshot and
+/// again from the log) or lost breaks the sequence. Also no (kind, position, key) twice.
+fn assert_no_change_twice(batches: &[RecordBatch]) {
+    let mut current: BTreeMap<String, i64> = BTreeMap::new();
+    let mut before: BTreeMap<String, i64> = BTreeMap::new();
+    for b in batches {
+        let kinds = b.column_by_name(KIND_COLUMN).unwrap().as_string::<i32>();
+        let n = b.column_by_name("n").unwrap();
+        let positions = b.column_by_name(POSITION_COLUMN).unwrap().as_string::<i32>();
+        for r in 0..b.num_rows() {
+            let key = cell(b.column(0).as_ref(), r);
+            let value: i64 = cell(n.as_ref(), r).parse().unwrap();
+            let at = positions.value(r);
+            match kinds.value(r) {
+                "+I" => assert!(current.insert(key.clone(), value).is_none(), "{key} inserted twice (at {at})"),
+                "-U" | "-D" => {
+                    assert_eq!(current.get(&key), Some(&value), "{key}: {} at {at} does not follow", kinds.value(r));
+                    before.insert(key.clone(), value);
+                    if kinds.value(r) == "-D" {
+                        current.remove(&key);
+                    }
+                }
+                "+U" => {
+                    let was = before.remove(&key).unwrap_or_else(|| panic!("{key}: +U at {at} without -U"));
+                    assert_eq!(value, was + 1, "{key}: +U at {at} is not the next change");
+                    current.insert(key.clone(), value);
+                }
+                other => panic!("kind {other}"),
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for b in batches {
+        let kinds = b.column_by_name(KIND_COLUMN).unwrap().as_string::<i32>();
+        let positions = b.column_by_name(POSITION_COLUMN).unwrap().as_string::<i32>();
+        for r in 0..b.num_rows() {
+            let change = (kinds.value(r).to_string(), positions.value(r).to_string(), cell(b.column(0).as_ref(), r));
+            assert!(seen.insert(change.clone()), "{change:?} emitted twice");
+        }
+    }
+}
+
+async fn fill(db: &TestDb, rows: i64, rng: &mut impl Rng) {
+    db.exec(TYPES).await;
+    for start in (1..=rows).step_by(500) {
+        let chunk: Vec<String> = (start..(start + 500).min(rows + 1)).map(|id| values(id, rng)).collect();
+        db.exec(&format!("insert into items values {}", chunk.join(", "))).await;
+    }
+}
+
+/// Waits until the applied changelog equals the table.
+async fn converge(db: &TestDb, out: &CommittedOutput) {
+    let (expected, columns) = table(db).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = apply(&out.batches(), columns);
+        if got == expected {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let missing: Vec<_> = expected.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(3).collect();
+            let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).take(3).collect();
+            panic!(
+                "the changes applied ({} rows) do not give the table ({} rows); differing: {missing:?}; extra keys: {extra:?}; got for them: {:?}",
+                got.len(),
+                expected.len(),
+                missing.iter().map(|(k, _)| got.get(*k)).collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (at most a minute) until `n` rows were committed.
+async fn wait_rows(out: &CommittedOutput, n: usize) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while out.num_rows() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} of {n} rows arrived", out.num_rows()));
+}
+
+fn checkpointed(name: &str, dir: &std::path::Path) -> JobConfig {
+    JobConfig::new(name)
+        .with_restart(RestartStrategy::None)
+        .with_checkpointing(CheckpointConfig::new(dir).with_interval(Duration::from_millis(50)))
+        .with_savepoint_dir(dir.join("sp"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_taken_during_writes_then_the_log_give_the_table_for_every_type() {
+    let db = TestDb::mysql().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    fill(&db, 3000, &mut rng).await;
+    let ckpt = tempfile::tempdir().unwrap();
+    let out = CommittedOutput::default();
+    let p = Pipeline::new();
+    // Small chunks: the snapshot takes many transactions, with writes between them.
+    let source = MySqlCdcSource::new(db.config(), "items").unwrap().with_chunk_size(40).unwrap();
+    p.source("cdc", source).sink("out", TwoPhaseMemorySink::new(out.clone()));
+    let job = p.start(checkpointed("cdc-types", ckpt.path())).unwrap();
+    let mut next_id = 3001;
+    for _ in 0..400 {
+        write(&db, &mut rng, &mut next_id).await;
+    }
+    converge(&db, &out).await;
+    // The log phase on its own: more writes after the snapshot.
+    for _ in 0..200 {
+        write(&db, &mut rng, &mut next_id).await;
+    }
+    converge(&db, &out).await;
+    job.cancel();
+    let _ = job.wait().await;
+    let batches = out.batches();
+    assert_no_change_twice(&batches);
+    let kinds: BTreeSet<String> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(KIND_COLUMN)
+                .unwrap()
+                .as_string::<i32>()
+                .iter()
+                .map(|k| k.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(kinds, ["+I", "+U", "-D", "-U"].into_iter().map(String::from).collect(), "every kind seen");
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_job_resumes_from_its_savepoint_without_losing_or_repeating_a_change() {
+    let db = TestDb::mysql().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(33);
+    fill(&db, 2000, &mut rng).await;
+    let ckpt = tempfile::tempdir().unwrap();
+    let out = CommittedOutput::default();
+    let source = || MySqlCdcSource::new(db.config(), "items").unwrap().with_chunk_size(25).unwrap();
+    let mut next_id = 2001;
+    // Stop once during the snapshot and once in the log phase.
+    let mut restore = None;
+    for round in 0..3 {
+        let mut config = checkpointed("cdc-resume", ckpt.path());
+        if let Some(sp) = &restore {
+            config = config.with_restore(sp, false);
+        }
+        let p = Pipeline::new();
+        p.source("cdc", source()).sink("out", TwoPhaseMemorySink::new(out.clone()));
+        let job = p.start(config).unwrap();
+        for _ in 0..150 {
+            write(&db, &mut rng, &mut next_id).await;
+        }
+        if round == 2 {
+            converge(&db, &out).await;
+            job.cancel();
+            let _ = job.wait().await;
+            break;
+        }
+        let before = out.num_rows();
+        wait_rows(&out, before + 200).await;
+        let sp = job.stop_with_savepoint(None, false).await.unwrap();
+        assert_eq!(job.wait().await.unwrap().status, JobStatus::Finished);
+        restore = Some(sp);
+    }
+    assert_no_change_twice(&out.batches());
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_of_the_followed_table_stops_the_job_naming_it() {
+    let db = TestDb::mysql().await;
+    db.exec("create table items (id int primary key, v int); insert into items values (1, 1)").await;
+    db.exec("create table other (id int primary key)").await;
+    let out = CommittedOutput::default();
+    let p = Pipeline::new();
+    p.source("cdc", MySqlCdcSource::new(db.config(), "items").unwrap())
+        .sink("out", TwoPhaseMemorySink::new(out.clone()));
+    let ckpt = tempfile::tempdir().unwrap();
+    let job = p.start(checkpointed("cdc-ddl", ckpt.path())).unwrap();
+    wait_rows(&out, 1).await;
+    // Another table's DDL is passed over; the followed table's stops the job.
+    db.exec("alter table other add column w int").await;
+    db.exec("insert into items values (2, 2)").await;
+    db.exec("alter table items add column w int").await;
+    let err = tokio::time::timeout(Duration::from_secs(30), job.wait())
+        .await
+        .expect("the job stopped")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("items") && err.contains("alter table items add column w int"), "{err}");
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_startup_modes_and_a_purged_position() {
+    let db = TestDb::mysql().await;
+    db.exec("create table items (id int primary key, v int); insert into items values (1, 1), (2, 2)").await;
+    // latest-offset: rows already there are not read; later changes are.
+    let out = CommittedOutput::default();
+    let p = Pipeline::new();
+    let latest = MySqlCdcSource::new(db.config(), "items").unwrap().with_startup(StartupMode::LatestOffset);
+    p.source("cdc", latest).sink("out", TwoPhaseMemorySink::new(out.clone()));
+    let ckpt = tempfile::tempdir().unwrap();
+    let job = p.start(checkpointed("cdc-latest", ckpt.path())).unwrap();
+    // Once a savepoint is taken the source is open: its start is fixed.
+    job.trigger_savepoint(None).await.unwrap();
+    db.exec("update items set v = 20 where id = 2; delete from items where id = 1").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while out.num_rows() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    job.cancel();
+    let _ = job.wait().await;
+    let got: Vec<(String, String, String)> = out
+        .batches()
+        .iter()
+        .flat_map(|b| {
+            let kinds = b.column_by_name(KIND_COLUMN).unwrap().as_string::<i32>();
+            (0..b.num_rows())
+                .map(|r| (kinds.value(r).to_string(), cell(b.column(0).as_ref(), r), cell(b.column(1).as_ref(), r)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let want = [("-U", "2", "2"), ("+U", "2", "20"), ("-D", "1", "1")]
+        .map(|(k, i, v)| (k.to_string(), i.to_string(), v.to_string()));
+    assert_eq!(got, want);
+    // A position the server does not have.
+    let gone = MySqlCdcSource::new(db.config(), "items").unwrap().with_startup(StartupMode::SpecificOffset(
+        operators_sources::cdc::mysql::BinlogPosition::new("mariadb-bin.999999", 4),
+    ));
+    let p = Pipeline::new();
+    p.source("cdc", gone).sink("out", TwoPhaseMemorySink::new(CommittedOutput::default()));
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        p.run(JobConfig::new("cdc-gone").with_restart(RestartStrategy::None)),
+    )
+    .await
+    .expect("the job stopped")
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("mariadb-bin.999999:4") && err.contains("no longer has the position"), "{err}");
+    db.cleanup().await;
+}
