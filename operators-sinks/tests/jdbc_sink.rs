@@ -195,3 +195,92 @@ async fn bad_input_is_named() {
     assert!(!debug.contains("hunter2"), "{debug}");
     db.cleanup().await;
 }
+
+/// A changelog batch: `(kind, id, name)` rows with the change columns a CDC source adds.
+fn changes(rows: &[(&str, i64, Option<&str>)]) -> RecordBatch {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let n = rows.len();
+    let text = |v: &str| Arc::new(StringArray::from(vec![v; n])) as arrow::array::ArrayRef;
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("_kind", DataType::Utf8, false),
+            Field::new("_database", DataType::Utf8, false),
+            Field::new("_table", DataType::Utf8, false),
+            Field::new("_position", DataType::Utf8, false),
+            Field::new("_commit_ms", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            text("shop"),
+            text("items"),
+            text("b.000001:4:1"),
+            Arc::new(Int64Array::from(vec![Some(0); n])),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_is_applied_by_key_on_every_database() {
+    for db in TestDb::all().await {
+        for exactly_once in [false, true] {
+            db.exec("create table items (id bigint primary key, name varchar(40))").await;
+            let factory = JdbcSink::new(db.config(), "items")
+                .with_mode(WriteMode::Upsert { keys: vec!["id".into()] })
+                .exactly_once(exactly_once);
+            let mut ctx = OperatorContext::standalone(info("changes"));
+            let mut sink = factory.create(&info("changes")).unwrap();
+            sink.open(&mut ctx).await.unwrap();
+            // In one batch: inserts, an update, a delete, a key changed by an update
+            // (3 -> 30), a row inserted and deleted, a NULL, and a key deleted then inserted again.
+            sink.write_batch(
+                changes(&[
+                    ("+I", 1, Some("a")),
+                    ("+I", 2, Some("b")),
+                    ("+I", 3, Some("c")),
+                    ("+I", 4, Some("d")),
+                    ("-U", 1, Some("a")),
+                    ("+U", 1, Some("a2")),
+                    ("-D", 2, Some("b")),
+                    ("-U", 3, Some("c")),
+                    ("+U", 30, Some("c")),
+                    ("+I", 5, None),
+                    ("+I", 6, Some("gone")),
+                    ("-D", 6, Some("gone")),
+                    ("-D", 4, Some("d")),
+                    ("+I", 4, Some("d again")),
+                ]),
+                &mut ctx,
+            )
+            .await
+            .unwrap();
+            // A later batch: a delete of a row written by the first.
+            sink.write_batch(changes(&[("-D", 5, None), ("-U", 1, Some("a2")), ("+U", 1, Some("a3"))]), &mut ctx)
+                .await
+                .unwrap();
+            if let Some(c) = sink.pre_commit(1, &mut ctx).await.unwrap() {
+                sink.commit(1, c).await.unwrap();
+            }
+            sink.close().await.unwrap();
+            let rows = db.rows("select id, name from items order by id").await;
+            let want: Vec<Vec<String>> = [("1", "a3"), ("4", "d again"), ("30", "c")]
+                .iter()
+                .map(|(i, n)| vec![i.to_string(), n.to_string()])
+                .collect();
+            assert_eq!(rows, want, "{:?} exactly_once={exactly_once}", db.kind);
+            db.exec("drop table items").await;
+        }
+        // Insert mode cannot apply changes: refused naming the key setting.
+        db.exec("create table items (id bigint primary key, name varchar(40))").await;
+        let mut ctx = OperatorContext::standalone(info("insert"));
+        let mut sink = JdbcSink::new(db.config(), "items").create(&info("insert")).unwrap();
+        sink.open(&mut ctx).await.unwrap();
+        let err = sink.write_batch(changes(&[("+I", 1, Some("a"))]), &mut ctx).await.unwrap_err().to_string();
+        assert!(err.contains("sink.db.key.columns") && err.contains("changelog"), "{err}");
+        db.cleanup().await;
+    }
+}

@@ -23,7 +23,15 @@
 //!
 //! Upserts de-duplicate the rows of a statement by key (the last row wins), as a database
 //! refuses to update one row twice in one statement.
+//!
+//! **Changelogs** (a CDC source's rows, with a `_kind` column: see
+//! [`operators_core::changelog`]) are applied in upsert mode: the last change of each key
+//! in a statement's rows decides, `+I`/`+U` upserting the row and `-U`/`-D` deleting the
+//! key, as Flink's JDBC sink applies row kinds. The change columns are not written unless
+//! the table has columns of those names. In insert mode a changelog is stored as rows, so
+//! the table must have the change columns.
 
+mod changelog;
 mod config;
 mod sink;
 mod statement;

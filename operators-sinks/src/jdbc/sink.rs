@@ -11,6 +11,7 @@ use operators_core::{CheckpointId, Error, Result, codec};
 use serde::{Deserialize, Serialize};
 use sqlx::{Executor, MySql, Postgres, QueryBuilder, Sqlite, Transaction};
 
+use super::changelog::{self, CHANGE_COLUMNS, is_changelog};
 use super::config::WriteMode;
 use super::statement::{Value, rows_per_statement, value};
 
@@ -214,6 +215,62 @@ macro_rules! insert_rows {
     };
 }
 
+/// Deletes the rows with the keys in `batch` (its columns are the key columns); evaluates
+/// to `Result<()>`.
+macro_rules! delete_rows {
+    ($db:ty, $exec:expr, $sink:expr, $batch:expr) => {
+        async {
+            let sink: &JdbcWriter = $sink;
+            let batch: &RecordBatch = $batch;
+            let kind = sink.kind();
+            let table = quote_ident(kind, &sink.cfg.table);
+            let names: Vec<String> = batch.schema().fields().iter().map(|f| quote_ident(kind, f.name())).collect();
+            let columns: Vec<ArrayRef> = batch.columns().to_vec();
+            let per = rows_per_statement(sink.cfg.batch_size, columns.len());
+            let mut start = 0;
+            while start < batch.num_rows() {
+                let end = (start + per).min(batch.num_rows());
+                let mut qb = QueryBuilder::<$db>::new(format!("delete from {table} where "));
+                for row in start..end {
+                    if row > start {
+                        qb.push(" or ");
+                    }
+                    qb.push("(");
+                    for (i, (name, c)) in names.iter().zip(&columns).enumerate() {
+                        if i > 0 {
+                            qb.push(" and ");
+                        }
+                        qb.push(format!("{name} = "));
+                        match value(c.as_ref(), row)? {
+                            Value::Null => qb.push_bind(None::<String>),
+                            Value::Bool(x) => qb.push_bind(x),
+                            Value::Int(x) => qb.push_bind(x),
+                            Value::Float(x) => qb.push_bind(x),
+                            Value::Text(x) => qb.push_bind(x),
+                            Value::Bytes(x) => qb.push_bind(x),
+                            Value::Date(x) => qb.push_bind(x),
+                            Value::Timestamp(x) => qb.push_bind(x),
+                        };
+                    }
+                    qb.push(")");
+                }
+                qb.build().execute($exec).await.map_err(|e| db_err(&format!("deleting from {}", sink.cfg.table), e))?;
+                start = end;
+            }
+            Ok::<(), Error>(())
+        }
+        .await
+    };
+}
+
+/// One statement's worth of work.
+enum Op {
+    /// Insert (or upsert) these rows.
+    Write(RecordBatch),
+    /// Delete the rows with these keys.
+    Delete(RecordBatch),
+}
+
 impl JdbcWriter {
     fn kind(&self) -> DbKind {
         self.pool.as_ref().map_or(self.cfg.db.kind(), DbPool::kind)
@@ -264,8 +321,26 @@ impl JdbcWriter {
         if self.checked_schema.as_ref() == Some(&schema) {
             return Ok(());
         }
+        let changelog = is_changelog(&schema);
+        let applied = changelog && matches!(self.cfg.mode, WriteMode::Upsert { .. });
         for f in schema.fields() {
+            if applied && CHANGE_COLUMNS.contains(&f.name().as_str()) {
+                // Applied, not stored (unless the table has such a column).
+                continue;
+            }
             if !self.table_columns.iter().any(|c| c.eq_ignore_ascii_case(f.name())) {
+                if changelog && CHANGE_COLUMNS.contains(&f.name().as_str()) {
+                    return Err(Error::config(
+                        "sink.db.key.columns",
+                        format!(
+                            "the stream is a changelog (column `{}`, a CDC source's): give the key columns so that \
+                             its updates and deletes are applied to `{}` by key, or add the column to the table to \
+                             store the changes as rows",
+                            f.name(),
+                            self.cfg.table
+                        ),
+                    ));
+                }
                 return Err(Error::config(
                     "sink.db.table",
                     format!(
@@ -286,15 +361,39 @@ impl JdbcWriter {
         Ok(())
     }
 
+    /// The statements that write `batch`: for upserts one row per key (the last); for a
+    /// changelog, the last change of each key as a delete or an upsert.
+    fn ops(&self, batch: &RecordBatch) -> Result<Vec<Op>> {
+        let batch = self.dedup(batch)?;
+        let WriteMode::Upsert { keys } = &self.cfg.mode else {
+            return Ok(vec![Op::Write(batch)]);
+        };
+        if !is_changelog(&batch.schema()) {
+            return Ok(vec![Op::Write(batch)]);
+        }
+        let changes = changelog::split(&batch, &self.table_columns, keys)?;
+        Ok(changes.deletes.map(Op::Delete).into_iter().chain(changes.upserts.map(Op::Write)).collect())
+    }
+
     /// Writes `batch` on its own connection, retrying transient errors (at least once).
     async fn write_autocommit(&self, batch: &RecordBatch) -> Result<()> {
+        for op in self.ops(batch)? {
+            self.run_autocommit(&op).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_autocommit(&self, op: &Op) -> Result<()> {
         let mut delay = self.cfg.backoff;
         let mut attempt = 0;
         loop {
-            let result = match self.pool()? {
-                DbPool::Postgres(p) => insert_rows!(Postgres, p, self, batch),
-                DbPool::MySql(p) => insert_rows!(MySql, p, self, batch),
-                DbPool::Sqlite(p) => insert_rows!(Sqlite, p, self, batch),
+            let result = match (self.pool()?, op) {
+                (DbPool::Postgres(p), Op::Write(b)) => insert_rows!(Postgres, p, self, b),
+                (DbPool::MySql(p), Op::Write(b)) => insert_rows!(MySql, p, self, b),
+                (DbPool::Sqlite(p), Op::Write(b)) => insert_rows!(Sqlite, p, self, b),
+                (DbPool::Postgres(p), Op::Delete(b)) => delete_rows!(Postgres, p, self, b),
+                (DbPool::MySql(p), Op::Delete(b)) => delete_rows!(MySql, p, self, b),
+                (DbPool::Sqlite(p), Op::Delete(b)) => delete_rows!(Sqlite, p, self, b),
             };
             match result {
                 Err(e) if e.is_retryable() && attempt < self.cfg.retries => {
@@ -317,11 +416,17 @@ impl JdbcWriter {
     }
 
     async fn write_tx(&self, tx: &mut Tx, batch: &RecordBatch) -> Result<()> {
-        match tx {
-            Tx::Postgres(t) => insert_rows!(Postgres, &mut **t, self, batch),
-            Tx::MySql(t) => insert_rows!(MySql, &mut **t, self, batch),
-            Tx::Sqlite(t) => insert_rows!(Sqlite, &mut **t, self, batch),
+        for op in self.ops(batch)? {
+            match (&mut *tx, &op) {
+                (Tx::Postgres(t), Op::Write(b)) => insert_rows!(Postgres, &mut **t, self, b),
+                (Tx::MySql(t), Op::Write(b)) => insert_rows!(MySql, &mut **t, self, b),
+                (Tx::Sqlite(t), Op::Write(b)) => insert_rows!(Sqlite, &mut **t, self, b),
+                (Tx::Postgres(t), Op::Delete(b)) => delete_rows!(Postgres, &mut **t, self, b),
+                (Tx::MySql(t), Op::Delete(b)) => delete_rows!(MySql, &mut **t, self, b),
+                (Tx::Sqlite(t), Op::Delete(b)) => delete_rows!(Sqlite, &mut **t, self, b),
+            }?;
         }
+        Ok(())
     }
 
     fn progress_upsert(&self) -> String {
@@ -402,8 +507,7 @@ impl JdbcWriter {
         self.pending_rows = 0;
         self.last_flush = Instant::now();
         for b in &batches {
-            let b = self.dedup(b)?;
-            self.write_autocommit(&b).await?;
+            self.write_autocommit(b).await?;
         }
         Ok(())
     }
@@ -520,8 +624,7 @@ impl Sink for JdbcWriter {
         let rows = from_ipc(&c.rows)?;
         let mut tx = self.begin().await?;
         for b in &rows {
-            let b = self.dedup(b)?;
-            self.write_tx(&mut tx, &b).await?;
+            self.write_tx(&mut tx, b).await?;
         }
         self.commit_tx(tx, &c.run_id, c.subtask, checkpoint_id).await
     }
