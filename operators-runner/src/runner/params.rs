@@ -138,7 +138,8 @@ const fn ext(key: &'static str, default: Option<&'static str>, kind: Kind, help:
 }
 
 /// Source types.
-pub const SOURCE_TYPES: &[&str] = &["parquet", "orc", "csv", "tsv", "txt", "jdbc", "kafka", "kafka_deduplication"];
+pub const SOURCE_TYPES: &[&str] =
+    &["parquet", "orc", "csv", "tsv", "txt", "jdbc", "kafka", "kafka_deduplication", "mysql-cdc"];
 /// Sink types.
 pub const SINK_TYPES: &[&str] = &["kafka", "es", "file", "jdbc", "stdout"];
 
@@ -149,7 +150,7 @@ pub const PARAMS: &[ParamSpec] = &[
         "source.type",
         None,
         Kind::Enum(SOURCE_TYPES),
-        "source: parquet, orc, csv, tsv, txt, jdbc, kafka (SQL), kafka_deduplication (required)",
+        "source: parquet, orc, csv, tsv, txt, jdbc, kafka (SQL), kafka_deduplication, mysql-cdc (required)",
     ),
     p("source.path", None, Kind::Text, "file sources: one directory of same-schema files (local path or file:// URL)"),
     p(
@@ -228,17 +229,17 @@ pub const PARAMS: &[ParamSpec] = &[
         "source.db.url",
         None,
         Kind::Text,
-        "database source: URL (postgres://, mysql://, sqlite:, jdbc:postgresql://, jdbc:mysql://)",
+        "database and CDC sources: URL (postgres://, mysql://, sqlite:, jdbc:postgresql://, jdbc:mysql://)",
     ),
-    p("source.db.username", None, Kind::Text, "database source: user"),
-    p("source.db.password", None, Kind::Text, "database source: password").secret(),
+    p("source.db.username", None, Kind::Text, "database and CDC sources: user"),
+    p("source.db.password", None, Kind::Text, "database and CDC sources: password").secret(),
     p(
         "source.db.driverClassName",
         None,
         Kind::Text,
         "database source: accepted for compatibility; drivers are built in",
     ),
-    p("source.db.table", None, Kind::Text, "database source: table"),
+    p("source.db.table", None, Kind::Text, "database and CDC sources: table (CDC: table or database.table)"),
     p("source.db.sql", None, Kind::Text, "database source: query").by_connector("select * from <table>"),
     p("source.db.fetch.size", Some("50"), COUNT, "database source: rows fetched per round trip (and per batch)"),
     ext(
@@ -246,6 +247,38 @@ pub const PARAMS: &[ParamSpec] = &[
         None,
         Kind::Text,
         "database source: read the table in the order of this unique column, resumable after a crash",
+    ),
+    ext(
+        "source.cdc.startup.mode",
+        Some("initial"),
+        Kind::Enum(&["initial", "latest-offset", "earliest-offset", "timestamp", "specific-offset"]),
+        "CDC source: where a new job starts: the table's rows then its changes (initial), or changes from the \
+         log's end, its start, a time, or a position (Flink CDC's scan.startup.mode)",
+    ),
+    ext(
+        "source.cdc.startup.timestamp-millis",
+        None,
+        Kind::Int { min: 0, max: i64::MAX as u64 },
+        "CDC source: startup mode timestamp: changes of statements from this time on (ms since 1970)",
+    ),
+    ext(
+        "source.cdc.startup.specific-offset",
+        None,
+        Kind::Text,
+        "CDC source: startup mode specific-offset: binlog file:pos of a transaction's start",
+    ),
+    ext(
+        "source.cdc.server.id",
+        None,
+        Kind::Int { min: 1, max: u32::MAX as u64 },
+        "CDC source: replica id, unique among the server's replicas",
+    )
+    .by_connector("5400-6399, from the table's name"),
+    ext(
+        "source.cdc.snapshot.chunk.size",
+        Some("8096"),
+        COUNT,
+        "CDC source: rows per snapshot chunk (Flink CDC's scan.incremental.snapshot.chunk.size)",
     ),
     p(
         "source.kafka.version",
@@ -401,10 +434,16 @@ pub const PARAMS: &[ParamSpec] = &[
     ext("sink.db.table", None, Kind::Text, "database sink: table"),
     ext(
         "sink.db.mode",
-        Some("insert"),
+        None,
         Kind::Enum(&["insert", "upsert"]),
-        "database sink: insert, or upsert by sink.db.key.columns",
-    ),
+        "database sink: insert, or upsert by sink.db.key.columns (which applies a CDC source's updates and deletes)",
+    )
+    .computed("insert (a CDC source's changes: upsert)", |p| {
+        // A changelog inserted as rows would need the change columns in the table: a CDC
+        // source's changes are applied by key unless insert is asked for.
+        let cdc = p.get("source.type").is_some_and(|t| t.ends_with("-cdc"));
+        Some(if cdc { "upsert" } else { "insert" }.into())
+    }),
     ext("sink.db.key.columns", None, Kind::Text, "database sink: key columns for upsert, comma separated"),
     ext("sink.db.batch.size", Some("1000"), COUNT, "database sink: rows per insert statement"),
     p("stream.parallelism", Some("1"), COUNT, "parallelism of the source and transforms"),

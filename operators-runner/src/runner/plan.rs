@@ -23,6 +23,7 @@ use operators_sinks::file::{FileFormat, FileSink};
 use operators_sinks::jdbc::{JdbcSink, WriteMode};
 use operators_sinks::kafka::{Delivery, KafkaSink};
 use operators_sinks::stdout::StdoutSink;
+use operators_sources::cdc::mysql::{MySqlCdcSource, StartupMode};
 use operators_sources::file::orc::OrcFormat;
 use operators_sources::file::parquet::ParquetFormat;
 use operators_sources::file::text::{TextFormat, parse_charset, parse_delimiter};
@@ -191,7 +192,11 @@ impl Shape<'_> {
                     self.source
                 )
             }),
+            "source.db.url" | "source.db.username" | "source.db.password" | "source.db.table" => {
+                source(&["jdbc", "mysql-cdc"], "it configures the database and CDC sources")
+            }
             k if k.starts_with("source.db.") => source(&["jdbc"], "it configures the database source"),
+            k if k.starts_with("source.cdc.") => source(&["mysql-cdc"], "it configures the CDC source"),
             k if k.starts_with("source.kafka.") || k == "group.id" || k == "auto.offset.reset" => {
                 source(KAFKA_SOURCES, "it configures the Kafka source")
             }
@@ -616,8 +621,12 @@ type SourceBuilder = fn(&Params, &SourceCtx<'_>) -> Result<(Stream, Option<Progr
 
 /// The sources by `source.type`: adding a source is an entry here and its builder (and
 /// its name in the parameter table's `source.type`).
-const SOURCES: &[(&[&str], SourceBuilder)] =
-    &[(FILE_SOURCES, file_source), (&["jdbc"], jdbc_source), (KAFKA_SOURCES, kafka_source)];
+const SOURCES: &[(&[&str], SourceBuilder)] = &[
+    (FILE_SOURCES, file_source),
+    (&["jdbc"], jdbc_source),
+    (KAFKA_SOURCES, kafka_source),
+    (&["mysql-cdc"], mysql_cdc_source),
+];
 
 fn file_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<ProgressUnit>), PlanError> {
     let (pipeline, source_type, watch, settle, batch) = (ctx.pipeline, ctx.kind, ctx.watch, ctx.settle, ctx.batch);
@@ -700,6 +709,28 @@ fn jdbc_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<P
         source = source.with_key_column(key);
     }
     Ok((pipeline.source("source", source).parallelism(1), Some(ProgressUnit::Rows)))
+}
+
+fn mysql_cdc_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<ProgressUnit>), PlanError> {
+    let url = params.required("source.db.url", "the CDC source needs the server's URL")?;
+    let db =
+        DbConfig::parse("source.db.url", &url, params.get("source.db.username"), params.get("source.db.password"))?;
+    let table = params.required("source.db.table", "the CDC source follows one table")?;
+    // The parameter's range keeps it within i64.
+    let timestamp = params.num::<i64>("source.cdc.startup.timestamp-millis")?;
+    let mode = StartupMode::parse(
+        &params.text_or_default("source.cdc.startup.mode")?,
+        timestamp,
+        params.get("source.cdc.startup.specific-offset"),
+    )?;
+    let mut source = MySqlCdcSource::new(db, &table)?
+        .with_startup(mode)
+        .with_chunk_size(params.num_or_default("source.cdc.snapshot.chunk.size")?)?;
+    if let Some(id) = params.num::<u32>("source.cdc.server.id")? {
+        source = source.with_server_id(id)?;
+    }
+    // One reader: the log is one sequence.
+    Ok((ctx.pipeline.source("source", source).parallelism(1), None))
 }
 
 fn kafka_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<ProgressUnit>), PlanError> {
@@ -1036,6 +1067,16 @@ mod tests {
                 ("sink.db.url", "postgres://127.0.0.1/db"),
                 ("sink.db.table", "t"),
                 ("job.retry.strategy", "failure-rate"),
+                ("stream.checkpoint.dir", checkpoints),
+            ],
+            vec![
+                ("source.type", "mysql-cdc"),
+                ("source.db.url", "mysql://127.0.0.1/db"),
+                ("source.db.table", "t"),
+                ("sink.type", "jdbc"),
+                ("sink.db.url", "postgres://127.0.0.1/db"),
+                ("sink.db.table", "t"),
+                ("sink.db.key.columns", "id"),
                 ("stream.checkpoint.dir", checkpoints),
             ],
             vec![
