@@ -13,7 +13,7 @@ use sqlx::{Executor, MySql, Postgres, QueryBuilder, Sqlite, Transaction};
 
 use super::changelog::{self, CHANGE_COLUMNS, is_changelog};
 use super::config::WriteMode;
-use super::statement::{Value, rows_per_statement, value};
+use super::statement::{NullType, Value, rows_per_statement, value};
 
 /// Name of the progress table the exactly-once mode keeps.
 pub const PROGRESS_TABLE: &str = "operators_sink_progress";
@@ -194,7 +194,13 @@ macro_rules! insert_rows {
                 qb.push_values(values, |mut b, row| {
                     for v in row {
                         match v {
-                            Value::Null => b.push_bind(None::<String>),
+                            Value::Null(NullType::Bool) => b.push_bind(None::<bool>),
+                            Value::Null(NullType::Int) => b.push_bind(None::<i64>),
+                            Value::Null(NullType::Float) => b.push_bind(None::<f64>),
+                            Value::Null(NullType::Text) => b.push_bind(None::<String>),
+                            Value::Null(NullType::Bytes) => b.push_bind(None::<Vec<u8>>),
+                            Value::Null(NullType::Date) => b.push_bind(None::<chrono::NaiveDate>),
+                            Value::Null(NullType::Timestamp) => b.push_bind(None::<chrono::NaiveDateTime>),
                             Value::Bool(x) => b.push_bind(x),
                             Value::Int(x) => b.push_bind(x),
                             Value::Float(x) => b.push_bind(x),
@@ -242,7 +248,13 @@ macro_rules! delete_rows {
                         }
                         qb.push(format!("{name} = "));
                         match value(c.as_ref(), row)? {
-                            Value::Null => qb.push_bind(None::<String>),
+                            Value::Null(NullType::Bool) => qb.push_bind(None::<bool>),
+                            Value::Null(NullType::Int) => qb.push_bind(None::<i64>),
+                            Value::Null(NullType::Float) => qb.push_bind(None::<f64>),
+                            Value::Null(NullType::Text) => qb.push_bind(None::<String>),
+                            Value::Null(NullType::Bytes) => qb.push_bind(None::<Vec<u8>>),
+                            Value::Null(NullType::Date) => qb.push_bind(None::<chrono::NaiveDate>),
+                            Value::Null(NullType::Timestamp) => qb.push_bind(None::<chrono::NaiveDateTime>),
                             Value::Bool(x) => qb.push_bind(x),
                             Value::Int(x) => qb.push_bind(x),
                             Value::Float(x) => qb.push_bind(x),

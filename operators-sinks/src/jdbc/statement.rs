@@ -10,7 +10,8 @@ use operators_core::{Error, Result};
 
 /// One value of an Arrow column, as the database should receive it.
 pub(super) enum Value {
-    Null,
+    /// A NULL, typed after its column: PostgreSQL refuses a text NULL for a date column.
+    Null(NullType),
     Bool(bool),
     Int(i64),
     Float(f64),
@@ -20,13 +21,46 @@ pub(super) enum Value {
     Timestamp(chrono::NaiveDateTime),
 }
 
+/// The SQL type a NULL is bound as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NullType {
+    Bool,
+    Int,
+    Float,
+    Text,
+    Bytes,
+    Date,
+    Timestamp,
+}
+
+impl NullType {
+    fn of(data_type: &DataType) -> Self {
+        match data_type {
+            DataType::Boolean => NullType::Bool,
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32 => NullType::Int,
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => NullType::Float,
+            DataType::Binary | DataType::LargeBinary => NullType::Bytes,
+            DataType::Date32 => NullType::Date,
+            DataType::Timestamp(_, _) => NullType::Timestamp,
+            _ => NullType::Text,
+        }
+    }
+}
+
 fn ts(micros: i64) -> Value {
-    chrono::DateTime::from_timestamp_micros(micros).map_or(Value::Null, |t| Value::Timestamp(t.naive_utc()))
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map_or(Value::Null(NullType::Timestamp), |t| Value::Timestamp(t.naive_utc()))
 }
 
 pub(super) fn value(column: &dyn Array, row: usize) -> Result<Value> {
     if column.is_null(row) {
-        return Ok(Value::Null);
+        return Ok(Value::Null(NullType::of(column.data_type())));
     }
     Ok(match column.data_type() {
         DataType::Boolean => Value::Bool(column.as_boolean().value(row)),
@@ -52,7 +86,7 @@ pub(super) fn value(column: &dyn Array, row: usize) -> Result<Value> {
             let days = column.as_primitive::<Date32Type>().value(row);
             chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
                 .and_then(|e| e.checked_add_signed(chrono::Duration::days(i64::from(days))))
-                .map_or(Value::Null, Value::Date)
+                .map_or(Value::Null(NullType::Date), Value::Date)
         }
         DataType::Timestamp(unit, _) => match unit {
             TimeUnit::Second => ts(column.as_primitive::<TimestampSecondType>().value(row).saturating_mul(1_000_000)),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Array, ListArray, StringArray, TimestampNanosecondArray, UInt64Array};
 use arrow::datatypes::Int64Type;
 
-use super::statement::{Value, rows_per_statement, value};
+use super::statement::{NullType, Value, rows_per_statement, value};
 
 #[test]
 fn statements_stay_under_the_drivers_parameter_limit() {
@@ -25,7 +25,7 @@ fn values_become_what_the_database_takes() {
     };
     let ints: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), None]));
     assert!(matches!(value(&*ints, 0).unwrap(), Value::Int(7)));
-    assert!(matches!(value(&*ints, 1).unwrap(), Value::Null));
+    assert!(matches!(value(&*ints, 1).unwrap(), Value::Null(NullType::Int)), "a NULL is typed after its column");
     // An unsigned value past i64 goes in as its decimal text, not wrapped.
     let big: ArrayRef = Arc::new(UInt64Array::from(vec![u64::MAX]));
     assert_eq!(text(big, 0), "18446744073709551615");
