@@ -4,6 +4,7 @@
 //! `<scenario> rows_per_s=<n> baseline_rows_per_s=<n> ratio=<n>` where the baseline is
 //! measured in the same process and run, so machine noise affects both alike.
 
+pub mod cdc;
 pub mod csv;
 pub mod db;
 pub mod es;

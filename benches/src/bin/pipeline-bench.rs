@@ -36,6 +36,16 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// MariaDB binlog (a table's inserts) → the CDC source → discard, against a bare
+    /// mysql_async binlog loop decoding the same rows (the local MariaDB, or MYSQL_URL).
+    CdcMysql {
+        /// Rows inserted into the followed table.
+        #[arg(long, default_value_t = 500_000)]
+        rows: u64,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// generator → PostgreSQL table, against bare sqlx batched inserts.
     DbSink {
         /// Rows to insert.
@@ -637,6 +647,27 @@ async fn db_scenario(sink: bool, rows: u64, size: usize, rounds: usize) -> Resul
     Ok(())
 }
 
+async fn cdc_scenario(rows: u64, rounds: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use operators_benches::cdc;
+    let fixture = cdc::Fixture::new(rows).await?;
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for _ in 0..rounds {
+        with.push(cdc::pipeline(&fixture).await);
+        without.push(cdc::baseline(&fixture).await);
+    }
+    let moved: Vec<u64> = with.iter().chain(&without).map(|r| r.rows).collect();
+    fixture.drop().await;
+    if moved.iter().any(|r| *r != rows) {
+        return Err(format!("a run did not read every row: {moved:?} of {rows}").into());
+    }
+    let wall = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_s).collect::<Vec<_>>());
+    let cpu = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_cpu_s).collect::<Vec<_>>());
+    report("cdc-mysql", wall(&with), wall(&without));
+    println!("cdc-mysql rows={rows} rows_per_cpu_s={:.0} baseline_rows_per_cpu_s={:.0}", cpu(&with), cpu(&without));
+    Ok(())
+}
+
 async fn kafka_scenario(
     name: &str,
     rows: u64,
@@ -789,6 +820,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match cli.scenario {
         Scenario::DbSource { rows, fetch, rounds } => db_scenario(false, rows, fetch, rounds).await,
         Scenario::DbSink { rows, batch, rounds } => db_scenario(true, rows, batch, rounds).await,
+        Scenario::CdcMysql { rows, rounds } => cdc_scenario(rows, rounds).await,
         Scenario::CsvJson { input, generate, rounds } => csv_scenario("csv-json", input, generate, rounds, false).await,
         Scenario::CsvSqlJson { input, generate, rounds } => {
             csv_scenario("csv-sql-json", input, generate, rounds, true).await

@@ -139,7 +139,7 @@ const fn ext(key: &'static str, default: Option<&'static str>, kind: Kind, help:
 
 /// Source types.
 pub const SOURCE_TYPES: &[&str] =
-    &["parquet", "orc", "csv", "tsv", "txt", "jdbc", "kafka", "kafka_deduplication", "mysql-cdc"];
+    &["parquet", "orc", "csv", "tsv", "txt", "jdbc", "kafka", "kafka_deduplication", "mysql-cdc", "postgres-cdc"];
 /// Sink types.
 pub const SINK_TYPES: &[&str] = &["kafka", "es", "file", "jdbc", "stdout"];
 
@@ -150,7 +150,7 @@ pub const PARAMS: &[ParamSpec] = &[
         "source.type",
         None,
         Kind::Enum(SOURCE_TYPES),
-        "source: parquet, orc, csv, tsv, txt, jdbc, kafka (SQL), kafka_deduplication, mysql-cdc (required)",
+        "source: parquet, orc, csv, tsv, txt, jdbc, kafka (SQL), kafka_deduplication, mysql-cdc, postgres-cdc (required)",
     ),
     p("source.path", None, Kind::Text, "file sources: one directory of same-schema files (local path or file:// URL)"),
     p(
@@ -274,6 +274,20 @@ pub const PARAMS: &[ParamSpec] = &[
         "CDC source: replica id, unique among the server's replicas",
     )
     .by_connector("5400-6399, from the table's name"),
+    ext(
+        "source.cdc.slot.name",
+        None,
+        Kind::Text,
+        "PostgreSQL CDC source: replication slot (created on the first start)",
+    )
+    .by_connector("operators_<schema>_<table>"),
+    ext(
+        "source.cdc.publication",
+        None,
+        Kind::Text,
+        "PostgreSQL CDC source: publication (created FOR TABLE unless it exists)",
+    )
+    .by_connector("the slot's name"),
     ext(
         "source.cdc.snapshot.chunk.size",
         Some("8096"),

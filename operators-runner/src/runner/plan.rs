@@ -24,6 +24,7 @@ use operators_sinks::jdbc::{JdbcSink, WriteMode};
 use operators_sinks::kafka::{Delivery, KafkaSink};
 use operators_sinks::stdout::StdoutSink;
 use operators_sources::cdc::mysql::{MySqlCdcSource, StartupMode};
+use operators_sources::cdc::postgres::{PgStartupMode, PostgresCdcSource};
 use operators_sources::file::orc::OrcFormat;
 use operators_sources::file::parquet::ParquetFormat;
 use operators_sources::file::text::{TextFormat, parse_charset, parse_delimiter};
@@ -193,10 +194,18 @@ impl Shape<'_> {
                 )
             }),
             "source.db.url" | "source.db.username" | "source.db.password" | "source.db.table" => {
-                source(&["jdbc", "mysql-cdc"], "it configures the database and CDC sources")
+                source(&["jdbc", "mysql-cdc", "postgres-cdc"], "it configures the database and CDC sources")
             }
             k if k.starts_with("source.db.") => source(&["jdbc"], "it configures the database source"),
-            k if k.starts_with("source.cdc.") => source(&["mysql-cdc"], "it configures the CDC source"),
+            "source.cdc.server.id" | "source.cdc.startup.timestamp-millis" | "source.cdc.startup.specific-offset" => {
+                source(&["mysql-cdc"], "it configures the MySQL CDC source")
+            }
+            "source.cdc.slot.name" | "source.cdc.publication" => {
+                source(&["postgres-cdc"], "it configures the PostgreSQL CDC source")
+            }
+            k if k.starts_with("source.cdc.") => {
+                source(&["mysql-cdc", "postgres-cdc"], "it configures the CDC sources")
+            }
             k if k.starts_with("source.kafka.") || k == "group.id" || k == "auto.offset.reset" => {
                 source(KAFKA_SOURCES, "it configures the Kafka source")
             }
@@ -626,6 +635,7 @@ const SOURCES: &[(&[&str], SourceBuilder)] = &[
     (&["jdbc"], jdbc_source),
     (KAFKA_SOURCES, kafka_source),
     (&["mysql-cdc"], mysql_cdc_source),
+    (&["postgres-cdc"], postgres_cdc_source),
 ];
 
 fn file_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<ProgressUnit>), PlanError> {
@@ -730,6 +740,24 @@ fn mysql_cdc_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Opt
         source = source.with_server_id(id)?;
     }
     // One reader: the log is one sequence.
+    Ok((ctx.pipeline.source("source", source).parallelism(1), None))
+}
+
+fn postgres_cdc_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<ProgressUnit>), PlanError> {
+    let url = params.required("source.db.url", "the CDC source needs the server's URL")?;
+    let db =
+        DbConfig::parse("source.db.url", &url, params.get("source.db.username"), params.get("source.db.password"))?;
+    let table = params.required("source.db.table", "the CDC source follows one table")?;
+    let mode = PgStartupMode::parse(&params.text_or_default("source.cdc.startup.mode")?)?;
+    let mut source = PostgresCdcSource::new(db, &table)?
+        .with_startup(mode)
+        .with_chunk_size(params.num_or_default("source.cdc.snapshot.chunk.size")?)?;
+    if let Some(slot) = params.get("source.cdc.slot.name") {
+        source = source.with_slot(slot);
+    }
+    if let Some(publication) = params.get("source.cdc.publication") {
+        source = source.with_publication(publication);
+    }
     Ok((ctx.pipeline.source("source", source).parallelism(1), None))
 }
 

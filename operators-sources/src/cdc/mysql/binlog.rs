@@ -1,6 +1,7 @@
 //! The log phase: the binary log's row events of the followed table, read over the
 //! replication protocol (mysql_async's binlog stream) and turned into changelog batches.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Builder, StringBuilder};
@@ -24,6 +25,18 @@ use crate::jdbc::source::{ColumnBuilder, days};
 /// MariaDB's GTID event, which starts every transaction group (mysql_common does not
 /// know MariaDB's event types; its data is not needed here).
 const MARIADB_GTID_EVENT: u8 = 162;
+/// MariaDB's compressed query and row events (`log_bin_compress=ON`), which mysql_common
+/// cannot decode.
+const MARIADB_COMPRESSED_FIRST: u8 = 165;
+const MARIADB_COMPRESSED_LAST: u8 = 171;
+/// XA PREPARE: the rows before it may yet be rolled back.
+const XA_PREPARE_EVENT: u8 = 38;
+
+/// How long a batch in the making waits for more changes.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Silence after which the connection is taken for dead: three heartbeat periods.
+const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What the log task sends.
 #[derive(Debug)]
@@ -35,7 +48,8 @@ pub(crate) enum LogMessage {
 }
 
 /// How to read the log.
-#[derive(Debug, Clone)]
+// No Debug: the connection options hold the password.
+#[derive(Clone)]
 pub(crate) struct LogReader {
     pub opts: Opts,
     pub server_id: u32,
@@ -99,7 +113,14 @@ impl LogReader {
         let mut sent = st.position();
         let mut filter = self.filter.clone();
         loop {
-            let next = match stream.next().now_or_never() {
+            // A batch in the making waits a little for more: many small batches cost more
+            // than a few milliseconds of latency.
+            let ready = match stream.next().now_or_never() {
+                Some(next) => Some(next),
+                None if out.len() > 0 => tokio::time::timeout(LINGER, stream.next()).await.ok(),
+                None => None,
+            };
+            let next = match ready {
                 Some(next) => next,
                 None => {
                     // Nothing more for now: hand over what is there.
@@ -116,7 +137,15 @@ impl LogReader {
                         }
                         sent = at;
                     }
-                    stream.next().await
+                    // The server sends a heartbeat every 5 s while the log is idle: silence
+                    // for longer is a dead connection (a half-open socket never errs).
+                    tokio::time::timeout(SILENCE_LIMIT, stream.next()).await.map_err(|_| {
+                        Error::external(
+                            format!("reading the binlog of {origin}"),
+                            true,
+                            format!("no event or heartbeat for {} s", SILENCE_LIMIT.as_secs()),
+                        )
+                    })?
                 }
             };
             let event = match next {
@@ -138,25 +167,58 @@ impl LogReader {
                 // Messages name the event's start.
                 st.at = end.saturating_sub(u64::from(header.event_size()));
             }
-            if header.event_type_raw() == MARIADB_GTID_EVENT {
-                st.begin();
-                continue;
+            match header.event_type_raw() {
+                MARIADB_GTID_EVENT => {
+                    // flags2 (after the sequence number and domain id): a standalone
+                    // group (DDL) is one statement with no COMMIT after it.
+                    let standalone = event.data().get(12).is_some_and(|flags| flags & 1 == 1);
+                    st.begin(standalone);
+                    continue;
+                }
+                MARIADB_COMPRESSED_FIRST..=MARIADB_COMPRESSED_LAST => {
+                    return Err(Error::config(
+                        "source.db.url",
+                        format!(
+                            "{origin} writes compressed binlog events (log_bin_compress=ON), which the CDC source \
+                             cannot read: turn it off"
+                        ),
+                    ));
+                }
+                XA_PREPARE_EVENT => {
+                    return Err(Error::config(
+                        TABLE_KEY,
+                        format!(
+                            "an XA transaction was prepared at {}; the CDC source does not follow XA transactions",
+                            st.file_pos()
+                        ),
+                    ));
+                }
+                _ => {}
             }
             let data = event.read_data().map_err(|e| {
                 Error::external(format!("decoding the binlog of {origin} at {}", st.file_pos()), false, e)
             })?;
+            let is_rotate = matches!(data, Some(EventData::RotateEvent(_)));
             match data {
-                // The first event of a stream is an artificial rotate to the file asked for
-                // (its name may carry a checksum on MariaDB: the request's is kept).
                 Some(EventData::RotateEvent(r)) if header.log_pos() != 0 => {
                     st.rotate(BinlogPosition::new(r.name().into_owned(), r.position()));
+                }
+                // An artificial rotate: the server says which file it reads, at the start of
+                // the stream and of every file it moves to without a rotate event (after a
+                // restart). Its name may carry the checksum on MariaDB.
+                Some(EventData::RotateEvent(r)) => {
+                    if let Some(name) = artificial_rotate_name(r.name_raw(), &st.file)
+                        && name != st.file
+                    {
+                        st.rotate(BinlogPosition::new(name, 4));
+                    }
                 }
                 Some(EventData::XidEvent(_)) => st.commit(end),
                 Some(EventData::QueryEvent(q)) => {
                     let sql = q.query();
                     let statement = sql.trim();
                     if statement.eq_ignore_ascii_case("BEGIN") {
-                        st.begin();
+                        st.begin(false);
                     } else if statement.eq_ignore_ascii_case("COMMIT") || statement.eq_ignore_ascii_case("ROLLBACK") {
                         st.commit(end);
                     } else if statement.get(..9).is_some_and(|s| s.eq_ignore_ascii_case("SAVEPOINT"))
@@ -176,8 +238,26 @@ impl LogReader {
                                 ),
                             ));
                         }
-                        // A statement outside a transaction is a group of its own (DDL).
-                        st.commit(end);
+                        if st.in_group && !st.standalone {
+                            // A statement inside a transaction: logged as a statement, not as
+                            // rows, so its changes cannot be read; refused for the followed table.
+                            if writes_table(&q.schema(), statement, &self.info.database, &self.info.table) {
+                                return Err(Error::config(
+                                    "source.db.url",
+                                    format!(
+                                        "a change of {} at {} was logged as a statement (`{}`), not as rows: the \
+                                         writing session had binlog_format STATEMENT or MIXED; the CDC source needs \
+                                         ROW for every session",
+                                        self.info.quoted(),
+                                        st.file_pos(),
+                                        shorten(statement)
+                                    ),
+                                ));
+                            }
+                        } else {
+                            // A statement outside a transaction (DDL) is a group of its own.
+                            st.commit(end);
+                        }
                     }
                 }
                 Some(EventData::TableMapEvent(t))
@@ -214,6 +294,9 @@ impl LogReader {
                     if filter.passed(&st.tx_start) {
                         filter = ChunkFilter::default();
                     }
+                    // The transaction's start, written once per event: each change's
+                    // position is it and the change's number.
+                    let prefix = st.tx_start.to_string();
                     for row in rows.rows(tme) {
                         let (before, after) = row.map_err(|e| {
                             Error::external(
@@ -226,7 +309,7 @@ impl LogReader {
                         if n <= st.skip || too_early {
                             continue;
                         }
-                        let position = format!("{}:{n}", st.tx_start);
+                        let position = (prefix.as_str(), n);
                         let at = |row: &BinlogRow| -> Result<Option<i128>> { key_of(&self.info, row) };
                         let (before_kind, after_kind) = match (&before, &after) {
                             (Some(_), Some(_)) => (ChangeKind::UpdateBefore, ChangeKind::UpdateAfter),
@@ -236,16 +319,19 @@ impl LogReader {
                         if let Some(row) = &before
                             && at(row)?.is_none_or(|k| filter.emits(k, &st.tx_start))
                         {
-                            out.push(&self.info, row, before_kind, &position, ts_ms, &self.origin)?;
+                            out.push(&self.info, row, before_kind, position, ts_ms, &self.origin)?;
                         }
                         if let Some(row) = &after
                             && at(row)?.is_none_or(|k| filter.emits(k, &st.tx_start))
                         {
-                            out.push(&self.info, row, after_kind, &position, ts_ms, &self.origin)?;
+                            out.push(&self.info, row, after_kind, position, ts_ms, &self.origin)?;
                         }
                     }
                 }
                 _ => {}
+            }
+            if !is_rotate {
+                st.passed(end);
             }
             if out.len() >= self.batch_rows {
                 let at = st.position();
@@ -270,6 +356,8 @@ struct Walk {
     /// The start of the group being read (the boundary when none is open).
     tx_start: BinlogPosition,
     in_group: bool,
+    /// The open group is one statement (MariaDB's standalone GTID: DDL).
+    standalone: bool,
     /// Changes of the followed table seen in the open group.
     changes: u64,
     /// Changes to pass over in the first group (emitted before a restart).
@@ -284,6 +372,7 @@ impl Walk {
             boundary: start.at.clone(),
             tx_start: start.at,
             in_group: false,
+            standalone: false,
             changes: 0,
             skip: start.skip,
         }
@@ -293,11 +382,23 @@ impl Walk {
         format!("{}:{}", self.file, self.at)
     }
 
-    fn begin(&mut self) {
+    fn begin(&mut self, standalone: bool) {
         if !self.in_group {
             self.in_group = true;
+            self.standalone = standalone;
             self.tx_start = self.boundary.clone();
             self.changes = 0;
+        }
+    }
+
+    /// Outside a group, the place between groups moves past every event read (format
+    /// description, GTID lists, checkpoints): MariaDB's snapshot positions count them,
+    /// so the next group starts where the server says it does. Never backwards: an
+    /// artificial event at a stream's start carries an older position.
+    fn passed(&mut self, end: u64) {
+        if !self.in_group && self.skip == 0 && end > self.boundary.pos && self.boundary.file == self.file {
+            self.boundary.pos = end;
+            self.tx_start = self.boundary.clone();
         }
     }
 
@@ -306,6 +407,7 @@ impl Walk {
         self.boundary = BinlogPosition::new(self.file.clone(), end);
         self.tx_start = self.boundary.clone();
         self.in_group = false;
+        self.standalone = false;
         self.changes = 0;
         self.skip = 0;
     }
@@ -327,8 +429,10 @@ impl Walk {
 
     /// The position to resume from after what was read.
     fn position(&self) -> LogPosition {
-        if self.in_group || self.changes > 0 {
-            LogPosition { at: self.tx_start.clone(), skip: self.changes }
+        // While a restored group is read again, the changes it emitted before count even
+        // before they are passed over again: the position never goes back.
+        if self.in_group || self.changes > 0 || self.skip > 0 {
+            LogPosition { at: self.tx_start.clone(), skip: self.changes.max(self.skip) }
         } else {
             LogPosition { at: self.boundary.clone(), skip: 0 }
         }
@@ -341,9 +445,18 @@ impl Walk {
 pub(crate) fn changes_table(schema: &str, statement: &str, database: &str, table: &str) -> bool {
     let lower = statement.trim_start().to_ascii_lowercase();
     let ddl = ["alter ", "drop ", "rename ", "truncate ", "create or replace "].iter().any(|p| lower.starts_with(p));
-    if !ddl {
-        return false;
-    }
+    ddl && names_table(schema, statement, database, table)
+}
+
+/// Whether `statement` is an INSERT, UPDATE, DELETE or REPLACE naming `database`.`table`.
+pub(crate) fn writes_table(schema: &str, statement: &str, database: &str, table: &str) -> bool {
+    let lower = statement.trim_start().to_ascii_lowercase();
+    ["insert", "update", "delete", "replace"].iter().any(|p| lower.starts_with(p))
+        && names_table(schema, statement, database, table)
+}
+
+/// Whether a whole word of `statement` names `database`.`table`.
+fn names_table(schema: &str, statement: &str, database: &str, table: &str) -> bool {
     let mut tokens = statement
         .split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '(' || c == ')')
         .filter(|t| !t.is_empty());
@@ -355,6 +468,16 @@ pub(crate) fn changes_table(schema: &str, statement: &str, database: &str, table
             _ => false,
         }
     })
+}
+
+/// The file an artificial rotate names: `base.NNNNNN`, without the checksum bytes MariaDB
+/// may leave after it. `current` gives the base and the number's width.
+pub(crate) fn artificial_rotate_name(raw: &[u8], current: &str) -> Option<String> {
+    let (base, digits) = current.rsplit_once('.')?;
+    let text = String::from_utf8_lossy(raw);
+    let rest = text.strip_prefix(base)?.strip_prefix('.')?;
+    let number: String = rest.chars().take_while(char::is_ascii_digit).take(digits.len().max(6)).collect();
+    (number.len() >= digits.len()).then(|| format!("{base}.{number}"))
 }
 
 fn shorten(statement: &str) -> String {
@@ -417,7 +540,7 @@ impl ChangeBatch {
         info: &TableInfo,
         row: &BinlogRow,
         kind: ChangeKind,
-        position: &str,
+        (tx_start, n): (&str, u64),
         ts_ms: i64,
         origin: &str,
     ) -> Result<()> {
@@ -425,7 +548,7 @@ impl ChangeBatch {
             return Err(Error::config(
                 TABLE_KEY,
                 format!(
-                    "a change of {} at {position} has {} of its {} columns: the server's binlog_row_image must be FULL",
+                    "a change of {} at {tx_start}:{n} has {} of its {} columns: the server's binlog_row_image must be FULL",
                     info.quoted(),
                     row.len(),
                     info.columns.len()
@@ -435,7 +558,7 @@ impl ChangeBatch {
         for (i, (column, builder)) in info.columns.iter().zip(self.columns.iter_mut()).enumerate() {
             append(column, builder, row.as_ref(i)).map_err(|message| {
                 Error::bad_record(
-                    format!("{origin} {} change {position}", info.quoted()),
+                    format!("{origin} {} change {tx_start}:{n}", info.quoted()),
                     format!("column `{}`: {message}", column.name),
                 )
             })?;
@@ -443,7 +566,9 @@ impl ChangeBatch {
         self.kind.append_value(kind.as_str());
         self.database.append_value(&info.database);
         self.table.append_value(&info.table);
-        self.position.append_value(position);
+        // Written into the builder's buffer: no string per change.
+        let _ = write!(self.position, "{tx_start}:{n}");
+        self.position.append_value("");
         self.commit_ms.append_value(ts_ms);
         self.rows += 1;
         Ok(())

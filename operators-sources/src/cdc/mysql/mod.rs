@@ -416,7 +416,8 @@ impl CdcReader {
 
     /// Moves the log position; the chunks are dropped once the log is past them.
     fn advance(&mut self, at: LogPosition) {
-        if !self.state.chunks.is_empty() && at.skip == 0 && ChunkFilter::new(self.state.chunks.clone()).passed(&at.at) {
+        let past_chunks = self.state.chunks.iter().map(|c| &c.at).max().is_some_and(|last| at.at >= *last);
+        if past_chunks && at.skip == 0 {
             self.state.chunks.clear();
         }
         self.state.log = Some(at);

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use sqlx::MySqlPool;
 
-use crate::cdc::{COMMIT_TIME_COLUMN, DATABASE_COLUMN, KIND_COLUMN, POSITION_COLUMN, TABLE_COLUMN};
+use crate::cdc::change_fields;
 use crate::error::SourceError;
 use crate::jdbc::{ColumnKind, DbKind, describe_sqlx};
 
@@ -43,9 +43,10 @@ impl TableInfo {
     /// Reads the columns of `database`.`table`.
     pub(crate) async fn describe(pool: &MySqlPool, database: &str, table: &str) -> Result<Self, SourceError> {
         let sql = "select cast(column_name as char), cast(data_type as char), cast(column_type as char), \
-                   cast(column_key as char) from information_schema.columns \
+                   cast(column_key as char), cast(coalesce(character_set_name, '') as char) \
+                   from information_schema.columns \
                    where table_schema = ? and table_name = ? order by ordinal_position";
-        let rows: Vec<(String, String, String, String)> =
+        let rows: Vec<(String, String, String, String, String)> =
             sqlx::query_as(sql).bind(database).bind(table).fetch_all(pool).await.map_err(|e| {
                 SourceError::config(
                     TABLE_KEY,
@@ -57,10 +58,23 @@ impl TableInfo {
         }
         let mut columns = Vec::with_capacity(rows.len());
         let mut keys = Vec::new();
-        for (i, (name, data_type, column_type, column_key)) in rows.into_iter().enumerate() {
+        for (i, (name, data_type, column_type, column_key, charset)) in rows.into_iter().enumerate() {
             let column = map_column(&name, &data_type, &column_type).map_err(|m| {
                 SourceError::config(TABLE_KEY, format!("column `{name}` of `{database}`.`{table}`: {m}"))
             })?;
+            // The log has text in the column's character set, not converted as query
+            // results are: only UTF-8 (and its ASCII subset) is read as is.
+            let utf8 = ["", "utf8", "utf8mb3", "utf8mb4", "ascii", "binary"];
+            if !utf8.contains(&charset.to_ascii_lowercase().as_str()) {
+                return Err(SourceError::config(
+                    TABLE_KEY,
+                    format!(
+                        "column `{name}` of `{database}`.`{table}` is in character set {charset}; the CDC source reads \
+                         utf8mb4 (or ascii) text from the binlog: convert the column (ALTER TABLE … CONVERT TO \
+                         CHARACTER SET utf8mb4)"
+                    ),
+                ));
+            }
             if column_key.eq_ignore_ascii_case("PRI") {
                 keys.push(i);
             }
@@ -104,17 +118,6 @@ impl TableInfo {
     pub(crate) fn quoted(&self) -> String {
         format!("`{}`.`{}`", self.database.replace('`', "``"), self.table.replace('`', "``"))
     }
-}
-
-/// The change columns, after the table's.
-pub(crate) fn change_fields() -> Vec<Field> {
-    vec![
-        Field::new(KIND_COLUMN, DataType::Utf8, false),
-        Field::new(DATABASE_COLUMN, DataType::Utf8, false),
-        Field::new(TABLE_COLUMN, DataType::Utf8, false),
-        Field::new(POSITION_COLUMN, DataType::Utf8, false),
-        Field::new(COMMIT_TIME_COLUMN, DataType::Int64, true),
-    ]
 }
 
 fn is_integer(kind: ColumnKind) -> bool {

@@ -9,17 +9,15 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
-use arrow::datatypes::{
-    DataType, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
-};
+use arrow::array::{ArrayRef, Int64Array, StringArray};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use operators_core::{Error, Result};
 use sqlx::{Executor, MySqlPool};
 
 use super::position::BinlogPosition;
 use super::schema::TableInfo;
-use crate::cdc::ChangeKind;
+use crate::cdc::{ChangeKind, key_at};
 use crate::jdbc::source::Batcher;
 use crate::jdbc::{DriverError, is_transient};
 
@@ -120,24 +118,6 @@ async fn read_in(
     let upper = if n >= limit { key_at(table_batch.column(info.key), n - 1)? } else { None };
     let batch = with_change_columns(info, table_batch, ChangeKind::Insert, &at.to_string())?;
     Ok(ChunkRead { batch, at, upper })
-}
-
-/// The integer key of row `row` (`None` for a null, which a primary key never is).
-pub(crate) fn key_at(column: &ArrayRef, row: usize) -> Result<Option<i128>> {
-    if column.is_null(row) {
-        return Ok(None);
-    }
-    Ok(Some(match column.data_type() {
-        DataType::Int8 => column.as_primitive::<Int8Type>().value(row).into(),
-        DataType::Int16 => column.as_primitive::<Int16Type>().value(row).into(),
-        DataType::Int32 => column.as_primitive::<Int32Type>().value(row).into(),
-        DataType::Int64 => column.as_primitive::<Int64Type>().value(row).into(),
-        DataType::UInt8 => column.as_primitive::<UInt8Type>().value(row).into(),
-        DataType::UInt16 => column.as_primitive::<UInt16Type>().value(row).into(),
-        DataType::UInt32 => column.as_primitive::<UInt32Type>().value(row).into(),
-        DataType::UInt64 => column.as_primitive::<UInt64Type>().value(row).into(),
-        other => return Err(Error::Internal(format!("key column of type {other}"))),
-    }))
 }
 
 /// The table's columns with the change columns of a snapshot (one kind, one position,

@@ -1,5 +1,5 @@
 use super::StartupMode;
-use super::binlog::changes_table;
+use super::binlog::{artificial_rotate_name, changes_table, writes_table};
 use super::position::{BinlogPosition, Chunk, ChunkFilter};
 use super::schema::map_column;
 use crate::jdbc::ColumnKind;
@@ -95,4 +95,18 @@ fn startup_modes_are_read_by_their_flink_cdc_names() {
     assert!(e.contains("source.cdc.startup.timestamp-millis"), "{e}");
     let e = StartupMode::parse("snapshot-only", None, None).unwrap_err().to_string();
     assert!(e.contains("source.cdc.startup.mode") && e.contains("snapshot-only"), "{e}");
+}
+
+#[test]
+fn statements_writing_the_table_and_artificial_rotate_names() {
+    assert!(writes_table("shop", "UPDATE orders SET a = 1", "shop", "orders"));
+    assert!(writes_table("x", "insert into `shop`.`orders` values (1)", "shop", "orders"));
+    assert!(!writes_table("shop", "update orders2 set a = 1", "shop", "orders"));
+    assert!(!writes_table("shop", "SAVEPOINT orders", "shop", "orders"));
+    let current = "mariadb-bin.000005";
+    assert_eq!(artificial_rotate_name(b"mariadb-bin.000006", current).as_deref(), Some("mariadb-bin.000006"));
+    // MariaDB may leave the checksum after the name: digits too.
+    assert_eq!(artificial_rotate_name(b"mariadb-bin.0000061234", current).as_deref(), Some("mariadb-bin.000006"));
+    assert_eq!(artificial_rotate_name(b"mariadb-bin.000006\x9a\x01", current).as_deref(), Some("mariadb-bin.000006"));
+    assert_eq!(artificial_rotate_name(b"other.000006", current), None);
 }
