@@ -27,6 +27,9 @@ pub const POSITION_COLUMN: &str = "_position";
 /// The column of the change's commit time (ms since 1970).
 pub const COMMIT_TIME_COLUMN: &str = "_commit_ms";
 
+/// Every change column, in the order a CDC source appends them after the table's.
+pub const CHANGE_COLUMNS: [&str; 5] = [KIND_COLUMN, DATABASE_COLUMN, TABLE_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN];
+
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChangeKind {

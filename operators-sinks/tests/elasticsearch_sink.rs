@@ -625,3 +625,70 @@ async fn restarts_replay_into_the_same_documents() {
     counts_add_up(&stats);
     es.delete_index(&index).await.unwrap();
 }
+
+/// A changelog batch (a CDC source's rows): `(kind, id, name)`.
+fn changes(rows: &[(&str, i64, &str)]) -> RecordBatch {
+    let n = rows.len();
+    let text = |v: &str| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("_kind", DataType::Utf8, false),
+            Field::new("_database", DataType::Utf8, false),
+            Field::new("_table", DataType::Utf8, false),
+            Field::new("_position", DataType::Utf8, false),
+            Field::new("_commit_ms", DataType::Int64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            text("shop"),
+            text("items"),
+            text("b.000001:4:1"),
+            Arc::new(Int64Array::from(vec![Some(0); n])),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_indexes_and_deletes_by_id() {
+    let es = TestEs::start().await.unwrap();
+    for mode in [SyncMode::Full, SyncMode::Incremental] {
+        let index = es.index("changes");
+        let factory = sink(&es, &index, mode);
+        let stats = factory.stats();
+        let info = TaskInfo {
+            job_name: "changes".into(),
+            job_id: "changes".into(),
+            run_id: "changes".into(),
+            operator_id: "es".into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            attempt: 0,
+        };
+        let mut ctx = OperatorContext::standalone(info.clone());
+        let mut task = factory.create(&info).unwrap();
+        task.open(&mut ctx).await.unwrap();
+        task.write_batch(
+            changes(&[("+I", 1, "a"), ("+I", 2, "b"), ("+I", 3, "c"), ("-U", 2, "b"), ("+U", 2, "b2"), ("-D", 3, "c")]),
+            &mut ctx,
+        )
+        .await
+        .unwrap();
+        // A delete of a document that is not there (its insert was before the job) is no error.
+        task.write_batch(changes(&[("-D", 99, "x"), ("-U", 1, "a"), ("+U", 10, "a")]), &mut ctx).await.unwrap();
+        task.pre_commit(1, &mut ctx).await.unwrap();
+        task.close().await.unwrap();
+        let docs = es.documents(&index).await.unwrap();
+        let mut ids: Vec<&String> = docs.keys().collect();
+        ids.sort();
+        assert_eq!(ids, ["10", "2"], "{mode:?}: 1 moved to 10 by a key change, 3 deleted");
+        assert_eq!(docs["2"], json!({"id": 2, "name": "b2"}), "{mode:?}: no change column in the document");
+        assert_eq!(EsStats::get(&stats.dead_lettered), 0, "{mode:?}");
+        es.delete_index(&index).await.unwrap();
+    }
+}

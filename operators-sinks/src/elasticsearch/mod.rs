@@ -27,6 +27,11 @@
 //! checkpoint, and they rewrite the same documents under the same ids: at-least-once
 //! delivery with effectively-once results.
 //!
+//! A changelog (a CDC source's rows, with `_kind`: see [`operators_core::changelog`]) is
+//! applied by id: `-U` and `-D` rows delete their document (a 404 counts as done: it is
+//! gone), `+I` and `+U` rows index it as the sync mode says, without the change columns.
+//! An update that changes the id thus moves the document.
+//!
 //! # Per item
 //!
 //! | answer | what happens | counted as |

@@ -12,6 +12,8 @@ pub(super) struct Item {
     doc: std::ops::Range<usize>,
     pub(super) attempts: u32,
     pub(super) conflicts: u32,
+    /// A delete (of a changelog's `-U`/`-D` row): a 404 answer means it is gone already.
+    pub(super) delete: bool,
 }
 
 impl Writer {
@@ -47,6 +49,40 @@ impl Writer {
         prefix
     }
 
+    /// `{"delete":{"_index":…,[…,]"_id":` for this sink's settings.
+    pub(super) fn build_delete_prefix(&self) -> Vec<u8> {
+        let s = &self.settings;
+        let mut meta = serde_json::Map::new();
+        meta.insert("_index".into(), s.index.clone().into());
+        if self.typed
+            && let Some(t) = &s.doc_type
+        {
+            meta.insert("_type".into(), t.clone().into());
+        }
+        let line = serde_json::json!({ "delete": meta }).to_string();
+        let mut prefix = line.as_bytes()[..line.len() - 2].to_vec();
+        prefix.extend_from_slice(b",\"_id\":");
+        prefix
+    }
+
+    /// A delete of document `id` (one line, no document).
+    pub(super) fn add_delete(&mut self, id: &str) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&self.delete_prefix);
+        let id_start = self.buf.len() - start;
+        let _ = serde_json::to_writer(&mut self.buf, id);
+        let id_end = self.buf.len() - start;
+        self.buf.extend_from_slice(b"}}\n");
+        self.items.push(Item {
+            lines: start..self.buf.len(),
+            id: id_start..id_end,
+            doc: id_end..id_end,
+            attempts: 0,
+            conflicts: 0,
+            delete: true,
+        });
+    }
+
     pub(super) fn add(&mut self, id: &str, doc: &[u8]) {
         let mode = self.settings.mode;
         let start = self.buf.len();
@@ -74,6 +110,7 @@ impl Writer {
             doc: doc_start..doc_end,
             attempts: 0,
             conflicts: 0,
+            delete: false,
         });
     }
 

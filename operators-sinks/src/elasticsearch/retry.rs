@@ -156,7 +156,13 @@ impl Writer {
             for (mut item, r) in items.into_iter().zip(results) {
                 let stats = &self.settings.stats;
                 let s = &self.settings;
-                match classify(r.status, s.mode, s.external_versioning, item.conflicts, s.retry_on_conflict) {
+                // A delete of a document that is not there leaves the index as asked.
+                let decision = if item.delete && r.status == 404 {
+                    Decision::Written
+                } else {
+                    classify(r.status, s.mode, s.external_versioning, item.conflicts, s.retry_on_conflict)
+                };
+                match decision {
                     Decision::Written => EsStats::add(&stats.written, 1),
                     Decision::SkippedMissing => EsStats::add(&stats.skipped_missing, 1),
                     Decision::SkippedStale => EsStats::add(&stats.skipped_stale, 1),

@@ -27,6 +27,8 @@ pub(super) struct Writer {
     pub(super) version_json: Option<String>,
     /// The action line up to the id, the same for every row (built once, not per row).
     pub(super) action_prefix: Vec<u8>,
+    /// The delete line up to the id.
+    pub(super) delete_prefix: Vec<u8>,
     pub(super) buf: Vec<u8>,
     pub(super) items: Vec<Item>,
     pub(super) dead: Vec<DeadLetter>,
@@ -192,6 +194,7 @@ impl Writer {
             tracing::info!(version = number, distribution, "the cluster is typeless: sink.es.type is not sent");
             self.typed = false;
             self.action_prefix = self.build_action_prefix();
+            self.delete_prefix = self.build_delete_prefix();
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use operators_core::changelog::{CHANGE_COLUMNS, ChangeKind, KIND_COLUMN};
 use operators_core::codec::json::JsonEncoder;
 use operators_core::operator::{DeadLetter, OperatorContext, Sink, SinkFactory, TaskInfo};
 use operators_core::{CheckpointId, Error, Result};
@@ -256,6 +257,7 @@ impl Writer {
             typed: settings.doc_type.is_some(),
             version_json,
             action_prefix: Vec::new(),
+            delete_prefix: Vec::new(),
             buf: Vec::new(),
             items: Vec::new(),
             dead: Vec::new(),
@@ -263,6 +265,7 @@ impl Writer {
             failure: None,
         };
         writer.action_prefix = writer.build_action_prefix();
+        writer.delete_prefix = writer.build_delete_prefix();
         writer
     }
 }
@@ -330,6 +333,33 @@ impl Sink for EsSinkTask {
     }
 
     async fn write_batch(&mut self, batch: RecordBatch, ctx: &mut OperatorContext) -> Result<()> {
+        // A changelog (a CDC source's rows): `-U`/`-D` rows delete their document, the
+        // others index it; the change columns are not part of the document.
+        let deletes = match batch.column_by_name(KIND_COLUMN) {
+            Some(kinds) if matches!(kinds.data_type(), DataType::Utf8) => {
+                let kinds = kinds.as_string::<i32>();
+                let mut deletes = Vec::with_capacity(kinds.len());
+                for (row, kind) in kinds.iter().enumerate() {
+                    let kind = kind.and_then(ChangeKind::parse).ok_or_else(|| {
+                        Error::bad_record(
+                            format!("row {row} of a changelog batch"),
+                            format!("`{KIND_COLUMN}` is not one of +I, -U, +U, -D"),
+                        )
+                    })?;
+                    deletes.push(!kind.is_upsert());
+                }
+                Some(deletes)
+            }
+            _ => None,
+        };
+        let batch = if deletes.is_some() {
+            let keep: Vec<usize> = (0..batch.num_columns())
+                .filter(|i| !CHANGE_COLUMNS.contains(&batch.schema().field(*i).name().as_str()))
+                .collect();
+            batch.project(&keep).map_err(|e| Error::arrow("Elasticsearch sink", e))?
+        } else {
+            batch
+        };
         let schema = batch.schema();
         if self.schema_checked.as_ref() != Some(&schema) {
             self.settings.check_schema(&schema)?;
@@ -363,7 +393,11 @@ impl Sink for EsSinkTask {
                 });
                 continue;
             }
-            w.add(ids.value(i), doc);
+            if deletes.as_ref().is_some_and(|d| d[i]) {
+                w.add_delete(ids.value(i));
+            } else {
+                w.add(ids.value(i), doc);
+            }
             if w.is_full() {
                 EsStats::add(&self.settings.stats.rows, std::mem::take(&mut taken));
                 w.flush().await?;

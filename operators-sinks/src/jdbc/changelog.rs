@@ -6,14 +6,9 @@ use arrow::array::{Array, AsArray, BooleanArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
-use operators_core::changelog::{
-    COMMIT_TIME_COLUMN, ChangeKind, DATABASE_COLUMN, KIND_COLUMN, POSITION_COLUMN, TABLE_COLUMN,
-};
+pub(crate) use operators_core::changelog::CHANGE_COLUMNS;
+use operators_core::changelog::{ChangeKind, KIND_COLUMN};
 use operators_core::{Error, Result};
-
-/// The change columns a changelog carries besides the table's.
-pub(crate) const CHANGE_COLUMNS: [&str; 5] =
-    [KIND_COLUMN, DATABASE_COLUMN, TABLE_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN];
 
 /// Whether rows of `schema` are changes (they have a text [`KIND_COLUMN`]).
 pub(crate) fn is_changelog(schema: &Schema) -> bool {
