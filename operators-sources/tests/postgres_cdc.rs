@@ -7,20 +7,17 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arrow::array::AsArray;
-use arrow::record_batch::RecordBatch;
 use operators_core::builtins::{CommittedOutput, TwoPhaseMemorySink};
-use operators_core::checkpoint::CheckpointConfig;
 use operators_core::restart::RestartStrategy;
 use operators_core::{JobConfig, JobStatus, Pipeline};
+use operators_sources::cdc::KIND_COLUMN;
 use operators_sources::cdc::postgres::{PgStartupMode, PostgresCdcSource};
-use operators_sources::cdc::{ChangeKind, KIND_COLUMN};
-use operators_sources::jdbc::JdbcSource;
 use operators_sources::jdbc::test_util::TestDb;
 use rand::{Rng, SeedableRng};
+use support::cdc::{assert_no_change_twice, checkpointed, converge};
 use support::cell;
 
 const TYPES: &str = "create table items (id int8 primary key, b bool, s int2, i int4, f4 float4, f8 float8, \
@@ -78,103 +75,6 @@ async fn write(db: &TestDb, rng: &mut impl Rng, next_id: &mut i64) {
             db.exec(&format!("update items set n = n + 1, b = not b where id in ({id}, {a}, {})", id + 1)).await;
         }
     }
-}
-
-type Rows = BTreeMap<String, Vec<String>>;
-
-fn apply(batches: &[RecordBatch], columns: usize) -> Rows {
-    let mut rows = Rows::new();
-    for b in batches {
-        let kinds = b.column_by_name(KIND_COLUMN).unwrap().as_string::<i32>();
-        for r in 0..b.num_rows() {
-            let key = cell(b.column(0).as_ref(), r);
-            if ChangeKind::parse(kinds.value(r)).unwrap().is_upsert() {
-                rows.insert(key, (0..columns).map(|c| cell(b.column(c).as_ref(), r)).collect());
-            } else {
-                rows.remove(&key);
-            }
-        }
-    }
-    rows
-}
-
-async fn table(db: &TestDb) -> (Rows, usize) {
-    let out = CommittedOutput::default();
-    let p = Pipeline::new();
-    p.source("db", JdbcSource::new(db.config()).with_table("items").with_fetch_size(1000))
-        .sink("out", TwoPhaseMemorySink::new(out.clone()));
-    p.run(JobConfig::new("db-read").with_restart(RestartStrategy::None)).await.unwrap();
-    let batches = out.batches();
-    let columns = batches.first().map_or(0, |b| b.num_columns());
-    let mut rows = Rows::new();
-    for b in &batches {
-        for r in 0..b.num_rows() {
-            rows.insert(
-                cell(b.column(0).as_ref(), r),
-                (0..b.num_columns()).map(|c| cell(b.column(c).as_ref(), r)).collect(),
-            );
-        }
-    }
-    (rows, columns)
-}
-
-/// Per key, the counter `n` goes +1 per change and each `-U`/`-D` shows the last value
-/// (REPLICA IDENTITY FULL sends it): a change emitted twice or lost breaks this.
-fn assert_no_change_twice(batches: &[RecordBatch]) {
-    let mut current: BTreeMap<String, i64> = BTreeMap::new();
-    let mut before: BTreeMap<String, i64> = BTreeMap::new();
-    for b in batches {
-        let kinds = b.column_by_name(KIND_COLUMN).unwrap().as_string::<i32>();
-        let n = b.column_by_name("n").unwrap();
-        for r in 0..b.num_rows() {
-            let key = cell(b.column(0).as_ref(), r);
-            let value: i64 = cell(n.as_ref(), r).parse().unwrap();
-            match kinds.value(r) {
-                "+I" => assert!(current.insert(key.clone(), value).is_none(), "{key} inserted twice"),
-                k @ ("-U" | "-D") => {
-                    assert_eq!(current.get(&key), Some(&value), "{key}: {k} does not follow");
-                    before.insert(key.clone(), value);
-                    if k == "-D" {
-                        current.remove(&key);
-                    }
-                }
-                _ => {
-                    let was = before.remove(&key).unwrap_or_else(|| panic!("{key}: +U without -U"));
-                    assert_eq!(value, was + 1, "{key}: +U is not the next change");
-                    current.insert(key.clone(), value);
-                }
-            }
-        }
-    }
-}
-
-async fn converge(db: &TestDb, out: &CommittedOutput) {
-    let (expected, columns) = table(db).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = apply(&out.batches(), columns);
-        if got == expected {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            let differing: Vec<_> = expected.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(2).collect();
-            let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).take(3).collect();
-            panic!(
-                "applied {} rows, table {}; differing {differing:?} (got {:?}); extra {extra:?}",
-                got.len(),
-                expected.len(),
-                differing.iter().map(|(k, _)| got.get(*k)).collect::<Vec<_>>()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn checkpointed(name: &str, dir: &std::path::Path) -> JobConfig {
-    JobConfig::new(name)
-        .with_restart(RestartStrategy::None)
-        .with_checkpointing(CheckpointConfig::new(dir).with_interval(Duration::from_millis(50)))
-        .with_savepoint_dir(dir.join("sp"))
 }
 
 fn schema_of(db: &TestDb) -> String {

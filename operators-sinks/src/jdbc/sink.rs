@@ -167,6 +167,28 @@ fn from_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
     codec::ipc::read_batches(bytes).map_err(|e| Error::arrow("decoding sink rows", e))
 }
 
+/// Binds one value to a statement being built (a `QueryBuilder` or its `Separated`).
+macro_rules! bind {
+    ($b:expr, $value:expr) => {
+        match $value {
+            Value::Null(NullType::Bool) => $b.push_bind(None::<bool>),
+            Value::Null(NullType::Int) => $b.push_bind(None::<i64>),
+            Value::Null(NullType::Float) => $b.push_bind(None::<f64>),
+            Value::Null(NullType::Text) => $b.push_bind(None::<String>),
+            Value::Null(NullType::Bytes) => $b.push_bind(None::<Vec<u8>>),
+            Value::Null(NullType::Date) => $b.push_bind(None::<chrono::NaiveDate>),
+            Value::Null(NullType::Timestamp) => $b.push_bind(None::<chrono::NaiveDateTime>),
+            Value::Bool(x) => $b.push_bind(x),
+            Value::Int(x) => $b.push_bind(x),
+            Value::Float(x) => $b.push_bind(x),
+            Value::Text(x) => $b.push_bind(x),
+            Value::Bytes(x) => $b.push_bind(x),
+            Value::Date(x) => $b.push_bind(x),
+            Value::Timestamp(x) => $b.push_bind(x),
+        }
+    };
+}
+
 /// Inserts `batch` with `exec`; evaluates to `Result<()>` (an async block scopes the `?`s,
 /// so callers can retry).
 macro_rules! insert_rows {
@@ -193,22 +215,7 @@ macro_rules! insert_rows {
                 let mut qb = QueryBuilder::<$db>::new(format!("insert into {table} ({}) ", names.join(", ")));
                 qb.push_values(values, |mut b, row| {
                     for v in row {
-                        match v {
-                            Value::Null(NullType::Bool) => b.push_bind(None::<bool>),
-                            Value::Null(NullType::Int) => b.push_bind(None::<i64>),
-                            Value::Null(NullType::Float) => b.push_bind(None::<f64>),
-                            Value::Null(NullType::Text) => b.push_bind(None::<String>),
-                            Value::Null(NullType::Bytes) => b.push_bind(None::<Vec<u8>>),
-                            Value::Null(NullType::Date) => b.push_bind(None::<chrono::NaiveDate>),
-                            Value::Null(NullType::Timestamp) => b.push_bind(None::<chrono::NaiveDateTime>),
-                            Value::Bool(x) => b.push_bind(x),
-                            Value::Int(x) => b.push_bind(x),
-                            Value::Float(x) => b.push_bind(x),
-                            Value::Text(x) => b.push_bind(x),
-                            Value::Bytes(x) => b.push_bind(x),
-                            Value::Date(x) => b.push_bind(x),
-                            Value::Timestamp(x) => b.push_bind(x),
-                        };
+                        bind!(b, v);
                     }
                 });
                 qb.push(sink.upsert_clause(&batch.schema()));
@@ -247,22 +254,7 @@ macro_rules! delete_rows {
                             qb.push(" and ");
                         }
                         qb.push(format!("{name} = "));
-                        match value(c.as_ref(), row)? {
-                            Value::Null(NullType::Bool) => qb.push_bind(None::<bool>),
-                            Value::Null(NullType::Int) => qb.push_bind(None::<i64>),
-                            Value::Null(NullType::Float) => qb.push_bind(None::<f64>),
-                            Value::Null(NullType::Text) => qb.push_bind(None::<String>),
-                            Value::Null(NullType::Bytes) => qb.push_bind(None::<Vec<u8>>),
-                            Value::Null(NullType::Date) => qb.push_bind(None::<chrono::NaiveDate>),
-                            Value::Null(NullType::Timestamp) => qb.push_bind(None::<chrono::NaiveDateTime>),
-                            Value::Bool(x) => qb.push_bind(x),
-                            Value::Int(x) => qb.push_bind(x),
-                            Value::Float(x) => qb.push_bind(x),
-                            Value::Text(x) => qb.push_bind(x),
-                            Value::Bytes(x) => qb.push_bind(x),
-                            Value::Date(x) => qb.push_bind(x),
-                            Value::Timestamp(x) => qb.push_bind(x),
-                        };
+                        bind!(qb, value(c.as_ref(), row)?);
                     }
                     qb.push(")");
                 }

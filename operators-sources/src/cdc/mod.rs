@@ -11,7 +11,7 @@ pub mod mysql;
 pub mod postgres;
 
 pub use operators_core::changelog::{
-    COMMIT_TIME_COLUMN, ChangeKind, DATABASE_COLUMN, KIND_COLUMN, POSITION_COLUMN, TABLE_COLUMN,
+    CHANGE_COLUMNS, COMMIT_TIME_COLUMN, ChangeKind, DATABASE_COLUMN, KIND_COLUMN, POSITION_COLUMN, TABLE_COLUMN,
 };
 
 #[cfg(any(feature = "mysql-cdc", feature = "postgres-cdc"))]
@@ -52,4 +52,48 @@ pub(crate) fn key_at(column: &ArrayRef, row: usize) -> Result<Option<i128>> {
         DataType::UInt64 => column.as_primitive::<UInt64Type>().value(row).into(),
         other => return Err(Error::Internal(format!("key column of type {other}"))),
     }))
+}
+
+/// Builders of the change columns of one batch of changes, in [`CHANGE_COLUMNS`] order.
+#[cfg(any(feature = "mysql-cdc", feature = "postgres-cdc"))]
+#[derive(Default)]
+pub(crate) struct ChangeColumns {
+    kind: arrow::array::StringBuilder,
+    database: arrow::array::StringBuilder,
+    table: arrow::array::StringBuilder,
+    position: arrow::array::StringBuilder,
+    commit_ms: arrow::array::Int64Builder,
+}
+
+#[cfg(any(feature = "mysql-cdc", feature = "postgres-cdc"))]
+impl ChangeColumns {
+    /// Appends one change's columns; the position is written into the builder's buffer
+    /// (no string per change).
+    pub(crate) fn append(
+        &mut self,
+        kind: ChangeKind,
+        database: &str,
+        table: &str,
+        position: std::fmt::Arguments<'_>,
+        commit_ms: Option<i64>,
+    ) {
+        use std::fmt::Write as _;
+        self.kind.append_value(kind.as_str());
+        self.database.append_value(database);
+        self.table.append_value(table);
+        let _ = self.position.write_fmt(position);
+        self.position.append_value("");
+        self.commit_ms.append_option(commit_ms);
+    }
+
+    /// The columns built since the last call.
+    pub(crate) fn finish(&mut self) -> [ArrayRef; 5] {
+        [
+            std::sync::Arc::new(self.kind.finish()),
+            std::sync::Arc::new(self.database.finish()),
+            std::sync::Arc::new(self.table.finish()),
+            std::sync::Arc::new(self.position.finish()),
+            std::sync::Arc::new(self.commit_ms.finish()),
+        ]
+    }
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the file-source tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cdc;
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,10 +1,9 @@
 //! The log phase: the binary log's row events of the followed table, read over the
 //! replication protocol (mysql_async's binlog stream) and turned into changelog batches.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Builder, StringBuilder};
+use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, NaiveTime};
 use futures::{FutureExt, StreamExt};
@@ -18,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::position::{BinlogPosition, ChunkFilter, LogPosition};
 use super::schema::{TABLE_KEY, TableColumn, TableInfo};
-use crate::cdc::ChangeKind;
+use crate::cdc::{ChangeColumns, ChangeKind};
 use crate::jdbc::ColumnKind;
 use crate::jdbc::source::{ColumnBuilder, days};
 
@@ -510,11 +509,7 @@ fn unsigned(v: i64, bits: u32) -> u64 {
 /// Builders of one changelog batch.
 struct ChangeBatch {
     columns: Vec<ColumnBuilder>,
-    kind: StringBuilder,
-    database: StringBuilder,
-    table: StringBuilder,
-    position: StringBuilder,
-    commit_ms: Int64Builder,
+    change: ChangeColumns,
     rows: usize,
 }
 
@@ -522,11 +517,7 @@ impl ChangeBatch {
     fn new(info: &TableInfo) -> Self {
         Self {
             columns: info.columns.iter().map(|c| ColumnBuilder::new(c.kind)).collect(),
-            kind: StringBuilder::new(),
-            database: StringBuilder::new(),
-            table: StringBuilder::new(),
-            position: StringBuilder::new(),
-            commit_ms: Int64Builder::new(),
+            change: ChangeColumns::default(),
             rows: 0,
         }
     }
@@ -563,24 +554,14 @@ impl ChangeBatch {
                 )
             })?;
         }
-        self.kind.append_value(kind.as_str());
-        self.database.append_value(&info.database);
-        self.table.append_value(&info.table);
-        // Written into the builder's buffer: no string per change.
-        let _ = write!(self.position, "{tx_start}:{n}");
-        self.position.append_value("");
-        self.commit_ms.append_value(ts_ms);
+        self.change.append(kind, &info.database, &info.table, format_args!("{tx_start}:{n}"), Some(ts_ms));
         self.rows += 1;
         Ok(())
     }
 
     fn take(&mut self, info: &TableInfo) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
-        columns.push(Arc::new(self.kind.finish()));
-        columns.push(Arc::new(self.database.finish()));
-        columns.push(Arc::new(self.table.finish()));
-        columns.push(Arc::new(self.position.finish()));
-        columns.push(Arc::new(self.commit_ms.finish()));
+        columns.extend(self.change.finish());
         self.rows = 0;
         RecordBatch::try_new(info.schema.clone(), columns).map_err(|e| Error::arrow("building a batch of changes", e))
     }

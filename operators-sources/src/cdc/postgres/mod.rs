@@ -68,7 +68,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, Int64Array, Int64Builder, StringArray, StringBuilder};
+use arrow::array::{ArrayRef, Int64Array, StringArray};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -83,7 +83,7 @@ use tokio::sync::mpsc;
 
 use self::pgoutput::{Datum, Message};
 pub use self::visibility::Snapshot;
-use crate::cdc::{ChangeKind, change_fields, key_at};
+use crate::cdc::{ChangeColumns, ChangeKind, change_fields, key_at};
 use crate::error::SourceError;
 use crate::jdbc::source::{Batcher, ColumnBuilder, days};
 use crate::jdbc::{ColumnKind, DbConfig, DbKind, DbPool, DriverError, describe_sqlx, is_transient};
@@ -806,11 +806,7 @@ fn outside(origin: &str) -> Error {
 /// Builders of one batch of changes.
 struct Changes {
     columns: Vec<ColumnBuilder>,
-    kind: StringBuilder,
-    schema: StringBuilder,
-    table: StringBuilder,
-    position: StringBuilder,
-    commit_ms: Int64Builder,
+    change: ChangeColumns,
     rows: usize,
 }
 
@@ -818,11 +814,7 @@ impl Changes {
     fn new(table: &PgTable) -> Self {
         Self {
             columns: table.columns.iter().map(|(_, k)| ColumnBuilder::new(*k)).collect(),
-            kind: StringBuilder::new(),
-            schema: StringBuilder::new(),
-            table: StringBuilder::new(),
-            position: StringBuilder::new(),
-            commit_ms: Int64Builder::new(),
+            change: ChangeColumns::default(),
             rows: 0,
         }
     }
@@ -876,22 +868,14 @@ impl Changes {
                 Error::bad_record(format!("{origin} {} change {at}", table.quoted()), format!("column `{name}`: {m}"))
             })?;
         }
-        self.kind.append_value(kind.as_str());
-        self.schema.append_value(&table.schema_name);
-        self.table.append_value(&table.name);
-        self.position.append_value(&at);
-        self.commit_ms.append_value(commit_ms);
+        self.change.append(kind, &table.schema_name, &table.name, format_args!("{at}"), Some(commit_ms));
         self.rows += 1;
         Ok(())
     }
 
     fn take(&mut self, table: &PgTable) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
-        columns.push(Arc::new(self.kind.finish()));
-        columns.push(Arc::new(self.schema.finish()));
-        columns.push(Arc::new(self.table.finish()));
-        columns.push(Arc::new(self.position.finish()));
-        columns.push(Arc::new(self.commit_ms.finish()));
+        columns.extend(self.change.finish());
         self.rows = 0;
         RecordBatch::try_new(table.schema.clone(), columns).map_err(|e| Error::arrow("building a batch of changes", e))
     }
