@@ -19,6 +19,7 @@ use operators_core::operator::{OperatorContext, SinkFactory, TaskInfo};
 use operators_core::restart::RestartStrategy;
 use operators_core::{JobConfig, Pipeline};
 use operators_sinks::elasticsearch::{Backoff, BackoffKind, EsConfig, EsSink, EsStats, SyncMode};
+use operators_testkit::changelog::changes;
 use operators_testkit::es::{EsFault, EsServerConfig, TestEs};
 use serde_json::json;
 
@@ -626,33 +627,6 @@ async fn restarts_replay_into_the_same_documents() {
     es.delete_index(&index).await.unwrap();
 }
 
-/// A changelog batch (a CDC source's rows): `(kind, id, name)`.
-fn changes(rows: &[(&str, i64, &str)]) -> RecordBatch {
-    let n = rows.len();
-    let text = |v: &str| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
-    RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("name", DataType::Utf8, true),
-            Field::new("_kind", DataType::Utf8, false),
-            Field::new("_database", DataType::Utf8, false),
-            Field::new("_table", DataType::Utf8, false),
-            Field::new("_position", DataType::Utf8, false),
-            Field::new("_commit_ms", DataType::Int64, true),
-        ])),
-        vec![
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-            text("shop"),
-            text("items"),
-            text("b.000001:4:1"),
-            Arc::new(Int64Array::from(vec![Some(0); n])),
-        ],
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changelog_indexes_and_deletes_by_id() {
     let es = TestEs::start().await.unwrap();
@@ -674,13 +648,22 @@ async fn a_changelog_indexes_and_deletes_by_id() {
         let mut task = factory.create(&info).unwrap();
         task.open(&mut ctx).await.unwrap();
         task.write_batch(
-            changes(&[("+I", 1, "a"), ("+I", 2, "b"), ("+I", 3, "c"), ("-U", 2, "b"), ("+U", 2, "b2"), ("-D", 3, "c")]),
+            changes(&[
+                ("+I", 1, Some("a")),
+                ("+I", 2, Some("b")),
+                ("+I", 3, Some("c")),
+                ("-U", 2, Some("b")),
+                ("+U", 2, Some("b2")),
+                ("-D", 3, Some("c")),
+            ]),
             &mut ctx,
         )
         .await
         .unwrap();
         // A delete of a document that is not there (its insert was before the job) is no error.
-        task.write_batch(changes(&[("-D", 99, "x"), ("-U", 1, "a"), ("+U", 10, "a")]), &mut ctx).await.unwrap();
+        task.write_batch(changes(&[("-D", 99, Some("x")), ("-U", 1, Some("a")), ("+U", 10, Some("a"))]), &mut ctx)
+            .await
+            .unwrap();
         task.pre_commit(1, &mut ctx).await.unwrap();
         task.close().await.unwrap();
         let docs = es.documents(&index).await.unwrap();

@@ -17,6 +17,7 @@ use operators_core::operator::{Committable, OperatorContext, SinkFactory, TaskIn
 use operators_core::restart::RestartStrategy;
 use operators_core::{JobConfig, Pipeline};
 use operators_sinks::jdbc::{JdbcSink, PROGRESS_TABLE, WriteMode};
+use operators_testkit::changelog::changes;
 
 fn create_table(kind: DbKind) -> &'static str {
     match kind {
@@ -194,34 +195,6 @@ async fn bad_input_is_named() {
     );
     assert!(!debug.contains("hunter2"), "{debug}");
     db.cleanup().await;
-}
-
-/// A changelog batch: `(kind, id, name)` rows with the change columns a CDC source adds.
-fn changes(rows: &[(&str, i64, Option<&str>)]) -> RecordBatch {
-    use arrow::datatypes::{DataType, Field, Schema};
-    let n = rows.len();
-    let text = |v: &str| Arc::new(StringArray::from(vec![v; n])) as arrow::array::ArrayRef;
-    RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, true),
-            Field::new("name", DataType::Utf8, true),
-            Field::new("_kind", DataType::Utf8, false),
-            Field::new("_database", DataType::Utf8, false),
-            Field::new("_table", DataType::Utf8, false),
-            Field::new("_position", DataType::Utf8, false),
-            Field::new("_commit_ms", DataType::Int64, true),
-        ])),
-        vec![
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-            text("shop"),
-            text("items"),
-            text("b.000001:4:1"),
-            Arc::new(Int64Array::from(vec![Some(0); n])),
-        ],
-    )
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,5 +19,6 @@
 //! assert_eq!(read.len(), 2);
 //! ```
 
+pub mod changelog;
 pub mod es;
 pub mod kafka;

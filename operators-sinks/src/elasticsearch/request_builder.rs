@@ -16,17 +16,19 @@ pub(super) struct Item {
     pub(super) delete: bool,
 }
 
+/// `{"<action>":{<meta>}}` cut open before its end: `{"<action>":{<meta>,"_id":`.
+fn prefix_of(action: &str, meta: serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
+    let line = serde_json::json!({ action: meta }).to_string();
+    let mut prefix = line.as_bytes()[..line.len() - 2].to_vec();
+    prefix.extend_from_slice(b",\"_id\":");
+    prefix
+}
+
 impl Writer {
     /// `{"<action>":{"_index":…,[…,]"_id":` for this sink's settings.
     pub(super) fn build_action_prefix(&self) -> Vec<u8> {
         let s = &self.settings;
-        let mut meta = serde_json::Map::new();
-        meta.insert("_index".into(), s.index.clone().into());
-        if self.typed
-            && let Some(t) = &s.doc_type
-        {
-            meta.insert("_type".into(), t.clone().into());
-        }
+        let mut meta = self.target_meta();
         let action = match s.mode {
             SyncMode::Full => {
                 if s.external_versioning
@@ -42,15 +44,11 @@ impl Writer {
                 "update"
             }
         };
-        let line = serde_json::json!({ action: meta }).to_string();
-        // `{"index":{...}}` → `{"index":{...,"_id":`
-        let mut prefix = line.as_bytes()[..line.len() - 2].to_vec();
-        prefix.extend_from_slice(b",\"_id\":");
-        prefix
+        prefix_of(action, meta)
     }
 
-    /// `{"delete":{"_index":…,[…,]"_id":` for this sink's settings.
-    pub(super) fn build_delete_prefix(&self) -> Vec<u8> {
+    /// `_index` (and `_type` where the cluster takes it) of every action.
+    fn target_meta(&self) -> serde_json::Map<String, serde_json::Value> {
         let s = &self.settings;
         let mut meta = serde_json::Map::new();
         meta.insert("_index".into(), s.index.clone().into());
@@ -59,10 +57,12 @@ impl Writer {
         {
             meta.insert("_type".into(), t.clone().into());
         }
-        let line = serde_json::json!({ "delete": meta }).to_string();
-        let mut prefix = line.as_bytes()[..line.len() - 2].to_vec();
-        prefix.extend_from_slice(b",\"_id\":");
-        prefix
+        meta
+    }
+
+    /// `{"delete":{"_index":…,[…,]"_id":` for this sink's settings.
+    pub(super) fn build_delete_prefix(&self) -> Vec<u8> {
+        prefix_of("delete", self.target_meta())
     }
 
     /// A delete of document `id` (one line, no document).

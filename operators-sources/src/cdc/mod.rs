@@ -97,3 +97,27 @@ impl ChangeColumns {
         ]
     }
 }
+
+/// A snapshot batch: the table's `columns`, then the change columns of snapshot rows
+/// (`+I`, the database and table, one `position` for all, no commit time).
+#[cfg(any(feature = "mysql-cdc", feature = "postgres-cdc"))]
+pub(crate) fn snapshot_batch(
+    schema: arrow::datatypes::SchemaRef,
+    columns: &[ArrayRef],
+    rows: usize,
+    (database, table): (&str, &str),
+    position: &str,
+) -> Result<arrow::record_batch::RecordBatch> {
+    use arrow::array::{Int64Array, StringArray};
+    let constant =
+        |v: &str| -> ArrayRef { std::sync::Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, rows))) };
+    let mut all = columns.to_vec();
+    all.extend([
+        constant(ChangeKind::Insert.as_str()),
+        constant(database),
+        constant(table),
+        constant(position),
+        std::sync::Arc::new(Int64Array::new_null(rows)),
+    ]);
+    arrow::record_batch::RecordBatch::try_new(schema, all).map_err(|e| Error::arrow("adding the change columns", e))
+}

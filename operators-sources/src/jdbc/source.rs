@@ -398,11 +398,11 @@ impl AppendRow for sqlx::mysql::MySqlRow {
                     b.append_option(self.try_get_unchecked::<Option<String>, _>(i).map_err(|e| (i, e))?)
                 }
                 (ColumnKind::I8, ColumnBuilder::I8(b)) => b.append_option(get!(self, i, i8)),
-                // YEAR arrives as a two-byte integer, which sqlx does not offer as i16.
-                (ColumnKind::I16, ColumnBuilder::I16(b)) if self.column(i).type_info().name() == "YEAR" => {
+                // I16 is SMALLINT or YEAR, both two-byte integers on the wire; sqlx offers
+                // YEAR as no Rust type, so the value is read without its type check.
+                (ColumnKind::I16, ColumnBuilder::I16(b)) => {
                     b.append_option(self.try_get_unchecked::<Option<i16>, _>(i).map_err(|e| (i, e))?)
                 }
-                (ColumnKind::I16, ColumnBuilder::I16(b)) => b.append_option(get!(self, i, i16)),
                 (ColumnKind::I32, ColumnBuilder::I32(b)) => b.append_option(get!(self, i, i32)),
                 (ColumnKind::U8, ColumnBuilder::U8(b)) => b.append_option(get!(self, i, u8)),
                 (ColumnKind::U16, ColumnBuilder::U16(b)) => b.append_option(get!(self, i, u16)),

@@ -7,9 +7,6 @@
 //! without a global read lock). A chunk is therefore the state of its rows at a known
 //! log position, and [`ChunkFilter`](super::ChunkFilter) joins it to the log.
 
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, Int64Array, StringArray};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use operators_core::{Error, Result};
@@ -17,7 +14,7 @@ use sqlx::{Executor, MySqlPool};
 
 use super::position::BinlogPosition;
 use super::schema::TableInfo;
-use crate::cdc::{ChangeKind, key_at};
+use crate::cdc::{key_at, snapshot_batch};
 use crate::jdbc::source::Batcher;
 use crate::jdbc::{DriverError, is_transient};
 
@@ -49,7 +46,6 @@ pub(crate) async fn read_chunk(
     if read.is_err() {
         // The transaction may still be open: the connection is not given back.
         conn.detach();
-        return read;
     }
     read
 }
@@ -116,20 +112,7 @@ async fn read_in(
     let table_batch = batcher.take()?;
     let at = BinlogPosition::new(file, pos);
     let upper = if n >= limit { key_at(table_batch.column(info.key), n - 1)? } else { None };
-    let batch = with_change_columns(info, table_batch, ChangeKind::Insert, &at.to_string())?;
+    let batch =
+        snapshot_batch(info.schema.clone(), table_batch.columns(), n, (&info.database, &info.table), &at.to_string())?;
     Ok(ChunkRead { batch, at, upper })
-}
-
-/// The table's columns with the change columns of a snapshot (one kind, one position,
-/// no commit time) after them.
-fn with_change_columns(info: &TableInfo, batch: RecordBatch, kind: ChangeKind, position: &str) -> Result<RecordBatch> {
-    let n = batch.num_rows();
-    let mut columns = batch.columns().to_vec();
-    let constant = |v: &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n))) };
-    columns.push(constant(kind.as_str()));
-    columns.push(constant(&info.database));
-    columns.push(constant(&info.table));
-    columns.push(constant(position));
-    columns.push(Arc::new(Int64Array::new_null(n)));
-    RecordBatch::try_new(info.schema.clone(), columns).map_err(|e| Error::arrow("adding the change columns", e))
 }

@@ -68,7 +68,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{ArrayRef, Int64Array, StringArray};
+use arrow::array::ArrayRef;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -83,7 +83,7 @@ use tokio::sync::mpsc;
 
 use self::pgoutput::{Datum, Message};
 pub use self::visibility::Snapshot;
-use crate::cdc::{ChangeColumns, ChangeKind, change_fields, key_at};
+use crate::cdc::{ChangeColumns, ChangeKind, change_fields, key_at, snapshot_batch};
 use crate::error::SourceError;
 use crate::jdbc::source::{Batcher, ColumnBuilder, days};
 use crate::jdbc::{ColumnKind, DbConfig, DbKind, DbPool, DriverError, describe_sqlx, is_transient};
@@ -514,17 +514,15 @@ impl PgReader {
         if upper.is_none() {
             self.state.snapshot_done = true;
         }
-        // Snapshot rows: +I, no position of their own (the slot's start), no commit time.
-        let mut columns = batch.columns().to_vec();
-        let constant = |v: &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n))) };
-        columns.push(constant(ChangeKind::Insert.as_str()));
-        columns.push(constant(&table.schema_name));
-        columns.push(constant(&table.name));
-        columns.push(constant(&format!("snapshot:{snapshot_text}")));
-        columns.push(Arc::new(Int64Array::new_null(n)));
-        RecordBatch::try_new(table.schema.clone(), columns)
-            .map(Some)
-            .map_err(|e| Error::arrow("adding the change columns", e))
+        // Snapshot rows' position is the snapshot they were read under.
+        snapshot_batch(
+            table.schema.clone(),
+            batch.columns(),
+            n,
+            (&table.schema_name, &table.name),
+            &format!("snapshot:{snapshot_text}"),
+        )
+        .map(Some)
     }
 
     fn spawn_log(&mut self) -> Result<()> {
@@ -845,7 +843,8 @@ impl Changes {
                 ),
             ));
         }
-        let at = format!("{}:{}", Lsn::from_u64(position.lsn), position.skip);
+        // Formatted for messages only; the column is written without a String per change.
+        let at = || format!("{}:{}", Lsn::from_u64(position.lsn), position.skip);
         for (i, ((name, column_kind), builder)) in table.columns.iter().zip(self.columns.iter_mut()).enumerate() {
             let value = match &values[i] {
                 // An unchanged TOASTed value: the old row has it under REPLICA IDENTITY FULL.
@@ -854,7 +853,7 @@ impl Changes {
                     Some(Datum::Null) => Datum::Null,
                     _ => {
                         return Err(Error::bad_record(
-                            format!("{origin} {} change {at}", table.quoted()),
+                            format!("{origin} {} change {}", table.quoted(), at()),
                             format!(
                                 "column `{name}`: the update left this large value unchanged and the server did not \
                                  send it; set REPLICA IDENTITY FULL on the table"
@@ -865,10 +864,19 @@ impl Changes {
                 other => other.clone(),
             };
             append_text(*column_kind, builder, &value).map_err(|m| {
-                Error::bad_record(format!("{origin} {} change {at}", table.quoted()), format!("column `{name}`: {m}"))
+                Error::bad_record(
+                    format!("{origin} {} change {}", table.quoted(), at()),
+                    format!("column `{name}`: {m}"),
+                )
             })?;
         }
-        self.change.append(kind, &table.schema_name, &table.name, format_args!("{at}"), Some(commit_ms));
+        self.change.append(
+            kind,
+            &table.schema_name,
+            &table.name,
+            format_args!("{}:{}", Lsn::from_u64(position.lsn), position.skip),
+            Some(commit_ms),
+        );
         self.rows += 1;
         Ok(())
     }
