@@ -27,6 +27,25 @@ pub const POSITION_COLUMN: &str = "_position";
 /// The column of the change's commit time (ms since 1970).
 pub const COMMIT_TIME_COLUMN: &str = "_commit_ms";
 
+/// The schema metadata key under which a CDC source names the table's primary key
+/// columns (comma separated), so that sinks key their writes by it without being told.
+/// Operators that rebuild the schema (SQL) drop it; a sink then needs its key columns
+/// set.
+pub const KEY_METADATA: &str = "operators.changelog.key";
+
+/// The primary key columns a CDC source recorded in `schema`'s metadata, if any.
+pub fn key_columns(schema: &arrow::datatypes::Schema) -> Option<Vec<String>> {
+    let keys: Vec<String> = schema
+        .metadata()
+        .get(KEY_METADATA)?
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(String::from)
+        .collect();
+    (!keys.is_empty()).then_some(keys)
+}
+
 /// Every change column, in the order a CDC source appends them after the table's.
 pub const CHANGE_COLUMNS: [&str; 5] = [KIND_COLUMN, DATABASE_COLUMN, TABLE_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN];
 
@@ -83,5 +102,16 @@ mod tests {
         assert!(ChangeKind::Insert.is_upsert() && ChangeKind::UpdateAfter.is_upsert());
         assert!(!ChangeKind::UpdateBefore.is_upsert() && !ChangeKind::Delete.is_upsert());
         assert_eq!(ChangeKind::parse("+X"), None);
+    }
+
+    #[test]
+    fn key_columns_read_from_the_metadata() {
+        use arrow::datatypes::Schema;
+        let schema = Schema::empty();
+        assert_eq!(super::key_columns(&schema), None);
+        let keyed = schema.clone().with_metadata([(super::KEY_METADATA.to_string(), "a, b".to_string())].into());
+        assert_eq!(super::key_columns(&keyed), Some(vec!["a".to_string(), "b".to_string()]));
+        let empty = schema.with_metadata([(super::KEY_METADATA.to_string(), " ".to_string())].into());
+        assert_eq!(super::key_columns(&empty), None);
     }
 }

@@ -1,14 +1,18 @@
 //! The runner following a table into another database: `source.type postgres-cdc` into
 //! PostgreSQL and `mysql-cdc` from MariaDB, with writes running during the snapshot, until
-//! the copy equals the source. (The MariaDB path's kill test is `kill_mysql_cdc.rs`.)
+//! the copy equals the source; and a MariaDB table into Kafka as Debezium change events.
+//! (The MariaDB path's kill test is `kill_mysql_cdc.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use operators_sources::jdbc::test_util::TestDb;
+use operators_testkit::kafka::{Consumed, Isolation, TestKafka};
 use rand::{Rng, SeedableRng};
+use serde_json::Value;
 use support::kill::{LastRun, concat_args, restartable_args};
 use support::spawn_logged;
 
@@ -114,4 +118,115 @@ async fn mysql_cdc_keeps_a_postgres_copy_equal() {
     source.exec("insert into items select seq, concat('v', seq), null, 0 from seq_1_to_5000").await;
     follow(&source, "mysql-cdc", "select id, v, cast(d as char), cast(n as char) from items order by id").await;
     source.cleanup().await;
+}
+
+/// The Kafka sink's `debezium-json`: the table's snapshot and every change as Debezium
+/// events keyed by `{"id": …}`, an update as one `u` event, each delete followed by a
+/// tombstone; folding the topic's events by key gives the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_cdc_into_kafka_as_debezium_events() {
+    let source = TestDb::mysql().await;
+    source.exec("create table items (id bigint primary key, v varchar(40), d date, n int not null)").await;
+    source.exec("insert into items select seq, concat('v', seq), null, 0 from seq_1_to_500").await;
+    let kafka = TestKafka::start();
+    let topic = kafka.topic("cdc-debezium", 3).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    let args = concat_args(&[
+        &["--job.name", "runner-cdc-debezium"],
+        &["--source.type", "mysql-cdc", "--source.db.url", &source.url, "--source.db.table", "items"],
+        &["--source.cdc.snapshot.chunk.size", "50"],
+        &["--sink.type", "kafka", "--sink.kafka.brokers", kafka.bootstrap_servers(), "--sink.kafka.topic", &topic],
+        &["--sink.format", "debezium-json"],
+        &restartable_args(Some("EXACTLY_ONCE"), "100", ck.to_str().unwrap()),
+    ]);
+    let log = tmp.path().join("run.log");
+    let run = LastRun::new(spawn_logged(tmp.path(), &args, &log), Some(&log), Duration::from_secs(120));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut next = 501;
+    // Writes while the snapshot is read, then after it: snapshot rows (`r`) and changes
+    // from the log (`c`, `u`, `d`).
+    let mut events = Vec::new();
+    for round in 0..2 {
+        writes(&source, 200, &mut next, &mut rng).await;
+        let expected = source.rows("select id, v, cast(d as char), cast(n as char) from items order by id").await;
+        let mut folded = Vec::new();
+        for _ in 0..240 {
+            events = kafka.read(&topic, Isolation::ReadCommitted).unwrap();
+            folded = fold(&events);
+            if folded == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if folded != expected {
+            run.stop_after_async(Duration::from_millis(200)).await;
+            panic!(
+                "round {round}: the events fold to {} rows, the table has {}; first difference (events, table): \
+                 {:?}\n{}",
+                folded.len(),
+                expected.len(),
+                folded.iter().zip(&expected).find(|(a, b)| a != b),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+    }
+    run.stop_after_async(Duration::from_millis(200)).await;
+
+    let mut ops = BTreeMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let key: Value = serde_json::from_slice(e.key.as_deref().expect("every event has a key")).unwrap();
+        let Some(value) = &e.value else {
+            // A tombstone follows its delete, in the same partition.
+            let before: Value = serde_json::from_slice(events[i - 1].value.as_deref().unwrap()).unwrap();
+            assert_eq!((before["op"].as_str(), &before["before"]["id"]), (Some("d"), &key["id"]), "event {i}");
+            *ops.entry("tombstone").or_insert(0) += 1;
+            continue;
+        };
+        let event: Value = serde_json::from_slice(value).unwrap();
+        let op = event["op"].as_str().unwrap();
+        let row = if op == "d" { &event["before"] } else { &event["after"] };
+        assert_eq!(key, serde_json::json!({ "id": row["id"] }), "event {i}: {event}");
+        assert_eq!(event["source"]["table"], "items");
+        assert_eq!(event["source"]["snapshot"], op == "r", "event {i}: {event}");
+        if op == "u" {
+            let (before, after) = (&event["before"], &event["after"]);
+            assert_eq!(before["n"].as_i64().unwrap() + 1, after["n"].as_i64().unwrap(), "{event}");
+        }
+        *ops.entry(["r", "c", "u", "d"].into_iter().find(|o| *o == op).unwrap()).or_insert(0) += 1;
+    }
+    for op in ["r", "c", "u", "d", "tombstone"] {
+        assert!(ops.get(op).is_some_and(|n| *n > 0), "no {op} event: {ops:?}");
+    }
+    assert_eq!(ops["d"], ops["tombstone"]);
+    source.cleanup().await;
+}
+
+/// The table that the Debezium events of a topic describe, in `id` order, as the rows
+/// `TestDb::rows` reads.
+fn fold(events: &[Consumed]) -> Vec<Vec<String>> {
+    let text = |v: &Value| match v {
+        Value::Null => "NULL".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut table: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for e in events {
+        let Some(value) = &e.value else { continue };
+        let event: Value = serde_json::from_slice(value).unwrap();
+        match event["op"].as_str().unwrap() {
+            "r" | "c" | "u" => {
+                let after = &event["after"];
+                table.insert(
+                    after["id"].as_i64().unwrap(),
+                    ["id", "v", "d", "n"].iter().map(|c| text(&after[c])).collect(),
+                );
+            }
+            "d" => {
+                table.remove(&event["before"]["id"].as_i64().unwrap());
+            }
+            op => panic!("unknown op {op}: {event}"),
+        }
+    }
+    table.into_values().collect()
 }

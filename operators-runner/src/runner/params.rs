@@ -432,8 +432,15 @@ pub const PARAMS: &[ParamSpec] = &[
     ext(
         "sink.format",
         Some("json"),
-        Kind::Enum(&["json", "csv", "parquet"]),
-        "file sink: json (lines), csv or parquet",
+        Kind::Enum(&["json", "csv", "parquet", "debezium-json"]),
+        "file sink: json (lines), csv or parquet; Kafka sink: json, or debezium-json (a CDC source's changes as \
+         Debezium events keyed by primary key)",
+    ),
+    ext(
+        "sink.debezium.tombstones",
+        Some("true"),
+        Kind::Bool,
+        "Kafka sink, debezium-json: follow each delete with a tombstone (key, no value) for log compaction",
     ),
     ext("sink.file.roll.size.mb", Some("128"), MEGABYTES, "file sink: close a part at this size, MB"),
     ext(

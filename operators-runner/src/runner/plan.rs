@@ -21,7 +21,7 @@ use operators_core::{JobConfig, Pipeline, Stream};
 use operators_sinks::elasticsearch::{Backoff, BackoffKind, EsConfig, EsSink, SyncMode};
 use operators_sinks::file::{FileFormat, FileSink};
 use operators_sinks::jdbc::{JdbcSink, WriteMode};
-use operators_sinks::kafka::{Delivery, KafkaSink};
+use operators_sinks::kafka::{Delivery, Format, KafkaSink};
 use operators_sinks::stdout::StdoutSink;
 use operators_sources::cdc::mysql::{MySqlCdcSource, StartupMode};
 use operators_sources::cdc::postgres::{PgStartupMode, PostgresCdcSource};
@@ -156,6 +156,8 @@ struct Shape<'a> {
     watch_once: bool,
     restart: &'a str,
     upsert: bool,
+    /// `sink.format` is `debezium-json`.
+    debezium: bool,
     rest: bool,
     savepoint: bool,
 }
@@ -240,7 +242,11 @@ impl Shape<'_> {
             k if k.starts_with("sink.es.") || k == "bulk.flush.backoff.retries" => {
                 sink("es", "it configures the Elasticsearch sink")
             }
-            "sink.path" | "sink.format" | "sink.file.roll.size.mb" | "sink.file.roll.interval.ms" => {
+            "sink.format" => (self.sink != "file" && self.sink != "kafka")
+                .then(|| format!("it configures the file and Kafka sinks, and sink.type is {}", self.sink)),
+            "sink.debezium.tombstones" => sink("kafka", "it configures the Kafka sink")
+                .or_else(|| (!self.debezium).then(|| "sink.format is not debezium-json".to_string())),
+            "sink.path" | "sink.file.roll.size.mb" | "sink.file.roll.interval.ms" => {
                 sink("file", "it configures the file sink")
             }
             "sink.db.key.columns" => sink("jdbc", "it configures the database sink")
@@ -797,7 +803,10 @@ const SINKS: &[(&str, SinkBuilder)] =
 fn file_sink(params: &Params, stream: Stream, ctx: &SinkCtx<'_>) -> Result<Option<Stream>, PlanError> {
     let sink_parallelism = ctx.parallelism;
     let path = params.required("sink.path", "the file sink writes into one directory")?;
-    let format = FileFormat::parse("sink.format", &params.text_or_default("sink.format")?)?;
+    let format = match params.text_or_default("sink.format")?.as_str() {
+        "debezium-json" => return Err(conflict("sink.format", "debezium-json is a Kafka sink format")),
+        other => FileFormat::parse("sink.format", other)?,
+    };
     // The parameter's range keeps megabytes within 64 bits of bytes.
     let roll_mb: u64 = params.num_or_default("sink.file.roll.size.mb")?;
     let sink = FileSink::new(store_dir("sink.path", &path)?, format)
@@ -850,6 +859,13 @@ fn kafka_sink(params: &Params, stream: Stream, ctx: &SinkCtx<'_>) -> Result<Opti
         }
         sink = sink.with_key_columns(keys);
     }
+    sink = sink.with_format(match params.choice_or_default("sink.format")?.as_str() {
+        "json" => Format::Json,
+        "debezium-json" => Format::DebeziumJson { tombstones: params.bool("sink.debezium.tombstones")? },
+        other => {
+            return Err(conflict("sink.format", format!("the Kafka sink writes json or debezium-json, not {other}")));
+        }
+    });
     stream.sink("sink", sink).parallelism(sink_parallelism);
     Ok(None)
 }
@@ -1029,6 +1045,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
         watch_once: watch == WatchMode::ProcessOnce,
         restart: &restart,
         upsert: params.choice("sink.db.mode")?.as_deref() == Some("upsert"),
+        debezium: params.choice("sink.format")?.as_deref() == Some("debezium-json"),
         rest: params.has("rest.port"),
         savepoint: params.has("savepoint"),
     };
@@ -1105,6 +1122,15 @@ mod tests {
                 ("sink.db.url", "postgres://127.0.0.1/db"),
                 ("sink.db.table", "t"),
                 ("sink.db.key.columns", "id"),
+                ("stream.checkpoint.dir", checkpoints),
+            ],
+            vec![
+                ("source.type", "postgres-cdc"),
+                ("source.db.url", "postgres://127.0.0.1/db"),
+                ("source.db.table", "t"),
+                ("sink.kafka.brokers", "127.0.0.1:9092"),
+                ("sink.kafka.topic", "out"),
+                ("sink.format", "debezium-json"),
                 ("stream.checkpoint.dir", checkpoints),
             ],
             vec![

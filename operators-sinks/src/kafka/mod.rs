@@ -2,7 +2,10 @@
 //!
 //! One message per row: the value is the row as a JSON object (the encoder the file
 //! sinks use), the key is the configured key column (its text), a JSON object of the
-//! key columns when there are several, or no key. The toolkit's client defaults apply
+//! key columns when there are several, or no key. With [`Format::DebeziumJson`], the
+//! rows of a CDC source go out as Debezium change events instead (`before`, `after`,
+//! `source`, `op`), keyed by the table's primary key, an update as one event, a delete
+//! followed by a tombstone ([`operators_core::codec::debezium`]). The toolkit's client defaults apply
 //! (`request.timeout.ms=180000`, `compression.type=lz4`, and Java's partitioner
 //! `murmur2_random`, so keyed rows land where the Java client would put them); every
 //! property passes through to librdkafka and overrides them.
@@ -87,4 +90,4 @@ mod sink;
 mod tests;
 mod transactions;
 
-pub use sink::{Delivery, KafkaSink};
+pub use sink::{Delivery, Format, KafkaSink};

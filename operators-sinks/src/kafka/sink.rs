@@ -11,6 +11,8 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use operators_clients::kafka::KafkaConfig;
 use operators_core::builtins::FaultInjector;
+use operators_core::changelog;
+use operators_core::codec::debezium::{ChangeEvent, DebeziumEncoder};
 use operators_core::codec::json::JsonEncoder;
 use operators_core::operator::{OperatorContext, RestoredState, Sink, SinkFactory, TaskInfo, blocking};
 use operators_core::{CheckpointId, Error, Result};
@@ -34,7 +36,24 @@ pub enum Delivery {
     ExactlyOnce,
 }
 
-/// Writes rows to a Kafka topic as JSON objects.
+/// How rows become messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Each row as a JSON object (Flink's `json`), keyed by the key columns if set.
+    #[default]
+    Json,
+    /// Changelog rows (from a CDC source) as Debezium change events (Flink's
+    /// `debezium-json`), keyed by the table's primary key as a JSON object: see
+    /// [`operators_core::codec::debezium`]. The key columns are the ones set with
+    /// [`KafkaSink::with_key_columns`], or else the primary key the CDC source named.
+    DebeziumJson {
+        /// Whether each delete is followed by a tombstone (the key, no value), so that
+        /// log compaction drops the row; Debezium's `tombstones.on.delete`.
+        tombstones: bool,
+    },
+}
+
+/// Writes rows to a Kafka topic as JSON objects, or changelog rows as Debezium change events.
 ///
 /// ```
 /// use operators_sinks::kafka::{Delivery, KafkaSink};
@@ -51,6 +70,7 @@ pub struct KafkaSink {
     config: KafkaConfig,
     topic: String,
     key_columns: Vec<String>,
+    format: Format,
     delivery: Delivery,
     transactional_prefix: Option<String>,
     transaction_timeout_ms: i32,
@@ -87,6 +107,7 @@ impl KafkaSink {
             config,
             topic: topic.to_string(),
             key_columns: Vec::new(),
+            format: Format::Json,
             delivery: Delivery::AtLeastOnce,
             transactional_prefix,
             transaction_timeout_ms,
@@ -102,6 +123,12 @@ impl KafkaSink {
         S: Into<String>,
     {
         self.key_columns = columns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Rows as JSON objects (default), or changelog rows as Debezium change events.
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
         self
     }
 
@@ -164,10 +191,10 @@ impl SinkFactory for KafkaSink {
             topic: self.topic.clone(),
             key_columns: self.key_columns.clone(),
             encoder: JsonEncoder::new(),
-            values: Vec::new(),
-            value_rows: Vec::new(),
-            keys: Vec::new(),
-            key_rows: Vec::new(),
+            format: self.format,
+            debezium: None,
+            buf: Vec::new(),
+            messages: Vec::new(),
             mode,
             faults: self.faults.clone(),
         }))
@@ -184,25 +211,61 @@ struct KafkaSinkTask {
     topic: String,
     key_columns: Vec<String>,
     encoder: JsonEncoder,
-    values: Vec<u8>,
-    value_rows: Vec<Range<usize>>,
-    keys: Vec<u8>,
-    key_rows: Vec<Option<Range<usize>>>,
+    format: Format,
+    /// The Debezium encoder, made at the first batch (its key columns may come from the
+    /// rows' schema).
+    debezium: Option<DebeziumEncoder>,
+    /// The encoded keys and values of the batch being sent.
+    buf: Vec<u8>,
+    messages: Vec<ChangeEvent>,
     mode: Mode,
     faults: FaultInjector,
 }
 
 impl KafkaSinkTask {
-    /// Encodes `batch` into `values`/`keys`.
+    /// Encodes `batch` into `buf` and `messages`.
     fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.values.clear();
-        self.value_rows.clear();
-        self.encoder.encode_rows(batch, &mut self.values, &mut self.value_rows)?;
-        self.keys.clear();
-        self.key_rows.clear();
-        if self.key_columns.is_empty() {
+        self.buf.clear();
+        self.messages.clear();
+        if let Format::DebeziumJson { tombstones } = self.format {
+            if self.debezium.is_none() {
+                let setting = format!("{}.key.columns", self.config.prefix());
+                let keys = if self.key_columns.is_empty() {
+                    changelog::key_columns(&batch.schema()).ok_or_else(|| {
+                        Error::config(
+                            &setting,
+                            "the Debezium envelope keys each change by the table's primary key, and these rows \
+                             do not name one (a CDC source's rows do, unless SQL rebuilt them): set the key columns",
+                        )
+                    })?
+                } else {
+                    self.key_columns.clone()
+                };
+                self.debezium = Some(DebeziumEncoder::new(keys).with_tombstones(tombstones).with_setting(setting));
+            }
+            if let Some(encoder) = &self.debezium {
+                encoder.encode(batch, &mut self.buf, &mut self.messages)?;
+            }
             return Ok(());
         }
+        let mut values = Vec::with_capacity(batch.num_rows());
+        self.encoder.encode_rows(batch, &mut self.buf, &mut values)?;
+        let mut keys: Vec<Option<Range<usize>>> = Vec::new();
+        if !self.key_columns.is_empty() {
+            keys = self.encode_keys(batch)?;
+        }
+        self.messages.extend(
+            values
+                .into_iter()
+                .enumerate()
+                .map(|(i, value)| ChangeEvent { key: keys.get(i).cloned().flatten(), value: Some(value) }),
+        );
+        Ok(())
+    }
+
+    /// Appends the key of every row to `buf`: one column's text, or a JSON object of
+    /// several; `None` where the key columns are all null.
+    fn encode_keys(&mut self, batch: &RecordBatch) -> Result<Vec<Option<Range<usize>>>> {
         let schema = batch.schema();
         let mut indices = Vec::with_capacity(self.key_columns.len());
         for name in &self.key_columns {
@@ -214,39 +277,41 @@ impl KafkaSinkTask {
             })?;
             indices.push(idx);
         }
+        let mut keys = Vec::with_capacity(batch.num_rows());
         if let [idx] = indices[..] {
             let column = batch.column(idx);
             let text = arrow::compute::cast(column, &DataType::Utf8).map_err(|e| Error::arrow("Kafka sink key", e))?;
             let text = text.as_string::<i32>();
             for i in 0..text.len() {
                 if text.is_null(i) {
-                    self.key_rows.push(None);
+                    keys.push(None);
                 } else {
-                    let start = self.keys.len();
-                    self.keys.extend_from_slice(text.value(i).as_bytes());
-                    self.key_rows.push(Some(start..self.keys.len()));
+                    let start = self.buf.len();
+                    self.buf.extend_from_slice(text.value(i).as_bytes());
+                    keys.push(Some(start..self.buf.len()));
                 }
             }
         } else {
             let projected = batch.project(&indices).map_err(|e| Error::arrow("Kafka sink key", e))?;
             let mut rows = Vec::with_capacity(batch.num_rows());
-            self.encoder.encode_rows(&projected, &mut self.keys, &mut rows)?;
+            self.encoder.encode_rows(&projected, &mut self.buf, &mut rows)?;
             for (i, r) in rows.into_iter().enumerate() {
                 let all_null = indices.iter().all(|&c| batch.column(c).is_null(i));
-                self.key_rows.push((!all_null).then_some(r));
+                keys.push((!all_null).then_some(r));
             }
         }
-        Ok(())
+        Ok(keys)
     }
 
     /// Sends the encoded rows, waiting while librdkafka's queue is full.
     async fn send_encoded(&self, producer: &KafkaProducer) -> Result<()> {
-        for (i, range) in self.value_rows.iter().enumerate() {
-            let payload = &self.values[range.clone()];
-            let key = self.key_rows.get(i).cloned().flatten().map(|r| &self.keys[r]);
-            let mut record = BaseRecord::to(&self.topic).payload(payload);
-            if let Some(k) = key {
-                record = record.key(k);
+        for message in &self.messages {
+            let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic);
+            if let Some(value) = &message.value {
+                record = record.payload(&self.buf[value.clone()]);
+            }
+            if let Some(key) = &message.key {
+                record = record.key(&self.buf[key.clone()]);
             }
             let mut wait = Duration::from_micros(200);
             loop {

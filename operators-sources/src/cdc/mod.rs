@@ -11,7 +11,8 @@ pub mod mysql;
 pub mod postgres;
 
 pub use operators_core::changelog::{
-    CHANGE_COLUMNS, COMMIT_TIME_COLUMN, ChangeKind, DATABASE_COLUMN, KIND_COLUMN, POSITION_COLUMN, TABLE_COLUMN,
+    CHANGE_COLUMNS, COMMIT_TIME_COLUMN, ChangeKind, DATABASE_COLUMN, KEY_METADATA, KIND_COLUMN, POSITION_COLUMN,
+    TABLE_COLUMN,
 };
 
 #[cfg(any(feature = "mysql-cdc", feature = "postgres-cdc"))]
@@ -24,15 +25,19 @@ use arrow::datatypes::{
 use operators_core::{Error, Result};
 
 #[cfg(any(feature = "mysql-cdc", feature = "postgres-cdc"))]
-/// The change columns, after the table's.
-pub(crate) fn change_fields() -> Vec<Field> {
-    vec![
+/// The schema of a table's changelog rows: the table's `fields`, then the change
+/// columns, with the primary key named in the metadata ([`KEY_METADATA`]) for the sinks
+/// that key their writes by it.
+pub(crate) fn changelog_schema(mut fields: Vec<Field>, key: &str) -> arrow::datatypes::SchemaRef {
+    fields.extend([
         Field::new(KIND_COLUMN, DataType::Utf8, false),
         Field::new(DATABASE_COLUMN, DataType::Utf8, false),
         Field::new(TABLE_COLUMN, DataType::Utf8, false),
         Field::new(POSITION_COLUMN, DataType::Utf8, false),
         Field::new(COMMIT_TIME_COLUMN, DataType::Int64, true),
-    ]
+    ]);
+    let metadata = [(KEY_METADATA.to_string(), key.to_string())].into();
+    std::sync::Arc::new(arrow::datatypes::Schema::new_with_metadata(fields, metadata))
 }
 
 #[cfg(any(feature = "mysql-cdc", feature = "postgres-cdc"))]

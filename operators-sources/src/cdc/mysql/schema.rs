@@ -1,11 +1,9 @@
 //! The followed table's columns, read from `information_schema`.
 
-use std::sync::Arc;
-
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, SchemaRef};
 use sqlx::MySqlPool;
 
-use crate::cdc::change_fields;
+use crate::cdc::changelog_schema;
 use crate::error::SourceError;
 use crate::jdbc::{ColumnKind, DbKind, describe_sqlx};
 
@@ -109,9 +107,9 @@ impl TableInfo {
                 ));
             }
         };
-        let mut fields: Vec<Field> = columns.iter().map(|c| Field::new(&c.name, c.kind.arrow_type(), true)).collect();
-        fields.extend(change_fields());
-        Ok(Self { database: database.into(), table: table.into(), columns, key, schema: Arc::new(Schema::new(fields)) })
+        let fields: Vec<Field> = columns.iter().map(|c| Field::new(&c.name, c.kind.arrow_type(), true)).collect();
+        let schema = changelog_schema(fields, &columns[key].name);
+        Ok(Self { database: database.into(), table: table.into(), columns, key, schema })
     }
 
     /// `database`.`table`, quoted for MySQL.

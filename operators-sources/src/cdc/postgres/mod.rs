@@ -83,7 +83,7 @@ use tokio::sync::mpsc;
 
 use self::pgoutput::{Datum, Message};
 pub use self::visibility::Snapshot;
-use crate::cdc::{ChangeColumns, ChangeKind, change_fields, key_at, snapshot_batch};
+use crate::cdc::{ChangeColumns, ChangeKind, changelog_schema, key_at, snapshot_batch};
 use crate::error::SourceError;
 use crate::jdbc::source::{Batcher, ColumnBuilder, days};
 use crate::jdbc::{ColumnKind, DbConfig, DbKind, DbPool, DriverError, describe_sqlx, is_transient};
@@ -349,15 +349,14 @@ impl PgReader {
             )
         })?;
         let table_fields: Vec<Field> = columns.iter().map(|(n, k)| Field::new(n, k.arrow_type(), true)).collect();
-        let mut fields = table_fields.clone();
-        fields.extend(change_fields());
+        let schema = changelog_schema(table_fields.clone(), &columns[key].0);
         Ok(PgTable {
             schema_name,
             name,
             select_list,
             columns,
             key,
-            schema: Arc::new(Schema::new(fields)),
+            schema,
             table_schema: Arc::new(Schema::new(table_fields)),
         })
     }
