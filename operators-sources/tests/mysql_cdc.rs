@@ -17,75 +17,10 @@ use operators_core::{JobConfig, JobStatus, Pipeline};
 use operators_sources::cdc::KIND_COLUMN;
 use operators_sources::cdc::mysql::{MySqlCdcSource, StartupMode};
 use operators_sources::jdbc::test_util::TestDb;
+use operators_testkit::tables::mysql::{TYPES, values, write};
 use rand::{Rng, SeedableRng};
 use support::cdc::{assert_no_change_twice, checkpointed, converge, wait_rows};
 use support::cell;
-
-/// Every column type the database source reads from MySQL, and a change counter.
-const TYPES: &str = "create table items (id bigint primary key, b boolean, s smallint, i int, f4 float, f8 double, \
-    d decimal(10,3), t text, v varchar(20), day date, ts datetime(3), tz timestamp(3) null default null, \
-    bin varbinary(10), j json, tm time, tiny tinyint, big_u bigint unsigned, mu mediumint unsigned, \
-    e enum('red','Green','it''s'), st set('x','y','z'), yr year, n int not null default 0)";
-
-fn values(id: i64, rng: &mut impl Rng) -> String {
-    if rng.random_bool(0.15) {
-        return format!("({id}, {})", ["NULL"; 20].join(", ") + ", 0");
-    }
-    format!(
-        "({id}, {}, {}, {}, {}, {}, {}.{:03}, 'text {id} 北京', 'v{}', '20{:02}-0{}-1{}', '2021-03-04 05:06:{:02}.{:03}', \
-         '2022-01-02 03:04:05.{:03}', x'00{:02x}ff', '{{\"a\": [{id}, null]}}', '1{}:3{}:00', {}, {}, {}, '{}', '{}', {}, 0)",
-        rng.random_bool(0.5),
-        rng.random_range(-30000..30000),
-        rng.random_range(-2_000_000_000..2_000_000_000),
-        rng.random_range(-1000..1000) as f32 / 4.0,
-        rng.random_range(-1e6..1e6),
-        rng.random_range(-9999..9999),
-        rng.random_range(0..1000),
-        rng.random_range(0..1000),
-        rng.random_range(0..30),
-        rng.random_range(1..10),
-        rng.random_range(0..10),
-        rng.random_range(0..60),
-        rng.random_range(0..1000),
-        rng.random_range(0..1000),
-        rng.random_range(0..256),
-        rng.random_range(0..10),
-        rng.random_range(0..10),
-        rng.random_range(-128..128),
-        if rng.random_bool(0.5) { u64::MAX - rng.random_range(0..5) } else { rng.random_range(0..5) },
-        rng.random_range(0..16_777_216),
-        ["red", "Green", "it''s"][rng.random_range(0..3)],
-        ["", "x", "y,z", "x,y,z"][rng.random_range(0..4)],
-        rng.random_range(1901..2155),
-    )
-}
-
-/// One random write: an insert, an update of some columns (NULL included) or a delete.
-async fn write(db: &TestDb, rng: &mut impl Rng, next_id: &mut i64) {
-    let id = rng.random_range(1..*next_id);
-    match rng.random_range(0..10) {
-        0..=2 => {
-            let row = values(*next_id, rng);
-            *next_id += 1;
-            db.exec(&format!("insert into items values {row}")).await;
-        }
-        3..=7 => {
-            let set = match rng.random_range(0..4) {
-                0 => "t = null, v = 'changed'".to_string(),
-                1 => format!("i = {}, tz = now(3)", rng.random_range(0..100)),
-                2 => "e = 'Green', st = 'x,z', mu = 16777215, big_u = 18446744073709551615".to_string(),
-                _ => "d = -0.5, day = '1969-12-31', ts = '1960-01-01 00:00:00.5', yr = 2155".to_string(),
-            };
-            db.exec(&format!("update items set {set}, n = n + 1 where id = {id}")).await;
-        }
-        8 => db.exec(&format!("delete from items where id = {id}")).await,
-        _ => {
-            // Several changes in one statement: one transaction, one rows event.
-            let a = rng.random_range(1..*next_id);
-            db.exec(&format!("update items set n = n + 1, b = not b where id in ({id}, {a}, {})", id + 1)).await;
-        }
-    }
-}
 
 async fn fill(db: &TestDb, rows: i64, rng: &mut impl Rng) {
     db.exec(TYPES).await;
@@ -109,12 +44,12 @@ async fn a_snapshot_taken_during_writes_then_the_log_give_the_table_for_every_ty
     let job = p.start(checkpointed("cdc-types", ckpt.path())).unwrap();
     let mut next_id = 3001;
     for _ in 0..400 {
-        write(&db, &mut rng, &mut next_id).await;
+        db.exec(&write(&mut rng, &mut next_id)).await;
     }
     converge(&db, &out).await;
     // The log phase on its own: more writes after the snapshot.
     for _ in 0..200 {
-        write(&db, &mut rng, &mut next_id).await;
+        db.exec(&write(&mut rng, &mut next_id)).await;
     }
     converge(&db, &out).await;
     job.cancel();
@@ -156,7 +91,7 @@ async fn a_stopped_job_resumes_from_its_savepoint_without_losing_or_repeating_a_
         p.source("cdc", source()).sink("out", TwoPhaseMemorySink::new(out.clone()));
         let job = p.start(config).unwrap();
         for _ in 0..150 {
-            write(&db, &mut rng, &mut next_id).await;
+            db.exec(&write(&mut rng, &mut next_id)).await;
         }
         if round == 2 {
             converge(&db, &out).await;

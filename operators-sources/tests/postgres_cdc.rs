@@ -16,66 +16,10 @@ use operators_core::{JobConfig, JobStatus, Pipeline};
 use operators_sources::cdc::KIND_COLUMN;
 use operators_sources::cdc::postgres::{PgStartupMode, PostgresCdcSource};
 use operators_sources::jdbc::test_util::TestDb;
+use operators_testkit::tables::postgres::{TYPES, values, write};
 use rand::{Rng, SeedableRng};
 use support::cdc::{assert_no_change_twice, checkpointed, converge};
 use support::cell;
-
-const TYPES: &str = "create table items (id int8 primary key, b bool, s int2, i int4, f4 float4, f8 float8, \
-    d numeric(10,3), t text, v varchar(20), day date, ts timestamp, tz timestamptz, bin bytea, j jsonb, u uuid, \
-    tm time, n int not null default 0)";
-
-fn values(id: i64, rng: &mut impl Rng) -> String {
-    if rng.random_bool(0.15) {
-        return format!("({id}, {}, 0)", ["null"; 15].join(", "));
-    }
-    format!(
-        "({id}, {}, {}, {}, {}, {}, {}.{:03}, 'text {id} 北京', 'v{}', '20{:02}-0{}-1{}', '2021-03-04 05:06:{:02}.{:03}', \
-         '2022-01-02 03:04:05.{:03}+02', '\\x00{:02x}ff', '{{\"a\": [{id}, null]}}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd38{:04x}', \
-         '1{}:3{}:00', 0)",
-        rng.random_bool(0.5),
-        rng.random_range(-30000..30000),
-        rng.random_range(-2_000_000_000..2_000_000_000),
-        rng.random_range(-1000..1000) as f32 / 4.0,
-        rng.random_range(-1e6..1e6),
-        rng.random_range(-9999..9999),
-        rng.random_range(0..1000),
-        rng.random_range(0..1000),
-        rng.random_range(0..30),
-        rng.random_range(1..10),
-        rng.random_range(0..10),
-        rng.random_range(0..60),
-        rng.random_range(0..1000),
-        rng.random_range(0..1000),
-        rng.random_range(0..256),
-        rng.random_range(0..65536),
-        rng.random_range(0..10),
-        rng.random_range(0..10),
-    )
-}
-
-async fn write(db: &TestDb, rng: &mut impl Rng, next_id: &mut i64) {
-    let id = rng.random_range(1..*next_id);
-    match rng.random_range(0..10) {
-        0..=2 => {
-            let row = values(*next_id, rng);
-            *next_id += 1;
-            db.exec(&format!("insert into items values {row}")).await;
-        }
-        3..=7 => {
-            let set = match rng.random_range(0..3) {
-                0 => "t = null, v = 'changed'".to_string(),
-                1 => format!("i = {}, tz = now()", rng.random_range(0..100)),
-                _ => "d = -0.5, day = '1969-12-31', ts = '1960-01-01 00:00:00.5', j = '[1, {\"b\": null}]'".to_string(),
-            };
-            db.exec(&format!("update items set {set}, n = n + 1 where id = {id}")).await;
-        }
-        8 => db.exec(&format!("delete from items where id = {id}")).await,
-        _ => {
-            let a = rng.random_range(1..*next_id);
-            db.exec(&format!("update items set n = n + 1, b = not b where id in ({id}, {a}, {})", id + 1)).await;
-        }
-    }
-}
 
 fn schema_of(db: &TestDb) -> String {
     db.url.split("currentSchema=").nth(1).unwrap().to_string()
@@ -119,11 +63,11 @@ async fn a_snapshot_taken_during_writes_then_replication_give_the_table_for_ever
     let job = p.start(checkpointed("pg-cdc-types", ckpt.path())).unwrap();
     let mut next_id = 3001;
     for _ in 0..400 {
-        write(&db, &mut rng, &mut next_id).await;
+        db.exec(&write(&mut rng, &mut next_id)).await;
     }
     converge(&db, &out).await;
     for _ in 0..200 {
-        write(&db, &mut rng, &mut next_id).await;
+        db.exec(&write(&mut rng, &mut next_id)).await;
     }
     converge(&db, &out).await;
     job.cancel();
@@ -152,7 +96,7 @@ async fn a_stopped_job_resumes_from_its_savepoint_and_an_existing_slot_is_refuse
         p.source("cdc", source()).sink("out", TwoPhaseMemorySink::new(out.clone()));
         let job = p.start(config).unwrap();
         for _ in 0..150 {
-            write(&db, &mut rng, &mut next_id).await;
+            db.exec(&write(&mut rng, &mut next_id)).await;
         }
         if round == 2 {
             converge(&db, &out).await;

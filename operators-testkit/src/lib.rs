@@ -8,6 +8,8 @@
 //!   and an HTTP server with the subset of Elasticsearch's API the sink uses, for the
 //!   faults a real server cannot be made to show (per-item 429/503/409, a dropped
 //!   connection after applying a bulk, slow answers, nodes going down, Elasticsearch 6).
+//! - [`tables`]: MySQL and PostgreSQL tables of every column type, with random rows and
+//!   writes, for the change-data-capture tests.
 //!
 //! ```no_run
 //! use operators_testkit::kafka::{Isolation, TestKafka};
@@ -22,3 +24,4 @@
 pub mod changelog;
 pub mod es;
 pub mod kafka;
+pub mod tables;
