@@ -1,5 +1,6 @@
 //! The sink: its builder and factory, the subtask that writes rows, and the progress table.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use arrow::array::ArrayRef;
@@ -113,6 +114,7 @@ impl SinkFactory for JdbcSink {
             subtask: info.subtask,
             pool: None,
             table_columns: Vec::new(),
+            text_casts: HashMap::new(),
             checked_schema: None,
             pending: Vec::new(),
             pending_rows: 0,
@@ -144,12 +146,28 @@ struct JdbcWriter {
     subtask: usize,
     pool: Option<DbPool>,
     table_columns: Vec<String>,
+    /// PostgreSQL: the cast (`::JSONB`) after a text parameter bound to each column
+    /// (lower-cased name) whose type is not text. PostgreSQL refuses a text parameter
+    /// for a `jsonb`, `time`, `uuid` or `numeric` column unless it is cast; MySQL and
+    /// SQLite convert text themselves.
+    text_casts: HashMap<String, String>,
     checked_schema: Option<arrow::datatypes::SchemaRef>,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
     last_flush: Instant,
     /// Exactly once: every row of the current checkpoint, for the committable.
     epoch_rows: Vec<RecordBatch>,
+}
+
+/// The cast a text parameter needs for a PostgreSQL column of type `type_name` (as sqlx
+/// names it: `JSONB`, `TIME`, `INT4[]`, an enum's name), or `None` for the text types.
+/// The name comes from the server's catalog; one that is not a plain type name gets no
+/// cast (the server then reports the mismatch).
+pub(super) fn text_cast(type_name: &str) -> Option<String> {
+    let textual = ["TEXT", "VARCHAR", "BPCHAR", "CHAR", "NAME", "CITEXT", "UNKNOWN"];
+    let plain = !type_name.is_empty()
+        && type_name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '[' | ']' | ' '));
+    (plain && !textual.iter().any(|t| t.eq_ignore_ascii_case(type_name))).then(|| format!("::{type_name}"))
 }
 
 fn db_err(what: &str, e: sqlx::Error) -> Error {
@@ -213,9 +231,14 @@ macro_rules! insert_rows {
                     values.push(v);
                 }
                 let mut qb = QueryBuilder::<$db>::new(format!("insert into {table} ({}) ", names.join(", ")));
+                let casts = sink.casts_of(&batch.schema());
                 qb.push_values(values, |mut b, row| {
-                    for v in row {
+                    for (v, cast) in row.into_iter().zip(&casts) {
+                        let text = v.is_text();
                         bind!(b, v);
+                        if let (true, Some(cast)) = (text, cast) {
+                            b.push_unseparated(cast);
+                        }
                     }
                 });
                 qb.push(sink.upsert_clause(&batch.schema()));
@@ -239,6 +262,7 @@ macro_rules! delete_rows {
             let table = quote_ident(kind, &sink.cfg.table);
             let names: Vec<String> = batch.schema().fields().iter().map(|f| quote_ident(kind, f.name())).collect();
             let columns: Vec<ArrayRef> = batch.columns().to_vec();
+            let casts = sink.casts_of(&batch.schema());
             let per = rows_per_statement(sink.cfg.batch_size, columns.len());
             let mut start = 0;
             while start < batch.num_rows() {
@@ -249,12 +273,17 @@ macro_rules! delete_rows {
                         qb.push(" or ");
                     }
                     qb.push("(");
-                    for (i, (name, c)) in names.iter().zip(&columns).enumerate() {
+                    for (i, ((name, c), cast)) in names.iter().zip(&columns).zip(&casts).enumerate() {
                         if i > 0 {
                             qb.push(" and ");
                         }
                         qb.push(format!("{name} = "));
-                        bind!(qb, value(c.as_ref(), row)?);
+                        let v = value(c.as_ref(), row)?;
+                        let text = v.is_text();
+                        bind!(qb, v);
+                        if let (true, Some(cast)) = (text, cast) {
+                            qb.push(cast);
+                        }
                     }
                     qb.push(")");
                 }
@@ -282,6 +311,11 @@ impl JdbcWriter {
 
     fn pool(&self) -> Result<&DbPool> {
         self.pool.as_ref().ok_or_else(|| Error::Internal("database sink used before open".into()))
+    }
+
+    /// The cast after a text parameter of each of `schema`'s columns ([`Self::text_casts`]).
+    fn casts_of(&self, schema: &arrow::datatypes::Schema) -> Vec<Option<&str>> {
+        schema.fields().iter().map(|f| self.text_casts.get(&f.name().to_lowercase()).map(String::as_str)).collect()
     }
 
     fn upsert_clause(&self, schema: &arrow::datatypes::Schema) -> String {
@@ -547,17 +581,25 @@ impl Sink for JdbcWriter {
         let pool = self.pool()?.clone();
         let table = quote_ident(pool.kind(), &self.cfg.table);
         let probe = format!("select * from {table} where 1 = 0");
+        let mut text_casts = HashMap::new();
         let columns: std::result::Result<Vec<String>, sqlx::Error> = async {
-            use sqlx::{Column, Statement};
+            use sqlx::{Column, Statement, TypeInfo};
             Ok(match &pool {
                 DbPool::Postgres(p) => {
-                    p.prepare(&probe).await?.columns().iter().map(|c| c.name().to_string()).collect()
+                    let statement = p.prepare(&probe).await?;
+                    for c in statement.columns() {
+                        if let Some(cast) = text_cast(c.type_info().name()) {
+                            text_casts.insert(c.name().to_lowercase(), cast);
+                        }
+                    }
+                    statement.columns().iter().map(|c| c.name().to_string()).collect()
                 }
                 DbPool::MySql(p) => p.prepare(&probe).await?.columns().iter().map(|c| c.name().to_string()).collect(),
                 DbPool::Sqlite(p) => p.prepare(&probe).await?.columns().iter().map(|c| c.name().to_string()).collect(),
             })
         }
         .await;
+        self.text_casts = text_casts;
         self.table_columns = columns.map_err(|e| {
             Error::config(
                 "sink.db.table",

@@ -21,6 +21,14 @@ pub(super) enum Value {
     Timestamp(chrono::NaiveDateTime),
 }
 
+impl Value {
+    /// Whether the value is bound as text (a NULL of a text column included): such a
+    /// parameter may need a cast to its column's type.
+    pub(super) fn is_text(&self) -> bool {
+        matches!(self, Value::Text(_) | Value::Null(NullType::Text))
+    }
+}
+
 /// The SQL type a NULL is bound as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum NullType {

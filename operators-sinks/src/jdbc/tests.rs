@@ -46,3 +46,19 @@ fn nanosecond_timestamps_round_down_before_1970_too() {
     assert_eq!(micros(0), -1);
     assert_eq!(micros(1), 1);
 }
+
+#[test]
+fn text_parameters_are_cast_to_postgres_types_other_than_text() {
+    use super::sink::text_cast;
+    assert_eq!(text_cast("JSONB").as_deref(), Some("::JSONB"));
+    assert_eq!(text_cast("TIME").as_deref(), Some("::TIME"));
+    assert_eq!(text_cast("INT4[]").as_deref(), Some("::INT4[]"));
+    assert_eq!(text_cast("mood").as_deref(), Some("::mood"));
+    for textual in ["TEXT", "VARCHAR", "CHAR", "NAME", "citext"] {
+        assert_eq!(text_cast(textual), None, "{textual}");
+    }
+    // Not a plain type name: no cast spliced into the statement.
+    assert_eq!(text_cast("\"CHAR\""), None);
+    assert_eq!(text_cast("x; drop table t"), None);
+    assert_eq!(text_cast(""), None);
+}
