@@ -88,7 +88,7 @@ fn refusals_name_the_key() {
             "--source.db.type",
             "hive",
             "--source.db.url",
-            "jdbc:hive2://h:10000/db",
+            "postgres://h/db",
             "--source.db.table",
             "t",
         ],

@@ -24,6 +24,8 @@
 //! | `jdbc` | no | `jdbc::JdbcSource`: PostgreSQL, MySQL/MariaDB, SQLite queries |
 //! | `kafka` | no | `kafka::KafkaSource`: JSON records from Kafka topics (librdkafka) |
 //! | `mysql-cdc` | no | `cdc::mysql::MySqlCdcSource`: a MySQL/MariaDB table, then its changes from the binary log |
+//! | `postgres-cdc` | no | `cdc::postgres::PostgresCdcSource`: a PostgreSQL table, then its changes from logical replication |
+//! | `hive` | no | `hive::HiveSource`: Hive tables and queries through HiveServer2 |
 
 #![warn(missing_docs)]
 
@@ -32,6 +34,8 @@ pub mod cdc;
 mod error;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "hive")]
+pub mod hive;
 #[cfg(feature = "jdbc")]
 pub mod jdbc;
 #[cfg(feature = "kafka")]
