@@ -9,6 +9,8 @@
 #   OpenSearch  127.0.0.1:9200   (ES_URL; basic auth ES_USER / ES_PASSWORD)
 #   HDFS        127.0.0.1:9000   NameNode and one DataNode (HDFS_URL; HADOOP_CONF_DIR for
 #                                clients; WebHDFS on 127.0.0.1:9870), permissions off
+#   HiveServer2 127.0.0.1:10000  Thrift binary, SASL PLAIN (HIVE_URL; HIVE_USER /
+#                                HIVE_PASSWORD), embedded metastore, local warehouse
 #   Flink 1.20's command-line client, installed only (FLINK_CLIENT: the `flink` wrapper)
 #
 # Each service script is idempotent: what runs already is left alone, what is installed
@@ -36,10 +38,13 @@ kafka_single=$!
 opensearch=$!
 "$here/hdfs.sh" start >&2 &
 hdfs=$!
+"$here/hive.sh" start >&2 &
+hive=$!
 wait $kafka_single || die "Kafka (single node) did not start"
 "$here/kafka.sh" start cluster >&2 || die "Kafka (three nodes) did not start"
 wait $opensearch || die "OpenSearch did not start"
 wait $hdfs || die "HDFS did not start"
+wait $hive || die "HiveServer2 did not start"
 wait $flink_client || die "Flink's command-line client was not installed"
 log "all services up in $((SECONDS - t0)) s"
 
@@ -55,3 +60,4 @@ export HDFS_URL=hdfs://127.0.0.1:9000
 export HADOOP_CONF_DIR=$(printf %q "$("$here/hdfs.sh" conf-dir)")
 export FLINK_CLIENT=$(printf %q "$("$here/flink-client.sh" path)")
 EOF
+"$here/hive.sh" env

@@ -139,6 +139,12 @@ impl HiveConfig {
                 session.push((format!("{prefix}{}", k.trim()), v.to_string()));
             }
         }
+        // Plain column names (`id`, not `lyh.id`, HiveServer2's default for `select *`):
+        // they become JSON keys and SQL names downstream. A URL may turn it back on.
+        let unique_names = "set:hiveconf:hive.resultset.use.unique.column.names";
+        if !session.iter().any(|(k, _)| k == unique_names) {
+            session.push((unique_names.to_string(), "false".to_string()));
+        }
         let user = user.map(str::to_string).or(url_user);
         let password = password.map(str::to_string).or(url_password);
         let auth = if nosasl {
@@ -374,7 +380,8 @@ mod tests {
         let c = HiveConfig::parse(URL_KEY, "jdbc:hive2://10.0.0.5:10000/ods", Some("etl"), Some("pw")).unwrap();
         assert_eq!((c.host.as_str(), c.port, c.database()), ("10.0.0.5", 10000, "ods"));
         assert_eq!(c.auth, Auth::Plain { user: "etl".into(), password: "pw".into() });
-        assert_eq!(c.session, [("use:database".to_string(), "ods".to_string())]);
+        assert_eq!(c.session[0], ("use:database".to_string(), "ods".to_string()));
+        assert_eq!(c.session[1], ("set:hiveconf:hive.resultset.use.unique.column.names".into(), "false".into()));
         assert_eq!(c.display(), "jdbc:hive2://10.0.0.5:10000/ods");
 
         let c = HiveConfig::parse(

@@ -82,8 +82,16 @@ pub(crate) fn arrow_type(c: &ColumnDesc) -> Result<DataType> {
     })
 }
 
-/// The schema of a result.
+/// The schema of a result. Two columns of one name (`select a.id, b.id` of a join) are
+/// refused: the name is all that JSON keys and SQL have of a column downstream.
 pub(crate) fn schema(columns: &[ColumnDesc]) -> Result<SchemaRef> {
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = columns.iter().find(|c| !seen.insert(c.name.as_str())) {
+        return Err(Error::config(
+            "source.db.sql",
+            format!("the query returns two columns named `{}`: give them distinct names with AS", twice.name),
+        ));
+    }
     let fields: Vec<Field> =
         columns.iter().map(|c| Ok(Field::new(&c.name, arrow_type(c)?, true))).collect::<Result<_>>()?;
     Ok(Arc::new(Schema::new(fields)))
@@ -239,6 +247,12 @@ mod tests {
         assert_eq!(b.column(4).as_primitive::<TimestampNanosecondType>().value(0), 1_614_834_367_123_456_789);
         assert_eq!(b.column(5).as_string::<i32>().value(0), "[1,2]");
         assert_eq!(b.column(5).null_count(), 0);
+    }
+
+    #[test]
+    fn two_columns_of_one_name_are_refused() {
+        let e = schema(&[desc("id", type_id::INT), desc("id", type_id::BIGINT)]).unwrap_err().to_string();
+        assert!(e.contains("source.db.sql") && e.contains("`id`"), "{e}");
     }
 
     #[test]
