@@ -1,6 +1,7 @@
 //! Helpers for tests that drive the `operator` binary as a user would.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod hive;
 pub mod kill;
 pub mod server;
 
