@@ -8,6 +8,7 @@ pub mod cdc;
 pub mod csv;
 pub mod db;
 pub mod es;
+pub mod hive;
 pub mod kafka;
 pub mod runner;
 pub mod runner_dedup;

@@ -193,3 +193,118 @@ fn an_unknown_table_and_a_syntax_error_carry_the_servers_message_and_sqlstate() 
     assert!(text.contains("SQLSTATE 42000"), "{text}");
     session.close();
 }
+
+/// A TCP proxy in front of HiveServer2 whose connections the test can cut: the server
+/// "going away" mid-fetch, without stopping the shared test server under other tests.
+struct CuttingProxy {
+    port: u16,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::<tokio::task::AbortHandle>::new()));
+        let held = connections.clone();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                held.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        CuttingProxy { port, connections, accepted }
+    }
+
+    /// Closes every connection open now.
+    fn cut(&self) -> usize {
+        let open: Vec<_> = self.connections.lock().unwrap().drain(..).collect();
+        for c in &open {
+            c.abort();
+        }
+        open.len()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_goes_away_mid_fetch_is_read_again_from_the_checkpoint_exactly_once() {
+    use operators_core::builtins::{CommittedOutput, RateLimitTransform, TwoPhaseMemorySink};
+    use operators_core::checkpoint::CheckpointConfig;
+    use operators_core::restart::RestartStrategy;
+    use operators_core::{JobConfig, Pipeline};
+    use operators_sources::hive::HiveSource;
+    use std::io::Write;
+    use std::time::Duration;
+
+    const ROWS: i64 = 20_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("rows.csv");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&data).unwrap());
+    for id in 0..ROWS {
+        writeln!(file, "{id},name-{id}").unwrap();
+    }
+    file.flush().unwrap();
+    drop(file);
+    let t = unique("cut");
+    let load = format!("load data local inpath '{}' into table {t}", data.display());
+    let create = format!("create table {t} (id bigint, name string) row format delimited fields terminated by ','");
+    tokio::task::block_in_place(|| run(&[&create, &load]));
+
+    let url = std::env::var("HIVE_URL").unwrap();
+    let upstream = url.trim_start_matches("jdbc:hive2://").split('/').next().unwrap().to_string();
+    let proxy = CuttingProxy::start(upstream).await;
+    let (user, password) = (std::env::var("HIVE_USER").unwrap(), std::env::var("HIVE_PASSWORD").unwrap());
+    let config = HiveConfig::parse(
+        "source.db.url",
+        &format!("jdbc:hive2://127.0.0.1:{}/default", proxy.port),
+        Some(&user),
+        Some(&password),
+    )
+    .unwrap();
+    let out = CommittedOutput::default();
+    let p = Pipeline::new();
+    p.source("hive", HiveSource::new(config).with_table(&t).with_fetch_size(500).unwrap())
+        .transform("slow", RateLimitTransform::new(10_000))
+        .sink("out", TwoPhaseMemorySink::new(out.clone()));
+    let ck = tmp.path().join("ck");
+    let job = p
+        .start(
+            JobConfig::new("hive-cut")
+                .with_restart(RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_millis(100) })
+                .with_checkpointing(CheckpointConfig::new(&ck).with_interval(Duration::from_millis(50))),
+        )
+        .unwrap();
+    // Cut the connection once some rows are committed, and again later.
+    let mut cuts = 0;
+    for at in [3_000, 11_000] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while out.num_rows() < at && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cuts += proxy.cut();
+    }
+    tokio::time::timeout(Duration::from_secs(60), job.wait()).await.expect("the job ended").unwrap();
+    assert!(cuts >= 2, "{cuts} connections cut");
+    // A session per run: the job ran again after each cut.
+    let sessions = proxy.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sessions >= 3, "{sessions} sessions: the cuts did not make the job read again");
+    let mut ids: Vec<i64> = out
+        .batches()
+        .iter()
+        .flat_map(|b| b.column_by_name("id").unwrap().as_primitive::<arrow::datatypes::Int64Type>().values().to_vec())
+        .collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((ids.len(), total), (ROWS as usize, ROWS as usize), "every row once");
+    tokio::task::block_in_place(|| run(&[&format!("drop table {t}")]));
+}

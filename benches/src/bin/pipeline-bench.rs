@@ -46,6 +46,20 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// A Hive table → the Hive source → discard, against a bare fetch loop of the same
+    /// client and fetch size (the local HiveServer2, or HIVE_URL/HIVE_USER/HIVE_PASSWORD);
+    /// then the fetch size's effect: the toolkit's 50 against the default.
+    HiveSource {
+        /// Rows in the table.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Rows of the table read with fetch size 50 (a round trip per 50 rows).
+        #[arg(long, default_value_t = 100_000)]
+        small_fetch_rows: u64,
+        /// Runs of each variant; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// generator → PostgreSQL table, against bare sqlx batched inserts.
     DbSink {
         /// Rows to insert.
@@ -668,6 +682,34 @@ async fn cdc_scenario(rows: u64, rounds: usize) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
+async fn hive_scenario(rows: u64, small_fetch_rows: u64, rounds: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use operators_benches::hive;
+    use operators_sources::hive::DEFAULT_FETCH_SIZE;
+    let fixture = tokio::task::block_in_place(|| hive::Fixture::new(rows))?;
+    let all = fixture.statement(None);
+    let part = fixture.statement(Some(small_fetch_rows));
+    let (mut with, mut without, mut small, mut large) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        with.push(hive::pipeline(&all, DEFAULT_FETCH_SIZE).await);
+        without.push(hive::baseline(&all, DEFAULT_FETCH_SIZE).await);
+        small.push(hive::pipeline(&part, 50).await);
+        large.push(hive::pipeline(&part, DEFAULT_FETCH_SIZE).await);
+    }
+    tokio::task::block_in_place(|| fixture.drop());
+    let complete = |runs: &[Run], n: u64| runs.iter().all(|r| r.rows == n);
+    if !complete(&with, rows) || !complete(&without, rows) || !complete(&small, small_fetch_rows) {
+        return Err("a run did not read every row (see above)".into());
+    }
+    let wall = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_s).collect::<Vec<_>>());
+    let cpu = |runs: &[Run]| best(&runs.iter().map(Run::rows_per_cpu_s).collect::<Vec<_>>());
+    report("hive-source", wall(&with), wall(&without));
+    println!("hive-source rows={rows} rows_per_cpu_s={:.0} baseline_rows_per_cpu_s={:.0}", cpu(&with), cpu(&without));
+    // The toolkit's fetch size against the library's default, same rows, both through
+    // the source.
+    report("hive-source-fetch-50", wall(&small), wall(&large));
+    Ok(())
+}
+
 async fn kafka_scenario(
     name: &str,
     rows: u64,
@@ -821,6 +863,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Scenario::DbSource { rows, fetch, rounds } => db_scenario(false, rows, fetch, rounds).await,
         Scenario::DbSink { rows, batch, rounds } => db_scenario(true, rows, batch, rounds).await,
         Scenario::CdcMysql { rows, rounds } => cdc_scenario(rows, rounds).await,
+        Scenario::HiveSource { rows, small_fetch_rows, rounds } => hive_scenario(rows, small_fetch_rows, rounds).await,
         Scenario::CsvJson { input, generate, rounds } => csv_scenario("csv-json", input, generate, rounds, false).await,
         Scenario::CsvSqlJson { input, generate, rounds } => {
             csv_scenario("csv-sql-json", input, generate, rounds, true).await
