@@ -210,11 +210,11 @@ impl CuttingProxy {
         let held = connections.clone();
         let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = accepted.clone();
-        tokio::spawn(async move {
+        operators_core::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let upstream = upstream.clone();
-                let task = tokio::spawn(async move {
+                let task = operators_core::spawn(async move {
                     if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }

@@ -726,7 +726,7 @@ fn jdbc_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<P
     }
     let mut source = JdbcSource::new(db).with_fetch_size(params.num_or_default("source.db.fetch.size")?);
     match (params.get("source.db.table"), params.get("source.db.sql")) {
-        (_, Some(sql)) => source = source.with_sql(sql.trim_matches('\'')),
+        (_, Some(sql)) => source = source.with_sql(unquote(sql)),
         (Some(table), None) => source = source.with_table(table),
         (None, None) => {
             return Err(missing("source.db.table", "the database source reads a table or source.db.sql"));
@@ -738,6 +738,13 @@ fn jdbc_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<P
     Ok((pipeline.source("source", source).parallelism(1), Some(ProgressUnit::Rows)))
 }
 
+/// `source.db.sql` without the one pair of single quotes around it that the toolkit's
+/// README puts there (`--source.db.sql 'select …'`); quotes inside the statement stay.
+fn unquote(sql: &str) -> &str {
+    let t = sql.trim();
+    t.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')).unwrap_or(t)
+}
+
 /// `source.db.type hive`: the toolkit's "Hive -> Kafka" source.
 fn hive_source(params: &Params, ctx: &SourceCtx<'_>, url: &str) -> Result<(Stream, Option<ProgressUnit>), PlanError> {
     let config =
@@ -745,7 +752,7 @@ fn hive_source(params: &Params, ctx: &SourceCtx<'_>, url: &str) -> Result<(Strea
     let mut source = HiveSource::new(config).with_fetch_size(params.num_or_default("source.db.fetch.size")?)?;
     match (params.get("source.db.table"), params.get("source.db.sql")) {
         // The toolkit's README quotes the statement: `--source.db.sql 'select …'`.
-        (_, Some(sql)) => source = source.with_sql(sql.trim_matches('\'')),
+        (_, Some(sql)) => source = source.with_sql(unquote(sql)),
         (Some(table), None) => source = source.with_table(table),
         (None, None) => {
             return Err(missing("source.db.table", "the Hive source reads a table or source.db.sql"));
@@ -1096,6 +1103,29 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
 mod tests {
     use super::*;
     use crate::runner::params::{Origin, SINK_TYPES, SOURCE_TYPES};
+
+    #[test]
+    fn the_readme_quotes_around_a_statement_go_and_quotes_inside_it_stay() {
+        assert_eq!(unquote("'select * from lyh limit 3'"), "select * from lyh limit 3");
+        assert_eq!(unquote("select * from t where name = 'a'"), "select * from t where name = 'a'");
+        assert_eq!(unquote(" 'select * from t where name = 'a'' "), "select * from t where name = 'a'");
+    }
+
+    #[test]
+    fn hive_fetches_ten_thousand_rows_by_default_and_other_databases_fifty() {
+        let fetch = |url: &str, kind: Option<&str>| {
+            let mut p = Params::default();
+            p.set("source.db.url", url, Origin::CommandLine);
+            if let Some(k) = kind {
+                p.set("source.db.type", k, Origin::CommandLine);
+            }
+            p.num_or_default::<usize>("source.db.fetch.size").unwrap()
+        };
+        assert_eq!(fetch("jdbc:hive2://h:10000/db", None), 10_000);
+        assert_eq!(fetch("jdbc:hive2://h:10000/db", Some("hive")), 10_000);
+        assert_eq!(fetch("postgres://h/db", None), 50);
+        assert_eq!(fetch("jdbc:mysql://h/db", Some("mysql")), 50);
+    }
 
     /// Every default is the table's: help shows it, the dry run lists it, and giving it
     /// explicitly plans the same job. Jobs of every source and sink type, restart

@@ -71,6 +71,12 @@ impl HiveConfig {
         let mut parts = rest.split(';');
         let authority_and_db = parts.next().unwrap_or_default();
         let (authority, database) = authority_and_db.split_once('/').unwrap_or((authority_and_db, ""));
+        if authority.contains('@') {
+            // Not echoed: it may hold a password.
+            return Err(bad("the URL's host part holds credentials (user:password@host); give them as \
+                 source.db.username and source.db.password"
+                .into()));
+        }
         if authority.contains(',') {
             return Err(bad(
                 "several hosts (ZooKeeper service discovery) are not supported: name one HiveServer2".into()
@@ -258,6 +264,8 @@ impl HiveSession {
             handle.ok_or_else(|| Error::Internal(format!("{addr} opened a session without a session handle")))?;
         // Columnar row sets came with V6 (Hive 0.13).
         if protocol < 5 {
+            let _ = client.close_session(&handle);
+            client.shutdown();
             return Err(Error::config(
                 URL_KEY,
                 format!(
@@ -278,6 +286,13 @@ impl HiveSession {
     /// without one, until it is done). A failed statement's error carries the server's
     /// message and SQLSTATE.
     pub fn execute(&mut self, statement: &str) -> Result<Option<HiveQuery>> {
+        self.execute_unless(statement, &|| false)
+    }
+
+    /// [`Self::execute`], giving up (and canceling the statement on the server) as soon
+    /// as `stop()` says so while the statement runs: a canceled job must not leave a long
+    /// query running on the cluster.
+    pub fn execute_unless(&mut self, statement: &str, stop: &dyn Fn() -> bool) -> Result<Option<HiveQuery>> {
         let what = format!("running `{statement}` on {}", self.addr);
         let (status, op) =
             self.client.execute(&self.handle, statement).map_err(|e| call_error(&self.addr, &what, e))?;
@@ -296,6 +311,11 @@ impl HiveSession {
             match state {
                 OperationState::Finished => break,
                 OperationState::Initialized | OperationState::Running | OperationState::Pending => {
+                    if stop() {
+                        let _ = self.client.cancel_operation(&op);
+                        let _ = self.client.close_operation(&op);
+                        return Err(Error::Canceled);
+                    }
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_millis(500));
                 }
@@ -304,10 +324,12 @@ impl HiveSession {
                     return Err(Error::external(what, false, ServerError::from_status(&error, "the statement")));
                 }
                 other => {
+                    // Canceled, closed or timed out on the server (hive.query.timeout.seconds
+                    // would time out again): not worth a restart.
                     let _ = self.client.close_operation(&op);
                     return Err(Error::external(
                         what,
-                        true,
+                        false,
                         ServerError {
                             message: format!("the operation ended {other:?} after {:?}", started.elapsed()),
                             sql_state: None,
@@ -323,21 +345,48 @@ impl HiveSession {
         }
         let (status, columns) = self.client.result_metadata(&op).map_err(|e| call_error(&self.addr, &what, e))?;
         if !status.is_ok() {
+            let _ = self.client.close_operation(&op);
             return Err(Error::external(what, false, ServerError::from_status(&status, "GetResultSetMetadata")));
         }
-        let schema = columns::schema(&columns)?;
+        let schema = match columns::schema(&columns) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.client.close_operation(&op);
+                return Err(e);
+            }
+        };
         Ok(Some(HiveQuery { op, columns, schema, statement: statement.to_string() }))
     }
 
-    /// Fetches up to `max_rows` rows of `query`; `None` once the result is exhausted.
+    /// Fetches up to `max_rows` rows of `query`; `None` once the result is exhausted (a
+    /// row set of no rows).
     pub fn fetch(&mut self, query: &HiveQuery, max_rows: usize) -> Result<Option<RecordBatch>> {
-        let max = i64::try_from(max_rows).unwrap_or(i64::MAX);
         let what = || format!("fetching the rows of `{}` from {}", query.statement, self.addr);
-        let (status, raw) = self.client.fetch(&query.op, max).map_err(|e| call_error(&self.addr, &what(), e))?;
+        let (status, raw) = self.client.fetch(&query.op, max_rows).map_err(|e| call_error(&self.addr, &what(), e))?;
         if !status.is_ok() {
             return Err(Error::external(what(), false, ServerError::from_status(&status, "FetchResults")));
         }
-        if raw.is_empty() || raw[0].values.len() == 0 {
+        // The end is a row set whose columns hold no rows; a reply without the columns
+        // is not an end, and is refused rather than taken for one.
+        let raw = match raw {
+            Some(raw) if raw.len() == query.columns.len() => raw,
+            other => {
+                return Err(Error::external(
+                    what(),
+                    false,
+                    ServerError {
+                        message: format!(
+                            "the server answered with {} columns for a result of {}",
+                            other.map_or(0, |r| r.len()),
+                            query.columns.len()
+                        ),
+                        sql_state: None,
+                        error_code: None,
+                    },
+                ));
+            }
+        };
+        if raw.first().is_none_or(|c| c.values.len() == 0) {
             return Ok(None);
         }
         columns::batch(&query.schema, &query.columns, raw).map(Some)
@@ -361,6 +410,12 @@ impl HiveSession {
     /// Closes the session and the connection.
     pub fn close(mut self) {
         let _ = self.client.close_session(&self.handle);
+        self.client.shutdown();
+    }
+
+    /// Drops the connection without a word to the server: after a broken connection,
+    /// where a `CloseSession` would wait for the socket timeout.
+    pub fn abandon(mut self) {
         self.client.shutdown();
     }
 }
@@ -396,7 +451,8 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert!(c.session.contains(&("set:hiveconf:hive.exec.parallel".into(), "true".into())));
         assert!(c.session.contains(&("set:hivevar:day".into(), "2024-01-01".into())));
-        assert!(!format!("{c:?}").contains('p') || !format!("{c:?}").contains("password"));
+        let secret = HiveConfig::parse(URL_KEY, "jdbc:hive2://h/db;password=hunter2", Some("u"), None).unwrap();
+        assert!(!format!("{secret:?}").contains("hunter2") && !secret.display().contains("hunter2"));
 
         let c = HiveConfig::parse(URL_KEY, "hive2://h:1/;auth=noSasl", None, None).unwrap();
         assert_eq!((c.auth.clone(), c.database()), (Auth::NoSasl, "default"));
@@ -411,11 +467,17 @@ mod tests {
             ("jdbc:hive2://h/db;principal=hive/_HOST@X", "Kerberos"),
             ("jdbc:hive2:///db", "no host"),
             ("jdbc:hive2://h/db;socketTimeout=0", "socketTimeout"),
+            ("jdbc:hive2://u:hunter2@h:10000/db", "credentials"),
+            ("jdbc:hive2://u:hunter2@h/db", "credentials"),
         ] {
             let e = HiveConfig::parse(URL_KEY, url, None, None).unwrap_err().to_string();
             assert!(e.contains(URL_KEY) && e.contains(needle), "{url}: {e}");
         }
-        let e = HiveConfig::parse(URL_KEY, "jdbc:mysql://h/db;password=hunter2", None, None).unwrap_err().to_string();
-        assert!(!e.contains("hunter2"), "{e}");
+        for url in
+            ["jdbc:mysql://h/db;password=hunter2", "jdbc:hive2://u:hunter2@h:1/db", "jdbc:hive2://u:hunter2@h/db"]
+        {
+            let e = HiveConfig::parse(URL_KEY, url, None, None).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 }

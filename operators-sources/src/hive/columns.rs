@@ -47,9 +47,6 @@ mod type_id {
     pub const DATE: i32 = 17;
 }
 
-/// Hive's default decimal, `decimal(10,0)`, for a column whose qualifiers are missing.
-const DEFAULT_PRECISION: i32 = 10;
-
 /// The Arrow type of a result column.
 pub(crate) fn arrow_type(c: &ColumnDesc) -> Result<DataType> {
     Ok(match c.type_id {
@@ -64,8 +61,13 @@ pub(crate) fn arrow_type(c: &ColumnDesc) -> Result<DataType> {
         type_id::BINARY => DataType::Binary,
         type_id::DATE => DataType::Date32,
         type_id::DECIMAL => {
-            let precision = c.precision.unwrap_or(DEFAULT_PRECISION);
-            let scale = c.scale.unwrap_or(0);
+            // Without them the cast would round the values to some guessed scale.
+            let (Some(precision), Some(scale)) = (c.precision, c.scale) else {
+                return Err(Error::Internal(format!(
+                    "HiveServer2 gave no precision and scale for decimal column `{}`",
+                    c.name
+                )));
+            };
             match (u8::try_from(precision), i8::try_from(scale)) {
                 (Ok(p @ 1..=38), Ok(s)) if i32::from(s) <= precision => DataType::Decimal128(p, s),
                 _ => {
@@ -247,6 +249,12 @@ mod tests {
         assert_eq!(b.column(4).as_primitive::<TimestampNanosecondType>().value(0), 1_614_834_367_123_456_789);
         assert_eq!(b.column(5).as_string::<i32>().value(0), "[1,2]");
         assert_eq!(b.column(5).null_count(), 0);
+    }
+
+    #[test]
+    fn a_decimal_without_precision_and_scale_is_refused() {
+        let e = arrow_type(&desc("amount", type_id::DECIMAL)).unwrap_err().to_string();
+        assert!(e.contains("`amount`"), "{e}");
     }
 
     #[test]

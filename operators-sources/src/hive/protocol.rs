@@ -195,7 +195,7 @@ impl Client {
             o.write_message_end()?;
             o.flush()?;
         }
-        let mut i = TBinaryInputProtocol::new(&mut self.transport, true);
+        let mut i = Bounded(TBinaryInputProtocol::new(&mut self.transport, true));
         let message = i.read_message_begin()?;
         if message.message_type == TMessageType::Exception {
             let e = thrift::Error::read_application_error_from_in_protocol(&mut i)?;
@@ -404,9 +404,12 @@ impl Client {
         )
     }
 
-    /// `FetchResults` of up to `max_rows` rows: the columns of the row set (empty when
-    /// the result is exhausted).
-    pub(crate) fn fetch(&mut self, op: &OperationHandle, max_rows: i64) -> Result<(Status, Vec<RawColumn>)> {
+    /// `FetchResults` of up to `max_rows` rows: the columns of the row set (`None` when
+    /// the reply holds no row set; columns of no rows when the result is exhausted).
+    pub(crate) fn fetch(&mut self, op: &OperationHandle, max_rows: usize) -> Result<(Status, Option<Vec<RawColumn>>)> {
+        let max = i64::try_from(max_rows).map_err(|_| {
+            CallError::Protocol(format!("a fetch of {max_rows} rows is more than the protocol carries"))
+        })?;
         self.call(
             "FetchResults",
             |o| {
@@ -414,13 +417,13 @@ impl Client {
                 write_operation_handle(o, 1, op)?;
                 write_i32(o, 2, 0)?; // FETCH_NEXT
                 o.write_field_begin(&TFieldIdentifier::new("maxRows", TType::I64, 3))?;
-                o.write_i64(max_rows)?;
+                o.write_i64(max)?;
                 o.write_field_end()?;
                 o.write_field_stop()?;
                 o.write_struct_end()
             },
             |i| {
-                let (mut status, mut columns) = (Status::default(), Vec::new());
+                let (mut status, mut columns) = (Status::default(), None);
                 read_struct(i, |i, id, ty| {
                     Ok(match (id, ty) {
                         (1, TType::Struct) => {
@@ -428,7 +431,7 @@ impl Client {
                             true
                         }
                         (3, TType::Struct) => {
-                            columns = read_row_set(i)?;
+                            columns = read_row_set(i, max_rows)?;
                             true
                         }
                         _ => false,
@@ -465,6 +468,107 @@ impl Client {
             },
             read_status_only,
         )
+    }
+}
+
+/// The binary protocol with every length the server sends checked against what can
+/// follow it ([`Transport::read_limit`]) before anything is allocated: the thrift crate's
+/// own reader allocates a negative or huge length as it comes (a panic or gigabytes).
+struct Bounded<'a>(TBinaryInputProtocol<&'a mut Transport>);
+
+impl Bounded<'_> {
+    fn length(&mut self, n: i32, what: &str) -> thrift::Result<usize> {
+        let limit = self.0.transport.read_limit();
+        usize::try_from(n).ok().filter(|n| *n <= limit).ok_or_else(|| {
+            thrift::Error::Protocol(thrift::ProtocolError::new(
+                thrift::ProtocolErrorKind::SizeLimit,
+                format!("the server announced a {what} of length {n} with {limit} bytes left"),
+            ))
+        })
+    }
+}
+
+impl TInputProtocol for Bounded<'_> {
+    fn read_message_begin(&mut self) -> thrift::Result<TMessageIdentifier> {
+        self.0.read_message_begin()
+    }
+    fn read_message_end(&mut self) -> thrift::Result<()> {
+        self.0.read_message_end()
+    }
+    fn read_struct_begin(&mut self) -> thrift::Result<Option<TStructIdentifier>> {
+        self.0.read_struct_begin()
+    }
+    fn read_struct_end(&mut self) -> thrift::Result<()> {
+        self.0.read_struct_end()
+    }
+    fn read_field_begin(&mut self) -> thrift::Result<TFieldIdentifier> {
+        self.0.read_field_begin()
+    }
+    fn read_field_end(&mut self) -> thrift::Result<()> {
+        self.0.read_field_end()
+    }
+    fn read_bool(&mut self) -> thrift::Result<bool> {
+        self.0.read_bool()
+    }
+    fn read_bytes(&mut self) -> thrift::Result<Vec<u8>> {
+        use std::io::Read;
+        let n = self.0.read_i32()?;
+        let n = self.length(n, "binary value")?;
+        let mut buf = vec![0; n];
+        self.0.transport.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+    fn read_i8(&mut self) -> thrift::Result<i8> {
+        self.0.read_i8()
+    }
+    fn read_i16(&mut self) -> thrift::Result<i16> {
+        self.0.read_i16()
+    }
+    fn read_i32(&mut self) -> thrift::Result<i32> {
+        self.0.read_i32()
+    }
+    fn read_i64(&mut self) -> thrift::Result<i64> {
+        self.0.read_i64()
+    }
+    fn read_double(&mut self) -> thrift::Result<f64> {
+        self.0.read_double()
+    }
+    fn read_string(&mut self) -> thrift::Result<String> {
+        let bytes = self.read_bytes()?;
+        String::from_utf8(bytes).map_err(|e| {
+            thrift::Error::Protocol(thrift::ProtocolError::new(
+                thrift::ProtocolErrorKind::InvalidData,
+                format!("a string that is not UTF-8: {e}"),
+            ))
+        })
+    }
+    fn read_list_begin(&mut self) -> thrift::Result<TListIdentifier> {
+        let list = self.0.read_list_begin()?;
+        // Each element takes at least a byte.
+        self.length(list.size, "list")?;
+        Ok(list)
+    }
+    fn read_list_end(&mut self) -> thrift::Result<()> {
+        self.0.read_list_end()
+    }
+    fn read_set_begin(&mut self) -> thrift::Result<thrift::protocol::TSetIdentifier> {
+        let set = self.0.read_set_begin()?;
+        self.length(set.size, "set")?;
+        Ok(set)
+    }
+    fn read_set_end(&mut self) -> thrift::Result<()> {
+        self.0.read_set_end()
+    }
+    fn read_map_begin(&mut self) -> thrift::Result<TMapIdentifier> {
+        let map = self.0.read_map_begin()?;
+        self.length(map.size, "map")?;
+        Ok(map)
+    }
+    fn read_map_end(&mut self) -> thrift::Result<()> {
+        self.0.read_map_end()
+    }
+    fn read_byte(&mut self) -> thrift::Result<u8> {
+        self.0.read_byte()
     }
 }
 
@@ -752,27 +856,52 @@ fn read_primitive_entry(i: &mut dyn TInputProtocol, c: &mut ColumnDesc) -> thrif
     })
 }
 
-/// `TRowSet`: its columns (`columns`, field 3). A server that answers with rows (field
-/// 2, protocol V5 and older) is refused by the caller, which asks for V10.
-fn read_row_set(i: &mut dyn TInputProtocol) -> thrift::Result<Vec<RawColumn>> {
-    let mut columns = Vec::new();
+/// `TRowSet`: its columns (`columns`, field 3), `None` when the reply has no columns at
+/// all. Rows (field 2, protocol V5 and older: the caller asks for V10) and results
+/// serialized in tasks (`binaryColumns`, field 4, with
+/// `hive.server2.thrift.resultset.serialize.in.tasks`) are refused: reading them as an
+/// empty row set would end an import early.
+fn read_row_set(i: &mut dyn TInputProtocol, max_rows: usize) -> thrift::Result<Option<Vec<RawColumn>>> {
+    let mut columns = None;
     read_struct(i, |i, id, ty| {
-        if (id, ty) != (3, TType::List) {
-            return Ok(false);
-        }
-        let list = i.read_list_begin()?;
-        columns.reserve(usize::try_from(list.size).unwrap_or(0));
-        for _ in 0..list.size {
-            columns.push(read_column(i)?);
-        }
-        i.read_list_end()?;
-        Ok(true)
+        Ok(match (id, ty) {
+            (2, TType::List) => {
+                let rows = i.read_list_begin()?;
+                if rows.size != 0 {
+                    return Err(thrift::Error::from(format!(
+                        "the server sent {} rows one by one (protocol V5 or older); this client reads \
+                         columnar results (V6, Hive 0.13, and later)",
+                        rows.size
+                    )));
+                }
+                i.read_list_end()?;
+                true
+            }
+            (3, TType::List) => {
+                let list = i.read_list_begin()?;
+                let mut read = Vec::new();
+                for _ in 0..list.size {
+                    read.push(read_column(i, max_rows)?);
+                }
+                i.read_list_end()?;
+                columns = Some(read);
+                true
+            }
+            (4, _) | (5, _) => {
+                return Err(thrift::Error::from(
+                    "the server sends results serialized in tasks \
+                     (hive.server2.thrift.resultset.serialize.in.tasks=true), which this client does not read"
+                        .to_string(),
+                ));
+            }
+            _ => false,
+        })
     })?;
     Ok(columns)
 }
 
 /// The union `TColumn`: one of eight `{ 1: list<T> values, 2: binary nulls }` structs.
-fn read_column(i: &mut dyn TInputProtocol) -> thrift::Result<RawColumn> {
+fn read_column(i: &mut dyn TInputProtocol, max_rows: usize) -> thrift::Result<RawColumn> {
     let mut column = None;
     read_struct(i, |i, id, ty| {
         if ty != TType::Struct || !(1..=8).contains(&id) {
@@ -783,7 +912,7 @@ fn read_column(i: &mut dyn TInputProtocol) -> thrift::Result<RawColumn> {
         read_struct(i, |i, field, ty| {
             Ok(match (field, ty) {
                 (1, TType::List) => {
-                    values = Some(read_values(i, id)?);
+                    values = Some(read_values(i, id, max_rows)?);
                     true
                 }
                 (2, TType::String) => {
@@ -800,9 +929,27 @@ fn read_column(i: &mut dyn TInputProtocol) -> thrift::Result<RawColumn> {
     column.ok_or_else(|| thrift::Error::from("a result column of no known kind".to_string()))
 }
 
-fn read_values(i: &mut dyn TInputProtocol, kind: i16) -> thrift::Result<RawValues> {
+fn read_values(i: &mut dyn TInputProtocol, kind: i16, max_rows: usize) -> thrift::Result<RawValues> {
     let list: TListIdentifier = i.read_list_begin()?;
     let n = usize::try_from(list.size).map_err(|_| thrift::Error::from(format!("a list of {} values", list.size)))?;
+    if n > max_rows {
+        return Err(thrift::Error::from(format!("the server sent {n} rows for a fetch of at most {max_rows}")));
+    }
+    let expected = match kind {
+        1 => TType::Bool,
+        2 => TType::I08,
+        3 => TType::I16,
+        4 => TType::I32,
+        5 => TType::I64,
+        6 => TType::Double,
+        _ => TType::String,
+    };
+    if list.element_type != expected {
+        return Err(thrift::Error::from(format!(
+            "a column of kind {kind} whose values are {:?}, not {expected:?}",
+            list.element_type
+        )));
+    }
     macro_rules! each {
         ($read:ident) => {{
             let mut v = Vec::with_capacity(n);

@@ -110,7 +110,10 @@ impl SourceFactory for HiveSource {
     }
 }
 
-type Fetched = Result<RecordBatch>;
+/// What the fetch thread sends: the result's empty batch first (its schema), then its
+/// rows, then `None` at the end. A channel that closes without the end is a failure, not
+/// the end of the result.
+type Fetched = Result<Option<RecordBatch>>;
 
 struct HiveReader {
     cfg: HiveSource,
@@ -130,9 +133,23 @@ impl HiveReader {
     }
 }
 
-/// Runs the statement and sends its rows, less the first `skip`, until the result ends
-/// or the receiver is gone (the job stopped). The first message is the schema's empty
-/// batch, so that `open` fails on a wrong statement before any row moves.
+/// The part of `batch` after the first `skip` rows still to be skipped (restored rows
+/// already emitted by an earlier run), `None` when all of it was emitted; `skip` goes
+/// down by the rows passed over.
+fn after_skip(batch: RecordBatch, skip: &mut u64) -> Option<RecordBatch> {
+    let n = batch.num_rows() as u64;
+    if *skip >= n {
+        *skip -= n;
+        return None;
+    }
+    // `skip < n`, and `n` counts the rows of one batch in memory: both fit usize.
+    let (from, rest) = (*skip as usize, (n - *skip) as usize);
+    *skip = 0;
+    Some(if from == 0 { batch } else { batch.slice(from, rest) })
+}
+
+/// Runs the statement and sends what [`Fetched`] says, less the first `skip` rows, until
+/// the result ends or the receiver is gone (the job stopped).
 fn fetch_all(config: HiveConfig, statement: String, fetch_size: usize, skip: u64, tx: mpsc::Sender<Fetched>) {
     let mut session = match HiveSession::open(&config) {
         Ok(s) => s,
@@ -141,33 +158,23 @@ fn fetch_all(config: HiveConfig, statement: String, fetch_size: usize, skip: u64
             return;
         }
     };
+    let stopped = || tx.is_closed();
     let result = (|| -> Result<()> {
-        let Some(query) = session.execute(&statement)? else {
+        let Some(query) = session.execute_unless(&statement, &stopped)? else {
             return Err(Error::config(
                 "source.db.sql",
                 format!("`{statement}` returns no rows to read (it is not a query)"),
             ));
         };
-        if tx.blocking_send(Ok(RecordBatch::new_empty(query.schema()))).is_err() {
+        if tx.blocking_send(Ok(Some(RecordBatch::new_empty(query.schema())))).is_err() {
             session.cancel(&query);
             return Ok(());
         }
         let wanted = skip;
         let mut skip = skip;
-        loop {
-            let Some(batch) = session.fetch(&query, fetch_size)? else { break };
-            let n = batch.num_rows() as u64;
-            let batch = if skip >= n {
-                skip -= n;
-                continue;
-            } else if skip > 0 {
-                let b = batch.slice(skip as usize, (n - skip) as usize);
-                skip = 0;
-                b
-            } else {
-                batch
-            };
-            if tx.blocking_send(Ok(batch)).is_err() {
+        while let Some(batch) = session.fetch(&query, fetch_size)? {
+            let Some(batch) = after_skip(batch, &mut skip) else { continue };
+            if tx.blocking_send(Ok(Some(batch))).is_err() {
                 session.cancel(&query);
                 return Ok(());
             }
@@ -182,12 +189,23 @@ fn fetch_all(config: HiveConfig, statement: String, fetch_size: usize, skip: u64
                 ),
             });
         }
-        session.close_query(query)
+        // Every row is out: a failure to free the statement on the server is not the
+        // import's.
+        if let Err(e) = session.close_query(query) {
+            tracing::warn!(error = %e, "closing the Hive query after its last row");
+        }
+        let _ = tx.blocking_send(Ok(None));
+        Ok(())
     })();
-    if let Err(e) = result {
-        let _ = tx.blocking_send(Err(e));
+    match result {
+        Ok(()) => session.close(),
+        Err(e) => {
+            // After a broken connection, a CloseSession would wait for the socket timeout.
+            let broken = matches!(&e, Error::External { retryable: true, .. });
+            let _ = tx.blocking_send(Err(e));
+            if broken { session.abandon() } else { session.close() }
+        }
     }
-    session.close();
 }
 
 #[async_trait]
@@ -220,13 +238,29 @@ impl Source for HiveReader {
         let (config, statement, fetch) = (self.cfg.config.clone(), self.statement.clone(), self.cfg.fetch_size);
         std::thread::Builder::new()
             .name("hive-fetch".into())
-            .spawn(move || fetch_all(config, statement, fetch, skip, tx))
+            .spawn(move || {
+                // A panic must reach the job as an error: the closed channel alone would
+                // read as the end of the result.
+                let panicked = tx.clone();
+                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    fetch_all(config, statement, fetch, skip, tx)
+                })) {
+                    let message =
+                        p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+                    let _ = panicked.blocking_send(Err(Error::Internal(format!(
+                        "the Hive fetch thread panicked: {}",
+                        message.unwrap_or_default()
+                    ))));
+                }
+            })
             .map_err(|e| Error::Internal(format!("starting the Hive fetch thread: {e}")))?;
         // The statement's schema, or its error, before any row.
         match rx.recv().await {
-            Some(Ok(empty)) => self.schema = empty.schema(),
+            Some(Ok(Some(empty))) => self.schema = empty.schema(),
             Some(Err(e)) => return Err(e),
-            None => return Err(Error::Internal("the Hive fetch thread ended without a word".into())),
+            Some(Ok(None)) | None => {
+                return Err(Error::Internal("the Hive fetch thread ended before the result's schema".into()));
+            }
         }
         ctx.set_progress(skip, None);
         self.rows = Some(rx);
@@ -242,14 +276,15 @@ impl Source for HiveReader {
         };
         match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
             Err(_) => Ok(SourcePoll::Idle),
-            Ok(None) => {
+            Ok(None) => Err(Error::Internal("the Hive fetch thread stopped before the end of the result".into())),
+            Ok(Some(Ok(None))) => {
                 ctx.set_progress(self.emitted(), Some(self.emitted()));
                 self.position = HivePosition::Done;
                 self.rows = None;
                 Ok(SourcePoll::Finished)
             }
-            Ok(Some(batch)) => {
-                let batch = batch?;
+            Ok(Some(Err(e))) => Err(e),
+            Ok(Some(Ok(Some(batch)))) => {
                 let n = self.emitted() + batch.num_rows() as u64;
                 self.position = HivePosition::Rows(n);
                 ctx.set_progress(n, None);
@@ -280,6 +315,25 @@ mod tests {
 
     fn config() -> HiveConfig {
         HiveConfig::parse("source.db.url", "jdbc:hive2://127.0.0.1:10000/default", None, None).unwrap()
+    }
+
+    #[test]
+    fn a_restored_read_skips_exactly_the_rows_emitted() {
+        use arrow::array::{AsArray, Int64Array};
+        let batch = |from: i64| {
+            RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from_iter_values(from..from + 4)) as _)]).unwrap()
+        };
+        let ids = |b: &RecordBatch| b.column(0).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec();
+        for (skip, first) in [(0u64, Some(vec![0, 1, 2, 3])), (3, Some(vec![3])), (1, Some(vec![1, 2, 3])), (4, None)] {
+            let mut left = skip;
+            assert_eq!(after_skip(batch(0), &mut left).map(|b| ids(&b)), first, "skip {skip}");
+            assert_eq!(left, skip.saturating_sub(4), "skip {skip}");
+        }
+        // Past one batch: the rest of the skip carries into the next.
+        let mut left = 6;
+        assert!(after_skip(batch(0), &mut left).is_none());
+        assert_eq!(after_skip(batch(4), &mut left).map(|b| ids(&b)), Some(vec![6, 7]));
+        assert_eq!(left, 0);
     }
 
     #[test]

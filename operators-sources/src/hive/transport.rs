@@ -23,6 +23,10 @@ const COMPLETE: u8 = 5;
 /// corrupt length could make the client allocate.
 const MAX_FRAME: usize = 1 << 30;
 
+/// The largest single value (string, binary, list) accepted on an unframed (NOSASL)
+/// connection.
+const MAX_UNFRAMED_VALUE: usize = 1 << 28;
+
 /// How the connection authenticates (`hive.server2.authentication` on the server).
 #[derive(Clone, PartialEq, Eq)]
 pub enum Auth {
@@ -187,6 +191,13 @@ impl Transport {
         self.reader.read_exact(&mut self.frame)?;
         self.at = 0;
         Ok(())
+    }
+
+    /// The most bytes a length read from the server may announce: what is left of the
+    /// current frame (SASL), or [`MAX_UNFRAMED_VALUE`] (NOSASL, where nothing else bounds
+    /// it). A length past it is refused before anything is allocated for it.
+    pub(crate) fn read_limit(&self) -> usize {
+        if self.framed { self.frame.len() - self.at } else { MAX_UNFRAMED_VALUE }
     }
 
     /// Closes the socket; a read or write after it fails.
