@@ -223,10 +223,11 @@ macro_rules! insert_rows {
             while start < batch.num_rows() {
                 let end = (start + per).min(batch.num_rows());
                 let mut values = Vec::with_capacity(end - start);
+                let schema = batch.schema();
                 for row in start..end {
                     let mut v = Vec::with_capacity(columns.len());
-                    for c in &columns {
-                        v.push(value(c.as_ref(), row)?);
+                    for (c, f) in columns.iter().zip(schema.fields()) {
+                        v.push(value(c.as_ref(), row, f.name())?);
                     }
                     values.push(v);
                 }
@@ -273,12 +274,13 @@ macro_rules! delete_rows {
                         qb.push(" or ");
                     }
                     qb.push("(");
+                    let schema = batch.schema();
                     for (i, ((name, c), cast)) in names.iter().zip(&columns).zip(&casts).enumerate() {
                         if i > 0 {
                             qb.push(" and ");
                         }
                         qb.push(format!("{name} = "));
-                        let v = value(c.as_ref(), row)?;
+                        let v = value(c.as_ref(), row, schema.field(i).name())?;
                         let text = v.is_text();
                         bind!(qb, v);
                         if let (true, Some(cast)) = (text, cast) {

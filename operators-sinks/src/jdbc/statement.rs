@@ -61,12 +61,26 @@ impl NullType {
     }
 }
 
-fn ts(micros: i64) -> Value {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map_or(Value::Null(NullType::Timestamp), |t| Value::Timestamp(t.naive_utc()))
+/// A value the database cannot be given: it fails the write naming the column and row
+/// (a NULL in its place would lose it silently).
+fn out_of_range(name: &str, row: usize, what: String) -> Error {
+    Error::bad_record(
+        format!("row {row} of the batch, column `{name}`"),
+        format!("{what} is outside the dates the database sink writes (years -262143 to 262142)"),
+    )
 }
 
-pub(super) fn value(column: &dyn Array, row: usize) -> Result<Value> {
+/// A timestamp of `count` units of `per_second` (1 for seconds … 1 000 000 for
+/// microseconds) since 1970.
+fn ts(count: Option<i64>, name: &str, row: usize, raw: i64, unit: &str) -> Result<Value> {
+    count
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .map(|t| Value::Timestamp(t.naive_utc()))
+        .ok_or_else(|| out_of_range(name, row, format!("timestamp {raw} {unit} since 1970")))
+}
+
+/// Row `row` of `column` (named `name`, for errors) as a statement parameter.
+pub(super) fn value(column: &dyn Array, row: usize, name: &str) -> Result<Value> {
     if column.is_null(row) {
         return Ok(Value::Null(NullType::of(column.data_type())));
     }
@@ -94,16 +108,27 @@ pub(super) fn value(column: &dyn Array, row: usize) -> Result<Value> {
             let days = column.as_primitive::<Date32Type>().value(row);
             chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
                 .and_then(|e| e.checked_add_signed(chrono::Duration::days(i64::from(days))))
-                .map_or(Value::Null(NullType::Date), Value::Date)
+                .map(Value::Date)
+                .ok_or_else(|| out_of_range(name, row, format!("date {days} days since 1970")))?
         }
         DataType::Timestamp(unit, _) => match unit {
-            TimeUnit::Second => ts(column.as_primitive::<TimestampSecondType>().value(row).saturating_mul(1_000_000)),
-            TimeUnit::Millisecond => {
-                ts(column.as_primitive::<TimestampMillisecondType>().value(row).saturating_mul(1000))
+            TimeUnit::Second => {
+                let v = column.as_primitive::<TimestampSecondType>().value(row);
+                ts(v.checked_mul(1_000_000), name, row, v, "s")?
             }
-            TimeUnit::Microsecond => ts(column.as_primitive::<TimestampMicrosecondType>().value(row)),
+            TimeUnit::Millisecond => {
+                let v = column.as_primitive::<TimestampMillisecondType>().value(row);
+                ts(v.checked_mul(1000), name, row, v, "ms")?
+            }
+            TimeUnit::Microsecond => {
+                let v = column.as_primitive::<TimestampMicrosecondType>().value(row);
+                ts(Some(v), name, row, v, "µs")?
+            }
             // Floor, not truncation: 1 ns before 1970 is in the microsecond before it.
-            TimeUnit::Nanosecond => ts(column.as_primitive::<TimestampNanosecondType>().value(row).div_euclid(1000)),
+            TimeUnit::Nanosecond => {
+                let v = column.as_primitive::<TimestampNanosecondType>().value(row);
+                ts(Some(v.div_euclid(1000)), name, row, v, "ns")?
+            }
         },
         DataType::List(_) | DataType::LargeList(_) | DataType::Struct(_) | DataType::Map(_, _) => {
             // Nested values go in as JSON text.

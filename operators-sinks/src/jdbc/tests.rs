@@ -19,13 +19,13 @@ fn statements_stay_under_the_drivers_parameter_limit() {
 
 #[test]
 fn values_become_what_the_database_takes() {
-    let text = |array: ArrayRef, row| match value(&*array, row).unwrap() {
+    let text = |array: ArrayRef, row| match value(&*array, row, "c").unwrap() {
         Value::Text(t) => t,
         _ => panic!("not text"),
     };
     let ints: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), None]));
-    assert!(matches!(value(&*ints, 0).unwrap(), Value::Int(7)));
-    assert!(matches!(value(&*ints, 1).unwrap(), Value::Null(NullType::Int)), "a NULL is typed after its column");
+    assert!(matches!(value(&*ints, 0, "c").unwrap(), Value::Int(7)));
+    assert!(matches!(value(&*ints, 1, "c").unwrap(), Value::Null(NullType::Int)), "a NULL is typed after its column");
     // An unsigned value past i64 goes in as its decimal text, not wrapped.
     let big: ArrayRef = Arc::new(UInt64Array::from(vec![u64::MAX]));
     assert_eq!(text(big, 0), "18446744073709551615");
@@ -38,7 +38,7 @@ fn values_become_what_the_database_takes() {
 #[test]
 fn nanosecond_timestamps_round_down_before_1970_too() {
     let ts: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![-1, 1_500]));
-    let micros = |row| match value(&*ts, row).unwrap() {
+    let micros = |row| match value(&*ts, row, "c").unwrap() {
         Value::Timestamp(t) => t.and_utc().timestamp_micros(),
         _ => panic!("not a timestamp"),
     };
@@ -61,4 +61,17 @@ fn text_parameters_are_cast_to_postgres_types_other_than_text() {
     assert_eq!(text_cast("\"CHAR\""), None);
     assert_eq!(text_cast("x; drop table t"), None);
     assert_eq!(text_cast(""), None);
+}
+
+#[test]
+fn dates_and_timestamps_past_the_databases_range_fail_naming_column_and_row() {
+    use arrow::array::{Date32Array, TimestampSecondArray};
+    let dates: ArrayRef = Arc::new(Date32Array::from(vec![0, i32::MAX]));
+    assert!(matches!(value(&*dates, 0, "day").unwrap(), Value::Date(_)));
+    let e = value(&*dates, 1, "day").err().unwrap().to_string();
+    assert!(e.contains("`day`") && e.contains("row 1") && e.contains(&i32::MAX.to_string()), "{e}");
+    // Seconds that overflow microseconds: refused, not saturated into some other time.
+    let seconds: ArrayRef = Arc::new(TimestampSecondArray::from(vec![i64::MAX]));
+    let e = value(&*seconds, 0, "at").err().unwrap().to_string();
+    assert!(e.contains("`at`") && e.contains("row 0"), "{e}");
 }
