@@ -74,8 +74,12 @@ impl Scratch {
 pub async fn source_pipeline(s: &Scratch, fetch: usize) -> Run {
     let sink = DiscardSink::default();
     let Ok(db) = s.config() else { return Run { rows: 0, wall: Duration::ZERO, cpu: Duration::ZERO } };
+    let Ok(source) = JdbcSource::new(db).with_table("src").with_fetch_size(fetch) else {
+        eprintln!("fetch size {fetch}: must be at least 1");
+        return Run { rows: 0, wall: Duration::ZERO, cpu: Duration::ZERO };
+    };
     let p = Pipeline::new();
-    p.source("db", JdbcSource::new(db).with_table("src").with_fetch_size(fetch)).sink("discard", sink.clone());
+    p.source("db", source).sink("discard", sink.clone());
     measure(|| async {
         match p.run(JobConfig::new("db-source").with_restart(RestartStrategy::None)).await {
             Ok(_) => sink.rows(),

@@ -82,7 +82,7 @@ pub async fn pipeline(es: &TestEs, dir: &Path, index: &str, batch: usize, rows: 
     let p = Pipeline::new();
     p.source(
         "source",
-        DirectorySource::new(location, ParquetFormat::new().with_batch_size(batch)).with_watch(WatchMode::ProcessOnce),
+        DirectorySource::new(location, ParquetFormat::new().with_batch_size(batch)?).with_watch(WatchMode::ProcessOnce),
     )
     .sink("es", sink);
     let run = measure(|| async {

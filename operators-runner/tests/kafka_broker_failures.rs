@@ -131,6 +131,7 @@ async fn dedup_with_a_broker_killed() {
     let source_cfg = KafkaConfig::new("source.kafka", kafka.bootstrap_servers()).unwrap();
     let source = KafkaSource::new(source_cfg, [input.as_str()], schema)
         .with_batch_size(200)
+        .unwrap()
         .with_bad_records(BadRecordPolicy::Fail)
         .bounded(true);
     let sink_cfg =

@@ -30,7 +30,7 @@ fn schema() -> SchemaRef {
 
 fn source(kafka: &TestKafka, topic: &str, policy: BadRecordPolicy) -> KafkaSource {
     let cfg = KafkaConfig::new("source.kafka", kafka.bootstrap_servers()).unwrap();
-    KafkaSource::new(cfg, [topic], schema()).with_batch_size(100).with_bad_records(policy).bounded(true)
+    KafkaSource::new(cfg, [topic], schema()).with_batch_size(100).unwrap().with_bad_records(policy).bounded(true)
 }
 
 fn sink(kafka: &TestKafka, topic: &str, delivery: Delivery) -> KafkaSink {

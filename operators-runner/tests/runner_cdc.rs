@@ -233,7 +233,7 @@ async fn table_text(db: &TestDb, sql: Option<&str>) -> BTreeMap<String, Vec<Stri
     let p = Pipeline::new();
     // The table's own column types where no query is given: a query's result columns
     // are typed from the result (MariaDB reports `json` as a binary string there).
-    let source = JdbcSource::new(db.config()).with_fetch_size(1000);
+    let source = JdbcSource::new(db.config()).with_fetch_size(1000).unwrap();
     let source = match sql {
         Some(sql) => source.with_sql(sql),
         None => source.with_table("items"),

@@ -56,6 +56,15 @@ pub enum SourceError {
     Client(#[from] operators_clients::ClientError),
 }
 
+/// `rows` when it is at least 1; a batch or fetch of no rows is refused naming `key`
+/// (never raised to 1 behind the caller's back).
+pub(crate) fn at_least_one(key: &str, rows: usize) -> Result<usize, SourceError> {
+    if rows == 0 {
+        return Err(SourceError::config(key, "must be at least 1 row"));
+    }
+    Ok(rows)
+}
+
 impl SourceError {
     /// A configuration error naming `key`.
     pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
@@ -78,5 +87,17 @@ impl From<SourceError> for operators_core::Error {
             #[cfg(any(feature = "jdbc", feature = "kafka"))]
             SourceError::Client(e) => e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_batch_of_no_rows_is_refused_naming_the_setting() {
+        assert_eq!(super::at_least_one("source.batch.size", 1).unwrap(), 1);
+        let e = super::at_least_one("source.batch.size", 0).unwrap_err().to_string();
+        assert!(e.contains("`source.batch.size`") && e.contains("at least 1"), "{e}");
+        #[cfg(feature = "csv")]
+        assert!(crate::file::text::TextFormat::csv().with_batch_size(0).is_err());
     }
 }

@@ -91,7 +91,7 @@ async fn parquet_types_and_nulls() {
     let dir = tempfile::tempdir().unwrap();
     write_parquet(&dir.path().join("a.parquet"), &[batch(0, 1200)]);
     write_parquet(&dir.path().join("b.parquet"), &[batch(1200, 1500), batch(1500, 2000)]);
-    let read = read_dir(dir.path(), ParquetFormat::new().with_batch_size(256), 2).await.unwrap();
+    let read = read_dir(dir.path(), ParquetFormat::new().with_batch_size(256).unwrap(), 2).await.unwrap();
     assert_eq!(read.rows[0].schema(), schema());
     assert_eq!(sorted(read.strings()), expected(2000));
 }
@@ -101,7 +101,7 @@ async fn orc_types_and_nulls() {
     let dir = tempfile::tempdir().unwrap();
     write_orc(&dir.path().join("a.orc"), &[batch(0, 1200)]);
     write_orc(&dir.path().join("b.orc"), &[batch(1200, 2000)]);
-    let read = read_dir(dir.path(), OrcFormat::new().with_batch_size(256), 1).await.unwrap();
+    let read = read_dir(dir.path(), OrcFormat::new().with_batch_size(256).unwrap(), 1).await.unwrap();
     let names: Vec<String> = read.rows[0].schema().fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, vec!["id", "n", "x", "s", "b", "d", "ts"]);
     assert_eq!(sorted(read.strings()), expected(2000));
@@ -202,12 +202,12 @@ async fn stop_and_resume(dir: &Path, format: impl FileFormat + Clone, total: usi
 async fn every_format_resumes_inside_a_file_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     write_parquet(&dir.path().join("one.parquet"), &[batch(0, 8000)]);
-    let rows = stop_and_resume(dir.path(), ParquetFormat::new().with_batch_size(100), 8000).await;
+    let rows = stop_and_resume(dir.path(), ParquetFormat::new().with_batch_size(100).unwrap(), 8000).await;
     assert_eq!(sorted(rows), expected(8000));
 
     let dir = tempfile::tempdir().unwrap();
     write_orc(&dir.path().join("one.orc"), &[batch(0, 8000)]);
-    let rows = stop_and_resume(dir.path(), OrcFormat::new().with_batch_size(100), 8000).await;
+    let rows = stop_and_resume(dir.path(), OrcFormat::new().with_batch_size(100).unwrap(), 8000).await;
     assert_eq!(sorted(rows), expected(8000));
 
     let dir = tempfile::tempdir().unwrap();
@@ -216,7 +216,7 @@ async fn every_format_resumes_inside_a_file_exactly_once() {
         csv.push_str(&format!("{i},\"n,{i}\"\n"));
     }
     std::fs::write(dir.path().join("one.csv"), csv).unwrap();
-    let format = TextFormat::csv().with_header(true).with_batch_size(100).with_chunk_bytes(1000);
+    let format = TextFormat::csv().with_header(true).with_batch_size(100).unwrap().with_chunk_bytes(1000);
     let rows = stop_and_resume(dir.path(), format, 8000).await;
     let mut ids: Vec<i64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
     ids.sort_unstable();

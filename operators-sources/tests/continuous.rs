@@ -32,7 +32,7 @@ async fn files_appearing_while_running_arrive_exactly_once() {
         Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("s", DataType::Utf8, true)]));
     let source = DirectorySource::new(
         Location::parse("source.path", input.to_str().unwrap()).unwrap(),
-        TextFormat::csv().with_schema(schema).with_batch_size(200),
+        TextFormat::csv().with_schema(schema).with_batch_size(200).unwrap(),
     )
     .with_watch(WatchMode::ProcessContinuously { interval: Duration::from_millis(50) })
     .with_settle(Duration::from_millis(400));

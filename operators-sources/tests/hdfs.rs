@@ -149,9 +149,10 @@ async fn files_appearing_on_hdfs_while_running_arrive_exactly_once() {
     let location = Location::parse("source.path", &url).unwrap();
     put(&location, "00-initial.csv", rows(0, 1000)).await;
     let ckpt = tempfile::tempdir().unwrap();
-    let source = DirectorySource::new(location.clone(), TextFormat::csv().with_schema(schema()).with_batch_size(200))
-        .with_watch(WatchMode::ProcessContinuously { interval: Duration::from_millis(50) })
-        .with_settle(Duration::from_millis(300));
+    let source =
+        DirectorySource::new(location.clone(), TextFormat::csv().with_schema(schema()).with_batch_size(200).unwrap())
+            .with_watch(WatchMode::ProcessContinuously { interval: Duration::from_millis(50) })
+            .with_settle(Duration::from_millis(300));
     let output = CommittedOutput::default();
     let p = Pipeline::new();
     p.source("dir", source).sink("out", TwoPhaseMemorySink::new(output.clone()));

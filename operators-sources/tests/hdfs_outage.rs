@@ -62,9 +62,10 @@ async fn a_namenode_stopped_for_ten_seconds_loses_and_repeats_nothing() {
 
     let schema =
         Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("s", DataType::Utf8, true)]));
-    let source = DirectorySource::new(location.clone(), TextFormat::csv().with_schema(schema).with_batch_size(100))
-        .with_watch(WatchMode::ProcessContinuously { interval: Duration::from_millis(200) })
-        .with_settle(Duration::from_millis(300));
+    let source =
+        DirectorySource::new(location.clone(), TextFormat::csv().with_schema(schema).with_batch_size(100).unwrap())
+            .with_watch(WatchMode::ProcessContinuously { interval: Duration::from_millis(200) })
+            .with_settle(Duration::from_millis(300));
     let ckpt = tempfile::tempdir().unwrap();
     let output = CommittedOutput::default();
     let p = Pipeline::new();

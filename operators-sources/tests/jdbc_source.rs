@@ -214,7 +214,7 @@ async fn a_stopped_read_resumes_exactly_with_and_without_a_key() {
             let ckpt = tempfile::tempdir().unwrap();
             let out = CommittedOutput::default();
             let source = || {
-                let s = JdbcSource::new(db.config()).with_fetch_size(100);
+                let s = JdbcSource::new(db.config()).with_fetch_size(100).unwrap();
                 if keyed {
                     s.with_table("events").with_key_column("id")
                 } else {
@@ -273,7 +273,7 @@ async fn a_million_rows_stream_with_flat_memory() {
         db.exec(fill).await;
         let sink = DiscardSink::default();
         let p = Pipeline::new();
-        p.source("db", JdbcSource::new(db.config()).with_table("big").with_fetch_size(1000))
+        p.source("db", JdbcSource::new(db.config()).with_table("big").with_fetch_size(1000).unwrap())
             .sink("discard", sink.clone());
         let before = rss();
         let job = p.start(JobConfig::new("big-read").with_restart(RestartStrategy::None)).unwrap();

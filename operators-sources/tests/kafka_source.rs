@@ -36,7 +36,7 @@ fn rows(from: i64, to: i64) -> Vec<String> {
 
 fn source(kafka: &TestKafka, topic: &str) -> KafkaSource {
     let cfg = KafkaConfig::new("source.kafka", kafka.bootstrap_servers()).unwrap();
-    KafkaSource::new(cfg, [topic], schema()).with_batch_size(64)
+    KafkaSource::new(cfg, [topic], schema()).with_batch_size(64).unwrap()
 }
 
 fn ids(batches: &[RecordBatch]) -> Vec<i64> {
@@ -327,7 +327,7 @@ async fn bounded_reading_of_several_topics_reads_each_to_its_own_end() {
         .unwrap()
         .with_property("max.partition.fetch.bytes", "2048")
         .unwrap();
-    let source = KafkaSource::new(cfg, [short.as_str(), long.as_str()], schema()).with_batch_size(16);
+    let source = KafkaSource::new(cfg, [short.as_str(), long.as_str()], schema()).with_batch_size(16).unwrap();
     let ckpt = tempfile::tempdir().unwrap();
     let out = run_bounded(source, 1, ckpt.path()).await.unwrap();
     let mut expected: Vec<i64> = (0..4000).collect();

@@ -174,7 +174,7 @@ async fn many_files_many_batches_in_parallel() {
     }
     let schema =
         Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("n", DataType::Utf8, true)]));
-    let format = TextFormat::csv().with_schema(schema).with_batch_size(1000).with_chunk_bytes(4096);
+    let format = TextFormat::csv().with_schema(schema).with_batch_size(1000).unwrap().with_chunk_bytes(4096);
     let read = read_dir(dir.path(), format, 3).await.unwrap();
     let mut ids: Vec<i64> = read.strings().iter().map(|r| r[0].parse().unwrap()).collect();
     ids.sort_unstable();

@@ -661,7 +661,7 @@ fn file_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<P
         "parquet" => pipeline.source(
             "source",
             files(
-                DirectorySource::new(location, ParquetFormat::new().with_batch_size(batch))
+                DirectorySource::new(location, ParquetFormat::new().with_batch_size(batch)?)
                     .with_watch(watch)
                     .with_settle(settle),
             ),
@@ -669,7 +669,7 @@ fn file_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<P
         "orc" => pipeline.source(
             "source",
             files(
-                DirectorySource::new(location, OrcFormat::new().with_batch_size(batch))
+                DirectorySource::new(location, OrcFormat::new().with_batch_size(batch)?)
                     .with_watch(watch)
                     .with_settle(settle),
             ),
@@ -677,7 +677,7 @@ fn file_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<P
         kind => pipeline.source(
             "source",
             files(
-                DirectorySource::new(location, text_format(params, kind)?.with_batch_size(batch))
+                DirectorySource::new(location, text_format(params, kind)?.with_batch_size(batch)?)
                     .with_watch(watch)
                     .with_settle(settle),
             ),
@@ -724,7 +724,7 @@ fn jdbc_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<P
             ));
         }
     }
-    let mut source = JdbcSource::new(db).with_fetch_size(params.num_or_default("source.db.fetch.size")?);
+    let mut source = JdbcSource::new(db).with_fetch_size(params.num_or_default("source.db.fetch.size")?)?;
     match (params.get("source.db.table"), params.get("source.db.sql")) {
         (_, Some(sql)) => source = source.with_sql(unquote(sql)),
         (Some(table), None) => source = source.with_table(table),
@@ -813,7 +813,7 @@ fn kafka_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<
     if let Some(reset) = params.text("auto.offset.reset") {
         kafka = kafka.with_property("auto.offset.reset", &reset).map_err(component("auto.offset.reset"))?;
     }
-    let source = KafkaSource::new(kafka, topics, schema).with_bad_records(policy).with_batch_size(batch);
+    let source = KafkaSource::new(kafka, topics, schema).with_bad_records(policy).with_batch_size(batch)?;
     source.validate().map_err(component("source.kafka.topic"))?;
     Ok((pipeline.source("source", source), None))
 }

@@ -39,10 +39,10 @@ impl OrcFormat {
         Self::default()
     }
 
-    /// Rows per batch.
-    pub fn with_batch_size(mut self, rows: usize) -> Self {
-        self.batch_size = rows.max(1);
-        self
+    /// Rows per batch; 0 is refused, naming `source.batch.size`.
+    pub fn with_batch_size(mut self, rows: usize) -> crate::Result<Self> {
+        self.batch_size = crate::error::at_least_one("source.batch.size", rows)?;
+        Ok(self)
     }
 }
 

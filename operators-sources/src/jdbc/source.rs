@@ -47,7 +47,7 @@ use crate::error::SourceError;
 /// ```no_run
 /// use operators_sources::jdbc::{DbConfig, JdbcSource};
 /// let db = DbConfig::parse("source.db.url", "postgres://127.0.0.1/test", Some("app"), Some("secret"))?;
-/// let source = JdbcSource::new(db).with_table("orders").with_key_column("id").with_fetch_size(1000);
+/// let source = JdbcSource::new(db).with_table("orders").with_key_column("id").with_fetch_size(1000)?;
 /// # Ok::<(), operators_sources::SourceError>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -90,10 +90,11 @@ impl JdbcSource {
         self
     }
 
-    /// Rows per round trip and per batch (default 50, the toolkit's).
-    pub fn with_fetch_size(mut self, rows: usize) -> Self {
-        self.fetch_size = rows.max(1);
-        self
+    /// Rows per round trip and per batch (default 50, the toolkit's); 0 is refused,
+    /// naming `source.db.fetch.size`.
+    pub fn with_fetch_size(mut self, rows: usize) -> crate::Result<Self> {
+        self.fetch_size = crate::error::at_least_one("source.db.fetch.size", rows)?;
+        Ok(self)
     }
 
     /// Reads in the order of this unique column and resumes after the last key.

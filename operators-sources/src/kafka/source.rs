@@ -167,10 +167,11 @@ impl KafkaSource {
         self
     }
 
-    /// At most this many records per batch (default 8192).
-    pub fn with_batch_size(mut self, rows: usize) -> Self {
-        self.batch_size = rows.max(1);
-        self
+    /// At most this many records per batch (default 8192); 0 is refused, naming
+    /// `source.batch.size`.
+    pub fn with_batch_size(mut self, rows: usize) -> crate::Result<Self> {
+        self.batch_size = crate::error::at_least_one("source.batch.size", rows)?;
+        Ok(self)
     }
 
     /// Stop at the end offsets of the first start instead of running forever.

@@ -42,7 +42,7 @@ pub fn apply(batches: &[RecordBatch], columns: usize) -> Rows {
 pub async fn table(db: &TestDb) -> (Rows, usize) {
     let out = CommittedOutput::default();
     let p = Pipeline::new();
-    p.source("db", JdbcSource::new(db.config()).with_table("items").with_fetch_size(1000))
+    p.source("db", JdbcSource::new(db.config()).with_table("items").with_fetch_size(1000).unwrap())
         .sink("out", TwoPhaseMemorySink::new(out.clone()));
     p.run(JobConfig::new("db-read").with_restart(RestartStrategy::None)).await.unwrap();
     let batches = out.batches();
