@@ -62,8 +62,9 @@ pub mod mysql {
     /// update of some columns (NULLs among them) that raises `n`, a delete, or an update
     /// of several rows in one statement.
     pub fn write(rng: &mut impl Rng, next_id: &mut i64) -> String {
-        let id = rng.random_range(1..*next_id);
-        match rng.random_range(0..10) {
+        // An empty table (`next_id` 1) has nothing to update or delete: insert.
+        let id = rng.random_range(1..(*next_id).max(2));
+        match if *next_id <= 1 { 0 } else { rng.random_range(0..10) } {
             0..=2 => {
                 let row = values(*next_id, rng);
                 *next_id += 1;
@@ -132,8 +133,9 @@ pub mod postgres {
     /// update of some columns (NULLs among them) that raises `n`, a delete, or an update
     /// of several rows in one statement.
     pub fn write(rng: &mut impl Rng, next_id: &mut i64) -> String {
-        let id = rng.random_range(1..*next_id);
-        match rng.random_range(0..10) {
+        // An empty table (`next_id` 1) has nothing to update or delete: insert.
+        let id = rng.random_range(1..(*next_id).max(2));
+        match if *next_id <= 1 { 0 } else { rng.random_range(0..10) } {
             0..=2 => {
                 let row = values(*next_id, rng);
                 *next_id += 1;

@@ -84,6 +84,7 @@ pub struct DebeziumEncoder {
     key_columns: Vec<String>,
     tombstones: bool,
     setting: String,
+    key_setting: String,
     json: JsonEncoder,
 }
 
@@ -99,6 +100,7 @@ impl DebeziumEncoder {
             key_columns: key_columns.into_iter().map(Into::into).collect(),
             tombstones: true,
             setting: "format".into(),
+            key_setting: "key.columns".into(),
             json: JsonEncoder::new(),
         }
     }
@@ -107,6 +109,13 @@ impl DebeziumEncoder {
     /// about rows that cannot be written in it.
     pub fn with_setting(mut self, setting: impl Into<String>) -> Self {
         self.setting = setting.into();
+        self
+    }
+
+    /// The setting that names the key columns (default `key.columns`), named by the error
+    /// about a key column the rows do not have.
+    pub fn with_key_setting(mut self, setting: impl Into<String>) -> Self {
+        self.key_setting = setting.into();
         self
     }
 
@@ -143,7 +152,7 @@ impl DebeziumEncoder {
         for name in &self.key_columns {
             key_indices.push(schema.index_of(name).map_err(|_| {
                 Error::config(
-                    &self.setting,
+                    &self.key_setting,
                     format!("no key column `{name}` in the changelog rows (columns: {})", names()),
                 )
             })?);
@@ -262,7 +271,9 @@ impl Source<'_> {
         if let Some(c) = self.commit_ms {
             field(out, "ts_ms");
             if c.is_valid(row) {
-                out.extend_from_slice(c.value(row).to_string().as_bytes());
+                // Written in place: no String per event.
+                serde_json::to_writer(&mut *out, &c.value(row))
+                    .map_err(|e| Error::Internal(format!("writing the Debezium source `ts_ms`: {e}")))?;
             } else {
                 out.extend_from_slice(b"null");
             }
@@ -408,8 +419,9 @@ mod tests {
         let e = encoder.encode(&plain, &mut out, &mut events).unwrap_err().to_string();
         assert!(e.contains("`sink.format`") && e.contains("`_kind`") && e.contains("have: id"), "{e}");
 
-        let e = DebeziumEncoder::new(["sku"]).encode(&changes(&[("+I", 1, None, None)]), &mut out, &mut events);
-        assert!(e.unwrap_err().to_string().contains("no key column `sku`"));
+        let encoder = DebeziumEncoder::new(["sku"]).with_key_setting("sink.key.columns");
+        let e = encoder.encode(&changes(&[("+I", 1, None, None)]), &mut out, &mut events).unwrap_err().to_string();
+        assert!(e.contains("`sink.key.columns`") && e.contains("no key column `sku`"), "{e}");
 
         let e = DebeziumEncoder::new(["id"]).encode(&changes(&[("+X", 1, None, None)]), &mut out, &mut events);
         let e = e.unwrap_err().to_string();

@@ -219,11 +219,12 @@ macro_rules! insert_rows {
             let names: Vec<String> = batch.schema().fields().iter().map(|f| quote_ident(kind, f.name())).collect();
             let columns: Vec<ArrayRef> = batch.columns().to_vec();
             let per = rows_per_statement(sink.cfg.batch_size, columns.len());
+            let schema = batch.schema();
+            let casts = sink.casts_of(&schema);
             let mut start = 0;
             while start < batch.num_rows() {
                 let end = (start + per).min(batch.num_rows());
                 let mut values = Vec::with_capacity(end - start);
-                let schema = batch.schema();
                 for row in start..end {
                     let mut v = Vec::with_capacity(columns.len());
                     for (c, f) in columns.iter().zip(schema.fields()) {
@@ -232,7 +233,6 @@ macro_rules! insert_rows {
                     values.push(v);
                 }
                 let mut qb = QueryBuilder::<$db>::new(format!("insert into {table} ({}) ", names.join(", ")));
-                let casts = sink.casts_of(&batch.schema());
                 qb.push_values(values, |mut b, row| {
                     for (v, cast) in row.into_iter().zip(&casts) {
                         let text = v.is_text();
@@ -263,7 +263,8 @@ macro_rules! delete_rows {
             let table = quote_ident(kind, &sink.cfg.table);
             let names: Vec<String> = batch.schema().fields().iter().map(|f| quote_ident(kind, f.name())).collect();
             let columns: Vec<ArrayRef> = batch.columns().to_vec();
-            let casts = sink.casts_of(&batch.schema());
+            let schema = batch.schema();
+            let casts = sink.casts_of(&schema);
             let per = rows_per_statement(sink.cfg.batch_size, columns.len());
             let mut start = 0;
             while start < batch.num_rows() {
@@ -274,7 +275,6 @@ macro_rules! delete_rows {
                         qb.push(" or ");
                     }
                     qb.push("(");
-                    let schema = batch.schema();
                     for (i, ((name, c), cast)) in names.iter().zip(&columns).zip(&casts).enumerate() {
                         if i > 0 {
                             qb.push(" and ");

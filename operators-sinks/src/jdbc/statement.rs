@@ -70,8 +70,8 @@ fn out_of_range(name: &str, row: usize, what: String) -> Error {
     )
 }
 
-/// A timestamp of `count` units of `per_second` (1 for seconds … 1 000 000 for
-/// microseconds) since 1970.
+/// The timestamp `count` microseconds after 1970 (`None` when converting the column's
+/// `raw` value in `unit` to microseconds overflowed).
 fn ts(count: Option<i64>, name: &str, row: usize, raw: i64, unit: &str) -> Result<Value> {
     count
         .and_then(chrono::DateTime::from_timestamp_micros)

@@ -36,6 +36,10 @@ pub enum Delivery {
     ExactlyOnce,
 }
 
+/// The runner's names of the settings the sink's row errors point at.
+const KEY_COLUMNS: &str = "sink.key.columns";
+const FORMAT: &str = "sink.format";
+
 /// How rows become messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
@@ -195,6 +199,8 @@ impl SinkFactory for KafkaSink {
             debezium: None,
             buf: Vec::new(),
             messages: Vec::new(),
+            value_rows: Vec::new(),
+            key_rows: Vec::new(),
             mode,
             faults: self.faults.clone(),
         }))
@@ -218,6 +224,9 @@ struct KafkaSinkTask {
     /// The encoded keys and values of the batch being sent.
     buf: Vec<u8>,
     messages: Vec<ChangeEvent>,
+    /// Row ranges of the plain JSON path, kept between batches.
+    value_rows: Vec<Range<usize>>,
+    key_rows: Vec<Option<Range<usize>>>,
     mode: Mode,
     faults: FaultInjector,
 }
@@ -229,11 +238,10 @@ impl KafkaSinkTask {
         self.messages.clear();
         if let Format::DebeziumJson { tombstones } = self.format {
             if self.debezium.is_none() {
-                let setting = format!("{}.key.columns", self.config.prefix());
                 let keys = if self.key_columns.is_empty() {
                     changelog::key_columns(&batch.schema()).ok_or_else(|| {
                         Error::config(
-                            &setting,
+                            KEY_COLUMNS,
                             "the Debezium envelope keys each change by the table's primary key, and these rows \
                              do not name one (a CDC source's rows do, unless SQL rebuilt them): set the key columns",
                         )
@@ -241,43 +249,52 @@ impl KafkaSinkTask {
                 } else {
                     self.key_columns.clone()
                 };
-                self.debezium = Some(DebeziumEncoder::new(keys).with_tombstones(tombstones).with_setting(setting));
+                self.debezium = Some(
+                    DebeziumEncoder::new(keys)
+                        .with_tombstones(tombstones)
+                        .with_setting(FORMAT)
+                        .with_key_setting(KEY_COLUMNS),
+                );
             }
             if let Some(encoder) = &self.debezium {
                 encoder.encode(batch, &mut self.buf, &mut self.messages)?;
             }
             return Ok(());
         }
-        let mut values = Vec::with_capacity(batch.num_rows());
+        let mut values = std::mem::take(&mut self.value_rows);
+        values.clear();
         self.encoder.encode_rows(batch, &mut self.buf, &mut values)?;
-        let mut keys: Vec<Option<Range<usize>>> = Vec::new();
+        let mut keys = std::mem::take(&mut self.key_rows);
+        keys.clear();
         if !self.key_columns.is_empty() {
-            keys = self.encode_keys(batch)?;
+            self.encode_keys(batch, &mut keys)?;
         }
         self.messages.extend(
             values
-                .into_iter()
+                .iter()
                 .enumerate()
-                .map(|(i, value)| ChangeEvent { key: keys.get(i).cloned().flatten(), value: Some(value) }),
+                .map(|(i, value)| ChangeEvent { key: keys.get(i).cloned().flatten(), value: Some(value.clone()) }),
         );
+        // Kept for the next batch: no allocation per batch.
+        self.value_rows = values;
+        self.key_rows = keys;
         Ok(())
     }
 
     /// Appends the key of every row to `buf`: one column's text, or a JSON object of
     /// several; `None` where the key columns are all null.
-    fn encode_keys(&mut self, batch: &RecordBatch) -> Result<Vec<Option<Range<usize>>>> {
+    fn encode_keys(&mut self, batch: &RecordBatch, keys: &mut Vec<Option<Range<usize>>>) -> Result<()> {
         let schema = batch.schema();
         let mut indices = Vec::with_capacity(self.key_columns.len());
         for name in &self.key_columns {
             let idx = schema.index_of(name).map_err(|_| {
                 Error::config(
-                    format!("{}.key.columns", self.config.prefix()),
+                    KEY_COLUMNS,
                     format!("no column `{name}` in the rows written (columns: {})", column_names(batch)),
                 )
             })?;
             indices.push(idx);
         }
-        let mut keys = Vec::with_capacity(batch.num_rows());
         if let [idx] = indices[..] {
             let column = batch.column(idx);
             let text = arrow::compute::cast(column, &DataType::Utf8).map_err(|e| Error::arrow("Kafka sink key", e))?;
@@ -300,7 +317,7 @@ impl KafkaSinkTask {
                 keys.push((!all_null).then_some(r));
             }
         }
-        Ok(keys)
+        Ok(())
     }
 
     /// Sends the encoded rows, waiting while librdkafka's queue is full.
