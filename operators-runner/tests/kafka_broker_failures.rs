@@ -140,7 +140,7 @@ async fn dedup_with_a_broker_killed() {
     let tmp = tempfile::tempdir().unwrap();
     let p = Pipeline::new();
     p.source("kafka", source)
-        .transform("slow", RateLimitTransform::new(1000))
+        .transform("slow", RateLimitTransform::new(1000).unwrap())
         .dedup("dedup", ["id"], Duration::from_secs(3600))
         .sink("out", sink);
     let config = JobConfig::new("broker-kill-dedup")

@@ -273,7 +273,7 @@ async fn a_server_that_goes_away_mid_fetch_is_read_again_from_the_checkpoint_exa
     let out = CommittedOutput::default();
     let p = Pipeline::new();
     p.source("hive", HiveSource::new(config).with_table(&t).with_fetch_size(500).unwrap())
-        .transform("slow", RateLimitTransform::new(10_000))
+        .transform("slow", RateLimitTransform::new(10_000).unwrap())
         .sink("out", TwoPhaseMemorySink::new(out.clone()));
     let ck = tmp.path().join("ck");
     let job = p

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::operator::{OperatorContext, TaskInfo, Transform, TransformFactory};
 
 /// Passes batches on at no more than `rows_per_second` over all subtasks; the wait
@@ -16,9 +16,14 @@ pub struct RateLimitTransform {
 }
 
 impl RateLimitTransform {
-    /// At most `rows_per_second` rows per second (at least 1).
-    pub fn new(rows_per_second: u64) -> Self {
-        Self { rows_per_second: rows_per_second.max(1) }
+    /// At most `rows_per_second` rows per second. A rate of 0 is refused, naming
+    /// `stream.rate.limit`: it would stop the stream for good, and raising it to 1
+    /// would run a job the user did not ask for.
+    pub fn new(rows_per_second: u64) -> Result<Self> {
+        if rows_per_second == 0 {
+            return Err(Error::config("stream.rate.limit", "must be at least 1 row per second"));
+        }
+        Ok(Self { rows_per_second })
     }
 }
 
@@ -50,5 +55,17 @@ impl TransformFactory for RateLimitTransform {
             started: None,
             rows: 0,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_of_zero_is_refused_naming_the_parameter() {
+        let err = RateLimitTransform::new(0).unwrap_err().to_string();
+        assert!(err.contains("stream.rate.limit"), "{err}");
+        assert!(RateLimitTransform::new(1).is_ok());
     }
 }

@@ -982,7 +982,7 @@ pub fn plan(params: &Params) -> Result<Plan, PlanError> {
     let mut dead_letters = vec![source.dead_letters()];
     let mut stream = source;
     if let Some(rate) = params.int("stream.rate.limit")? {
-        stream = stream.transform("rate-limit", RateLimitTransform::new(rate));
+        stream = stream.transform("rate-limit", RateLimitTransform::new(rate)?);
     }
     // Deduplication applies to any source: over a bounded input "the first row of each
     // key within the TTL" is the same rule as over a stream. kafka_deduplication is the
