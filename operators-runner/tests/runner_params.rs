@@ -207,6 +207,30 @@ fn contradictions_are_refused_naming_both_keys() {
 }
 
 #[test]
+fn debezium_events_are_refused_at_plan_time_for_a_source_without_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::write(input.join("a.csv"), "1,x\n").unwrap();
+    let mut args = vec!["--source.type", "csv", "--source.path", s(&input), "--source.watch.type", "PROCESS_ONCE"];
+    args.extend_from_slice(&[
+        "--sink.type",
+        "kafka",
+        "--sink.kafka.brokers",
+        "127.0.0.1:9",
+        "--sink.kafka.topic",
+        "t",
+        "--sink.format",
+        "debezium-json",
+        "--dry-run",
+    ]);
+    let o = run(tmp.path(), &args);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("sink.format") && err.contains("source.type is csv") && err.contains("mysql-cdc"), "{err}");
+}
+
+#[test]
 fn a_keyed_state_budget_is_refused_where_it_cannot_hold_naming_the_parameter() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");

@@ -257,3 +257,84 @@ async fn a_changelog_is_applied_by_key_on_every_database() {
         db.cleanup().await;
     }
 }
+
+/// PostgreSQL: text values reach columns of a case-sensitive user-defined type and of
+/// non-text types whose names differ only in case (`"A"` jsonb beside `a` text): each
+/// parameter is cast to its own column's type, by the column's exact name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_reaches_postgres_columns_of_case_sensitive_names_and_types() {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let db = TestDb::postgres().await;
+    db.exec(
+        r#"create type "Mood" as enum ('Happy', 'sad');
+           create type mood as enum ('calm');
+           create table casing (id bigint, "Feeling" "Mood", "A" jsonb, a text, m mood)"#,
+    )
+    .await;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("Feeling", DataType::Utf8, true),
+        Field::new("A", DataType::Utf8, true),
+        Field::new("a", DataType::Utf8, true),
+        Field::new("m", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(StringArray::from(vec![Some("Happy"), None])),
+            Arc::new(StringArray::from(vec![Some(r#"{"k": 1}"#), None])),
+            Arc::new(StringArray::from(vec![Some("not json"), None])),
+            Arc::new(StringArray::from(vec![Some("calm"), None])),
+        ],
+    )
+    .unwrap();
+    let mut ctx = OperatorContext::standalone(info("casing"));
+    let mut sink = JdbcSink::new(db.config(), "casing").create(&info("casing")).unwrap();
+    sink.open(&mut ctx).await.unwrap();
+    sink.write_batch(batch, &mut ctx).await.unwrap();
+    if let Some(c) = sink.pre_commit(1, &mut ctx).await.unwrap() {
+        sink.commit(1, c).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    let rows = db.rows(r#"select id, "Feeling"::text, "A"::text, a, m::text from casing order by id"#).await;
+    let want = vec![vec!["1", "Happy", r#"{"k": 1}"#, "not json", "calm"], vec!["2", "NULL", "NULL", "NULL", "NULL"]];
+    assert_eq!(rows, want.iter().map(|r| r.iter().map(|s| s.to_string()).collect::<Vec<_>>()).collect::<Vec<_>>());
+    db.cleanup().await;
+}
+
+/// `WriteMode::SourceKey`: a changelog is applied by the primary key its source names in
+/// the schema; a stream that names none is refused, naming the key setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_is_applied_by_the_key_its_source_names() {
+    for db in TestDb::all().await {
+        db.exec("create table items (id bigint primary key, name varchar(40))").await;
+        let keyed = |batch: RecordBatch| {
+            let schema = batch
+                .schema()
+                .as_ref()
+                .clone()
+                .with_metadata([(operators_core::changelog::KEY_METADATA.to_string(), "id".to_string())].into());
+            RecordBatch::try_new(Arc::new(schema), batch.columns().to_vec()).unwrap()
+        };
+        let mut ctx = OperatorContext::standalone(info("source-key"));
+        let mut sink =
+            JdbcSink::new(db.config(), "items").with_mode(WriteMode::SourceKey).create(&info("source-key")).unwrap();
+        sink.open(&mut ctx).await.unwrap();
+        let first = changes(&[("+I", 1, Some("a")), ("+I", 2, Some("b")), ("-U", 1, Some("a")), ("+U", 1, Some("a2"))]);
+        sink.write_batch(keyed(first), &mut ctx).await.unwrap();
+        sink.write_batch(keyed(changes(&[("-D", 2, Some("b")), ("+I", 3, None)])), &mut ctx).await.unwrap();
+        if let Some(c) = sink.pre_commit(1, &mut ctx).await.unwrap() {
+            sink.commit(1, c).await.unwrap();
+        }
+        // A changelog without the key: refused naming the setting.
+        let err = sink.write_batch(changes(&[("+I", 4, Some("d"))]), &mut ctx).await.unwrap_err().to_string();
+        assert!(err.contains("sink.db.key.columns"), "{err}");
+        sink.close().await.unwrap();
+        let rows = db.rows("select id, name from items order by id").await;
+        let want: Vec<Vec<String>> =
+            [("1", "a2"), ("3", "NULL")].iter().map(|(i, n)| vec![i.to_string(), n.to_string()]).collect();
+        assert_eq!(rows, want, "{:?}", db.kind);
+        db.cleanup().await;
+    }
+}

@@ -248,8 +248,7 @@ pub const PARAMS: &[ParamSpec] = &[
             // 50 is the toolkit's default; for Hive it costs a round trip per 50 rows
             // (`pipeline-bench hive-source` measures it), so Hive's default is the
             // server's largest fetch.
-            let hive = p.get("source.db.type") == Some("hive")
-                || p.get("source.db.url").is_some_and(|u| u.trim_start().starts_with("jdbc:hive2:"));
+            let hive = p.get("source.db.type") == Some("hive") || p.get("source.db.url").is_some_and(is_hive_url);
             Some(if hive { "10000" } else { "50" }.into())
         },
     ),
@@ -476,7 +475,12 @@ pub const PARAMS: &[ParamSpec] = &[
         let cdc = p.get("source.type").is_some_and(|t| t.ends_with("-cdc"));
         Some(if cdc { "upsert" } else { "insert" }.into())
     }),
-    ext("sink.db.key.columns", None, Kind::Text, "database sink: key columns for upsert, comma separated"),
+    ext(
+        "sink.db.key.columns",
+        None,
+        Kind::Text,
+        "database sink: key columns for upsert, comma separated (a CDC source's primary key by default)",
+    ),
     ext("sink.db.batch.size", Some("1000"), COUNT, "database sink: rows per insert statement"),
     p("stream.parallelism", Some("1"), COUNT, "parallelism of the source and transforms"),
     p("stream.sink.parallelism", Some("1"), COUNT, "parallelism of the sink"),
@@ -676,6 +680,11 @@ pub enum ParamError {
 }
 
 /// A parameter read as if it had a default that the table does not give it.
+/// A `jdbc:hive2://` URL: the database source reads it from HiveServer2.
+pub(crate) fn is_hive_url(url: &str) -> bool {
+    url.trim_start().starts_with("jdbc:hive2:")
+}
+
 fn no_default(key: &str) -> ParamError {
     ParamError::Missing { key: key.to_string(), why: "no value was given and the parameter has no default".into() }
 }

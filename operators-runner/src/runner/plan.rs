@@ -166,6 +166,8 @@ struct Shape<'a> {
 const FILE_SOURCES: &[&str] = &["csv", "tsv", "txt", "parquet", "orc"];
 const TEXT_SOURCES: &[&str] = &["csv", "tsv", "txt"];
 const KAFKA_SOURCES: &[&str] = &["kafka", "kafka_deduplication"];
+/// The sources whose rows are a changelog (`changelog::KIND_COLUMN`).
+const CDC_SOURCES: &[&str] = &["mysql-cdc", "postgres-cdc"];
 
 impl Shape<'_> {
     /// `None` when `key` takes part in this pipeline, else why it does not.
@@ -693,7 +695,7 @@ fn jdbc_source(params: &Params, ctx: &SourceCtx<'_>) -> Result<(Stream, Option<P
     if params.has("source.db.driverClassName") {
         tracing::warn!("source.db.driverClassName is accepted for compatibility and ignored: drivers are built in");
     }
-    let hive_url = url.trim_start().starts_with("jdbc:hive2:");
+    let hive_url = super::params::is_hive_url(&url);
     if db_type.as_deref() == Some("hive") || hive_url {
         if !hive_url {
             return Err(conflict("source.db.type", "hive reads a jdbc:hive2://host:port/database URL"));
@@ -862,10 +864,19 @@ fn jdbc_sink(params: &Params, stream: Stream, ctx: &SinkCtx<'_>) -> Result<Optio
     let db = DbConfig::parse("sink.db.url", &url, params.get("sink.db.username"), params.get("sink.db.password"))?;
     let table = params.required("sink.db.table", "the database sink writes one table")?;
     let mode = match params.choice("sink.db.mode")?.as_deref() {
-        Some("upsert") => {
-            let keys = list(&params.required("sink.db.key.columns", "upsert needs the key columns")?);
-            WriteMode::Upsert { keys }
-        }
+        Some("upsert") => match params.get("sink.db.key.columns") {
+            Some(keys) => WriteMode::Upsert { keys: list(keys) },
+            // A CDC source names the table's primary key in the stream.
+            None if CDC_SOURCES.contains(&params.choice("source.type")?.unwrap_or_default().as_str()) => {
+                WriteMode::SourceKey
+            }
+            None => {
+                return Err(missing(
+                    "sink.db.key.columns",
+                    "upsert needs the key columns (only a CDC source names its primary key itself)",
+                ));
+            }
+        },
         _ => WriteMode::Insert,
     };
     let exactly_once = config.checkpointing.as_ref().is_some_and(|c| c.mode == CheckpointingMode::ExactlyOnce);
@@ -895,7 +906,21 @@ fn kafka_sink(params: &Params, stream: Stream, ctx: &SinkCtx<'_>) -> Result<Opti
     }
     sink = sink.with_format(match params.choice_or_default("sink.format")?.as_str() {
         "json" => Format::Json,
-        "debezium-json" => Format::DebeziumJson { tombstones: params.bool("sink.debezium.tombstones")? },
+        "debezium-json" => {
+            // Debezium events are a changelog's: refused at plan time for a source that
+            // writes plain rows, not at the job's first batch.
+            let source = params.choice("source.type")?.unwrap_or_default();
+            if !CDC_SOURCES.contains(&source.as_str()) {
+                return Err(conflict(
+                    "sink.format",
+                    format!(
+                        "debezium-json writes the changes of a CDC source (source.type {}), and source.type is {source}",
+                        CDC_SOURCES.join(" or ")
+                    ),
+                ));
+            }
+            Format::DebeziumJson { tombstones: params.bool("sink.debezium.tombstones")? }
+        }
         other => {
             return Err(conflict("sink.format", format!("the Kafka sink writes json or debezium-json, not {other}")));
         }

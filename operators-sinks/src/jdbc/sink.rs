@@ -108,6 +108,7 @@ impl SinkFactory for JdbcSink {
     fn create(&self, info: &TaskInfo) -> Result<Box<dyn Sink>> {
         self.validate()?;
         Ok(Box::new(JdbcWriter {
+            mode: self.mode.clone(),
             cfg: self.clone(),
             sink_id: format!("{}/{}/{}", info.job_name, info.operator_id, self.table),
             run_id: info.run_id.to_string(),
@@ -141,13 +142,17 @@ struct Committable {
 
 struct JdbcWriter {
     cfg: JdbcSink,
+    /// How rows are written: the configured mode, with [`WriteMode::SourceKey`] resolved
+    /// to the key the stream names (see [`Self::check_columns`]).
+    mode: WriteMode,
     sink_id: String,
     run_id: String,
     subtask: usize,
     pool: Option<DbPool>,
     table_columns: Vec<String>,
     /// PostgreSQL: the cast (`::JSONB`) after a text parameter bound to each column
-    /// (lower-cased name) whose type is not text. PostgreSQL refuses a text parameter
+    /// (by its exact name: the statement quotes the field names, so `"A"` and `a` are two
+    /// columns) whose type is not text. PostgreSQL refuses a text parameter
     /// for a `jsonb`, `time`, `uuid` or `numeric` column unless it is cast; MySQL and
     /// SQLite convert text themselves.
     text_casts: HashMap<String, String>,
@@ -161,14 +166,27 @@ struct JdbcWriter {
 
 /// The cast a text parameter needs for a PostgreSQL column of type `type_name` (as sqlx
 /// names it: `JSONB`, `TIME`, `INT4[]`, an enum's name), or `None` for the text types.
-/// The name comes from the server's catalog; one that is not a plain type name gets no
-/// cast (the server then reports the mismatch).
-pub(super) fn text_cast(type_name: &str) -> Option<String> {
-    let textual = ["TEXT", "VARCHAR", "BPCHAR", "CHAR", "NAME", "CITEXT", "UNKNOWN"];
+///
+/// A built-in type (`builtin`: its OID is below PostgreSQL's first user OID) is named
+/// by sqlx in capitals and cast unquoted, which PostgreSQL folds to its catalog name; a
+/// built-in name that is not plain gets no cast (the server then reports the mismatch).
+/// A user-defined type (an enum, a domain, an extension's type) is named by sqlx as
+/// PostgreSQL writes it (`oid::regtype::text`): quoted where its case or characters
+/// need it (`"Mood"`), schema-qualified outside the search path. That is a cast target
+/// as it stands.
+pub(super) fn text_cast(type_name: &str, builtin: bool) -> Option<String> {
+    if !builtin {
+        return (!type_name.is_empty()).then(|| format!("::{type_name}"));
+    }
+    let textual = ["TEXT", "VARCHAR", "BPCHAR", "CHAR", "NAME", "UNKNOWN"];
     let plain = !type_name.is_empty()
         && type_name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '[' | ']' | ' '));
     (plain && !textual.iter().any(|t| t.eq_ignore_ascii_case(type_name))).then(|| format!("::{type_name}"))
 }
+
+/// PostgreSQL's first OID for user-defined objects (`FirstNormalObjectId`): types below
+/// it are the built-in catalog's.
+const FIRST_USER_OID: u32 = 16384;
 
 fn db_err(what: &str, e: sqlx::Error) -> Error {
     let e = DriverError(e);
@@ -317,11 +335,11 @@ impl JdbcWriter {
 
     /// The cast after a text parameter of each of `schema`'s columns ([`Self::text_casts`]).
     fn casts_of(&self, schema: &arrow::datatypes::Schema) -> Vec<Option<&str>> {
-        schema.fields().iter().map(|f| self.text_casts.get(&f.name().to_lowercase()).map(String::as_str)).collect()
+        schema.fields().iter().map(|f| self.text_casts.get(f.name()).map(String::as_str)).collect()
     }
 
     fn upsert_clause(&self, schema: &arrow::datatypes::Schema) -> String {
-        let WriteMode::Upsert { keys } = &self.cfg.mode else {
+        let WriteMode::Upsert { keys } = &self.mode else {
             return String::new();
         };
         let kind = self.kind();
@@ -362,7 +380,20 @@ impl JdbcWriter {
             return Ok(());
         }
         let changelog = is_changelog(&schema);
-        let applied = changelog && matches!(self.cfg.mode, WriteMode::Upsert { .. });
+        if self.cfg.mode == WriteMode::SourceKey {
+            let Some(keys) = operators_core::changelog::key_columns(&schema) else {
+                return Err(Error::config(
+                    "sink.db.key.columns",
+                    format!(
+                        "upsert into `{}` needs the key columns: the stream does not name its primary key (a CDC \
+                         source's changes do, unless SQL rebuilt them)",
+                        self.cfg.table
+                    ),
+                ));
+            };
+            self.mode = WriteMode::Upsert { keys };
+        }
+        let applied = changelog && matches!(self.mode, WriteMode::Upsert { .. });
         for f in schema.fields() {
             if applied && CHANGE_COLUMNS.contains(&f.name().as_str()) {
                 // Applied, not stored (unless the table has such a column).
@@ -392,7 +423,7 @@ impl JdbcWriter {
                 ));
             }
         }
-        if let WriteMode::Upsert { keys } = &self.cfg.mode
+        if let WriteMode::Upsert { keys } = &self.mode
             && let Some(k) = keys.iter().find(|k| schema.index_of(k).is_err())
         {
             return Err(Error::config("sink.db.key.columns", format!("key column `{k}` is not in the stream")));
@@ -405,7 +436,7 @@ impl JdbcWriter {
     /// changelog, the last change of each key as a delete or an upsert.
     fn ops(&self, batch: &RecordBatch) -> Result<Vec<Op>> {
         let batch = self.dedup(batch)?;
-        let WriteMode::Upsert { keys } = &self.cfg.mode else {
+        let WriteMode::Upsert { keys } = &self.mode else {
             return Ok(vec![Op::Write(batch)]);
         };
         if !is_changelog(&batch.schema()) {
@@ -554,7 +585,7 @@ impl JdbcWriter {
 
     /// For upserts, keeps the last row of each key (one statement cannot update a row twice).
     fn dedup(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let WriteMode::Upsert { keys } = &self.cfg.mode else {
+        let WriteMode::Upsert { keys } = &self.mode else {
             return Ok(batch.clone());
         };
         let selector = operators_core::key::KeySelector::new(keys.iter().cloned());
@@ -590,8 +621,12 @@ impl Sink for JdbcWriter {
                 DbPool::Postgres(p) => {
                     let statement = p.prepare(&probe).await?;
                     for c in statement.columns() {
-                        if let Some(cast) = text_cast(c.type_info().name()) {
-                            text_casts.insert(c.name().to_lowercase(), cast);
+                        let info = c.type_info();
+                        let builtin = info.oid().is_some_and(|oid| oid.0 < FIRST_USER_OID);
+                        // citext is an extension's type, so not built in, yet text.
+                        let text = !builtin && info.name().eq_ignore_ascii_case("citext");
+                        if let Some(cast) = text_cast(info.name(), builtin).filter(|_| !text) {
+                            text_casts.insert(c.name().to_string(), cast);
                         }
                     }
                     statement.columns().iter().map(|c| c.name().to_string()).collect()
@@ -672,6 +707,9 @@ impl Sink for JdbcWriter {
         let rows = from_ipc(&c.rows)?;
         let mut tx = self.begin().await?;
         for b in &rows {
+            // After a crash this writer has seen no batch: the schema (kept by IPC, its
+            // metadata too) decides how the rows are written, as it did before.
+            self.check_columns(b)?;
             self.write_tx(&mut tx, b).await?;
         }
         self.commit_tx(tx, &c.run_id, c.subtask, checkpoint_id).await

@@ -50,17 +50,21 @@ fn nanosecond_timestamps_round_down_before_1970_too() {
 #[test]
 fn text_parameters_are_cast_to_postgres_types_other_than_text() {
     use super::sink::text_cast;
-    assert_eq!(text_cast("JSONB").as_deref(), Some("::JSONB"));
-    assert_eq!(text_cast("TIME").as_deref(), Some("::TIME"));
-    assert_eq!(text_cast("INT4[]").as_deref(), Some("::INT4[]"));
-    assert_eq!(text_cast("mood").as_deref(), Some("::mood"));
-    for textual in ["TEXT", "VARCHAR", "CHAR", "NAME", "citext"] {
-        assert_eq!(text_cast(textual), None, "{textual}");
+    assert_eq!(text_cast("JSONB", true).as_deref(), Some("::JSONB"));
+    assert_eq!(text_cast("TIME", true).as_deref(), Some("::TIME"));
+    assert_eq!(text_cast("INT4[]", true).as_deref(), Some("::INT4[]"));
+    for textual in ["TEXT", "VARCHAR", "CHAR", "NAME"] {
+        assert_eq!(text_cast(textual, true), None, "{textual}");
     }
     // Not a plain type name: no cast spliced into the statement.
-    assert_eq!(text_cast("\"CHAR\""), None);
-    assert_eq!(text_cast("x; drop table t"), None);
-    assert_eq!(text_cast(""), None);
+    assert_eq!(text_cast("\"CHAR\"", true), None);
+    assert_eq!(text_cast("x; drop table t", true), None);
+    assert_eq!(text_cast("", true), None);
+    // A user-defined type is cast by the name PostgreSQL gives it (`regtype`), quotes
+    // and schema included.
+    assert_eq!(text_cast("mood", false).as_deref(), Some("::mood"));
+    assert_eq!(text_cast("\"Mood\"", false).as_deref(), Some("::\"Mood\""));
+    assert_eq!(text_cast("other.\"Mood\"", false).as_deref(), Some("::other.\"Mood\""));
 }
 
 #[test]
