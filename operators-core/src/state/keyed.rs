@@ -55,6 +55,9 @@ const SPILL_SLOT: u8 = 0;
 const SPILL_DELTA: u8 = 1;
 /// Restored entries of a state not registered yet: state id, then the store key.
 const SPILL_RAW: u8 = 2;
+// Slots are read by key; the other two regions are only scanned (see `SCANNED_FROM`).
+const _: () = assert!(SPILL_SLOT < super::SCANNED_FROM && SPILL_DELTA >= super::SCANNED_FROM);
+const _: () = assert!(SPILL_RAW >= super::SCANNED_FROM);
 
 /// Budget checks happen every this many writes (a check sums the table's bytes).
 const CHECK_EVERY: u32 = 1024;

@@ -42,7 +42,19 @@ pub struct StoreScope<'a> {
     pub attempt: u32,
 }
 
+/// Keys from this first byte on are only ever scanned in key order, never read one at a
+/// time: a [`KeyValueStore`] may keep them without what speeds up reads by key. The disk
+/// store keeps them apart, without bloom filters. (Keyed state writes there the changes
+/// it evicted before a checkpoint took them, which a checkpoint reads back in order and
+/// deletes: with filters they doubled the filters' memory, and their deletions added as
+/// much again until compacted away.)
+pub const SCANNED_FROM: u8 = 1;
+
 /// A byte-ordered key-value store: where a subtask's keyed state goes past its memory budget.
+///
+/// Keys starting with a byte below [`SCANNED_FROM`] are read by key (`get`); the others
+/// are read by `scan`. Every operation works on every key: that is only what it is
+/// tuned for.
 pub trait KeyValueStore: Send {
     /// The value under `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -300,7 +312,7 @@ mod disk_backend {
             // A partition under this name is one a closed subtask store left: it is not
             // reused (it holds that store's entries) nor deleted (see `DiskStore`).
             let mut name = name;
-            while keyspace.partition_exists(&name) {
+            while keyspace.partition_exists(&name) || keyspace.partition_exists(&scanned_name(&name)) {
                 name = format!("{name}-r{:08x}", rand::random::<u32>());
             }
             let path = job_store.path.join(&name);
@@ -309,15 +321,21 @@ mod disk_backend {
             // filter): at the default 64 MiB segments of small entries, a hundred MiB
             // outside the budget. Small segments bound that to a few MiB.
             let target = u32::try_from(self.store_memory / 4).unwrap_or(u32::MAX).max(2 << 20);
-            let options = fjall::PartitionCreateOptions::default()
-                .max_memtable_size(memtable)
-                .bloom_filter_bits(Some(BLOOM_BITS))
-                .compaction_strategy(fjall::compaction::Strategy::Leveled(fjall::compaction::Leveled {
-                    target_size: target,
-                    ..Default::default()
-                }));
-            let partition = keyspace.open_partition(&name, options).map_err(|e| store_err(&path, "opening", e))?;
-            Ok(Some(Box::new(DiskStore { partition, job: job_store.clone(), path })))
+            let options = || {
+                fjall::PartitionCreateOptions::default().max_memtable_size(memtable).compaction_strategy(
+                    fjall::compaction::Strategy::Leveled(fjall::compaction::Leveled {
+                        target_size: target,
+                        ..Default::default()
+                    }),
+                )
+            };
+            let partition = keyspace
+                .open_partition(&name, options().bloom_filter_bits(Some(BLOOM_BITS)))
+                .map_err(|e| store_err(&path, "opening", e))?;
+            let scanned = keyspace
+                .open_partition(&scanned_name(&name), options().bloom_filter_bits(None))
+                .map_err(|e| store_err(&path, "opening", e))?;
+            Ok(Some(Box::new(DiskStore { partition, scanned, job: job_store.clone(), path })))
         }
     }
 
@@ -364,6 +382,11 @@ mod disk_backend {
         format!("{readable}-{:016x}-{}-a{}", hasher.finish(), scope.subtask, scope.attempt)
     }
 
+    /// The partition beside `name` for its keys from [`SCANNED_FROM`](super::SCANNED_FROM) on.
+    fn scanned_name(name: &str) -> String {
+        format!("{name}-s")
+    }
+
     /// Removes job directories whose owning process is gone (left by a killed process).
     fn sweep_orphans(root: &Path) {
         let Ok(entries) = std::fs::read_dir(root) else {
@@ -398,7 +421,10 @@ mod disk_backend {
     /// panics and poisons the keyspace under every other subtask. A subtask that ends
     /// before the others (its input ended first) used to do exactly that.
     pub struct DiskStore {
+        /// Keys read by key, with bloom filters.
         partition: fjall::PartitionHandle,
+        /// Keys from [`SCANNED_FROM`](super::SCANNED_FROM) on, without.
+        scanned: fjall::PartitionHandle,
         job: Arc<JobStore>,
         /// For error messages.
         path: PathBuf,
@@ -408,25 +434,48 @@ mod disk_backend {
         fn keyspace(&self) -> Result<&fjall::Keyspace> {
             self.job.keyspace.as_ref().ok_or_else(|| Error::Internal("disk store used after close".into()))
         }
+
+        /// The partition that holds `key`.
+        fn of(&self, key: &[u8]) -> &fjall::PartitionHandle {
+            if key.first().is_some_and(|&b| b >= super::SCANNED_FROM) { &self.scanned } else { &self.partition }
+        }
+
+        fn scan_into(
+            &self,
+            partition: &fjall::PartitionHandle,
+            start: &[u8],
+            end: &[u8],
+            limit: usize,
+            out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+        ) -> Result<()> {
+            if start >= end {
+                return Ok(());
+            }
+            for item in partition.range(start..end).take(limit.saturating_sub(out.len())) {
+                let (k, v) = item.map_err(|e| store_err(&self.path, "scan", e))?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(())
+        }
     }
 
     impl KeyValueStore for DiskStore {
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-            self.partition.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| store_err(&self.path, "get", e))
+            self.of(key).get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| store_err(&self.path, "get", e))
         }
 
         fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-            self.partition.insert(key, value).map_err(|e| store_err(&self.path, "put", e))
+            self.of(key).insert(key, value).map_err(|e| store_err(&self.path, "put", e))
         }
 
         fn delete(&mut self, key: &[u8]) -> Result<()> {
-            self.partition.remove(key).map_err(|e| store_err(&self.path, "delete", e))
+            self.of(key).remove(key).map_err(|e| store_err(&self.path, "delete", e))
         }
 
         fn apply(&mut self, batch: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
-            let partition = &self.partition;
             let mut b = self.keyspace()?.batch();
             for (k, v) in batch {
+                let partition = self.of(&k);
                 match v {
                     Some(v) => b.insert(partition, k, v),
                     None => b.remove(partition, k),
@@ -438,19 +487,16 @@ mod disk_backend {
         fn resident_bytes(&self) -> u64 {
             // fjall keeps every segment's bloom filter in memory: BLOOM_BITS per item
             // written (its count includes overwritten versions and tombstones not yet
-            // compacted away, which their filters hold too).
+            // compacted away, which their filters hold too). The scanned keys have none.
             self.partition.approximate_len() as u64 * u64::from(BLOOM_BITS) / 8
         }
 
         fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-            if start >= end {
-                return Ok(Vec::new());
-            }
+            // Every key of the first partition sorts before every key of the second.
+            let split: &[u8] = &[super::SCANNED_FROM];
             let mut out = Vec::new();
-            for item in self.partition.range(start..end).take(limit) {
-                let (k, v) = item.map_err(|e| store_err(&self.path, "scan", e))?;
-                out.push((k.to_vec(), v.to_vec()));
-            }
+            self.scan_into(&self.partition, start, end.min(split), limit, &mut out)?;
+            self.scan_into(&self.scanned, start.max(split), end, limit, &mut out)?;
             Ok(out)
         }
     }
@@ -571,6 +617,45 @@ mod tests {
         // Ten bits a key.
         assert_eq!(s.resident_bytes(), 10_000);
         assert_eq!(MemoryStore::default().resident_bytes(), 0);
+    }
+
+    /// Keys on both sides of [`SCANNED_FROM`] (two partitions in the disk store) read,
+    /// scan and delete as one byte-ordered store.
+    #[cfg(feature = "disk")]
+    #[test]
+    fn scanned_keys_and_keys_read_by_key_make_one_ordered_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut disk = DiskStateBackend::new(dir.path().to_path_buf()).open_store(&scope()).unwrap().unwrap();
+        let mut memory = MemoryStore::default();
+        let keys: Vec<Vec<u8>> =
+            vec![vec![0], vec![0, 9], vec![0, 255], vec![1], vec![1, 0], vec![2, 7], vec![255, 1], vec![SCANNED_FROM]];
+        for store in [disk.as_mut(), &mut memory as &mut dyn KeyValueStore] {
+            store.apply(keys.iter().map(|k| (k.clone(), Some(k.clone()))).collect()).unwrap();
+            store.apply(vec![(vec![0, 9], None), (vec![2, 7], None)]).unwrap();
+            store.put(&[1, 5], b"x").unwrap();
+            store.delete(&[0, 255]).unwrap();
+        }
+        for k in keys.iter().chain([&vec![1, 5]]) {
+            assert_eq!(disk.get(k).unwrap(), memory.get(k).unwrap(), "{k:?}");
+        }
+        for (start, end, limit) in [
+            (vec![0], vec![255, 255], 100),
+            (vec![0], vec![255, 255], 3),
+            (vec![0, 1], vec![1, 1], 100),
+            (vec![1], vec![2], 100),
+            (vec![0], vec![1], 100),
+            (vec![2], vec![1], 100),
+        ] {
+            assert_eq!(
+                disk.scan(&start, &end, limit).unwrap(),
+                memory.scan(&start, &end, limit).unwrap(),
+                "{start:?}..{end:?} limit {limit}"
+            );
+        }
+        // The scanned keys carry no bloom filters: only the others count.
+        let before = disk.resident_bytes();
+        disk.apply((0u32..8000).map(|i| ([&[2u8][..], &i.to_be_bytes()].concat(), Some(vec![1]))).collect()).unwrap();
+        assert_eq!(disk.resident_bytes(), before);
     }
 
     #[test]
