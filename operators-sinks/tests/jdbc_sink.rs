@@ -298,7 +298,7 @@ async fn text_reaches_postgres_columns_of_case_sensitive_names_and_types() {
     }
     sink.close().await.unwrap();
     let rows = db.rows(r#"select id, "Feeling"::text, "A"::text, a, m::text from casing order by id"#).await;
-    let want = vec![vec!["1", "Happy", r#"{"k": 1}"#, "not json", "calm"], vec!["2", "NULL", "NULL", "NULL", "NULL"]];
+    let want = [["1", "Happy", r#"{"k": 1}"#, "not json", "calm"], ["2", "NULL", "NULL", "NULL", "NULL"]];
     assert_eq!(rows, want.iter().map(|r| r.iter().map(|s| s.to_string()).collect::<Vec<_>>()).collect::<Vec<_>>());
     db.cleanup().await;
 }
