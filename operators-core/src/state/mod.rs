@@ -334,7 +334,7 @@ mod disk_backend {
                 .map_err(|e| store_err(&path, "opening", e))?;
             let scanned = keyspace
                 .open_partition(&scanned_name(&name), options().bloom_filter_bits(None))
-                .map_err(|e| store_err(&path, "opening", e))?;
+                .map_err(|e| store_err(&job_store.path.join(scanned_name(&name)), "opening", e))?;
             Ok(Some(Box::new(DiskStore { partition, scanned, job: job_store.clone(), path })))
         }
     }
@@ -413,9 +413,11 @@ mod disk_backend {
         Error::external(format!("keyed-state store {} ({what})", path.display()), false, e)
     }
 
-    /// One subtask's disk store: a partition of its job's.
+    /// One subtask's disk store: two partitions of its job's, one for the keys read by
+    /// key and one, without bloom filters, for those only scanned
+    /// ([`SCANNED_FROM`](super::SCANNED_FROM)).
     ///
-    /// Its partition is not deleted when it closes, but with the job's keyspace, when the
+    /// Its partitions are not deleted when it closes, but with the job's keyspace, when the
     /// job's last store closes (a restart closes them all). fjall 2.11 cannot delete a
     /// partition while the partition's memtable is being flushed: its flush thread
     /// panics and poisons the keyspace under every other subtask. A subtask that ends

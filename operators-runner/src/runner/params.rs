@@ -467,7 +467,8 @@ pub const PARAMS: &[ParamSpec] = &[
         "sink.db.mode",
         None,
         Kind::Enum(&["insert", "upsert"]),
-        "database sink: insert, or upsert by sink.db.key.columns (which applies a CDC source's updates and deletes)",
+        "database sink: insert, or upsert by sink.db.key.columns or a CDC source's primary key (which applies its \
+         updates and deletes)",
     )
     .computed("insert (a CDC source's changes: upsert)", |p| {
         // A changelog inserted as rows would need the change columns in the table: a CDC
@@ -679,12 +680,12 @@ pub enum ParamError {
     },
 }
 
-/// A parameter read as if it had a default that the table does not give it.
 /// A `jdbc:hive2://` URL: the database source reads it from HiveServer2.
 pub(crate) fn is_hive_url(url: &str) -> bool {
     url.trim_start().starts_with("jdbc:hive2:")
 }
 
+/// A parameter read as if it had a default that the table does not give it.
 fn no_default(key: &str) -> ParamError {
     ParamError::Missing { key: key.to_string(), why: "no value was given and the parameter has no default".into() }
 }

@@ -866,14 +866,19 @@ fn jdbc_sink(params: &Params, stream: Stream, ctx: &SinkCtx<'_>) -> Result<Optio
     let mode = match params.choice("sink.db.mode")?.as_deref() {
         Some("upsert") => match params.get("sink.db.key.columns") {
             Some(keys) => WriteMode::Upsert { keys: list(keys) },
-            // A CDC source names the table's primary key in the stream.
-            None if CDC_SOURCES.contains(&params.choice("source.type")?.unwrap_or_default().as_str()) => {
+            // A CDC source names the table's primary key in the stream, unless SQL or the
+            // merge rebuilt the rows (and their schema) on the way.
+            None if CDC_SOURCES.contains(&params.choice("source.type")?.unwrap_or_default().as_str())
+                && ctx.known_schema.is_none()
+                && !params.bool("sink.merge.enable")? =>
+            {
                 WriteMode::SourceKey
             }
             None => {
                 return Err(missing(
                     "sink.db.key.columns",
-                    "upsert needs the key columns (only a CDC source names its primary key itself)",
+                    "upsert needs the key columns (a CDC source names its primary key itself, unless stream.sql \
+                     or sink.merge rebuilds its rows)",
                 ));
             }
         },
@@ -1134,6 +1139,38 @@ mod tests {
         assert_eq!(unquote("'select * from lyh limit 3'"), "select * from lyh limit 3");
         assert_eq!(unquote("select * from t where name = 'a'"), "select * from t where name = 'a'");
         assert_eq!(unquote(" 'select * from t where name = 'a'' "), "select * from t where name = 'a'");
+    }
+
+    /// A CDC source's changes reach the database sink keyed by the primary key the source
+    /// names, unless a step that rebuilds the rows drops it: then the job is refused when
+    /// planned, naming the key setting, not at its first batch.
+    #[test]
+    fn cdc_upserts_take_the_source_key_unless_the_rows_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = dir.path().to_str().unwrap();
+        let job = |extra: &[(&str, &str)]| {
+            let mut p = Params::default();
+            for (k, v) in [
+                ("source.type", "mysql-cdc"),
+                ("source.db.url", "mysql://127.0.0.1/db"),
+                ("source.db.table", "t"),
+                ("sink.type", "jdbc"),
+                ("sink.db.url", "postgres://127.0.0.1/db"),
+                ("sink.db.table", "t"),
+                ("stream.checkpoint.dir", checkpoints),
+            ]
+            .iter()
+            .chain(extra)
+            {
+                p.set(k, v, Origin::CommandLine);
+            }
+            plan(&p)
+        };
+        assert!(job(&[]).is_ok());
+        assert!(job(&[("sink.db.key.columns", "id")]).is_ok());
+        let Err(err) = job(&[("sink.merge.enable", "true")]) else { panic!("planned without a key") };
+        assert!(err.to_string().contains("sink.db.key.columns"), "{err}");
+        assert!(job(&[("sink.merge.enable", "true"), ("sink.db.key.columns", "id")]).is_ok());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 /// Insert or upsert.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteMode {
     /// Plain `INSERT`.
     Insert,

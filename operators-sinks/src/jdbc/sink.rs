@@ -176,12 +176,53 @@ struct JdbcWriter {
 /// as it stands.
 pub(super) fn text_cast(type_name: &str, builtin: bool) -> Option<String> {
     if !builtin {
-        return (!type_name.is_empty()).then(|| format!("::{type_name}"));
+        return is_type_name(type_name).then(|| format!("::{type_name}"));
     }
     let textual = ["TEXT", "VARCHAR", "BPCHAR", "CHAR", "NAME", "UNKNOWN"];
     let plain = !type_name.is_empty()
         && type_name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '[' | ']' | ' '));
     (plain && !textual.iter().any(|t| t.eq_ignore_ascii_case(type_name))).then(|| format!("::{type_name}"))
+}
+
+/// Whether `name` has the shape PostgreSQL gives a type's name: dot-separated parts,
+/// each a plain identifier or a double-quoted one (`""` inside), and an optional `[]`.
+/// It is spliced into a statement, so nothing else is (sqlx names a type it could not
+/// resolve `?`).
+fn is_type_name(name: &str) -> bool {
+    let name = name.strip_suffix("[]").unwrap_or(name);
+    let mut rest = name;
+    loop {
+        if let Some(quoted) = rest.strip_prefix('"') {
+            // Up to the closing quote; `""` is a quote inside the name.
+            let mut chars = quoted.char_indices().peekable();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                if c == '"' {
+                    if chars.peek().is_some_and(|&(_, c)| c == '"') {
+                        chars.next();
+                    } else {
+                        end = Some(i);
+                        break;
+                    }
+                }
+            }
+            let Some(end) = end.filter(|&e| e > 0) else { return false };
+            rest = &quoted[end + 1..];
+        } else {
+            let len = rest.find('.').unwrap_or(rest.len());
+            let part = &rest[..len];
+            let plain = part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+            if !plain {
+                return false;
+            }
+            rest = &rest[len..];
+        }
+        match rest.strip_prefix('.') {
+            Some(next) => rest = next,
+            None => return rest.is_empty(),
+        }
+    }
 }
 
 /// PostgreSQL's first OID for user-defined objects (`FirstNormalObjectId`): types below
@@ -661,6 +702,15 @@ impl Sink for JdbcWriter {
     async fn write_batch(&mut self, batch: RecordBatch, _ctx: &mut OperatorContext) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
+        }
+        if self.cfg.mode == WriteMode::SourceKey
+            && !self.pending.is_empty()
+            && self.checked_schema.as_ref() != Some(&batch.schema())
+        {
+            // A new schema may name another key: the rows waiting were resolved by the
+            // old one, and are written by it. (Exactly once, each batch of a commit is
+            // checked before it is written.)
+            self.flush().await?;
         }
         self.check_columns(&batch)?;
         if self.cfg.exactly_once {

@@ -65,6 +65,11 @@ fn text_parameters_are_cast_to_postgres_types_other_than_text() {
     assert_eq!(text_cast("mood", false).as_deref(), Some("::mood"));
     assert_eq!(text_cast("\"Mood\"", false).as_deref(), Some("::\"Mood\""));
     assert_eq!(text_cast("other.\"Mood\"", false).as_deref(), Some("::other.\"Mood\""));
+    assert_eq!(text_cast("\"a\"\"b\"[]", false).as_deref(), Some("::\"a\"\"b\"[]"));
+    // Not the shape of a type's name: nothing is spliced.
+    for bad in ["?", "", "\"\"", "\"Mood", "mood; drop table t", "\"a\"x", "a..b", "a.", "1a", "\"a\" \"b\""] {
+        assert_eq!(text_cast(bad, false), None, "{bad}");
+    }
 }
 
 #[test]
