@@ -258,8 +258,9 @@ async fn a_changelog_is_applied_by_key_on_every_database() {
     }
 }
 
-/// PostgreSQL: text values reach columns of a case-sensitive user-defined type and of
-/// non-text types whose names differ only in case (`"A"` jsonb beside `a` text): each
+/// PostgreSQL: text values reach columns of a case-sensitive user-defined type, of an
+/// extension's type outside the search path (PostgreSQL names it `public.citext`), and
+/// of non-text types whose names differ only in case (`"A"` jsonb beside `a` text): each
 /// parameter is cast to its own column's type, by the column's exact name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_reaches_postgres_columns_of_case_sensitive_names_and_types() {
@@ -268,7 +269,8 @@ async fn text_reaches_postgres_columns_of_case_sensitive_names_and_types() {
     db.exec(
         r#"create type "Mood" as enum ('Happy', 'sad');
            create type mood as enum ('calm');
-           create table casing (id bigint, "Feeling" "Mood", "A" jsonb, a text, m mood)"#,
+           create extension if not exists citext schema public;
+           create table casing (id bigint, "Feeling" "Mood", "A" jsonb, a text, m mood, ci public.citext)"#,
     )
     .await;
     let schema = Arc::new(Schema::new(vec![
@@ -277,6 +279,7 @@ async fn text_reaches_postgres_columns_of_case_sensitive_names_and_types() {
         Field::new("A", DataType::Utf8, true),
         Field::new("a", DataType::Utf8, true),
         Field::new("m", DataType::Utf8, true),
+        Field::new("ci", DataType::Utf8, true),
     ]));
     let batch = RecordBatch::try_new(
         schema,
@@ -286,6 +289,7 @@ async fn text_reaches_postgres_columns_of_case_sensitive_names_and_types() {
             Arc::new(StringArray::from(vec![Some(r#"{"k": 1}"#), None])),
             Arc::new(StringArray::from(vec![Some("not json"), None])),
             Arc::new(StringArray::from(vec![Some("calm"), None])),
+            Arc::new(StringArray::from(vec![Some("MiXed"), None])),
         ],
     )
     .unwrap();
@@ -297,8 +301,9 @@ async fn text_reaches_postgres_columns_of_case_sensitive_names_and_types() {
         sink.commit(1, c).await.unwrap();
     }
     sink.close().await.unwrap();
-    let rows = db.rows(r#"select id, "Feeling"::text, "A"::text, a, m::text from casing order by id"#).await;
-    let want = [["1", "Happy", r#"{"k": 1}"#, "not json", "calm"], ["2", "NULL", "NULL", "NULL", "NULL"]];
+    let rows = db.rows(r#"select id, "Feeling"::text, "A"::text, a, m::text, ci::text from casing order by id"#).await;
+    let want =
+        [["1", "Happy", r#"{"k": 1}"#, "not json", "calm", "MiXed"], ["2", "NULL", "NULL", "NULL", "NULL", "NULL"]];
     assert_eq!(rows, want.iter().map(|r| r.iter().map(|s| s.to_string()).collect::<Vec<_>>()).collect::<Vec<_>>());
     db.cleanup().await;
 }

@@ -663,10 +663,10 @@ impl Sink for JdbcWriter {
                     let statement = p.prepare(&probe).await?;
                     for c in statement.columns() {
                         let info = c.type_info();
+                        // An extension's text type (citext) is not built in and gets its cast,
+                        // which PostgreSQL accepts as well.
                         let builtin = info.oid().is_some_and(|oid| oid.0 < FIRST_USER_OID);
-                        // citext is an extension's type, so not built in, yet text.
-                        let text = !builtin && info.name().eq_ignore_ascii_case("citext");
-                        if let Some(cast) = text_cast(info.name(), builtin).filter(|_| !text) {
+                        if let Some(cast) = text_cast(info.name(), builtin) {
                             text_casts.insert(c.name().to_string(), cast);
                         }
                     }
